@@ -1,0 +1,96 @@
+//! The commands: parse argv, build config and plan, run the chosen command, map the outcome to
+//! an exit code. Errors are printed once, here, as `meshcap: <error>`.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::cli::{CaptureFlags, Cli, Command, FamilyArg, Format, RenderArgs};
+use crate::config::{Config, HostFiles, Ipv6Setting};
+use crate::error::{Error, Result};
+use crate::host::Env;
+use crate::logging::LogSettings;
+use crate::plan::{self, Plan};
+use crate::render;
+use crate::values::Family;
+
+/// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match run(cli, &env) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!("{e:?}");
+            let _ = writeln!(std::io::stderr(), "meshcap: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli, env: &Env) -> Result<i32> {
+    LogSettings::from_flags(&cli.log)?.install();
+    match cli.command {
+        Some(Command::Render(args)) => render_command(&args, env),
+        Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
+        Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
+        None => apply_command(&cli.capture, env, false),
+    }
+}
+
+/// Validates flags and builds the plan for `render` (no host scans).
+pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
+    let ipv6 = Config::ipv6_setting(&args.ipv6, env)?;
+    let files = HostFiles {
+        resolv_conf: args.resolv_conf.clone(),
+        ..HostFiles::default()
+    };
+    let config = Config::from_flags(&args.capture, env, &files, ipv6)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let ipv6 = matches!(ipv6, Ipv6Setting::Explicit(true));
+    let plan = plan::build(&config, ipv6);
+    for family in plan.families() {
+        plan.ruleset(family)
+            .validate()
+            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
+    }
+    Ok((config, plan))
+}
+
+fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
+    let (_config, plan) = plan_for_render(args, env)?;
+    let out = match args.format {
+        Format::Iptables => match args.family {
+            Some(FamilyArg::V4) => render::iptables::restore_payload(&plan.ruleset(Family::V4)),
+            Some(FamilyArg::V6) => render::iptables::restore_payload(&plan.ruleset(Family::V6)),
+            None => {
+                let mut out = String::new();
+                for family in plan.families() {
+                    out.push_str(&format!("# {}\n", family.name()));
+                    out.push_str(&render::iptables::restore_payload(&plan.ruleset(family)));
+                }
+                out
+            }
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+    Ok(0)
+}
+
+fn apply_command(_flags: &CaptureFlags, _env: &Env, _cleanup: bool) -> Result<i32> {
+    Err(Error::Other(
+        "applying rules is not implemented yet; use 'meshcap render'".into(),
+    ))
+}

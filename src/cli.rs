@@ -1,0 +1,335 @@
+//! Command-line syntax (clap derive): which flags exist, their short and long names, and the
+//! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
+//! flags and their environment fallbacks alike and names the source of a bad value.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Set up the traffic capture of a service-mesh sidecar (a drop-in istio-iptables).";
+
+const LONG_ABOUT: &str = "\
+meshcap turns istio-iptables flags into a typed rule model for the ISTIO_* chains and renders,
+dry-runs or applies it.
+
+Without a subcommand (or with `istio-iptables`) meshcap applies the capture, as Istio's
+istio-init container does. `render` prints the rules and touches nothing.
+
+List values (-b, -d, -i, -x, -q, -o, -c, -k, -u, -g and the owner-group variables) are split on
+commas; whitespace around an item is trimmed and empty items are skipped (Istio passes ' 443'
+on verbatim). Every value is validated before anything is rendered or applied.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  meshcap render -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+  meshcap render --family v4 -b '*' --redirect-dns --resolv-conf ./resolv.conf
+  meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' --dry-run
+
+Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshcap",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_precedence_over_arg = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub capture: CaptureFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the capture (the default command; Istio's istio-init argument list works as is).
+    #[command(name = "istio-iptables", args_override_self = true)]
+    IstioIptables(ApplyArgs),
+
+    /// Remove every ISTIO_* chain and jump (Istio 1.20's cleanup command).
+    #[command(name = "istio-clean-iptables", args_override_self = true)]
+    IstioCleanIptables(ApplyArgs),
+
+    /// Print the rules the flags produce; touches nothing.
+    #[command(args_override_self = true)]
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub capture: CaptureFlags,
+
+    /// Positional arguments are accepted and ignored, as Istio does.
+    #[arg(hide = true)]
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub capture: CaptureFlags,
+
+    /// Render IPv6 rules too (render never scans interfaces; env ENABLE_INBOUND_IPV6).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ipv6: Option<String>,
+
+    /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: String,
+
+    /// Print only this family's payload, exactly as the restore receives it.
+    #[arg(long, value_enum)]
+    pub family: Option<FamilyArg>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Iptables)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// iptables-restore input.
+    Iptables,
+}
+
+/// The istio-iptables flags (Istio 1.29 plus the removed 1.20 ones). Raw text; see `config`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct CaptureFlags {
+    /// Envoy port to which all outbound TCP traffic is redirected [default: 15001]
+    #[arg(short = 'p', long = "envoy-port", value_name = "PORT")]
+    pub envoy_port: Option<String>,
+
+    /// Port to which all inbound TCP traffic is redirected [default: 15006; env INBOUND_CAPTURE_PORT]
+    #[arg(short = 'z', long = "inbound-capture-port", value_name = "PORT")]
+    pub inbound_capture_port: Option<String>,
+
+    /// Istio tunnel (HBONE) port, always exempted [default: 15008; env INBOUND_TUNNEL_PORT]
+    #[arg(short = 'e', long = "inbound-tunnel-port", value_name = "PORT")]
+    pub inbound_tunnel_port: Option<String>,
+
+    /// UIDs whose traffic is not redirected [default: uid of ENVOY_USER, else 1337; env PROXY_UID]
+    #[arg(short = 'u', long = "proxy-uid", value_name = "UIDS")]
+    pub proxy_uid: Option<String>,
+
+    /// GIDs whose traffic is not redirected [default: the UID list; env PROXY_GID]
+    #[arg(short = 'g', long = "proxy-gid", value_name = "GIDS")]
+    pub proxy_gid: Option<String>,
+
+    /// Inbound interception mode: REDIRECT or TPROXY [env ISTIO_INBOUND_INTERCEPTION_MODE]
+    #[arg(short = 'm', long = "istio-inbound-interception-mode", value_name = "MODE")]
+    pub interception_mode: Option<String>,
+
+    /// Inbound ports to redirect; '*' for all, empty for none [env ISTIO_INBOUND_PORTS]
+    #[arg(
+        short = 'b',
+        long = "istio-inbound-ports",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub inbound_ports: Option<String>,
+
+    /// Inbound ports excluded from redirection (with -b '*') [env ISTIO_LOCAL_EXCLUDE_PORTS]
+    #[arg(
+        short = 'd',
+        long = "istio-local-exclude-ports",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub local_exclude_ports: Option<String>,
+
+    /// Interfaces whose traffic is never captured [env ISTIO_EXCLUDE_INTERFACES]
+    #[arg(
+        short = 'c',
+        long = "istio-exclude-interfaces",
+        value_name = "IFACES",
+        allow_hyphen_values = true
+    )]
+    pub exclude_interfaces: Option<String>,
+
+    /// Outbound CIDRs to redirect; '*' for all, empty for none [env ISTIO_SERVICE_CIDR]
+    #[arg(
+        short = 'i',
+        long = "istio-service-cidr",
+        value_name = "CIDRS",
+        allow_hyphen_values = true
+    )]
+    pub service_cidr: Option<String>,
+
+    /// Outbound CIDRs excluded from redirection [env ISTIO_SERVICE_EXCLUDE_CIDR]
+    #[arg(
+        short = 'x',
+        long = "istio-service-exclude-cidr",
+        value_name = "CIDRS",
+        allow_hyphen_values = true
+    )]
+    pub service_exclude_cidr: Option<String>,
+
+    /// Outbound ports always redirected [env ISTIO_OUTBOUND_PORTS]
+    #[arg(
+        short = 'q',
+        long = "istio-outbound-ports",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub outbound_ports: Option<String>,
+
+    /// Outbound ports never redirected [env ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE]
+    #[arg(
+        short = 'o',
+        long = "istio-local-outbound-ports-exclude",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub local_outbound_ports_exclude: Option<String>,
+
+    /// Virtual interfaces whose inbound traffic is treated as outbound [env KUBE_VIRT_INTERFACES]
+    #[arg(
+        short = 'k',
+        long = "kube-virt-interfaces",
+        value_name = "IFACES",
+        allow_hyphen_values = true
+    )]
+    pub kube_virt_interfaces: Option<String>,
+
+    /// fwmark used by TPROXY mode [default: 1337; env ISTIO_INBOUND_TPROXY_MARK]
+    #[arg(short = 't', long = "istio-inbound-tproxy-mark", value_name = "MARK")]
+    pub tproxy_mark: Option<String>,
+
+    /// Policy-routing table used by TPROXY mode [default: 133; env ISTIO_INBOUND_TPROXY_ROUTE_TABLE]
+    #[arg(short = 'r', long = "istio-inbound-tproxy-route-table", value_name = "TABLE")]
+    pub tproxy_route_table: Option<String>,
+
+    /// Print what would be done; change nothing [env DRY_RUN]
+    #[arg(short = 'n', long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub dry_run: Option<String>,
+
+    /// Port the --run-validation client dials [default: 15002; env IPTABLES_PROBE_PORT]
+    #[arg(long = "iptables-probe-port", value_name = "PORT")]
+    pub iptables_probe_port: Option<String>,
+
+    /// --run-validation timeout, a Go duration [default: 5s; env PROBE_TIMEOUT]
+    #[arg(long = "probe-timeout", value_name = "DURATION")]
+    pub probe_timeout: Option<String>,
+
+    /// Do not apply rules [env SKIP_RULE_APPLY]
+    #[arg(long = "skip-rule-apply", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub skip_rule_apply: Option<String>,
+
+    /// Check that redirection works after applying [env RUN_VALIDATION]
+    #[arg(long = "run-validation", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub run_validation: Option<String>,
+
+    /// Capture DNS to the agent on 15053 [env REDIRECT_DNS, ISTIO_META_DNS_CAPTURE]
+    #[arg(long = "redirect-dns", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_dns: Option<String>,
+
+    /// Drop packets in conntrack state INVALID [env DROP_INVALID, INVALID_DROP]
+    #[arg(long = "drop-invalid", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub drop_invalid: Option<String>,
+
+    /// Detect IPv6 on dual-stack pods [env DUAL_STACK, ISTIO_DUAL_STACK]
+    #[arg(long = "dual-stack", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub dual_stack: Option<String>,
+
+    /// Capture all DNS on port 53, not only to resolv.conf servers [env CAPTURE_ALL_DNS]
+    #[arg(long = "capture-all-dns", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub capture_all_dns: Option<String>,
+
+    /// Network namespace to program: a path or a name under /var/run/netns [env NETWORK_NAMESPACE]
+    #[arg(long = "network-namespace", value_name = "NS")]
+    pub network_namespace: Option<String>,
+
+    /// Run as CNI plugin (pod-scoped xtables lock) [env CNI_MODE]
+    #[arg(long = "cni-mode", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cni_mode: Option<String>,
+
+    /// Rebuild drifted ISTIO state instead of failing [env RECONCILE]
+    #[arg(long = "reconcile", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub reconcile: Option<String>,
+
+    /// Remove the capture; create nothing [env CLEANUP_ONLY]
+    #[arg(long = "cleanup-only", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cleanup_only: Option<String>,
+
+    /// Apply even when the rules appear to be in place [env FORCE_APPLY]
+    #[arg(long = "force-apply", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub force_apply: Option<String>,
+
+    /// Use native nftables instead of iptables [env NATIVE_NFTABLES]
+    #[arg(long = "native-nftables", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub native_nftables: Option<String>,
+
+    /// Force the iptables variant: legacy or nft [env FORCE_IPTABLES_BINARY]
+    #[arg(long = "force-iptables-binary", value_name = "VARIANT")]
+    pub force_iptables_binary: Option<String>,
+
+    /// Removed in Istio 1.24; accepted, no effect
+    #[arg(short = 'f', long = "restore-format", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub restore_format: Option<String>,
+
+    /// Removed in Istio 1.26; accepted, no effect
+    #[arg(long = "iptables-trace-logging", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub iptables_trace_logging: Option<String>,
+
+    /// Removed in Istio 1.22; accepted, no effect
+    #[arg(long = "iptables-version", value_name = "VERSION", hide = true)]
+    pub iptables_version: Option<String>,
+}
+
+/// Istio's global logging flags. Logs always go to stderr; rules go to stdout.
+#[derive(Debug, Default, Clone, Args)]
+pub struct LogFlags {
+    /// Log levels: `<scope>:<level>,...` or `<level>` (debug, info, warn, error, fatal, none)
+    #[arg(global = true, long = "log_output_level", value_name = "LEVELS")]
+    pub log_output_level: Option<String>,
+
+    /// Log as JSON lines
+    #[arg(global = true, long = "log_as_json", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub log_as_json: Option<String>,
+
+    /// Accepted for compatibility; meshcap logs to stderr
+    #[arg(global = true, long = "log_target", value_name = "TARGET", hide = true)]
+    pub log_target: Vec<String>,
+
+    /// Accepted for compatibility
+    #[arg(global = true, long = "log_caller", value_name = "SCOPES", hide = true)]
+    pub log_caller: Option<String>,
+
+    /// Accepted for compatibility
+    #[arg(global = true, long = "log_stacktrace_level", value_name = "LEVELS", hide = true)]
+    pub log_stacktrace_level: Option<String>,
+
+    /// Accepted for compatibility (Istio 1.20)
+    #[arg(global = true, long = "log_rotate", value_name = "PATH", hide = true)]
+    pub log_rotate: Option<String>,
+
+    /// Accepted for compatibility (Istio 1.20)
+    #[arg(global = true, long = "log_rotate_max_age", value_name = "DAYS", hide = true)]
+    pub log_rotate_max_age: Option<String>,
+
+    /// Accepted for compatibility (Istio 1.20)
+    #[arg(global = true, long = "log_rotate_max_size", value_name = "MB", hide = true)]
+    pub log_rotate_max_size: Option<String>,
+
+    /// Accepted for compatibility (Istio 1.20)
+    #[arg(global = true, long = "log_rotate_max_backups", value_name = "N", hide = true)]
+    pub log_rotate_max_backups: Option<String>,
+
+    /// Accepted for compatibility
+    #[arg(global = true, long = "vklog", value_name = "LEVEL", hide = true)]
+    pub vklog: Option<String>,
+}

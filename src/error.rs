@@ -1,0 +1,60 @@
+//! meshcap's errors as data, with one rendering site (`Display`); `main` prefixes `meshcap: `.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A flag or environment variable has a value meshcap refuses.
+    InvalidValue { source: String, value: String, why: String },
+    /// A file meshcap had to read could not be read.
+    Read { path: String, err: std::io::Error },
+    /// Anything else, already phrased (lowercase, offending value quoted).
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(source: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Error {
+        Error::InvalidValue {
+            source: source.into(),
+            value: value.into(),
+            why: why.into(),
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        1
+    }
+}
+
+/// Quotes a value for a one-line message: control characters and quotes are escaped.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidValue { source, value, why } => {
+                write!(f, "invalid value {} for '{}': {}", quote(value), source, why)
+            }
+            Error::Read { path, err } => write!(f, "cannot read {}: {}", quote(path), err),
+            Error::Other(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,102 @@
+//! Facts read from the host's files: the process environment snapshot, `/etc/passwd` and
+//! `resolv.conf`. Pure parsers plus thin readers; no NSS, no network, so a static binary works.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::error::{Error, Result};
+
+/// A snapshot of environment variables. Taken once in `main`; tests build their own.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Env {
+        Env {
+            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// Finds `user` in passwd(5) text and returns its numeric UID.
+pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        if name != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        fields.next()?.parse().ok()
+    })
+}
+
+/// Looks `user` up in the passwd file at `path`; `None` when the file or the user is missing.
+pub fn lookup_uid(path: &str, user: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok().and_then(|text| uid_of(&text, user))
+}
+
+/// DNS servers of a resolv.conf, as Istio collects them: every `nameserver X` line in order
+/// (later fields ignored), parsed as one IP address. Unparsable entries (including addresses
+/// with an IPv6 zone, which a rule cannot carry) are returned separately so the caller can
+/// say that they were skipped.
+pub fn parse_resolv_conf(text: &str) -> (Vec<IpAddr>, Vec<String>) {
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        if fields.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(addr) = fields.next() else { continue };
+        match crate::values::parse_ip(addr) {
+            Ok(ip) => servers.push(ip),
+            Err(_) => skipped.push(addr.to_string()),
+        }
+    }
+    (servers, skipped)
+}
+
+pub fn read_file(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|err| Error::Read {
+        path: path.to_string(),
+        err,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lookup() {
+        let text = "root:x:0:0:root:/root:/bin/sh\nistio-proxy:x:1337:1337::/home:/bin/false\n";
+        assert_eq!(uid_of(text, "istio-proxy"), Some(1337));
+        assert_eq!(uid_of(text, "nobody"), None);
+        assert_eq!(uid_of("broken", "broken"), None);
+    }
+
+    #[test]
+    fn resolv_conf_servers() {
+        let (s, skipped) = parse_resolv_conf(
+            "# c\nnameserver 10.96.0.10 # x\nsearch a\nnameserver ::127.0.0.53\nnameserver 01.2.3.4\nnameserver fe80::1%eth0\nnameserver\n",
+        );
+        let s: Vec<String> = s.iter().map(|a| a.to_string()).collect();
+        assert_eq!(s, ["10.96.0.10", "::7f00:35"]);
+        assert_eq!(skipped, ["01.2.3.4", "fe80::1%eth0"]);
+    }
+}

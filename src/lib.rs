@@ -1,0 +1,14 @@
+//! meshcap: the traffic capture of a service-mesh sidecar, as a typed rule model.
+//!
+//! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → renderers ([`render`]).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod logging;
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod values;

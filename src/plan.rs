@@ -1,0 +1,662 @@
+//! Istio's capture policy as a pure function: `Config` + IPv6 enablement → [`Plan`].
+//!
+//! [`build`] walks Istio 1.29's ordered algorithm (spec §3.2, steps 1–19) once and records every
+//! rule as a [`ScopedOp`]: the operation plus the families it belongs to. Family-specific values
+//! (loopback prefix, `127.0.0.6`/`::6`, CIDRs, DNS servers) are computed per family right here;
+//! no placeholder is substituted later. [`Plan::ruleset`] projects the sequence onto one family
+//! (the iptables view); the nft renderer reads the whole sequence, where a rule scoped to both
+//! families is written once.
+
+use std::net::IpAddr;
+
+use crate::config::{
+    CidrSelection, Config, DNS_AGENT_PORT, DNS_PORT, InterceptionMode, OUTBOUND_MARK, OwnerGroups, PortSelection,
+};
+use crate::model::{
+    ChainName, CtState, Hook, IstioChain, Match, Op, Position, Proto, Rule, Ruleset, Table, TableName, Target,
+};
+use crate::values::{Cidr, Family, Iface, Mark, Owner, PortSpec, RouteTable};
+
+/// The families an operation is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Both,
+    Only(Family),
+}
+
+impl Scope {
+    pub fn includes(self, family: Family) -> bool {
+        match self {
+            Scope::Both => true,
+            Scope::Only(f) => f == family,
+        }
+    }
+
+    /// Both, one or neither family, from a condition per family.
+    fn from_conditions(v4: bool, v6: bool) -> Option<Scope> {
+        match (v4, v6) {
+            (true, true) => Some(Scope::Both),
+            (true, false) => Some(Scope::Only(Family::V4)),
+            (false, true) => Some(Scope::Only(Family::V6)),
+            (false, false) => None,
+        }
+    }
+}
+
+/// One operation of the capture with its table and families.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedOp {
+    pub scope: Scope,
+    pub table: TableName,
+    pub op: Op,
+}
+
+/// TPROXY policy routing: `fwmark <mark> lookup <table>` and `local default dev lo table <table>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TproxyRoutes {
+    pub mark: Mark,
+    pub table: RouteTable,
+    pub families: Vec<Family>,
+}
+
+/// Routing state the capture needs besides rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Routes {
+    /// `::6/128` on `lo` (the IPv6 inbound passthrough source), when IPv6 is on.
+    pub v6_passthrough_address: bool,
+    pub tproxy: Option<TproxyRoutes>,
+}
+
+/// Everything meshcap will program, for every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub ipv6: bool,
+    /// All operations in Istio's generation order.
+    pub ops: Vec<ScopedOp>,
+    pub routes: Routes,
+}
+
+impl Plan {
+    /// The families the plan programs (IPv4 always, IPv6 when enabled).
+    pub fn families(&self) -> Vec<Family> {
+        if self.ipv6 {
+            vec![Family::V4, Family::V6]
+        } else {
+            vec![Family::V4]
+        }
+    }
+
+    /// One family's view: its operations grouped by table (payload order), generation order
+    /// kept inside each table. Empty when the family is off.
+    pub fn ruleset(&self, family: Family) -> Ruleset {
+        let mut tables = Vec::new();
+        if family == Family::V4 || self.ipv6 {
+            for name in TableName::ALL {
+                let ops: Vec<Op> = self
+                    .ops
+                    .iter()
+                    .filter(|s| s.table == name && s.scope.includes(family))
+                    .map(|s| s.op.clone())
+                    .collect();
+                if !ops.is_empty() {
+                    tables.push(Table { name, ops });
+                }
+            }
+        }
+        Ruleset { family, tables }
+    }
+}
+
+/// Records operations in order.
+struct Recorder {
+    ipv6: bool,
+    ops: Vec<ScopedOp>,
+}
+
+impl Recorder {
+    fn push(
+        &mut self,
+        scope: Scope,
+        table: TableName,
+        chain: ChainName,
+        position: Position,
+        matches: Vec<Match>,
+        target: Target,
+    ) {
+        if scope == Scope::Only(Family::V6) && !self.ipv6 {
+            return;
+        }
+        self.ops.push(ScopedOp {
+            scope,
+            table,
+            op: Op {
+                chain,
+                position,
+                rule: Rule::new(matches, target),
+            },
+        });
+    }
+
+    /// Append to both families.
+    fn both(&mut self, table: TableName, chain: ChainName, matches: Vec<Match>, target: Target) {
+        self.push(Scope::Both, table, chain, Position::Append, matches, target);
+    }
+
+    /// Append to one family.
+    fn only(&mut self, family: Family, table: TableName, chain: ChainName, matches: Vec<Match>, target: Target) {
+        self.push(Scope::Only(family), table, chain, Position::Append, matches, target);
+    }
+
+    /// Append a rule whose text depends on the family: the IPv4 variant, then the IPv6 one.
+    fn per_family(&mut self, table: TableName, chain: ChainName, rule: impl Fn(Family) -> (Vec<Match>, Target)) {
+        for family in Family::ALL {
+            let (matches, target) = rule(family);
+            self.only(family, table, chain, matches, target);
+        }
+    }
+
+    fn insert(
+        &mut self,
+        scope: Scope,
+        table: TableName,
+        chain: ChainName,
+        at: u32,
+        matches: Vec<Match>,
+        target: Target,
+    ) {
+        self.push(scope, table, chain, Position::Insert(at), matches, target);
+    }
+}
+
+const NAT: TableName = TableName::Nat;
+const MANGLE: TableName = TableName::Mangle;
+const RAW: TableName = TableName::Raw;
+const PREROUTING: ChainName = ChainName::Builtin(Hook::Prerouting);
+const OUTPUT: ChainName = ChainName::Builtin(Hook::Output);
+const INBOUND: ChainName = ChainName::Istio(IstioChain::Inbound);
+const REDIRECT: ChainName = ChainName::Istio(IstioChain::Redirect);
+const IN_REDIRECT: ChainName = ChainName::Istio(IstioChain::InRedirect);
+const ISTIO_OUTPUT: ChainName = ChainName::Istio(IstioChain::Output);
+const OUTPUT_DNS: ChainName = ChainName::Istio(IstioChain::OutputDns);
+const DIVERT: ChainName = ChainName::Istio(IstioChain::Divert);
+const TPROXY: ChainName = ChainName::Istio(IstioChain::Tproxy);
+const DROP: ChainName = ChainName::Istio(IstioChain::Drop);
+
+fn tcp() -> Match {
+    Match::Protocol(Proto::Tcp)
+}
+fn udp() -> Match {
+    Match::Protocol(Proto::Udp)
+}
+fn dport(p: PortSpec) -> Match {
+    Match::DestinationPort {
+        negated: false,
+        port: p,
+    }
+}
+fn not_dport(p: PortSpec) -> Match {
+    Match::DestinationPort { negated: true, port: p }
+}
+fn sport(p: PortSpec) -> Match {
+    Match::SourcePort {
+        negated: false,
+        port: p,
+    }
+}
+fn dst(c: Cidr) -> Match {
+    Match::Destination {
+        negated: false,
+        cidr: c,
+    }
+}
+fn not_dst(c: Cidr) -> Match {
+    Match::Destination { negated: true, cidr: c }
+}
+fn src(c: Cidr) -> Match {
+    Match::Source {
+        negated: false,
+        cidr: c,
+    }
+}
+fn lo() -> Iface {
+    Iface::parse("lo").expect("lo is a valid name")
+}
+fn uid(o: &Owner, negated: bool) -> Match {
+    Match::UidOwner {
+        negated,
+        owner: o.clone(),
+    }
+}
+fn gid(o: &Owner, negated: bool) -> Match {
+    Match::GidOwner {
+        negated,
+        owner: o.clone(),
+    }
+}
+fn single(p: crate::values::Port) -> PortSpec {
+    PortSpec::Single(p)
+}
+
+#[derive(Clone, Copy)]
+enum OwnerKind {
+    Uid,
+    Gid,
+}
+
+/// Builds the plan. `ipv6` is the resolved IPv6 enablement.
+pub fn build(cfg: &Config, ipv6: bool) -> Plan {
+    let mut r = Recorder { ipv6, ops: Vec::new() };
+    let tproxy = cfg.mode == InterceptionMode::Tproxy;
+    let loopback = |f: Family| match f {
+        Family::V4 => cfg.loopback_v4,
+        Family::V6 => Family::v6_loopback(),
+    };
+    let tunnel = single(cfg.inbound_tunnel_port);
+    let dns = cfg.dns.effective();
+    let (servers_v4, servers_v6) = (&cfg.dns.servers_v4, &cfg.dns.servers_v6);
+    let server = |ip: IpAddr| Cidr::host(ip);
+    let include_loopback = match &cfg.outbound_include {
+        CidrSelection::All => false,
+        CidrSelection::List(l) => l.iter().any(Cidr::is_loopback),
+    };
+
+    // 1. Excluded interfaces: neither direction is captured.
+    for iface in &cfg.exclude_interfaces {
+        r.both(NAT, PREROUTING, vec![Match::InIface(iface.clone())], Target::Return);
+        r.both(NAT, OUTPUT, vec![Match::OutIface(iface.clone())], Target::Return);
+    }
+    if tproxy {
+        for iface in &cfg.exclude_interfaces {
+            r.both(MANGLE, PREROUTING, vec![Match::InIface(iface.clone())], Target::Return);
+            r.both(MANGLE, OUTPUT, vec![Match::OutIface(iface.clone())], Target::Return);
+        }
+    }
+
+    // 2. Virtual interfaces skip inbound capture (their traffic is handled as outbound in 18).
+    for iface in &cfg.virtual_interfaces {
+        r.insert(
+            Scope::Both,
+            NAT,
+            PREROUTING,
+            1,
+            vec![Match::InIface(iface.clone())],
+            Target::Return,
+        );
+    }
+
+    // 3. Drop conntrack-invalid packets.
+    if cfg.drop_invalid {
+        r.both(
+            MANGLE,
+            PREROUTING,
+            vec![Match::ConntrackState(vec![CtState::Invalid])],
+            Target::Jump(IstioChain::Drop),
+        );
+        r.both(MANGLE, DROP, vec![], Target::Drop);
+    }
+
+    // 4–6. The tunnel port is never captured inbound; the two redirect chains always exist.
+    r.both(NAT, INBOUND, vec![tcp(), dport(tunnel)], Target::Return);
+    r.both(NAT, REDIRECT, vec![tcp()], Target::Redirect { port: cfg.proxy_port });
+    r.both(
+        NAT,
+        IN_REDIRECT,
+        vec![tcp()],
+        Target::Redirect {
+            port: cfg.inbound_capture_port,
+        },
+    );
+
+    // 7. Inbound capture.
+    if !cfg.inbound_ports.is_empty() {
+        let table = if tproxy { MANGLE } else { NAT };
+        if tproxy {
+            r.both(MANGLE, DIVERT, vec![], Target::SetMark(cfg.tproxy_mark));
+            r.both(MANGLE, DIVERT, vec![], Target::Accept);
+            r.per_family(MANGLE, TPROXY, |f| {
+                (
+                    vec![not_dst(loopback(f)), tcp()],
+                    Target::Tproxy {
+                        mark: cfg.tproxy_mark,
+                        port: cfg.inbound_capture_port,
+                    },
+                )
+            });
+        }
+        r.both(table, PREROUTING, vec![tcp()], Target::Jump(IstioChain::Inbound));
+        let established = || Match::ConntrackState(vec![CtState::Related, CtState::Established]);
+        match &cfg.inbound_ports {
+            PortSelection::All => {
+                for p in &cfg.inbound_exclude_ports {
+                    r.both(table, INBOUND, vec![tcp(), dport(*p)], Target::Return);
+                }
+                if tproxy {
+                    r.both(
+                        MANGLE,
+                        INBOUND,
+                        vec![tcp(), established()],
+                        Target::Jump(IstioChain::Divert),
+                    );
+                    r.both(MANGLE, INBOUND, vec![tcp()], Target::Jump(IstioChain::Tproxy));
+                } else {
+                    r.both(NAT, INBOUND, vec![tcp()], Target::Jump(IstioChain::InRedirect));
+                }
+            }
+            PortSelection::List(ports) => {
+                for p in ports {
+                    if tproxy {
+                        r.both(
+                            MANGLE,
+                            INBOUND,
+                            vec![tcp(), dport(*p), established()],
+                            Target::Jump(IstioChain::Divert),
+                        );
+                        r.both(
+                            MANGLE,
+                            INBOUND,
+                            vec![tcp(), dport(*p)],
+                            Target::Jump(IstioChain::Tproxy),
+                        );
+                    } else {
+                        r.both(
+                            NAT,
+                            INBOUND,
+                            vec![tcp(), dport(*p)],
+                            Target::Jump(IstioChain::InRedirect),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // 8. All locally generated traffic enters ISTIO_OUTPUT.
+    r.both(NAT, OUTPUT, vec![], Target::Jump(IstioChain::Output));
+
+    // 9. Outbound port exclusions (TCP and UDP).
+    for p in &cfg.outbound_ports_exclude {
+        r.both(NAT, ISTIO_OUTPUT, vec![tcp(), dport(*p)], Target::Return);
+        r.both(NAT, ISTIO_OUTPUT, vec![udp(), dport(*p)], Target::Return);
+    }
+
+    // 10. The proxy's inbound passthrough connections (from 127.0.0.6 / ::6) go out as they are.
+    r.per_family(NAT, ISTIO_OUTPUT, |f| {
+        (vec![Match::OutIface(lo()), src(f.passthrough_source())], Target::Return)
+    });
+
+    // 11–12. The proxy's own traffic: loopback traffic to a non-loopback address (the pod's
+    // own IP) goes to inbound capture; everything else of the proxy is left alone.
+    let owner_rules = |r: &mut Recorder, kind: OwnerKind, who: &Owner| {
+        let owner = |negated| match kind {
+            OwnerKind::Uid => uid(who, negated),
+            OwnerKind::Gid => gid(who, negated),
+        };
+        // Only the UID rule exempts DNS (port 53) from the loopback redirect; the GID one does
+        // not (Istio quirk, kept: it changes no rule text the kernel sees twice).
+        let dns_exempt = dns && matches!(kind, OwnerKind::Uid);
+        r.per_family(NAT, ISTIO_OUTPUT, |f| {
+            let port_match = if dns_exempt {
+                Match::DestinationPorts {
+                    negated: true,
+                    ports: vec![single(DNS_PORT), tunnel],
+                }
+            } else {
+                not_dport(tunnel)
+            };
+            (
+                vec![
+                    Match::OutIface(lo()),
+                    not_dst(loopback(f)),
+                    tcp(),
+                    port_match,
+                    owner(false),
+                ],
+                Target::Jump(IstioChain::InRedirect),
+            )
+        });
+        if !include_loopback {
+            let matches = if dns {
+                vec![Match::OutIface(lo()), tcp(), not_dport(single(DNS_PORT)), owner(true)]
+            } else {
+                vec![Match::OutIface(lo()), owner(true)]
+            };
+            r.both(NAT, ISTIO_OUTPUT, matches, Target::Return);
+        }
+        r.both(NAT, ISTIO_OUTPUT, vec![owner(false)], Target::Return);
+    };
+    for u in &cfg.proxy_uids {
+        owner_rules(&mut r, OwnerKind::Uid, u);
+    }
+    for g in &cfg.proxy_gids {
+        owner_rules(&mut r, OwnerKind::Gid, g);
+    }
+
+    // 13. Owner groups.
+    match &cfg.owner_groups {
+        OwnerGroups::AllExcept(excluded) => {
+            for g in excluded {
+                r.both(NAT, ISTIO_OUTPUT, vec![gid(g, false)], Target::Return);
+            }
+        }
+        OwnerGroups::Only(included) => {
+            r.both(
+                NAT,
+                ISTIO_OUTPUT,
+                included.iter().map(|g| gid(g, true)).collect(),
+                Target::Return,
+            );
+        }
+    }
+
+    // 14. DNS capture to the agent, with conntrack zones separating the two legs.
+    if dns {
+        let all = cfg.dns.capture_all;
+        let (has_v4, has_v6) = (all || !servers_v4.is_empty(), all || !servers_v6.is_empty());
+        let dns_port = single(DNS_PORT);
+        r.both(RAW, OUTPUT, vec![], Target::Jump(IstioChain::OutputDns));
+        if let Some(scope) = Scope::from_conditions(has_v4, has_v6 && ipv6) {
+            r.push(
+                scope,
+                NAT,
+                ISTIO_OUTPUT,
+                Position::Append,
+                vec![],
+                Target::Jump(IstioChain::OutputDns),
+            );
+        }
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let redirect = Target::Redirect { port: DNS_AGENT_PORT };
+            if all {
+                r.both(NAT, OUTPUT_DNS, vec![Match::Protocol(proto), dport(dns_port)], redirect);
+            } else {
+                for s in servers_v4 {
+                    let m = vec![Match::Protocol(proto), dport(dns_port), dst(server(IpAddr::V4(*s)))];
+                    r.only(Family::V4, NAT, OUTPUT_DNS, m, redirect.clone());
+                }
+                for s in servers_v6 {
+                    let m = vec![Match::Protocol(proto), dport(dns_port), dst(server(IpAddr::V6(*s)))];
+                    r.only(Family::V6, NAT, OUTPUT_DNS, m, redirect.clone());
+                }
+            }
+        }
+        let zone_rules = |r: &mut Recorder, owner: Match| {
+            r.both(
+                RAW,
+                OUTPUT_DNS,
+                vec![udp(), dport(dns_port), owner.clone()],
+                Target::CtZone(1),
+            );
+            r.both(
+                RAW,
+                OUTPUT_DNS,
+                vec![udp(), sport(single(DNS_AGENT_PORT)), owner],
+                Target::CtZone(2),
+            );
+        };
+        for u in &cfg.proxy_uids {
+            zone_rules(&mut r, uid(u, false));
+        }
+        for g in &cfg.proxy_gids {
+            zone_rules(&mut r, gid(g, false));
+        }
+        if all {
+            r.both(RAW, PREROUTING, vec![], Target::Jump(IstioChain::Inbound));
+            r.both(RAW, OUTPUT_DNS, vec![udp(), dport(dns_port)], Target::CtZone(2));
+            r.both(RAW, INBOUND, vec![udp(), sport(dns_port)], Target::CtZone(1));
+        } else {
+            let servers: [(Family, Vec<Cidr>); 2] = [
+                (Family::V4, servers_v4.iter().map(|s| server(IpAddr::V4(*s))).collect()),
+                (Family::V6, servers_v6.iter().map(|s| server(IpAddr::V6(*s))).collect()),
+            ];
+            for (family, list) in servers {
+                if list.is_empty() {
+                    continue;
+                }
+                r.only(family, RAW, PREROUTING, vec![], Target::Jump(IstioChain::Inbound));
+                for s in list {
+                    r.only(
+                        family,
+                        RAW,
+                        OUTPUT_DNS,
+                        vec![udp(), dport(dns_port), dst(s)],
+                        Target::CtZone(2),
+                    );
+                    r.only(
+                        family,
+                        RAW,
+                        INBOUND,
+                        vec![udp(), sport(dns_port), src(s)],
+                        Target::CtZone(1),
+                    );
+                }
+            }
+        }
+    }
+
+    // 15. Loopback destinations are never captured.
+    r.per_family(NAT, ISTIO_OUTPUT, |f| (vec![dst(loopback(f))], Target::Return));
+
+    // 16. Excluded outbound CIDRs.
+    for family in Family::ALL {
+        for c in cfg.outbound_exclude.iter().filter(|c| c.family() == family) {
+            r.only(family, NAT, ISTIO_OUTPUT, vec![dst(*c)], Target::Return);
+        }
+    }
+
+    // 17. Outbound ports always captured.
+    for p in &cfg.outbound_ports_include {
+        r.both(
+            NAT,
+            ISTIO_OUTPUT,
+            vec![tcp(), dport(*p)],
+            Target::Jump(IstioChain::Redirect),
+        );
+    }
+
+    // 18. Outbound CIDR capture; virtual interfaces' traffic to the same destinations too.
+    match &cfg.outbound_include {
+        CidrSelection::All => {
+            r.both(NAT, ISTIO_OUTPUT, vec![], Target::Jump(IstioChain::Redirect));
+            for iface in &cfg.virtual_interfaces {
+                r.insert(
+                    Scope::Both,
+                    NAT,
+                    PREROUTING,
+                    1,
+                    vec![Match::InIface(iface.clone())],
+                    Target::Jump(IstioChain::Redirect),
+                );
+            }
+        }
+        CidrSelection::List(cidrs) => {
+            for family in Family::ALL {
+                for c in cidrs.iter().filter(|c| c.family() == family) {
+                    for iface in &cfg.virtual_interfaces {
+                        let m = vec![Match::InIface(iface.clone()), dst(*c)];
+                        r.insert(
+                            Scope::Only(family),
+                            NAT,
+                            PREROUTING,
+                            1,
+                            m,
+                            Target::Jump(IstioChain::Redirect),
+                        );
+                    }
+                    r.only(
+                        family,
+                        NAT,
+                        ISTIO_OUTPUT,
+                        vec![dst(*c)],
+                        Target::Jump(IstioChain::Redirect),
+                    );
+                }
+            }
+        }
+    }
+
+    // 19. TPROXY: keep the mark on the connection, let the proxy's loopback replies through.
+    if tproxy {
+        let mark = cfg.tproxy_mark;
+        let has_mark = |negated, mark| Match::Mark { negated, mark };
+        r.both(MANGLE, PREROUTING, vec![tcp(), has_mark(false, mark)], Target::SaveMark);
+        r.both(
+            MANGLE,
+            OUTPUT,
+            vec![tcp(), Match::OutIface(lo()), has_mark(false, mark)],
+            Target::Return,
+        );
+        for (kind, list) in [(OwnerKind::Uid, &cfg.proxy_uids), (OwnerKind::Gid, &cfg.proxy_gids)] {
+            for who in list {
+                r.per_family(MANGLE, OUTPUT, |f| {
+                    let owner = match kind {
+                        OwnerKind::Uid => uid(who, false),
+                        OwnerKind::Gid => gid(who, false),
+                    };
+                    (
+                        vec![not_dst(loopback(f)), tcp(), Match::OutIface(lo()), owner],
+                        Target::SetMark(OUTBOUND_MARK),
+                    )
+                });
+            }
+        }
+        r.both(MANGLE, OUTPUT, vec![tcp(), Match::ConnMark(mark)], Target::RestoreMark);
+        r.insert(
+            Scope::Both,
+            MANGLE,
+            INBOUND,
+            1,
+            vec![tcp(), has_mark(false, mark)],
+            Target::Return,
+        );
+        for family in Family::ALL {
+            let m = vec![tcp(), src(family.passthrough_source()), Match::InIface(lo())];
+            r.insert(Scope::Only(family), MANGLE, INBOUND, 2, m, Target::Return);
+        }
+        r.insert(
+            Scope::Both,
+            MANGLE,
+            INBOUND,
+            3,
+            vec![tcp(), Match::InIface(lo()), has_mark(true, OUTBOUND_MARK)],
+            Target::Return,
+        );
+    }
+
+    let routes = Routes {
+        v6_passthrough_address: ipv6,
+        tproxy: (tproxy && !cfg.inbound_ports.is_empty()).then(|| TproxyRoutes {
+            mark: cfg.tproxy_mark,
+            table: cfg.tproxy_route_table,
+            families: if ipv6 {
+                vec![Family::V4, Family::V6]
+            } else {
+                vec![Family::V4]
+            },
+        }),
+    };
+    Plan {
+        ipv6,
+        ops: r.ops,
+        routes,
+    }
+}

@@ -1,0 +1,3 @@
+//! Renderers of the model. Each backend's spelling lives in its own module.
+
+pub mod iptables;

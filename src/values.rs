@@ -1,0 +1,476 @@
+//! Scalar values of the capture model, each parsed and validated once.
+//!
+//! Every value that can end up in a rule (ports, CIDRs, owners, interface names, marks) is a
+//! newtype here with a strict parser. A value that passed its parser cannot carry whitespace,
+//! quotes, option-like text or control characters into a restore payload or an nft transaction,
+//! so the renderers never need to escape anything.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a piece of text is not a valid value. The caller adds the value and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(why: impl Into<String>) -> Self {
+        Invalid(why.into())
+    }
+}
+
+pub type Parsed<T> = Result<T, Invalid>;
+
+/// An IP family. Rules, loopback addresses and the `::6`/`127.0.0.6` passthrough source are
+/// functions of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The source address of the proxy's inbound passthrough connections (`127.0.0.6` / `::6`).
+    pub fn passthrough_source(self) -> Cidr {
+        match self {
+            Family::V4 => Cidr::host(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))),
+            Family::V6 => Cidr::host(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))),
+        }
+    }
+
+    /// `::1/128`: the IPv6 loopback is fixed; the IPv4 one is configurable (see `Config`).
+    pub fn v6_loopback() -> Cidr {
+        Cidr::host(IpAddr::V6(Ipv6Addr::LOCALHOST))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// A TCP/UDP port, 1–65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port(u16);
+
+impl Port {
+    pub const fn new_const(n: u16) -> Port {
+        assert!(n != 0);
+        Port(n)
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Parsed<Port> {
+        let n = parse_decimal(text, "a port")?;
+        if n == 0 || n > 65535 {
+            return Err(Invalid::new("a port must be between 1 and 65535"));
+        }
+        Ok(Port(n as u16))
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A port or an inclusive port range `a:b` (as iptables writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortSpec {
+    Single(Port),
+    Range(Port, Port),
+}
+
+impl PortSpec {
+    pub fn parse(text: &str) -> Parsed<PortSpec> {
+        match text.split_once(':') {
+            None => Ok(PortSpec::Single(Port::parse(text)?)),
+            Some((lo, hi)) => {
+                let (lo, hi) = (Port::parse(lo)?, Port::parse(hi)?);
+                if lo > hi {
+                    return Err(Invalid::new("a port range 'a:b' needs a <= b"));
+                }
+                Ok(PortSpec::Range(lo, hi))
+            }
+        }
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        match self {
+            PortSpec::Single(p) => p.get() == port,
+            PortSpec::Range(lo, hi) => lo.get() <= port && port <= hi.get(),
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Single(p) => write!(f, "{p}"),
+            PortSpec::Range(lo, hi) => write!(f, "{lo}:{hi}"),
+        }
+    }
+}
+
+/// An address prefix. Host bits are kept (`10.1.2.3/8` stays as written, as Istio does); the
+/// address is printed in canonical form (`2001:DB8:0::/32` → `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: IpAddr, len: u8) -> Parsed<Cidr> {
+        let max = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if len > max {
+            return Err(Invalid::new("prefix length out of range"));
+        }
+        Ok(Cidr { addr, len })
+    }
+
+    pub fn host(addr: IpAddr) -> Cidr {
+        let len = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        Cidr { addr, len }
+    }
+
+    /// Parses `address/bits` strictly: dotted IPv4 with four parts and no leading zeros, or
+    /// IPv6 without a zone; bits in decimal without sign or leading zeros.
+    pub fn parse(text: &str) -> Parsed<Cidr> {
+        let (addr, bits) = text
+            .split_once('/')
+            .ok_or_else(|| Invalid::new("a CIDR needs a '/' and a prefix length"))?;
+        let addr = parse_ip(addr)?;
+        if bits.is_empty()
+            || !bits.bytes().all(|b| b.is_ascii_digit())
+            || (bits.len() > 1 && bits.starts_with('0'))
+            || bits.len() > 3
+        {
+            return Err(Invalid::new(format!("bad prefix length after slash: '{bits}'")));
+        }
+        Cidr::new(addr, bits.parse().expect("checked digits"))
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(&self.addr)
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        self.addr.is_loopback()
+    }
+
+    /// Whether `ip` falls inside the prefix (host bits of the prefix are ignored, as the kernel
+    /// masks them).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                (u32::from(net) & mask) == (u32::from(*ip) & mask)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
+                (u128::from(net) & mask) == (u128::from(*ip) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Parses an IP address strictly (see [`Cidr::parse`]).
+pub fn parse_ip(text: &str) -> Parsed<IpAddr> {
+    if text.contains('%') {
+        return Err(Invalid::new(format!(
+            "'{text}' has an IPv6 zone, which rules cannot use"
+        )));
+    }
+    text.parse::<IpAddr>()
+        .map_err(|_| Invalid::new(format!("'{text}' is not an IP address")))
+}
+
+/// A proxy UID or GID as `-m owner` takes it: a number, or a user/group name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    Id(u32),
+    Name(String),
+}
+
+impl Owner {
+    /// A number (u32), or a name matching `[a-z_][a-z0-9_-]*` of at most 32 bytes.
+    pub fn parse(text: &str) -> Parsed<Owner> {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return text
+                .parse::<u32>()
+                .map(Owner::Id)
+                .map_err(|_| Invalid::new("a numeric id must fit in 32 bits"));
+        }
+        let mut bytes = text.bytes();
+        let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
+        let rest_ok = bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        if !first_ok || !rest_ok || text.len() > 32 {
+            return Err(Invalid::new(
+                "expected a numeric id or a name matching [a-z_][a-z0-9_-]* (at most 32 bytes)",
+            ));
+        }
+        Ok(Owner::Name(text.to_string()))
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Id(n) => write!(f, "{n}"),
+            Owner::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A network interface name as the kernel accepts it: 1–15 bytes, no whitespace, `/`, `:`,
+/// quotes, control characters; a trailing `+` is iptables' prefix wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Iface(String);
+
+impl Iface {
+    pub fn parse(text: &str) -> Parsed<Iface> {
+        if text.is_empty() || text.len() > 15 {
+            return Err(Invalid::new("an interface name has 1 to 15 bytes"));
+        }
+        if text == "." || text == ".." {
+            return Err(Invalid::new("'.' and '..' are not interface names"));
+        }
+        let body = text.strip_suffix('+').unwrap_or(text);
+        if let Some(bad) = body.chars().find(|&c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '/' | ':' | '"' | '\'' | '`' | '\\' | '+' | '!' | '{' | '}' | ',' | ';' | '#' | '$'
+                )
+                || !c.is_ascii()
+        }) {
+            return Err(Invalid::new(format!("an interface name cannot contain {bad:?}")));
+        }
+        if body.starts_with('-') {
+            return Err(Invalid::new("an interface name cannot start with '-'"));
+        }
+        Ok(Iface(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a concrete interface name matches (honouring the `+` wildcard).
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('+') {
+            Some(prefix) => name.starts_with(prefix),
+            None => self.0 == name,
+        }
+    }
+}
+
+impl fmt::Display for Iface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A packet / connection mark (u32). Printed in decimal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mark(pub u32);
+
+impl Mark {
+    /// Decimal or `0x` hexadecimal.
+    pub fn parse(text: &str) -> Parsed<Mark> {
+        parse_u32(text).map(Mark)
+    }
+}
+
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A policy-routing table id (u32, not 0, and not one of the kernel's reserved tables
+/// `local`/`main`/`default`, which a `local default dev lo` route would break).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteTable(pub u32);
+
+impl RouteTable {
+    pub fn parse(text: &str) -> Parsed<RouteTable> {
+        let n = parse_u32(text)?;
+        if n == 0 || n == 253 || n == 254 || n == 255 {
+            return Err(Invalid::new(
+                "route table 0 (unspec), 253 (default), 254 (main) and 255 (local) are reserved",
+            ));
+        }
+        Ok(RouteTable(n))
+    }
+}
+
+impl fmt::Display for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn parse_decimal(text: &str, what: &str) -> Parsed<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 10 {
+        return Err(Invalid::new(format!("expected {what} in decimal digits")));
+    }
+    text.parse::<u64>()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| Invalid::new(format!("{what} is out of range")))
+}
+
+/// A u32 in decimal or `0x` hexadecimal.
+pub fn parse_u32(text: &str) -> Parsed<u32> {
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || hex.len() > 8 {
+            return Err(Invalid::new("expected a 32-bit number (decimal or 0x hex)"));
+        }
+        return Ok(u32::from_str_radix(hex, 16).expect("checked hex digits"));
+    }
+    parse_decimal(text, "a 32-bit number")
+}
+
+/// Splits a comma-separated list: items are trimmed of surrounding whitespace and empty items
+/// are skipped. (Istio does not trim; it passes `" 443"` on verbatim. meshcap trims.)
+pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_ranges() {
+        assert_eq!(Port::parse("15001").unwrap().get(), 15001);
+        for bad in ["0", "65536", "", "-1", "+1", "0x10", " 1", "99999999999"] {
+            assert!(Port::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(PortSpec::parse("10:20").unwrap().to_string(), "10:20");
+        assert!(PortSpec::parse("20:10").is_err());
+        assert!(PortSpec::parse("10:").is_err());
+        assert!(PortSpec::parse("10:20").unwrap().contains(15));
+    }
+
+    #[test]
+    fn cidrs_keep_host_bits_and_canonicalise() {
+        assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.1.2.3/8");
+        assert_eq!(Cidr::parse("2001:DB8:0::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(Cidr::parse("::ffff:10.0.0.0/104").unwrap().family(), Family::V6);
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "10.0.0.1/08",
+            "010.0.0.1/8",
+            "1.2.3/8",
+            "fe80::1%eth0/64",
+            "::/129",
+            "1.2.3.4/-1",
+            "1.2.3.4/ 8",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        let c = Cidr::parse("10.1.2.3/8").unwrap();
+        assert!(c.contains(&"10.200.0.1".parse().unwrap()));
+        assert!(!c.contains(&"11.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn owners() {
+        assert_eq!(Owner::parse("1337").unwrap(), Owner::Id(1337));
+        assert_eq!(Owner::parse("java").unwrap(), Owner::Name("java".into()));
+        for bad in ["", "Java", "a b", "-x", "1x", "x;y", "99999999999", "a\nb"] {
+            assert!(Owner::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interfaces() {
+        assert!(Iface::parse("eth0").is_ok());
+        assert!(Iface::parse("veth+").is_ok());
+        assert!(Iface::parse("not-istio-nic").is_ok());
+        for bad in [
+            "",
+            "eth0 -j ACCEPT",
+            "a/b",
+            "a:b",
+            "a\"b",
+            "sixteen-bytes-xx",
+            "a\nb",
+            "-x",
+            "e+th",
+        ] {
+            assert!(Iface::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Iface::parse("veth+").unwrap().matches("veth12"));
+    }
+
+    #[test]
+    fn marks_and_tables() {
+        assert_eq!(Mark::parse("0x539").unwrap(), Mark(1337));
+        assert_eq!(Mark::parse("1337").unwrap(), Mark(1337));
+        assert!(Mark::parse("1337/0xff").is_err());
+        assert!(Mark::parse("4294967296").is_err());
+        assert!(RouteTable::parse("254").is_err());
+        assert!(RouteTable::parse("133").is_ok());
+    }
+
+    #[test]
+    fn lists_trim_and_skip_empty() {
+        assert_eq!(split_list("80, 443,,").collect::<Vec<_>>(), ["80", "443"]);
+        assert_eq!(split_list("").count(), 0);
+    }
+}
