@@ -36,6 +36,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
 
 fn run(cli: Cli, env: &Env) -> Result<i32> {
     LogSettings::from_flags(&cli.log)?.install();
+    if cli.command.is_some() && cli.capture != CaptureFlags::default() {
+        return Err(Error::Other(
+            "capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it".into(),
+        ));
+    }
     match cli.command {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),

@@ -33,7 +33,6 @@ Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed -
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     args_override_self = true,
-    args_conflicts_with_subcommands = true,
     subcommand_precedence_over_arg = true
 )]
 pub struct Cli {
@@ -107,7 +106,7 @@ pub enum Format {
 }
 
 /// The istio-iptables flags (Istio 1.29 plus the removed 1.20 ones). Raw text; see `config`.
-#[derive(Debug, Default, Clone, Args)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Args)]
 pub struct CaptureFlags {
     /// Envoy port to which all outbound TCP traffic is redirected [default: 15001]
     #[arg(short = 'p', long = "envoy-port", value_name = "PORT")]

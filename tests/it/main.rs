@@ -1,0 +1,6 @@
+//! meshcap's integration tests: one binary that runs the built `meshcap`.
+//!
+//! Modules that touch netfilter, routes or addresses do so only inside network namespaces they
+//! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
+
+mod support;
