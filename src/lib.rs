@@ -5,10 +5,12 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod parse;
 pub mod plan;
 pub mod render;
 pub mod values;

@@ -282,6 +282,31 @@ impl Rule {
         Rule { matches, target }
     }
 
+    /// The rule as the kernel keeps it, for comparing a plan with a live dump: prefixes without
+    /// host bits and matches in a fixed order (iptables-save reorders them).
+    pub fn canonical(&self) -> Rule {
+        let mut matches: Vec<Match> = self
+            .matches
+            .iter()
+            .map(|m| match m {
+                Match::Source { negated, cidr } => Match::Source {
+                    negated: *negated,
+                    cidr: cidr.network(),
+                },
+                Match::Destination { negated, cidr } => Match::Destination {
+                    negated: *negated,
+                    cidr: cidr.network(),
+                },
+                other => other.clone(),
+            })
+            .collect();
+        matches.sort();
+        Rule {
+            matches,
+            target: self.target.clone(),
+        }
+    }
+
     /// The protocol the rule is restricted to, if any.
     pub fn protocol(&self) -> Option<Proto> {
         self.matches.iter().find_map(|m| match m {

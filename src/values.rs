@@ -196,6 +196,25 @@ impl Cidr {
         self.addr.is_loopback()
     }
 
+    /// The prefix with host bits cleared, as the kernel stores it (`10.1.2.3/8` → `10.0.0.0/8`).
+    pub fn network(&self) -> Cidr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        Cidr { addr, len: self.len }
+    }
+
     /// Whether `ip` falls inside the prefix (host bits of the prefix are ignored, as the kernel
     /// masks them).
     pub fn contains(&self, ip: &IpAddr) -> bool {

@@ -14,7 +14,10 @@ pub fn meshcap_bin() -> PathBuf {
 /// `meshcap ARGS` with a clean environment (only PATH), stdin from /dev/null.
 pub fn meshcap(args: &[&str]) -> Command {
     let mut cmd = Command::new(meshcap_bin());
-    cmd.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).stdin(Stdio::null());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -46,11 +49,17 @@ impl NetNs {
     pub fn try_new(tag: &str) -> Result<NetNs, String> {
         let name = format!(
             "mc-{}-{}-{}",
-            tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect::<String>(),
+            tag.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(12)
+                .collect::<String>(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let out = Command::new("ip").args(["netns", "add", &name]).output().map_err(|e| e.to_string())?;
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
@@ -72,7 +81,9 @@ impl NetNs {
     /// A command run inside the namespace (`ip netns exec`; test set-up only).
     pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null());
+        cmd.args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -98,7 +109,11 @@ impl NetNs {
     /// Runs `ip ARGS` in the namespace and panics on failure.
     pub fn ip(&self, args: &[&str]) {
         let out = self.run("ip", args);
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
