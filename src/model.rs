@@ -439,7 +439,7 @@ impl Ruleset {
             why,
         };
         let mut lengths: BTreeMap<ChainName, u32> = BTreeMap::new();
-        let declared = table.declared_chains();
+        let with_rules: std::collections::BTreeSet<ChainName> = table.ops.iter().map(|o| o.chain).collect();
         for op in &table.ops {
             if let ChainName::Builtin(h) = op.chain
                 && !table.name.hooks().contains(&h)
@@ -458,9 +458,7 @@ impl Ruleset {
             *len += 1;
             let rule = &op.rule;
             match &rule.target {
-                Target::Jump(c)
-                    if (!declared.contains(c) || !table.ops.iter().any(|o| o.chain == ChainName::Istio(*c))) =>
-                {
+                Target::Jump(c) if !with_rules.contains(&ChainName::Istio(*c)) => {
                     return Err(fail(
                         op.chain,
                         format!("jump to {} which has no rules in this table", c.as_str()),

@@ -21,7 +21,7 @@ pub fn restore_payload(rs: &Ruleset) -> String {
             let _ = writeln!(out, "-N {}", chain.as_str());
         }
         for op in &table.ops {
-            out.push_str(&op_line(op));
+            write_op_line(&mut out, op);
             out.push('\n');
         }
         out.push_str("COMMIT\n");
@@ -31,84 +31,179 @@ pub fn restore_payload(rs: &Ruleset) -> String {
 
 /// `-A CHAIN <rule>` or `-I CHAIN n <rule>`.
 pub fn op_line(op: &Op) -> String {
-    let head = match op.position {
-        Position::Append => format!("-A {}", op.chain),
-        Position::Insert(n) => format!("-I {} {}", op.chain, n),
-    };
-    let body = rule_spec(&op.rule);
-    if body.is_empty() {
-        head
-    } else {
-        format!("{head} {body}")
+    let mut out = String::new();
+    write_op_line(&mut out, op);
+    out
+}
+
+fn write_op_line(out: &mut String, op: &Op) {
+    match op.position {
+        Position::Append => {
+            let _ = write!(out, "-A {}", op.chain);
+        }
+        Position::Insert(n) => {
+            let _ = write!(out, "-I {} {}", op.chain, n);
+        }
     }
+    for_each_arg(&op.rule, |word| {
+        out.push(' ');
+        out.push_str(word);
+    });
 }
 
 /// The rule as iptables arguments after the chain (matches, then `-j TARGET …`), joined by
 /// single spaces.
 pub fn rule_spec(rule: &Rule) -> String {
-    rule_args(rule).join(" ")
+    let mut out = String::new();
+    for_each_arg(rule, |word| {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    });
+    out
 }
 
 /// The rule as iptables arguments after the chain.
 pub fn rule_args(rule: &Rule) -> Vec<String> {
-    let mut args: Vec<String> = Vec::new();
-    let mut push = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
-    let not = |negated: bool| if negated { "!" } else { "" };
+    let mut args = Vec::new();
+    for_each_arg(rule, |word| args.push(word.to_string()));
+    args
+}
+
+/// Feeds the rule's iptables arguments, one word at a time, to `emit`.
+fn for_each_arg(rule: &Rule, mut emit: impl FnMut(&str)) {
+    let mut buf = String::new();
+    let mut show = |emit: &mut dyn FnMut(&str), value: &dyn std::fmt::Display| {
+        buf.clear();
+        let _ = write!(buf, "{value}");
+        emit(&buf);
+    };
+    let not = |emit: &mut dyn FnMut(&str), negated: bool| {
+        if negated {
+            emit("!");
+        }
+    };
+    let e: &mut dyn FnMut(&str) = &mut emit;
     for m in &rule.matches {
         match m {
-            Match::InIface(i) => push(&["-i", i.as_str()]),
-            Match::OutIface(i) => push(&["-o", i.as_str()]),
-            Match::Protocol(p) => push(&["-p", p.as_str()]),
-            Match::Source { negated, cidr } => push(&[not(*negated), "-s", &cidr.to_string()]),
-            Match::Destination { negated, cidr } => push(&[not(*negated), "-d", &cidr.to_string()]),
-            Match::SourcePort { negated, port } => push(&[not(*negated), "--sport", &port.to_string()]),
-            Match::DestinationPort { negated, port } => push(&[not(*negated), "--dport", &port.to_string()]),
+            Match::InIface(i) => {
+                e("-i");
+                e(i.as_str());
+            }
+            Match::OutIface(i) => {
+                e("-o");
+                e(i.as_str());
+            }
+            Match::Protocol(p) => {
+                e("-p");
+                e(p.as_str());
+            }
+            Match::Source { negated, cidr } => {
+                not(e, *negated);
+                e("-s");
+                show(e, cidr);
+            }
+            Match::Destination { negated, cidr } => {
+                not(e, *negated);
+                e("-d");
+                show(e, cidr);
+            }
+            Match::SourcePort { negated, port } => {
+                not(e, *negated);
+                e("--sport");
+                show(e, port);
+            }
+            Match::DestinationPort { negated, port } => {
+                not(e, *negated);
+                e("--dport");
+                show(e, port);
+            }
             Match::DestinationPorts { negated, ports } => {
+                e("-m");
+                e("multiport");
+                not(e, *negated);
+                e("--dports");
                 let list = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-                push(&["-m", "multiport", not(*negated), "--dports", &list])
+                e(&list);
             }
             Match::UidOwner { negated, owner } => {
-                push(&["-m", "owner", not(*negated), "--uid-owner", &owner.to_string()])
+                e("-m");
+                e("owner");
+                not(e, *negated);
+                e("--uid-owner");
+                show(e, owner);
             }
             Match::GidOwner { negated, owner } => {
-                push(&["-m", "owner", not(*negated), "--gid-owner", &owner.to_string()])
+                e("-m");
+                e("owner");
+                not(e, *negated);
+                e("--gid-owner");
+                show(e, owner);
             }
             Match::ConntrackState(states) => {
+                e("-m");
+                e("conntrack");
+                e("--ctstate");
                 let list = states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-                push(&["-m", "conntrack", "--ctstate", &list])
+                e(&list);
             }
-            Match::Mark { negated, mark } => push(&["-m", "mark", not(*negated), "--mark", &mark.to_string()]),
-            Match::ConnMark(mark) => push(&["-m", "connmark", "--mark", &mark.to_string()]),
+            Match::Mark { negated, mark } => {
+                e("-m");
+                e("mark");
+                not(e, *negated);
+                e("--mark");
+                show(e, mark);
+            }
+            Match::ConnMark(mark) => {
+                e("-m");
+                e("connmark");
+                e("--mark");
+                show(e, mark);
+            }
         }
     }
-    args.retain(|a| !a.is_empty());
-    args.push("-j".into());
+    e("-j");
     match &rule.target {
-        Target::Jump(c) => args.push(c.as_str().into()),
-        Target::Return => args.push("RETURN".into()),
-        Target::Accept => args.push("ACCEPT".into()),
-        Target::Drop => args.push("DROP".into()),
+        Target::Jump(c) => e(c.as_str()),
+        Target::Return => e("RETURN"),
+        Target::Accept => e("ACCEPT"),
+        Target::Drop => e("DROP"),
         Target::Redirect { port } => {
             // Istio spells the UDP (DNS) redirect `--to-port` and the TCP ones `--to-ports`;
             // iptables accepts both.
-            let option = if rule.protocol() == Some(Proto::Udp) {
+            e("REDIRECT");
+            e(if rule.protocol() == Some(Proto::Udp) {
                 "--to-port"
             } else {
                 "--to-ports"
-            };
-            args.extend(["REDIRECT".into(), option.into(), port.to_string()]);
+            });
+            show(e, port);
         }
-        Target::Tproxy { mark, port } => args.extend([
-            "TPROXY".into(),
-            "--tproxy-mark".into(),
-            format!("{mark}/0xffffffff"),
-            "--on-port".into(),
-            port.to_string(),
-        ]),
-        Target::SetMark(mark) => args.extend(["MARK".into(), "--set-mark".into(), mark.to_string()]),
-        Target::SaveMark => args.extend(["CONNMARK".into(), "--save-mark".into()]),
-        Target::RestoreMark => args.extend(["CONNMARK".into(), "--restore-mark".into()]),
-        Target::CtZone(zone) => args.extend(["CT".into(), "--zone".into(), zone.to_string()]),
+        Target::Tproxy { mark, port } => {
+            e("TPROXY");
+            e("--tproxy-mark");
+            e(&format!("{mark}/0xffffffff"));
+            e("--on-port");
+            show(e, port);
+        }
+        Target::SetMark(mark) => {
+            e("MARK");
+            e("--set-mark");
+            show(e, mark);
+        }
+        Target::SaveMark => {
+            e("CONNMARK");
+            e("--save-mark");
+        }
+        Target::RestoreMark => {
+            e("CONNMARK");
+            e("--restore-mark");
+        }
+        Target::CtZone(zone) => {
+            e("CT");
+            e("--zone");
+            show(e, zone);
+        }
     }
-    args
 }
