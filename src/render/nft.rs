@@ -17,8 +17,8 @@
 //!   addresses.
 //! * `counter` in every rule, before the verdict or action; TPROXY is one rule
 //!   `tproxy ip to :C meta mark set M counter accept`.
-//! * Istio spells each rule by hand, so some details follow the plan's [`Step`] (see
-//!   [`spelling`]): `meta l4proto tcp` beside a `tcp dport` in some rules but not in others,
+//! * Istio spells each rule by hand, so some details follow the plan's [`Step`] (see the
+//!   private `spelling`, one exhaustive match): `meta l4proto tcp` beside a `tcp dport` in some rules but not in others,
 //!   ports before addresses in raw DNS rules, and drop-invalid limited to TCP (a real difference
 //!   from the iptables rules: other invalid packets are not dropped). Owners are `skuid`/`skgid`
 //!   in nat and mangle and `meta skuid`/`meta skgid` in raw; a multiport match is an anonymous
@@ -28,7 +28,7 @@
 //!   index is not below the number of rules written to it so far (§8.4). That is why the
 //!   kernel order of the TPROXY `istio-inbound` rules differs from iptables'.
 //!
-//! # Fixed here (no effect on the rendered text of any configuration Istio accepts)
+//! # Fixed here (the rendered text stays Istio's for every configuration Istio can apply)
 //!
 //! * Spec §10.2 item 5: a jump whose target chain receives no rule is an error here, and the
 //!   plan never writes one (the DNS jumps are scoped to the families with rules), so the
@@ -40,8 +40,12 @@
 //!   gets no rule, so a re-run leaves exactly the rendered ruleset instead of stale tables
 //!   (e.g. the old `istio-proxy-mangle` after turning drop-invalid off) and empty chains.
 //!   [`cleanup_transaction`] removes all three tables (`--cleanup-only`), as Istio does.
-//! * An interface name with iptables' `+` wildcard is written with nft's `*`, and a name nft
-//!   cannot read as a bare word is quoted (Istio writes both verbatim, which nft rejects).
+//!   After a reconfiguration `nft list ruleset` may list a table's chains in another order than
+//!   after a fresh apply (creation order); the chains and their rules are the same.
+//! * Values Istio passes through verbatim where nft wants another syntax: a port range `a:b`
+//!   is `a-b`, an interface name with iptables' `+` wildcard is written with nft's `*`, and a
+//!   name nft cannot read as a bare word is quoted (Istio's text is rejected by nft for all
+//!   three).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -824,4 +828,407 @@ fn nft_rule(step: Step, table: NftTable, rule: &Rule) -> Result<NftRule, String>
         Target::CtZone(zone) => counted(Stmt::CtZone(*zone)),
     });
     Ok(NftRule { stmts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::{Config, HostFiles, Ipv6Setting};
+    use crate::host::Env;
+    use crate::model::Op;
+    use crate::plan::{self, Scope, ScopedOp};
+    use clap::Parser;
+
+    /// The plan for `meshcap render FLAGS` with `env`, then `tweak` on the config (DNS servers).
+    fn plan_with(flags: &[&str], env: &[(&str, &str)], ipv6: bool, tweak: impl FnOnce(&mut Config)) -> Plan {
+        let argv = ["meshcap", "render"].iter().chain(flags).copied();
+        let Some(Command::Render(args)) = Cli::try_parse_from(argv).expect("flags parse").command else {
+            panic!("not a render command");
+        };
+        let files = HostFiles {
+            passwd: "/nonexistent".into(),
+            // No servers; the tests set them on the config.
+            resolv_conf: "/dev/null".into(),
+        };
+        let env = Env::from_pairs(env.iter().copied());
+        let mut cfg = Config::from_flags(&args.capture, &env, &files, Ipv6Setting::Explicit(ipv6)).expect("config");
+        tweak(&mut cfg);
+        let plan = plan::build(&cfg, ipv6);
+        for family in plan.families() {
+            plan.ruleset(family).validate().expect("the iptables view is valid");
+        }
+        plan
+    }
+
+    fn plan(flags: &[&str]) -> Plan {
+        plan_with(flags, &[], false, |_| {})
+    }
+
+    fn text(plan: &Plan) -> String {
+        transaction(plan).expect("transaction").to_string()
+    }
+
+    /// Every jump enters a chain the same table declares, and every insert index is below the
+    /// number of rules its chain has at that point (what nft needs to accept the transaction).
+    fn assert_loadable(tx: &Transaction) {
+        let mut declared: Vec<(NftTable, NftChain)> = Vec::new();
+        let mut counts: BTreeMap<(NftTable, NftChain), u32> = BTreeMap::new();
+        for op in &tx.ops {
+            match op {
+                NftOp::AddChain(t, c) => declared.push((*t, *c)),
+                NftOp::DeleteChain(t, c) => declared.retain(|d| d != &(*t, *c)),
+                NftOp::AddTable(_) | NftOp::FlushTable(_) | NftOp::DeleteTable(_) => {}
+                NftOp::AddRule { table, chain, rule } | NftOp::InsertRule { table, chain, rule, .. } => {
+                    assert!(declared.contains(&(*table, *chain)), "rule in undeclared {chain}: {op}");
+                    for s in &rule.stmts {
+                        if let Stmt::Jump(target) = s {
+                            assert!(declared.contains(&(*table, *target)), "jump to undeclared chain: {op}");
+                        }
+                    }
+                    let n = counts.entry((*table, *chain)).or_insert(0);
+                    if let NftOp::InsertRule { index, .. } = op {
+                        assert!(index < n, "insert beyond the chain: {op}");
+                    }
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_capture_is_the_spec_example() {
+        // Spec §8.5: the transaction for all defaults, IPv4 only.
+        let expected = "\
+add table inet istio-proxy-nat
+flush table inet istio-proxy-nat
+add chain inet istio-proxy-nat output { type nat hook output priority -100 ; }
+add chain inet istio-proxy-nat istio-inbound
+add chain inet istio-proxy-nat istio-redirect
+add chain inet istio-proxy-nat istio-in-redirect
+add chain inet istio-proxy-nat istio-output
+add rule inet istio-proxy-nat istio-inbound meta l4proto tcp tcp dport 15008 counter return
+add rule inet istio-proxy-nat istio-redirect meta l4proto tcp counter redirect to :15001
+add rule inet istio-proxy-nat istio-in-redirect meta l4proto tcp counter redirect to :15006
+add rule inet istio-proxy-nat output counter jump istio-output
+add rule inet istio-proxy-nat istio-output oifname lo ip saddr 127.0.0.6/32 counter return
+add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp ip daddr != 127.0.0.1/32 tcp dport != 15008 skuid 1337 counter jump istio-in-redirect
+add rule inet istio-proxy-nat istio-output oifname lo skuid != 1337 counter return
+add rule inet istio-proxy-nat istio-output skuid 1337 counter return
+add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp ip daddr != 127.0.0.1/32 tcp dport != 15008 skgid 1337 counter jump istio-in-redirect
+add rule inet istio-proxy-nat istio-output oifname lo skgid != 1337 counter return
+add rule inet istio-proxy-nat istio-output skgid 1337 counter return
+add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
+";
+        assert_eq!(text(&plan(&["-u", "1337", "-g", "1337"])), expected);
+    }
+
+    fn op(chain: ChainName, position: Position, target: Target) -> ScopedOp {
+        ScopedOp {
+            scope: Scope::Both,
+            table: TableName::Nat,
+            op: Op {
+                chain,
+                position,
+                rule: Rule::new(vec![], target),
+            },
+            step: Step::ExcludedInterface,
+        }
+    }
+
+    fn bare_plan(ops: Vec<ScopedOp>) -> Plan {
+        Plan {
+            ipv6: false,
+            ops,
+            routes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn inserts_become_zero_based_or_degrade_to_appends() {
+        let pre = ChainName::Builtin(Hook::Prerouting);
+        let p = bare_plan(vec![
+            op(pre, Position::Insert(1), Target::Return), // empty chain: append
+            op(pre, Position::Insert(1), Target::Accept), // index 0 < 1
+            op(pre, Position::Insert(3), Target::Drop),   // index 2, not below 2: append
+            op(pre, Position::Insert(2), Target::Return), // index 1 < 3
+            op(pre, Position::Append, Target::Accept),
+        ]);
+        let lines: Vec<String> = transaction(&p)
+            .unwrap()
+            .ops
+            .iter()
+            .skip(3)
+            .map(|o| o.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "add rule inet istio-proxy-nat prerouting counter return",
+                "insert rule inet istio-proxy-nat prerouting index 0 counter accept",
+                "add rule inet istio-proxy-nat prerouting counter drop",
+                "insert rule inet istio-proxy-nat prerouting index 1 counter return",
+                "add rule inet istio-proxy-nat prerouting counter accept",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_jump_into_a_chain_without_rules_is_refused() {
+        let p = bare_plan(vec![op(
+            ChainName::Builtin(Hook::Output),
+            Position::Append,
+            Target::Jump(IstioChain::OutputDns),
+        )]);
+        let err = transaction(&p).unwrap_err();
+        assert!(err.why.contains("jump to istio-output-dns"), "{err}");
+        assert!(apply_transaction(&p).is_err());
+    }
+
+    #[test]
+    fn ipv6_dns_servers_with_ipv6_off_jump_nowhere_missing() {
+        // Spec §10.2 item 5: Istio writes `istio-output → istio-output-dns` and raw
+        // `prerouting → istio-inbound` although both chains stay empty (the IPv6 server rules
+        // are dropped), and nft rejects the whole transaction.
+        let v6_only = |ipv6| {
+            plan_with(&["--redirect-dns"], &[], ipv6, |c| {
+                c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
+            })
+        };
+        let off = transaction(&v6_only(false)).unwrap();
+        assert_loadable(&off);
+        let off_text = off.to_string();
+        assert!(!off_text.contains("istio-output-dns counter"), "{off_text}");
+        assert!(
+            !off_text.contains("jump istio-output-dns\nadd rule inet istio-proxy-nat"),
+            "{off_text}"
+        );
+        assert!(!off_text.contains("ip6 "), "{off_text}");
+        assert!(!off_text.contains("istio-proxy-nat istio-output-dns"), "{off_text}");
+        assert!(!off_text.contains("istio-proxy-raw prerouting"), "{off_text}");
+        // The proxy's own DNS is still zoned (raw output), and port 53 stays exempt.
+        assert!(off_text.contains("add rule inet istio-proxy-raw output counter jump istio-output-dns\n"));
+        assert!(off_text.contains("udp dport 53 meta skuid 1337 counter ct zone set 1\n"));
+        assert!(off_text.contains("tcp dport != { 53, 15008 } skuid 1337"));
+
+        // With IPv6 on, the same servers are captured, with one jump each.
+        let on = transaction(&v6_only(true)).unwrap();
+        assert_loadable(&on);
+        let on_text = on.to_string();
+        assert_eq!(
+            on_text.matches("counter jump istio-output-dns\n").count(),
+            2,
+            "{on_text}"
+        );
+        assert!(on_text.contains(
+            "add rule inet istio-proxy-nat istio-output-dns ip6 daddr 2001:db8::53/128 udp dport 53 counter redirect to :15053\n"
+        ));
+        assert!(on_text.contains("add rule inet istio-proxy-raw prerouting counter jump istio-inbound\n"));
+        assert!(on_text.contains(
+            "add rule inet istio-proxy-raw istio-inbound udp sport 53 ip6 saddr 2001:db8::53/128 counter ct zone set 1\n"
+        ));
+    }
+
+    #[test]
+    fn family_agnostic_dns_jumps_are_written_once() {
+        let both = plan_with(&["--redirect-dns"], &[], true, |c| {
+            c.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap()];
+            c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
+        });
+        let t = text(&both);
+        assert_eq!(
+            t.matches("add rule inet istio-proxy-nat istio-output counter jump istio-output-dns\n")
+                .count(),
+            1
+        );
+        assert_eq!(
+            t.matches("add rule inet istio-proxy-raw prerouting counter jump istio-inbound\n")
+                .count(),
+            1
+        );
+        // The raw jump precedes every server's zone rules, IPv4 ones first.
+        let jump = t.find("raw prerouting counter jump").unwrap();
+        let v4 = t.find("ip daddr 10.0.0.53/32 counter ct zone set 2").unwrap();
+        let v6 = t.find("ip6 daddr 2001:db8::53/128 counter ct zone set 2").unwrap();
+        assert!(jump < v4 && v4 < v6, "{t}");
+    }
+
+    #[test]
+    fn drop_invalid_is_tcp_only_and_raw_owners_say_meta() {
+        let t = text(&plan_with(
+            &["--drop-invalid", "--redirect-dns", "--capture-all-dns"],
+            &[],
+            false,
+            |_| {},
+        ));
+        assert!(t.contains(
+            "add rule inet istio-proxy-mangle prerouting meta l4proto tcp ct state invalid counter jump istio-drop\n"
+        ));
+        assert!(t.contains("add rule inet istio-proxy-mangle istio-drop counter drop\n"));
+        assert!(t.contains(
+            "add rule inet istio-proxy-raw istio-output-dns udp sport 15053 meta skuid 1337 counter ct zone set 2\n"
+        ));
+        assert!(t.contains("add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp tcp dport != 53 skuid != 1337 counter return\n"));
+        // Capture-all: TCP with `meta l4proto`, UDP without (Istio's spelling).
+        assert!(t.contains("istio-output-dns meta l4proto tcp tcp dport 53 counter redirect to :15053\n"));
+        assert!(t.contains("istio-output-dns udp dport 53 counter redirect to :15053\n"));
+        assert!(t.contains("add rule inet istio-proxy-raw istio-inbound udp sport 53 counter ct zone set 1\n"));
+    }
+
+    #[test]
+    fn interfaces_ports_and_tproxy_spelling() {
+        let p = plan_with(
+            &[
+                "-m",
+                "TPROXY",
+                "-b",
+                "*",
+                "-d",
+                "8000:8100",
+                "-c",
+                "veth+,a@b",
+                "-o",
+                "1000:2000",
+            ],
+            &[],
+            true,
+            |_| {},
+        );
+        let t = text(&p);
+        assert!(
+            t.contains("add rule inet istio-proxy-nat prerouting iifname veth* counter return\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("add rule inet istio-proxy-mangle output oifname \"a@b\" counter return\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("istio-inbound meta l4proto tcp tcp dport 8000-8100 counter return\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("add rule inet istio-proxy-nat istio-output udp dport 1000-2000 counter return\n"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "istio-tproxy meta l4proto tcp ip6 daddr != ::1/128 tproxy ip6 to :15006 meta mark set 1337 counter accept\n"
+        ));
+        assert_loadable(&transaction(&p).unwrap());
+    }
+
+    #[test]
+    fn apply_transaction_removes_what_this_configuration_does_not_use() {
+        let p = plan(&[]);
+        let render = transaction(&p).unwrap();
+        let apply = apply_transaction(&p).unwrap();
+        assert_loadable(&apply);
+        let lines: Vec<String> = apply.ops.iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            lines[..6],
+            [
+                "add table inet istio-proxy-nat",
+                "flush table inet istio-proxy-nat",
+                "add chain inet istio-proxy-nat prerouting { type nat hook prerouting priority -100 ; }",
+                "delete chain inet istio-proxy-nat prerouting",
+                "add chain inet istio-proxy-nat istio-output-dns",
+                "delete chain inet istio-proxy-nat istio-output-dns",
+            ]
+        );
+        assert_eq!(
+            lines[lines.len() - 4..],
+            [
+                "add table inet istio-proxy-mangle",
+                "delete table inet istio-proxy-mangle",
+                "add table inet istio-proxy-raw",
+                "delete table inet istio-proxy-raw",
+            ]
+        );
+        // Same chains and rules as the rendered transaction, in the same order.
+        let kept = |tx: &Transaction| -> Vec<NftOp> {
+            tx.ops
+                .iter()
+                .filter(|o| matches!(o, NftOp::AddRule { .. } | NftOp::InsertRule { .. }))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(kept(&apply), kept(&render));
+        assert_eq!(apply.tables_with_rules(), [NftTable::Nat]);
+
+        // A configuration using every table deletes none.
+        let full = plan_with(
+            &[
+                "-m",
+                "TPROXY",
+                "-b",
+                "*",
+                "--drop-invalid",
+                "--redirect-dns",
+                "--capture-all-dns",
+            ],
+            &[],
+            true,
+            |_| {},
+        );
+        let apply = apply_transaction(&full).unwrap().to_string();
+        assert!(!apply.contains("delete table"), "{apply}");
+        assert!(
+            apply.contains("add chain inet istio-proxy-nat istio-output-dns\nadd rule"),
+            "{apply}"
+        );
+    }
+
+    #[test]
+    fn cleanup_deletes_the_three_tables() {
+        assert_eq!(
+            cleanup_transaction().to_string(),
+            "add table inet istio-proxy-nat\ndelete table inet istio-proxy-nat\n\
+             add table inet istio-proxy-mangle\ndelete table inet istio-proxy-mangle\n\
+             add table inet istio-proxy-raw\ndelete table inet istio-proxy-raw\n"
+        );
+    }
+
+    #[test]
+    fn every_knob_combination_yields_a_loadable_transaction() {
+        let knobs: [&[&str]; 10] = [
+            &[],
+            &["-m", "TPROXY", "-b", "*", "-d", "15090,15021"],
+            &["-m", "TPROXY", "-b", ""],
+            &["-b", "80,443", "-k", "eth1,eth2", "-i", "10.0.0.0/8,2001:db8::/32"],
+            &["-k", "eth1", "-i", "*", "-x", "10.1.0.0/16"],
+            &["--redirect-dns", "--capture-all-dns", "-u", "1,2", "-g", "3"],
+            &["-q", "80", "-o", "53,1000:2000", "-c", "eth9"],
+            &["--drop-invalid", "-i", "127.1.2.3/32"],
+            &["--redirect-dns", "-m", "TPROXY", "-b", "80", "-c", "eth0"],
+            &["-i", ""],
+        ];
+        for flags in knobs {
+            for ipv6 in [false, true] {
+                for servers in [0, 1, 2, 3] {
+                    let p = plan_with(flags, &[("ISTIO_OUTBOUND_OWNER_GROUPS", "10,20")], ipv6, |c| {
+                        if servers & 1 != 0 {
+                            c.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap()];
+                        }
+                        if servers & 2 != 0 {
+                            c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
+                        }
+                    });
+                    // A rule without addresses sees both families in an inet table: the plan
+                    // may scope such a rule to one family only if it is a jump (into a chain
+                    // whose rules carry that family's addresses).
+                    for s in &p.ops {
+                        if s.scope != Scope::Both && address_family(&s.op.rule).is_none() {
+                            assert!(matches!(s.op.rule.target, Target::Jump(_)), "{flags:?}: {s:?}");
+                        }
+                    }
+                    let tx = transaction(&p).unwrap_or_else(|e| panic!("{flags:?} ipv6={ipv6}: {e}"));
+                    assert_loadable(&tx);
+                    assert_loadable(&apply_transaction(&p).unwrap());
+                    if !ipv6 {
+                        assert!(!tx.to_string().contains("ip6 "), "{flags:?}: {tx}");
+                    }
+                }
+            }
+        }
+    }
 }
