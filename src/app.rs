@@ -71,20 +71,33 @@ pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
 }
 
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
-    let (_config, plan) = plan_for_render(args, env)?;
-    let out = match args.format {
-        Format::Iptables => match args.family {
-            Some(FamilyArg::V4) => render::iptables::restore_payload(&plan.ruleset(Family::V4)),
-            Some(FamilyArg::V6) => render::iptables::restore_payload(&plan.ruleset(Family::V6)),
-            None => {
-                let mut out = String::new();
-                for family in plan.families() {
-                    out.push_str(&format!("# {}\n", family.name()));
-                    out.push_str(&render::iptables::restore_payload(&plan.ruleset(family)));
+    let (config, plan) = plan_for_render(args, env)?;
+    let out = if config.native_nftables {
+        if let Some(family) = args.family {
+            return Err(Error::invalid(
+                "--family",
+                family.name(),
+                "the nftables transaction is one inet ruleset for both families; drop --family with --native-nftables",
+            ));
+        }
+        render::nft::transaction(&plan)
+            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?
+            .to_string()
+    } else {
+        match args.format {
+            Format::Iptables => match args.family {
+                Some(FamilyArg::V4) => render::iptables::restore_payload(&plan.ruleset(Family::V4)),
+                Some(FamilyArg::V6) => render::iptables::restore_payload(&plan.ruleset(Family::V6)),
+                None => {
+                    let mut out = String::new();
+                    for family in plan.families() {
+                        out.push_str(&format!("# {}\n", family.name()));
+                        out.push_str(&render::iptables::restore_payload(&plan.ruleset(family)));
+                    }
+                    out
                 }
-                out
-            }
-        },
+            },
+        }
     };
     let mut stdout = std::io::stdout().lock();
     stdout

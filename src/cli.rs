@@ -21,6 +21,7 @@ const AFTER_HELP: &str = "\
 Examples:
   meshcap render -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
   meshcap render --family v4 -b '*' --redirect-dns --resolv-conf ./resolv.conf
+  meshcap render --native-nftables -b '*' -m TPROXY --ipv6
   meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' --dry-run
 
 Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation.";
@@ -57,6 +58,10 @@ pub enum Command {
     IstioCleanIptables(ApplyArgs),
 
     /// Print the rules the flags produce; touches nothing.
+    ///
+    /// iptables (default): each family's iptables-restore payload under a `# ipv4` / `# ipv6`
+    /// header, or one payload with --family. With --native-nftables (or NATIVE_NFTABLES=true):
+    /// the `nft -f` transaction Istio's nftables mode builds, byte for byte, with no headers.
     #[command(args_override_self = true)]
     Render(RenderArgs),
 }
@@ -84,7 +89,8 @@ pub struct RenderArgs {
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     pub resolv_conf: String,
 
-    /// Print only this family's payload, exactly as the restore receives it.
+    /// Print only this family's payload, exactly as the restore receives it (iptables only:
+    /// rejected with --native-nftables, whose one inet transaction covers both families).
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
 
@@ -97,6 +103,15 @@ pub struct RenderArgs {
 pub enum FamilyArg {
     V4,
     V6,
+}
+
+impl FamilyArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            FamilyArg::V4 => "v4",
+            FamilyArg::V6 => "v6",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

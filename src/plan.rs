@@ -43,12 +43,100 @@ impl Scope {
     }
 }
 
-/// One operation of the capture with its table and families.
+/// One operation of the capture with its table, families and provenance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopedOp {
     pub scope: Scope,
     pub table: TableName,
     pub op: Op,
+    /// The bullet of the algorithm that wrote the operation.
+    pub step: Step,
+}
+
+/// Which bullet of Istio's algorithm (spec §3.2, numbers in the docs) wrote an operation: the
+/// rule's provenance. It never changes what a rule matches or does (that is [`Rule`]); it lets a
+/// backend whose Istio counterpart spells each bullet by hand (nft, spec §8.3) reproduce that
+/// spelling without re-deriving the policy, and lets diagnostics say why a rule exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// 1. Traffic on an excluded interface is left alone (nat; mangle too in TPROXY mode).
+    ExcludedInterface,
+    /// 2. A virtual interface's traffic skips inbound capture.
+    VirtualInterfaceReturn,
+    /// 3. Conntrack-invalid packets jump to the drop chain.
+    DropInvalid,
+    /// 3. The drop chain's verdict.
+    DropVerdict,
+    /// 4. The tunnel port is never captured inbound.
+    TunnelPortReturn,
+    /// 5. The outbound redirect chain.
+    OutboundRedirect,
+    /// 6. The inbound redirect chain.
+    InboundRedirect,
+    /// 7 (TPROXY). Mark a diverted packet.
+    DivertMark,
+    /// 7 (TPROXY). Accept a diverted packet.
+    DivertAccept,
+    /// 7 (TPROXY). Deliver to the proxy's transparent socket.
+    Tproxy,
+    /// 7. Jump into inbound capture.
+    InboundJump,
+    /// 7. An inbound port excluded from capture (with all ports captured).
+    InboundPortExclude,
+    /// 7 (TPROXY). Established inbound connections are diverted.
+    InboundEstablished,
+    /// 7. Inbound capture, per port or for all ports.
+    InboundCapture,
+    /// 8. Locally generated traffic enters ISTIO_OUTPUT.
+    OutputJump,
+    /// 9. An outbound port never captured.
+    OutboundPortExclude,
+    /// 10. The proxy's inbound passthrough connections (from 127.0.0.6 / ::6).
+    PassthroughReturn,
+    /// 11a / 12a. The proxy's loopback traffic to the pod's own address goes to inbound capture.
+    ProxyLoopbackRedirect,
+    /// 11b / 12b. Other loopback traffic not of the proxy is left alone.
+    ProxyLoopbackReturn,
+    /// 11c / 12c. The proxy's own traffic is left alone.
+    ProxyReturn,
+    /// 13. Owner-group include / exclude.
+    OwnerGroups,
+    /// 14. raw OUTPUT enters the DNS chain.
+    DnsOutputJump,
+    /// 14. nat ISTIO_OUTPUT enters the DNS chain.
+    DnsCaptureJump,
+    /// 14. DNS to the agent (TCP and UDP; to all or to the known servers).
+    DnsRedirect,
+    /// 14. Conntrack zones for the proxy's own DNS traffic.
+    DnsProxyZone,
+    /// 14. raw PREROUTING enters the DNS reply chain.
+    DnsInboundJump,
+    /// 14. Conntrack zones for DNS queries and replies (all, or per server).
+    DnsZone,
+    /// 15. Loopback destinations are never captured.
+    LoopbackReturn,
+    /// 16. An excluded outbound CIDR.
+    CidrExclude,
+    /// 17. An outbound port always captured.
+    OutboundPortInclude,
+    /// 18. Outbound CIDR capture (or all destinations).
+    CidrInclude,
+    /// 18. A virtual interface's traffic to a captured destination.
+    VirtualInterfaceRedirect,
+    /// 19. The TPROXY mark is saved on the connection.
+    TproxySaveMark,
+    /// 19. Marked loopback traffic leaves mangle OUTPUT untouched.
+    TproxyMarkedReturn,
+    /// 19. The proxy's loopback traffic to non-loopback addresses gets the outbound mark.
+    TproxyProxyMark,
+    /// 19. The connection mark is restored on the packet.
+    TproxyRestoreMark,
+    /// 19. Marked packets skip TPROXY inbound capture.
+    TproxyInboundMarked,
+    /// 19. The passthrough source on `lo` skips TPROXY inbound capture.
+    TproxyInboundPassthrough,
+    /// 19. Loopback packets without the outbound mark skip TPROXY inbound capture.
+    TproxyInboundLoopback,
 }
 
 /// TPROXY policy routing: `fwmark <mark> lookup <table>` and `local default dev lo table <table>`.
@@ -114,8 +202,10 @@ struct Recorder {
 }
 
 impl Recorder {
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
+        step: Step,
         scope: Scope,
         table: TableName,
         chain: ChainName,
@@ -134,29 +224,55 @@ impl Recorder {
                 position,
                 rule: Rule::new(matches, target),
             },
+            step,
         });
     }
 
     /// Append to both families.
-    fn both(&mut self, table: TableName, chain: ChainName, matches: Vec<Match>, target: Target) {
-        self.push(Scope::Both, table, chain, Position::Append, matches, target);
+    fn both(&mut self, step: Step, table: TableName, chain: ChainName, matches: Vec<Match>, target: Target) {
+        self.push(step, Scope::Both, table, chain, Position::Append, matches, target);
     }
 
     /// Append to one family.
-    fn only(&mut self, family: Family, table: TableName, chain: ChainName, matches: Vec<Match>, target: Target) {
-        self.push(Scope::Only(family), table, chain, Position::Append, matches, target);
+    #[allow(clippy::too_many_arguments)]
+    fn only(
+        &mut self,
+        step: Step,
+        family: Family,
+        table: TableName,
+        chain: ChainName,
+        matches: Vec<Match>,
+        target: Target,
+    ) {
+        self.push(
+            step,
+            Scope::Only(family),
+            table,
+            chain,
+            Position::Append,
+            matches,
+            target,
+        );
     }
 
     /// Append a rule whose text depends on the family: the IPv4 variant, then the IPv6 one.
-    fn per_family(&mut self, table: TableName, chain: ChainName, rule: impl Fn(Family) -> (Vec<Match>, Target)) {
+    fn per_family(
+        &mut self,
+        step: Step,
+        table: TableName,
+        chain: ChainName,
+        rule: impl Fn(Family) -> (Vec<Match>, Target),
+    ) {
         for family in Family::ALL {
             let (matches, target) = rule(family);
-            self.only(family, table, chain, matches, target);
+            self.only(step, family, table, chain, matches, target);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
+        step: Step,
         scope: Scope,
         table: TableName,
         chain: ChainName,
@@ -164,7 +280,7 @@ impl Recorder {
         matches: Vec<Match>,
         target: Target,
     ) {
-        self.push(scope, table, chain, Position::Insert(at), matches, target);
+        self.push(step, scope, table, chain, Position::Insert(at), matches, target);
     }
 }
 
@@ -262,19 +378,44 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
 
     // 1. Excluded interfaces: neither direction is captured.
     for iface in &cfg.exclude_interfaces {
-        r.both(NAT, PREROUTING, vec![Match::InIface(iface.clone())], Target::Return);
-        r.both(NAT, OUTPUT, vec![Match::OutIface(iface.clone())], Target::Return);
+        r.both(
+            Step::ExcludedInterface,
+            NAT,
+            PREROUTING,
+            vec![Match::InIface(iface.clone())],
+            Target::Return,
+        );
+        r.both(
+            Step::ExcludedInterface,
+            NAT,
+            OUTPUT,
+            vec![Match::OutIface(iface.clone())],
+            Target::Return,
+        );
     }
     if tproxy {
         for iface in &cfg.exclude_interfaces {
-            r.both(MANGLE, PREROUTING, vec![Match::InIface(iface.clone())], Target::Return);
-            r.both(MANGLE, OUTPUT, vec![Match::OutIface(iface.clone())], Target::Return);
+            r.both(
+                Step::ExcludedInterface,
+                MANGLE,
+                PREROUTING,
+                vec![Match::InIface(iface.clone())],
+                Target::Return,
+            );
+            r.both(
+                Step::ExcludedInterface,
+                MANGLE,
+                OUTPUT,
+                vec![Match::OutIface(iface.clone())],
+                Target::Return,
+            );
         }
     }
 
     // 2. Virtual interfaces skip inbound capture (their traffic is handled as outbound in 18).
     for iface in &cfg.virtual_interfaces {
         r.insert(
+            Step::VirtualInterfaceReturn,
             Scope::Both,
             NAT,
             PREROUTING,
@@ -287,18 +428,32 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     // 3. Drop conntrack-invalid packets.
     if cfg.drop_invalid {
         r.both(
+            Step::DropInvalid,
             MANGLE,
             PREROUTING,
             vec![Match::ConntrackState(vec![CtState::Invalid])],
             Target::Jump(IstioChain::Drop),
         );
-        r.both(MANGLE, DROP, vec![], Target::Drop);
+        r.both(Step::DropVerdict, MANGLE, DROP, vec![], Target::Drop);
     }
 
     // 4–6. The tunnel port is never captured inbound; the two redirect chains always exist.
-    r.both(NAT, INBOUND, vec![tcp(), dport(tunnel)], Target::Return);
-    r.both(NAT, REDIRECT, vec![tcp()], Target::Redirect { port: cfg.proxy_port });
     r.both(
+        Step::TunnelPortReturn,
+        NAT,
+        INBOUND,
+        vec![tcp(), dport(tunnel)],
+        Target::Return,
+    );
+    r.both(
+        Step::OutboundRedirect,
+        NAT,
+        REDIRECT,
+        vec![tcp()],
+        Target::Redirect { port: cfg.proxy_port },
+    );
+    r.both(
+        Step::InboundRedirect,
         NAT,
         IN_REDIRECT,
         vec![tcp()],
@@ -311,9 +466,15 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     if !cfg.inbound_ports.is_empty() {
         let table = if tproxy { MANGLE } else { NAT };
         if tproxy {
-            r.both(MANGLE, DIVERT, vec![], Target::SetMark(cfg.tproxy_mark));
-            r.both(MANGLE, DIVERT, vec![], Target::Accept);
-            r.per_family(MANGLE, TPROXY, |f| {
+            r.both(
+                Step::DivertMark,
+                MANGLE,
+                DIVERT,
+                vec![],
+                Target::SetMark(cfg.tproxy_mark),
+            );
+            r.both(Step::DivertAccept, MANGLE, DIVERT, vec![], Target::Accept);
+            r.per_family(Step::Tproxy, MANGLE, TPROXY, |f| {
                 (
                     vec![not_dst(loopback(f)), tcp()],
                     Target::Tproxy {
@@ -323,35 +484,62 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                 )
             });
         }
-        r.both(table, PREROUTING, vec![tcp()], Target::Jump(IstioChain::Inbound));
+        r.both(
+            Step::InboundJump,
+            table,
+            PREROUTING,
+            vec![tcp()],
+            Target::Jump(IstioChain::Inbound),
+        );
         let established = || Match::ConntrackState(vec![CtState::Related, CtState::Established]);
         match &cfg.inbound_ports {
             PortSelection::All => {
                 for p in &cfg.inbound_exclude_ports {
-                    r.both(table, INBOUND, vec![tcp(), dport(*p)], Target::Return);
+                    r.both(
+                        Step::InboundPortExclude,
+                        table,
+                        INBOUND,
+                        vec![tcp(), dport(*p)],
+                        Target::Return,
+                    );
                 }
                 if tproxy {
                     r.both(
+                        Step::InboundEstablished,
                         MANGLE,
                         INBOUND,
                         vec![tcp(), established()],
                         Target::Jump(IstioChain::Divert),
                     );
-                    r.both(MANGLE, INBOUND, vec![tcp()], Target::Jump(IstioChain::Tproxy));
+                    r.both(
+                        Step::InboundCapture,
+                        MANGLE,
+                        INBOUND,
+                        vec![tcp()],
+                        Target::Jump(IstioChain::Tproxy),
+                    );
                 } else {
-                    r.both(NAT, INBOUND, vec![tcp()], Target::Jump(IstioChain::InRedirect));
+                    r.both(
+                        Step::InboundCapture,
+                        NAT,
+                        INBOUND,
+                        vec![tcp()],
+                        Target::Jump(IstioChain::InRedirect),
+                    );
                 }
             }
             PortSelection::List(ports) => {
                 for p in ports {
                     if tproxy {
                         r.both(
+                            Step::InboundEstablished,
                             MANGLE,
                             INBOUND,
                             vec![tcp(), dport(*p), established()],
                             Target::Jump(IstioChain::Divert),
                         );
                         r.both(
+                            Step::InboundCapture,
                             MANGLE,
                             INBOUND,
                             vec![tcp(), dport(*p)],
@@ -359,6 +547,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                         );
                     } else {
                         r.both(
+                            Step::InboundCapture,
                             NAT,
                             INBOUND,
                             vec![tcp(), dport(*p)],
@@ -371,16 +560,28 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     }
 
     // 8. All locally generated traffic enters ISTIO_OUTPUT.
-    r.both(NAT, OUTPUT, vec![], Target::Jump(IstioChain::Output));
+    r.both(Step::OutputJump, NAT, OUTPUT, vec![], Target::Jump(IstioChain::Output));
 
     // 9. Outbound port exclusions (TCP and UDP).
     for p in &cfg.outbound_ports_exclude {
-        r.both(NAT, ISTIO_OUTPUT, vec![tcp(), dport(*p)], Target::Return);
-        r.both(NAT, ISTIO_OUTPUT, vec![udp(), dport(*p)], Target::Return);
+        r.both(
+            Step::OutboundPortExclude,
+            NAT,
+            ISTIO_OUTPUT,
+            vec![tcp(), dport(*p)],
+            Target::Return,
+        );
+        r.both(
+            Step::OutboundPortExclude,
+            NAT,
+            ISTIO_OUTPUT,
+            vec![udp(), dport(*p)],
+            Target::Return,
+        );
     }
 
     // 10. The proxy's inbound passthrough connections (from 127.0.0.6 / ::6) go out as they are.
-    r.per_family(NAT, ISTIO_OUTPUT, |f| {
+    r.per_family(Step::PassthroughReturn, NAT, ISTIO_OUTPUT, |f| {
         (vec![Match::OutIface(lo()), src(f.passthrough_source())], Target::Return)
     });
 
@@ -394,7 +595,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         // Only the UID rule exempts DNS (port 53) from the loopback redirect; the GID one does
         // not (Istio quirk, kept: it changes no rule text the kernel sees twice).
         let dns_exempt = dns && matches!(kind, OwnerKind::Uid);
-        r.per_family(NAT, ISTIO_OUTPUT, |f| {
+        r.per_family(Step::ProxyLoopbackRedirect, NAT, ISTIO_OUTPUT, |f| {
             let port_match = if dns_exempt {
                 Match::DestinationPorts {
                     negated: true,
@@ -420,9 +621,9 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
             } else {
                 vec![Match::OutIface(lo()), owner(true)]
             };
-            r.both(NAT, ISTIO_OUTPUT, matches, Target::Return);
+            r.both(Step::ProxyLoopbackReturn, NAT, ISTIO_OUTPUT, matches, Target::Return);
         }
-        r.both(NAT, ISTIO_OUTPUT, vec![owner(false)], Target::Return);
+        r.both(Step::ProxyReturn, NAT, ISTIO_OUTPUT, vec![owner(false)], Target::Return);
     };
     for u in &cfg.proxy_uids {
         owner_rules(&mut r, OwnerKind::Uid, u);
@@ -435,11 +636,18 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     match &cfg.owner_groups {
         OwnerGroups::AllExcept(excluded) => {
             for g in excluded {
-                r.both(NAT, ISTIO_OUTPUT, vec![gid(g, false)], Target::Return);
+                r.both(
+                    Step::OwnerGroups,
+                    NAT,
+                    ISTIO_OUTPUT,
+                    vec![gid(g, false)],
+                    Target::Return,
+                );
             }
         }
         OwnerGroups::Only(included) => {
             r.both(
+                Step::OwnerGroups,
                 NAT,
                 ISTIO_OUTPUT,
                 included.iter().map(|g| gid(g, true)).collect(),
@@ -453,9 +661,18 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         let all = cfg.dns.capture_all;
         let (has_v4, has_v6) = (all || !servers_v4.is_empty(), all || !servers_v6.is_empty());
         let dns_port = single(DNS_PORT);
-        r.both(RAW, OUTPUT, vec![], Target::Jump(IstioChain::OutputDns));
+        r.both(
+            Step::DnsOutputJump,
+            RAW,
+            OUTPUT,
+            vec![],
+            Target::Jump(IstioChain::OutputDns),
+        );
+        // Only for families with something to capture (Istio's nft backend also jumps when the
+        // only servers are IPv6 ones and IPv6 is off, into a chain it never creates).
         if let Some(scope) = Scope::from_conditions(has_v4, has_v6 && ipv6) {
             r.push(
+                Step::DnsCaptureJump,
                 scope,
                 NAT,
                 ISTIO_OUTPUT,
@@ -467,26 +684,34 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         for proto in [Proto::Tcp, Proto::Udp] {
             let redirect = Target::Redirect { port: DNS_AGENT_PORT };
             if all {
-                r.both(NAT, OUTPUT_DNS, vec![Match::Protocol(proto), dport(dns_port)], redirect);
+                r.both(
+                    Step::DnsRedirect,
+                    NAT,
+                    OUTPUT_DNS,
+                    vec![Match::Protocol(proto), dport(dns_port)],
+                    redirect,
+                );
             } else {
                 for s in servers_v4 {
                     let m = vec![Match::Protocol(proto), dport(dns_port), dst(server(IpAddr::V4(*s)))];
-                    r.only(Family::V4, NAT, OUTPUT_DNS, m, redirect.clone());
+                    r.only(Step::DnsRedirect, Family::V4, NAT, OUTPUT_DNS, m, redirect.clone());
                 }
                 for s in servers_v6 {
                     let m = vec![Match::Protocol(proto), dport(dns_port), dst(server(IpAddr::V6(*s)))];
-                    r.only(Family::V6, NAT, OUTPUT_DNS, m, redirect.clone());
+                    r.only(Step::DnsRedirect, Family::V6, NAT, OUTPUT_DNS, m, redirect.clone());
                 }
             }
         }
         let zone_rules = |r: &mut Recorder, owner: Match| {
             r.both(
+                Step::DnsProxyZone,
                 RAW,
                 OUTPUT_DNS,
                 vec![udp(), dport(dns_port), owner.clone()],
                 Target::CtZone(1),
             );
             r.both(
+                Step::DnsProxyZone,
                 RAW,
                 OUTPUT_DNS,
                 vec![udp(), sport(single(DNS_AGENT_PORT)), owner],
@@ -499,22 +724,44 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         for g in &cfg.proxy_gids {
             zone_rules(&mut r, gid(g, false));
         }
+        // One jump for the families with replies to tag; an IPv6 jump without IPv6 rules would
+        // lead nowhere (spec §10.2 item 5). In a per-family projection this is exactly Istio's
+        // "jump, then that family's server rules" sequence.
+        if let Some(scope) = Scope::from_conditions(has_v4, has_v6 && ipv6) {
+            r.push(
+                Step::DnsInboundJump,
+                scope,
+                RAW,
+                PREROUTING,
+                Position::Append,
+                vec![],
+                Target::Jump(IstioChain::Inbound),
+            );
+        }
         if all {
-            r.both(RAW, PREROUTING, vec![], Target::Jump(IstioChain::Inbound));
-            r.both(RAW, OUTPUT_DNS, vec![udp(), dport(dns_port)], Target::CtZone(2));
-            r.both(RAW, INBOUND, vec![udp(), sport(dns_port)], Target::CtZone(1));
+            r.both(
+                Step::DnsZone,
+                RAW,
+                OUTPUT_DNS,
+                vec![udp(), dport(dns_port)],
+                Target::CtZone(2),
+            );
+            r.both(
+                Step::DnsZone,
+                RAW,
+                INBOUND,
+                vec![udp(), sport(dns_port)],
+                Target::CtZone(1),
+            );
         } else {
             let servers: [(Family, Vec<Cidr>); 2] = [
                 (Family::V4, servers_v4.iter().map(|s| server(IpAddr::V4(*s))).collect()),
                 (Family::V6, servers_v6.iter().map(|s| server(IpAddr::V6(*s))).collect()),
             ];
             for (family, list) in servers {
-                if list.is_empty() {
-                    continue;
-                }
-                r.only(family, RAW, PREROUTING, vec![], Target::Jump(IstioChain::Inbound));
                 for s in list {
                     r.only(
+                        Step::DnsZone,
                         family,
                         RAW,
                         OUTPUT_DNS,
@@ -522,6 +769,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                         Target::CtZone(2),
                     );
                     r.only(
+                        Step::DnsZone,
                         family,
                         RAW,
                         INBOUND,
@@ -534,18 +782,28 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     }
 
     // 15. Loopback destinations are never captured.
-    r.per_family(NAT, ISTIO_OUTPUT, |f| (vec![dst(loopback(f))], Target::Return));
+    r.per_family(Step::LoopbackReturn, NAT, ISTIO_OUTPUT, |f| {
+        (vec![dst(loopback(f))], Target::Return)
+    });
 
     // 16. Excluded outbound CIDRs.
     for family in Family::ALL {
         for c in cfg.outbound_exclude.iter().filter(|c| c.family() == family) {
-            r.only(family, NAT, ISTIO_OUTPUT, vec![dst(*c)], Target::Return);
+            r.only(
+                Step::CidrExclude,
+                family,
+                NAT,
+                ISTIO_OUTPUT,
+                vec![dst(*c)],
+                Target::Return,
+            );
         }
     }
 
     // 17. Outbound ports always captured.
     for p in &cfg.outbound_ports_include {
         r.both(
+            Step::OutboundPortInclude,
             NAT,
             ISTIO_OUTPUT,
             vec![tcp(), dport(*p)],
@@ -556,9 +814,16 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     // 18. Outbound CIDR capture; virtual interfaces' traffic to the same destinations too.
     match &cfg.outbound_include {
         CidrSelection::All => {
-            r.both(NAT, ISTIO_OUTPUT, vec![], Target::Jump(IstioChain::Redirect));
+            r.both(
+                Step::CidrInclude,
+                NAT,
+                ISTIO_OUTPUT,
+                vec![],
+                Target::Jump(IstioChain::Redirect),
+            );
             for iface in &cfg.virtual_interfaces {
                 r.insert(
+                    Step::VirtualInterfaceRedirect,
                     Scope::Both,
                     NAT,
                     PREROUTING,
@@ -574,6 +839,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                     for iface in &cfg.virtual_interfaces {
                         let m = vec![Match::InIface(iface.clone()), dst(*c)];
                         r.insert(
+                            Step::VirtualInterfaceRedirect,
                             Scope::Only(family),
                             NAT,
                             PREROUTING,
@@ -583,6 +849,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                         );
                     }
                     r.only(
+                        Step::CidrInclude,
                         family,
                         NAT,
                         ISTIO_OUTPUT,
@@ -598,8 +865,15 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     if tproxy {
         let mark = cfg.tproxy_mark;
         let has_mark = |negated, mark| Match::Mark { negated, mark };
-        r.both(MANGLE, PREROUTING, vec![tcp(), has_mark(false, mark)], Target::SaveMark);
         r.both(
+            Step::TproxySaveMark,
+            MANGLE,
+            PREROUTING,
+            vec![tcp(), has_mark(false, mark)],
+            Target::SaveMark,
+        );
+        r.both(
+            Step::TproxyMarkedReturn,
             MANGLE,
             OUTPUT,
             vec![tcp(), Match::OutIface(lo()), has_mark(false, mark)],
@@ -607,7 +881,7 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         );
         for (kind, list) in [(OwnerKind::Uid, &cfg.proxy_uids), (OwnerKind::Gid, &cfg.proxy_gids)] {
             for who in list {
-                r.per_family(MANGLE, OUTPUT, |f| {
+                r.per_family(Step::TproxyProxyMark, MANGLE, OUTPUT, |f| {
                     let owner = match kind {
                         OwnerKind::Uid => uid(who, false),
                         OwnerKind::Gid => gid(who, false),
@@ -619,8 +893,15 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
                 });
             }
         }
-        r.both(MANGLE, OUTPUT, vec![tcp(), Match::ConnMark(mark)], Target::RestoreMark);
+        r.both(
+            Step::TproxyRestoreMark,
+            MANGLE,
+            OUTPUT,
+            vec![tcp(), Match::ConnMark(mark)],
+            Target::RestoreMark,
+        );
         r.insert(
+            Step::TproxyInboundMarked,
             Scope::Both,
             MANGLE,
             INBOUND,
@@ -630,9 +911,18 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         );
         for family in Family::ALL {
             let m = vec![tcp(), src(family.passthrough_source()), Match::InIface(lo())];
-            r.insert(Scope::Only(family), MANGLE, INBOUND, 2, m, Target::Return);
+            r.insert(
+                Step::TproxyInboundPassthrough,
+                Scope::Only(family),
+                MANGLE,
+                INBOUND,
+                2,
+                m,
+                Target::Return,
+            );
         }
         r.insert(
+            Step::TproxyInboundLoopback,
             Scope::Both,
             MANGLE,
             INBOUND,

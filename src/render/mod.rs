@@ -1,3 +1,4 @@
 //! Renderers of the model. Each backend's spelling lives in its own module.
 
 pub mod iptables;
+pub mod nft;

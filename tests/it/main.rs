@@ -3,4 +3,5 @@
 //! Modules that touch netfilter, routes or addresses do so only inside network namespaces they
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
+mod nft_render;
 mod support;
