@@ -1,0 +1,370 @@
+//! The seam to external programs. A [`Cmd`] is data (program, argv, stdin payload, target
+//! network namespace, extra environment); a [`System`] runs it. [`RealSystem`] spawns the
+//! program directly (never a shell), entering the target namespace in the child with `setns` on
+//! a descriptor the parent opened; [`Recorder`] records commands instead (dry-run, unit tests of
+//! error paths) and answers with scripted outputs.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::error::quote;
+use crate::netns::Netns;
+
+/// One external command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    /// The program name, looked up in `PATH` (never a shell).
+    pub program: String,
+    pub args: Vec<String>,
+    /// Bytes written to the program's stdin (`None`: stdin is `/dev/null`).
+    pub stdin: Option<String>,
+    /// The network namespace the program runs in (`None`: meshcap's own).
+    pub netns: Option<PathBuf>,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            stdin: None,
+            netns: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn stdin(mut self, payload: impl Into<String>) -> Cmd {
+        self.stdin = Some(payload.into());
+        self
+    }
+
+    pub fn netns(mut self, path: Option<&Path>) -> Cmd {
+        self.netns = path.map(Path::to_path_buf);
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// `program arg…` joined by spaces (arguments never contain spaces or quotes here; the
+    /// rendering is for people, the argv vector is what runs).
+    pub fn line(&self) -> String {
+        let mut s = self.program.clone();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in &self.env {
+            write!(f, "{k}={v} ")?;
+        }
+        f.write_str(&self.line())?;
+        if let Some(ns) = &self.netns {
+            write!(f, " (in network namespace {})", ns.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a finished program left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// The exit code; a signal is reported as 128 + signal number.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn ok(stdout: impl Into<String>) -> Output {
+        Output {
+            code: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Why a command did not run or did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecError {
+    /// The program is not in `PATH`.
+    NotFound { cmd: String },
+    /// The program could not be started (including failing to enter the namespace).
+    Spawn { cmd: String, why: String },
+    /// The program ran and exited non-zero.
+    Failed { cmd: String, code: i32, stderr: String },
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::NotFound { cmd } => write!(f, "cannot run {cmd}: program not found in PATH"),
+            ExecError::Spawn { cmd, why } => write!(f, "cannot run {cmd}: {why}"),
+            ExecError::Failed { cmd, code, stderr } => {
+                write!(f, "{cmd} failed with exit status {code}")?;
+                let stderr = stderr.trim();
+                if !stderr.is_empty() {
+                    write!(f, ": {}", stderr.replace('\n', "; "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs commands.
+pub trait System {
+    /// Runs `cmd` to completion. A non-zero exit is an `Ok` output; see [`run_ok`].
+    fn run(&self, cmd: &Cmd) -> Result<Output, ExecError>;
+
+    /// Whether `program` can be found (no process is started).
+    fn has_program(&self, program: &str) -> bool;
+
+    /// How many processes this system started so far.
+    fn spawns(&self) -> usize;
+}
+
+/// Runs `cmd` and turns a non-zero exit into [`ExecError::Failed`].
+pub fn run_ok(sys: &dyn System, cmd: &Cmd) -> Result<Output, ExecError> {
+    let out = sys.run(cmd)?;
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(ExecError::Failed {
+            cmd: cmd.to_string(),
+            code: out.code,
+            stderr: out.stderr,
+        })
+    }
+}
+
+/// Finds `program` in `path` (a `PATH` value). Names with a `/` are taken as they are.
+pub fn find_in_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(path?)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+/// Spawns real processes. Programs are resolved in `PATH` once and cached.
+pub struct RealSystem<'a> {
+    netns: Option<&'a Netns>,
+    resolved: Mutex<Vec<(String, Option<PathBuf>)>>,
+    spawns: AtomicUsize,
+}
+
+impl<'a> RealSystem<'a> {
+    /// A system whose commands may run in `netns` (a command naming another namespace is
+    /// refused, never run in the current one).
+    pub fn new(netns: Option<&'a Netns>) -> RealSystem<'a> {
+        RealSystem {
+            netns,
+            resolved: Mutex::new(Vec::new()),
+            spawns: AtomicUsize::new(0),
+        }
+    }
+
+    fn resolve(&self, program: &str) -> Option<PathBuf> {
+        let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = cache.iter().find(|(n, _)| n == program) {
+            return p.clone();
+        }
+        let found = find_in_path(program, std::env::var_os("PATH").as_deref());
+        cache.push((program.to_string(), found.clone()));
+        found
+    }
+}
+
+impl System for RealSystem<'_> {
+    fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        let shown = cmd.to_string();
+        let Some(path) = self.resolve(&cmd.program) else {
+            return Err(ExecError::NotFound { cmd: shown });
+        };
+        let mut command = Command::new(&path);
+        command.arg0(&cmd.program).args(&cmd.args);
+        command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        match (&cmd.netns, self.netns) {
+            (None, _) => {}
+            (Some(want), Some(ns)) if want == ns.path() => {
+                let fd = ns.raw_fd();
+                // SAFETY: the closure runs in the forked child before exec and only calls
+                // setns(2), which is async-signal-safe; `fd` stays open in the parent (owned by
+                // `ns`) for the whole call.
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            (Some(want), _) => {
+                return Err(ExecError::Spawn {
+                    cmd: shown,
+                    why: format!("network namespace {} was not opened", quote(&want.display().to_string())),
+                });
+            }
+        }
+        self.spawns.fetch_add(1, Ordering::Relaxed);
+        let mut child = command.spawn().map_err(|e| ExecError::Spawn {
+            cmd: shown.clone(),
+            why: e.to_string(),
+        })?;
+        let output = std::thread::scope(|s| {
+            if let (Some(payload), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
+                // A child that exits early closes its end; the error shows in its exit status.
+                s.spawn(move || {
+                    let _ = stdin.write_all(payload.as_bytes());
+                });
+            }
+            child.wait_with_output()
+        })
+        .map_err(|e| ExecError::Spawn {
+            cmd: shown,
+            why: e.to_string(),
+        })?;
+        let code = output
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0));
+        Ok(Output {
+            code,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        self.resolve(program).is_some()
+    }
+
+    fn spawns(&self) -> usize {
+        self.spawns.load(Ordering::Relaxed)
+    }
+}
+
+type Responder = Box<dyn Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync>;
+
+/// Records commands instead of running them. Answers with `respond` (default: success with
+/// empty output, as Istio's dry-run recorder does).
+pub struct Recorder {
+    commands: Mutex<Vec<Cmd>>,
+    respond: Responder,
+    missing: Vec<String>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new(|_| Ok(Output::default()))
+    }
+}
+
+impl Recorder {
+    pub fn new(respond: impl Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync + 'static) -> Recorder {
+        Recorder {
+            commands: Mutex::new(Vec::new()),
+            respond: Box::new(respond),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Programs [`System::has_program`] reports as absent.
+    pub fn without_programs(mut self, names: &[&str]) -> Recorder {
+        self.missing = names.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The commands recorded so far.
+    pub fn commands(&self) -> Vec<Cmd> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl System for Recorder {
+    fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).push(cmd.clone());
+        if self.missing.contains(&cmd.program) {
+            return Err(ExecError::NotFound { cmd: cmd.to_string() });
+        }
+        (self.respond)(cmd)
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        !self.missing.iter().any(|m| m == program)
+    }
+
+    fn spawns(&self) -> usize {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_system_runs_argv_and_stdin_without_a_shell() {
+        let sys = RealSystem::new(None);
+        let out = sys.run(&Cmd::new("cat", Vec::<String>::new()).stdin("a b; $(x)\n")).unwrap();
+        assert_eq!(out.stdout, "a b; $(x)\n");
+        let out = sys.run(&Cmd::new("sh", ["-c", "echo oops >&2; exit 3"])).unwrap();
+        assert_eq!(out.code, 3);
+        let err = run_ok(&sys, &Cmd::new("sh", ["-c", "echo oops >&2; exit 3"])).unwrap_err();
+        assert_eq!(err.to_string(), "sh -c echo oops >&2; exit 3 failed with exit status 3: oops");
+        assert_eq!(sys.spawns(), 3);
+        let err = sys.run(&Cmd::new("meshcap-no-such-program", ["x"])).unwrap_err();
+        assert!(matches!(err, ExecError::NotFound { .. }), "{err}");
+        assert_eq!(sys.spawns(), 3);
+    }
+
+    #[test]
+    fn a_namespace_that_was_not_opened_is_refused() {
+        let sys = RealSystem::new(None);
+        let cmd = Cmd::new("true", Vec::<String>::new()).netns(Some(Path::new("/var/run/netns/x")));
+        let err = sys.run(&cmd).unwrap_err();
+        assert!(err.to_string().contains("was not opened"), "{err}");
+        assert_eq!(sys.spawns(), 0);
+    }
+
+    #[test]
+    fn recorder_records_and_answers() {
+        let rec = Recorder::new(|c| Ok(Output::ok(c.program.clone()))).without_programs(&["ip6tables-save"]);
+        assert_eq!(rec.run(&Cmd::new("iptables-save", [""; 0])).unwrap().stdout, "iptables-save");
+        assert!(rec.run(&Cmd::new("ip6tables-save", [""; 0])).is_err());
+        assert!(!rec.has_program("ip6tables-save"));
+        assert_eq!(rec.commands().len(), 2);
+    }
+}

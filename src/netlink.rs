@@ -1,0 +1,449 @@
+//! Raw netlink, just what meshcap needs: interface addresses (IPv6 detection), policy rules,
+//! routes and the `::6` address (TPROXY routing) over `NETLINK_ROUTE`, and the list of
+//! nftables tables over `NETLINK_NETFILTER` (to know, without starting a process, whether the
+//! iptables-nft tables exist). A socket belongs to the network namespace of the thread that
+//! created it, so [`Socket::open`] is called inside the target namespace (`netns::within`).
+//!
+//! Wire format: `nlmsghdr` (16 bytes), a fixed family header, then `rtattr`s (length, type,
+//! value, padded to 4 bytes); all in host byte order except nfnetlink's `res_id`.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::values::Family;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
+const RTM_NEWRULE: u16 = 32;
+const RTM_DELRULE: u16 = 33;
+const RTM_GETRULE: u16 = 34;
+
+const IFLA_IFNAME: u16 = 3;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+const FRA_PRIORITY: u16 = 6;
+const FRA_FWMARK: u16 = 10;
+const FRA_TABLE: u16 = 15;
+const FRA_FWMASK: u16 = 16;
+const FRA_PROTOCOL: u16 = 21;
+const FR_ACT_TO_TBL: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+const RT_SCOPE_HOST: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+
+const NETLINK_NETFILTER: i32 = 12;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+
+/// `AF_INET` / `AF_INET6` of a family.
+pub fn af(family: Family) -> u8 {
+    match family {
+        Family::V4 => libc::AF_INET as u8,
+        Family::V6 => libc::AF_INET6 as u8,
+    }
+}
+
+/// A netlink socket bound in the namespace it was created in.
+pub struct Socket {
+    fd: OwnedFd,
+    seq: Cell<u32>,
+}
+
+fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + (4 - len % 4) % 4, 0);
+}
+
+/// The attributes after a fixed header of `skip` bytes.
+fn attrs(payload: &[u8], skip: usize) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = payload.get(skip..).unwrap_or(&[]);
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            break;
+        }
+        out.push((kind, &rest[4..len]));
+        rest = rest.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
+    }
+    out
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+fn ip_of(v: &[u8]) -> Option<IpAddr> {
+    match v.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(v).ok()?))),
+        _ => None,
+    }
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+impl Socket {
+    /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
+    pub fn route() -> io::Result<Socket> {
+        Socket::open(libc::NETLINK_ROUTE)
+    }
+
+    /// Opens a `NETLINK_NETFILTER` socket in the calling thread's namespace.
+    pub fn netfilter() -> io::Result<Socket> {
+        Socket::open(NETLINK_NETFILTER)
+    }
+
+    fn open(protocol: i32) -> io::Result<Socket> {
+        // SAFETY: plain socket(2); the descriptor is owned right away.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_nl is valid; bind/setsockopt get correct sizes.
+        unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            if libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+        }
+        Ok(Socket { fd, seq: Cell::new(1) })
+    }
+
+    /// Sends one request and collects the answer: the payloads (after `nlmsghdr`) of every data
+    /// message, until the dump ends or the kernel acknowledges. A kernel error becomes the
+    /// matching `io::Error` (e.g. `EEXIST`, `ESRCH`, `EPERM`).
+    fn request(&self, kind: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        let mut msg = Vec::with_capacity(16 + body.len());
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(body);
+        // SAFETY: sending an initialised buffer of the given length.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr() as *const libc::c_void, msg.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bounded: a dump of this size never needs more; a runaway answer is an error.
+        for _ in 0..100_000 {
+            // SAFETY: receiving into a buffer we own, of the given length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= 16 {
+                let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                let mtype = u16::from_ne_bytes([rest[4], rest[5]]);
+                let mseq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
+                if len < 16 || len > rest.len() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+                }
+                let payload = &rest[16..len];
+                rest = rest.get(len.div_ceil(4) * 4..).unwrap_or(&[]);
+                if mseq != seq {
+                    continue;
+                }
+                match mtype {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4")));
+                        if code == 0 {
+                            return Ok(out);
+                        }
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ => out.push((mtype, payload.to_vec())),
+                }
+            }
+            if !dump && flags & NLM_F_ACK == 0 && !out.is_empty() {
+                return Ok(out);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::InvalidData, "netlink answer did not end"))
+    }
+
+    /// Every interface address in kernel dump order (IPv4 first, then IPv6, each by interface
+    /// index). IPv4 uses the local address (`IFA_LOCAL`) where there is one.
+    pub fn addresses(&self) -> io::Result<Vec<IpAddr>> {
+        let body = [0u8; 8]; // ifaddrmsg, AF_UNSPEC
+        let mut out = Vec::new();
+        for (kind, payload) in self.request(RTM_GETADDR, NLM_F_DUMP, &body)? {
+            if kind != RTM_NEWADDR {
+                continue;
+            }
+            let a = attrs(&payload, 8);
+            let pick = |t| a.iter().find(|(k, _)| *k == t).and_then(|(_, v)| ip_of(v));
+            if let Some(ip) = pick(IFA_LOCAL).or_else(|| pick(IFA_ADDRESS)) {
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index of interface `name`.
+    pub fn link_index(&self, name: &str) -> io::Result<u32> {
+        let mut body = vec![0u8; 16]; // ifinfomsg
+        let mut cname = name.as_bytes().to_vec();
+        cname.push(0);
+        attr(&mut body, IFLA_IFNAME, &cname);
+        for (kind, payload) in self.request(RTM_GETLINK, 0, &body)? {
+            if kind == RTM_NEWLINK && payload.len() >= 8 {
+                return Ok(i32::from_ne_bytes(payload[4..8].try_into().expect("4 bytes")) as u32);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface '{name}'")))
+    }
+
+    /// The policy rules of a family.
+    pub fn rules(&self, family: Family) -> io::Result<Vec<PolicyRule>> {
+        let mut body = vec![0u8; 12];
+        body[0] = af(family);
+        let mut out = Vec::new();
+        for (kind, payload) in self.request(RTM_GETRULE, NLM_F_DUMP, &body)? {
+            if kind != RTM_NEWRULE || payload.len() < 12 {
+                continue;
+            }
+            let a = attrs(&payload, 12);
+            let get = |t| a.iter().find(|(k, _)| *k == t).and_then(|(_, v)| u32_of(v));
+            out.push(PolicyRule {
+                priority: get(FRA_PRIORITY).unwrap_or(0),
+                fwmark: get(FRA_FWMARK),
+                fwmask: get(FRA_FWMASK),
+                table: get(FRA_TABLE).unwrap_or(payload[4] as u32),
+                to_table: payload[7] == FR_ACT_TO_TBL,
+            });
+        }
+        Ok(out)
+    }
+
+    fn rule_body(family: Family, mark: u32, table: u32, with_mask: bool) -> Vec<u8> {
+        let mut body = vec![0u8; 12];
+        body[0] = af(family);
+        body[4] = if table < 256 { table as u8 } else { 0 };
+        body[7] = FR_ACT_TO_TBL;
+        attr(&mut body, FRA_FWMARK, &mark.to_ne_bytes());
+        if with_mask {
+            attr(&mut body, FRA_FWMASK, &u32::MAX.to_ne_bytes());
+        }
+        attr(&mut body, FRA_TABLE, &table.to_ne_bytes());
+        body
+    }
+
+    /// `ip rule add fwmark <mark> lookup <table>` (no priority: the kernel picks one).
+    pub fn add_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
+        let mut body = Socket::rule_body(family, mark, table, false);
+        attr(&mut body, FRA_PROTOCOL, &[RTPROT_BOOT]);
+        self.request(RTM_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
+            .map(drop)
+    }
+
+    /// Deletes one `fwmark <mark>/0xffffffff lookup <table>` rule.
+    pub fn del_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
+        let body = Socket::rule_body(family, mark, table, true);
+        self.request(RTM_DELRULE, NLM_F_ACK, &body).map(drop)
+    }
+
+    /// The routes of every table of a family.
+    pub fn routes(&self, family: Family) -> io::Result<Vec<RouteEntry>> {
+        let mut body = vec![0u8; 12];
+        body[0] = af(family);
+        let mut out = Vec::new();
+        for (kind, payload) in self.request(RTM_GETROUTE, NLM_F_DUMP, &body)? {
+            if kind != RTM_NEWROUTE || payload.len() < 12 {
+                continue;
+            }
+            let a = attrs(&payload, 12);
+            let get = |t| a.iter().find(|(k, _)| *k == t).and_then(|(_, v)| u32_of(v));
+            out.push(RouteEntry {
+                dst_len: payload[1],
+                has_dst: a.iter().any(|(k, _)| *k == RTA_DST),
+                table: get(RTA_TABLE).unwrap_or(payload[4] as u32),
+                local: payload[7] == RTN_LOCAL,
+                oif: get(RTA_OIF),
+            });
+        }
+        Ok(out)
+    }
+
+    fn local_default_body(family: Family, table: u32, oif: u32) -> Vec<u8> {
+        let mut body = vec![0u8; 12];
+        body[0] = af(family);
+        body[4] = if table < 256 { table as u8 } else { 0 };
+        body[5] = RTPROT_BOOT;
+        body[6] = RT_SCOPE_HOST;
+        body[7] = RTN_LOCAL;
+        attr(&mut body, RTA_TABLE, &table.to_ne_bytes());
+        attr(&mut body, RTA_OIF, &oif.to_ne_bytes());
+        body
+    }
+
+    /// `ip route add local default dev <oif> table <table>` (`EEXIST` when present).
+    pub fn add_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
+        let body = Socket::local_default_body(family, table, oif);
+        self.request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
+            .map(drop)
+    }
+
+    /// Deletes `local default dev <oif> table <table>`.
+    pub fn del_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
+        let body = Socket::local_default_body(family, table, oif);
+        self.request(RTM_DELROUTE, NLM_F_ACK, &body).map(drop)
+    }
+
+    fn addr_body(ip: IpAddr, prefix: u8, index: u32) -> Vec<u8> {
+        let mut body = vec![0u8; 8];
+        body[0] = af(Family::of(&ip));
+        body[1] = prefix;
+        body[4..8].copy_from_slice(&index.to_ne_bytes());
+        attr(&mut body, IFA_LOCAL, &ip_bytes(ip));
+        attr(&mut body, IFA_ADDRESS, &ip_bytes(ip));
+        body
+    }
+
+    /// `ip addr add <ip>/<prefix> dev <index>` (`EEXIST` when present).
+    pub fn add_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
+        let body = Socket::addr_body(ip, prefix, index);
+        self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
+            .map(drop)
+    }
+
+    /// `ip addr del <ip>/<prefix> dev <index>`.
+    pub fn del_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
+        let body = Socket::addr_body(ip, prefix, index);
+        self.request(RTM_DELADDR, NLM_F_ACK, &body).map(drop)
+    }
+
+    /// The nftables tables as `(family, name)` (`NFPROTO_IPV4` = 2, `NFPROTO_IPV6` = 10, …).
+    pub fn nft_tables(&self) -> io::Result<Vec<(u8, String)>> {
+        let body = [0u8; 4]; // nfgenmsg: NFPROTO_UNSPEC, version 0, res_id 0
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+        let mut out = Vec::new();
+        for (_, payload) in self.request(kind, NLM_F_DUMP, &body)? {
+            let Some(&family) = payload.first() else { continue };
+            for (k, v) in attrs(&payload, 4) {
+                if k == NFTA_TABLE_NAME {
+                    let name = v.split(|&b| b == 0).next().unwrap_or(&[]);
+                    out.push((family, String::from_utf8_lossy(name).into_owned()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One policy-routing rule, as far as meshcap looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRule {
+    pub priority: u32,
+    pub fwmark: Option<u32>,
+    pub fwmask: Option<u32>,
+    pub table: u32,
+    pub to_table: bool,
+}
+
+impl PolicyRule {
+    /// Whether this is `fwmark <mark> lookup <table>` with the full mask.
+    pub fn is_fwmark_lookup(&self, mark: u32, table: u32) -> bool {
+        self.to_table && self.fwmark == Some(mark) && self.fwmask.unwrap_or(u32::MAX) == u32::MAX && self.table == table
+    }
+}
+
+/// One route, as far as meshcap looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub dst_len: u8,
+    pub has_dst: bool,
+    pub table: u32,
+    pub local: bool,
+    pub oif: Option<u32>,
+}
+
+impl RouteEntry {
+    /// Whether this is `local default dev <oif> table <table>`.
+    pub fn is_local_default(&self, table: u32, oif: u32) -> bool {
+        self.local && self.dst_len == 0 && self.table == table && self.oif == Some(oif)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip_with_padding() {
+        let mut body = vec![9u8; 4];
+        attr(&mut body, 3, b"lo\0");
+        attr(&mut body, 15, &133u32.to_ne_bytes());
+        assert_eq!(body.len(), 4 + 8 + 8);
+        let a = attrs(&body, 4);
+        assert_eq!(a, [(3, &b"lo\0"[..]), (15, &133u32.to_ne_bytes()[..])]);
+        assert_eq!(ip_of(&[127, 0, 0, 6]), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))));
+    }
+
+    #[test]
+    fn fwmark_rule_matching() {
+        let r = PolicyRule {
+            priority: 32765,
+            fwmark: Some(1337),
+            fwmask: Some(u32::MAX),
+            table: 133,
+            to_table: true,
+        };
+        assert!(r.is_fwmark_lookup(1337, 133));
+        assert!(!r.is_fwmark_lookup(1337, 134));
+        assert!(!PolicyRule { fwmask: Some(0xff), ..r }.is_fwmark_lookup(1337, 133));
+    }
+}

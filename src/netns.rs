@@ -1,0 +1,141 @@
+//! The target network namespace: `--network-namespace` as a path (`/var/run/netns/NAME`,
+//! `/proc/PID/ns/net`) or a bare name (looked up as `/var/run/netns/NAME`), opened once and
+//! checked to really be a network namespace. meshcap enters it itself: children with `setns` in
+//! `pre_exec` (see `exec`), and its own netlink and `/proc` work on a dedicated thread
+//! ([`Netns::run_in`]). Failing to open or enter it is an error naming the path; nothing ever
+//! falls back to the current namespace.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, quote};
+
+/// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): the `CLONE_NEW*` type of an nsfs file.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// An opened network namespace.
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    file: File,
+}
+
+/// The path `--network-namespace` names: a value with a `/` is a path, anything else a name
+/// under `/var/run/netns`.
+pub fn resolve(spec: &str) -> Result<PathBuf> {
+    if spec.contains('/') {
+        return Ok(PathBuf::from(spec));
+    }
+    if spec == "." || spec == ".." {
+        return Err(Error::invalid(
+            "--network-namespace",
+            spec,
+            "expected a namespace name or a path",
+        ));
+    }
+    Ok(Path::new("/var/run/netns").join(spec))
+}
+
+impl Netns {
+    /// Opens the namespace `spec` names and checks that it is a network namespace.
+    pub fn open(spec: &str) -> Result<Netns> {
+        let path = resolve(spec)?;
+        let shown = quote(&path.display().to_string());
+        let file = File::open(&path)
+            .map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
+        // SAFETY: ioctl on a descriptor we own; NS_GET_NSTYPE takes no argument.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind < 0 {
+            let e = std::io::Error::last_os_error();
+            let why = if e.raw_os_error() == Some(libc::ENOTTY) || e.raw_os_error() == Some(libc::EINVAL) {
+                "not a namespace file".to_string()
+            } else {
+                e.to_string()
+            };
+            return Err(Error::Other(format!("{shown} is not a network namespace: {why}")));
+        }
+        if kind != libc::CLONE_NEWNET {
+            return Err(Error::Other(format!(
+                "{shown} is not a network namespace: it is another kind of namespace"
+            )));
+        }
+        Ok(Netns { path, file })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Runs `f` on a new thread that first entered this namespace. Sockets `f` creates belong to
+    /// the namespace for their whole life, whichever thread uses them later.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let fd = self.raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on this thread only, with a descriptor `self` keeps open.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
+        })
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot enter network namespace {}: {e}",
+                quote(&self.path.display().to_string())
+            ))
+        })
+    }
+}
+
+/// Runs `f` in `netns` (on a dedicated thread) or, without one, right here.
+pub fn within<T: Send>(netns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    match netns {
+        Some(ns) => ns.run_in(f),
+        None => Ok(f()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(resolve("pod1").unwrap(), Path::new("/var/run/netns/pod1"));
+        assert_eq!(resolve("/proc/1/ns/net").unwrap(), Path::new("/proc/1/ns/net"));
+        assert_eq!(resolve("./x").unwrap(), Path::new("./x"));
+        assert!(resolve("..").is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_network_namespaces_are_refused() {
+        let e = Netns::open("/etc/hostname").unwrap_err().to_string();
+        assert!(e.contains("'/etc/hostname' is not a network namespace"), "{e}");
+        let e = Netns::open("/nonexistent/ns").unwrap_err().to_string();
+        assert!(e.starts_with("cannot open network namespace '/nonexistent/ns'"), "{e}");
+        if Path::new("/proc/self/ns/uts").exists() {
+            let e = Netns::open("/proc/self/ns/uts").unwrap_err().to_string();
+            assert!(e.contains("another kind of namespace"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_current_namespace_opens() {
+        let ns = Netns::open("/proc/self/ns/net").unwrap();
+        let inode = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+        let inside = ns.run_in(|| inode("/proc/thread-self/ns/net"));
+        // Entering needs CAP_SYS_ADMIN; without it the error names the path.
+        match inside {
+            Ok(i) => assert_eq!(i, inode("/proc/self/ns/net")),
+            Err(e) => assert!(e.to_string().contains("/proc/self/ns/net"), "{e}"),
+        }
+    }
+}
