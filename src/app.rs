@@ -107,8 +107,6 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
     Ok(0)
 }
 
-fn apply_command(_flags: &CaptureFlags, _env: &Env, _cleanup: bool) -> Result<i32> {
-    Err(Error::Other(
-        "applying rules is not implemented yet; use 'meshcap render'".into(),
-    ))
+fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {
+    crate::apply::run(flags, env, cleanup)
 }

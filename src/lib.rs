@@ -3,14 +3,20 @@
 //! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → renderers ([`render`]).
 
 pub mod app;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod exec;
 pub mod host;
+pub mod kernel;
 pub mod logging;
 pub mod model;
+pub mod netlink;
+pub mod netns;
 pub mod parse;
 pub mod plan;
 pub mod render;
+pub mod routes;
 pub mod values;

@@ -1,0 +1,631 @@
+//! The default command (`meshcap [istio-iptables] FLAGS`, and `istio-clean-iptables`): program
+//! the plan into the kernel of the target network namespace with the iptables backend, safely
+//! and idempotently (spec §5, with the improvements of §10.2).
+//!
+//! Flow: validate → open the namespace → detect IPv6 → plan → per family choose the binaries
+//! ([`binaries`]) and read the live state with one `<variant>-save` (only when a table exists)
+//! → compare it with the plan, order-sensitively ([`live::verdict`]) → nothing (equal), apply
+//! (absent), refuse (different, without `--reconcile`), or rebuild under guardrails (cleanup of
+//! what is actually live and the new rules in one restore per family, each table atomic) →
+//! roll every touched table back if any restore fails → TPROXY routing ([`crate::routes`]).
+//! `--dry-run` prints the commands and changes nothing.
+
+pub mod binaries;
+pub mod live;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cli::CaptureFlags;
+use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
+use crate::error::{Error, Result};
+use crate::exec::{Cmd, ExecError, Recorder, RealSystem, System, run_ok};
+use crate::host::Env;
+use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::model::{Ruleset, TableName};
+use crate::netns::Netns;
+use crate::parse::{SaveDump, Strictness, parse_save};
+use crate::plan::{self, Plan};
+use crate::render::iptables::restore_payload;
+use crate::routes;
+use crate::values::Family;
+
+use binaries::{Binaries, Variant};
+use live::Verdict;
+
+/// Runs the command; `cleanup_cmd` is `istio-clean-iptables`. Returns the exit code.
+pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
+    let ipv6_setting = Config::ipv6_setting(&None, env)?;
+    let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
+    if config.native_nftables {
+        return Err(Error::invalid(
+            "--native-nftables",
+            "true",
+            "the native nftables backend is not part of this apply path; drop the flag to use iptables",
+        ));
+    }
+    let cleanup = cleanup_cmd || config.cleanup_only;
+    if config.dry_run {
+        tracing::info!("running iptables in dry-run mode, no rule changes will be made");
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    let detect = ipv6_setting == Ipv6Setting::Detect && !cleanup;
+    let kernel = if !config.dry_run || detect {
+        Some(LinuxKernel::open(netns.as_ref())?)
+    } else {
+        None
+    };
+    let ipv6 = match (ipv6_setting, &kernel) {
+        (Ipv6Setting::Explicit(on), _) => on,
+        // Cleanup looks at both families whatever the addresses say.
+        (Ipv6Setting::Detect, _) if cleanup => true,
+        (Ipv6Setting::Detect, Some(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
+        (Ipv6Setting::Detect, None) => unreachable!("the kernel is opened when detecting"),
+    };
+    tracing::info!("{}", env_dump(env));
+    tracing::info!("{}", config_dump(&config, ipv6));
+    if config.skip_rule_apply {
+        return Ok(0);
+    }
+    let plan = plan::build(&config, ipv6);
+    for family in plan.families() {
+        plan.ruleset(family)
+            .validate()
+            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
+    }
+    let ns_path = netns.as_ref().map(Netns::path);
+    if config.dry_run {
+        return dry_run(&config, &plan, ns_path, cleanup);
+    }
+    let kernel = kernel.expect("opened for real runs");
+    let sys = RealSystem::new(netns.as_ref());
+    let ctx = Ctx {
+        sys: &sys,
+        kernel: &kernel,
+        config: &config,
+        ns: ns_path,
+    };
+    let result = if cleanup { ctx.cleanup(&plan) } else { ctx.apply(&plan) };
+    tracing::debug!("{} processes spawned", sys.spawns());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        ctx.final_state_dump(&plan);
+    }
+    result?;
+    let changes = if cleanup {
+        routes::cleanup(&kernel, config.tproxy_mark, config.tproxy_route_table)
+    } else {
+        routes::apply(&kernel, &plan.routes)
+    }
+    .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
+    for c in changes {
+        tracing::info!("{c}");
+    }
+    Ok(0)
+}
+
+/// Istio's environment dump (spec §6.1).
+pub fn env_dump(env: &Env) -> String {
+    let mut s = String::from("Istio iptables environment:\n");
+    for name in ECHOED_ENV {
+        let _ = writeln!(s, "{name}={}", env.get(name).unwrap_or(""));
+    }
+    s
+}
+
+/// Istio's config dump (spec §6.1), with `ENABLE_INBOUND_IPV6` as resolved.
+pub fn config_dump(c: &Config, ipv6: bool) -> String {
+    let list = |v: &[crate::values::Owner]| v.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",");
+    let ips = |v: Vec<String>| v.join(" ");
+    let d = &c.dump;
+    let force = match c.force_iptables_binary {
+        None => "",
+        Some(IptablesVariant::Legacy) => "legacy",
+        Some(IptablesVariant::Nft) => "nft",
+    };
+    let mut s = String::from("Istio config:\n");
+    let pairs: Vec<(&str, String)> = vec![
+        ("PROXY_PORT", c.proxy_port.to_string()),
+        ("PROXY_INBOUND_CAPTURE_PORT", c.inbound_capture_port.to_string()),
+        ("PROXY_TUNNEL_PORT", c.inbound_tunnel_port.to_string()),
+        ("PROXY_UID", list(&c.proxy_uids)),
+        ("PROXY_GID", list(&c.proxy_gids)),
+        ("INBOUND_INTERCEPTION_MODE", c.mode_text.clone()),
+        ("INBOUND_TPROXY_MARK", c.tproxy_mark.to_string()),
+        ("INBOUND_TPROXY_ROUTE_TABLE", c.tproxy_route_table.to_string()),
+        ("INBOUND_PORTS_INCLUDE", d.inbound_ports.clone()),
+        ("INBOUND_PORTS_EXCLUDE", d.inbound_exclude_ports.clone()),
+        ("OUTBOUND_OWNER_GROUPS_INCLUDE", d.owner_groups_include.clone()),
+        ("OUTBOUND_OWNER_GROUPS_EXCLUDE", d.owner_groups_exclude.clone()),
+        ("OUTBOUND_IP_RANGES_INCLUDE", d.outbound_include.clone()),
+        ("OUTBOUND_IP_RANGES_EXCLUDE", d.outbound_exclude.clone()),
+        ("OUTBOUND_PORTS_INCLUDE", d.outbound_ports_include.clone()),
+        ("OUTBOUND_PORTS_EXCLUDE", d.outbound_ports_exclude.clone()),
+        ("KUBE_VIRT_INTERFACES", d.virtual_interfaces.clone()),
+        ("ENABLE_INBOUND_IPV6", ipv6.to_string()),
+        ("DUAL_STACK", c.dual_stack.to_string()),
+        ("DNS_CAPTURE", c.dns.redirect.to_string()),
+        ("DROP_INVALID", c.drop_invalid.to_string()),
+        ("CAPTURE_ALL_DNS", c.dns.capture_all.to_string()),
+        (
+            "DNS_SERVERS",
+            format!(
+                "[{}],[{}]",
+                ips(c.dns.servers_v4.iter().map(|a| a.to_string()).collect()),
+                ips(c.dns.servers_v6.iter().map(|a| a.to_string()).collect())
+            ),
+        ),
+        ("NETWORK_NAMESPACE", c.network_namespace.clone().unwrap_or_default()),
+        ("CNI_MODE", c.cni_mode.to_string()),
+        ("EXCLUDE_INTERFACES", d.exclude_interfaces.clone()),
+        ("RECONCILE", c.reconcile.to_string()),
+        ("CLEANUP_ONLY", c.cleanup_only.to_string()),
+        ("FORCE_APPLY", c.force_apply.to_string()),
+        ("NATIVE_NFTABLES", c.native_nftables.to_string()),
+        ("FORCE_IPTABLES_BINARY", force.to_string()),
+    ];
+    for (k, v) in pairs {
+        let _ = writeln!(s, "{k}={v}");
+    }
+    s
+}
+
+fn restore_cmd(bins: &Binaries, input: &str, noflush: bool, ns: Option<&Path>, cni: bool) -> Cmd {
+    let mut args: Vec<&str> = Vec::new();
+    if noflush {
+        args.push("--noflush");
+    }
+    args.extend(bins.wait_flag());
+    let mut cmd = Cmd::new(bins.restore(), args).stdin(input).netns(ns);
+    if cni
+        && bins.lockfile_env()
+        && let Some(p) = ns
+    {
+        // Pod-scoped lock; the rest of the environment is kept (Istio replaces it, §10.2 item 8).
+        cmd = cmd.env("XTABLES_LOCKFILE", p.display().to_string());
+    }
+    cmd
+}
+
+fn lock_mode(cmd: &Cmd) -> &'static str {
+    if cmd.env.iter().any(|(k, _)| k == "XTABLES_LOCKFILE") {
+        "local lock by env"
+    } else if cmd.args.iter().any(|a| a.starts_with("--wait")) {
+        "with global lock"
+    } else {
+        "without lock"
+    }
+}
+
+/// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
+fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+    let rec = Recorder::default();
+    let bins = |f: Family| match config.force_iptables_binary {
+        Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
+        Some(IptablesVariant::Nft) => Binaries::of(f, Variant::Nft),
+        None => Binaries::plain(f),
+    };
+    let show = |cmd: &Cmd| {
+        tracing::info!("Running command (dry run, {}): {cmd}", lock_mode(cmd));
+        let _ = rec.run(cmd);
+    };
+    tracing::info!("Clean-state detected, new iptables are needed");
+    if cleanup {
+        tracing::info!("Performing cleanup of existing iptables");
+        for family in plan.families() {
+            // What the cleanup removes from a namespace holding exactly this configuration.
+            let rs = plan.ruleset(family);
+            let live = parse_save(&restore_payload(&rs), Strictness::Lenient)
+                .map_err(|e| Error::Other(format!("internal error: {e}")))?;
+            let input = live::restore_input(&live::cleanup_lines(&rs, &live), None);
+            if !input.is_empty() {
+                let cmd = restore_cmd(&bins(family), &input, true, ns, config.cni_mode);
+                show(&cmd);
+                tracing::info!("the following input:\n{}", input.trim());
+            }
+        }
+    } else {
+        tracing::info!("Applying iptables chains and rules");
+        for family in plan.families() {
+            let b = bins(family);
+            let payload = restore_payload(&plan.ruleset(family));
+            let cmd = restore_cmd(&b, &payload, true, ns, config.cni_mode);
+            show(&cmd);
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                b.restore(),
+                payload.trim()
+            );
+        }
+    }
+    for family in plan.families() {
+        tracing::debug!("Final iptables state ({family}):\n");
+    }
+    tracing::info!("skipping configuring routes due to dry run mode");
+    Ok(0)
+}
+
+/// One family's live state in the variant in use.
+struct FamilyState {
+    planned: Ruleset,
+    /// Whether IPv6/IPv4 rules are wanted for this family (guardrails follow it).
+    enabled: bool,
+    bins: Binaries,
+    /// The save output read before any change ("" when the variant had no table).
+    before: String,
+    live: SaveDump,
+    /// Another variant that holds meshcap's rules too: its binaries, save output and dump.
+    others: Vec<(Binaries, String, SaveDump)>,
+    verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Nothing,
+    Apply,
+    Rebuild,
+}
+
+/// Tables a restore touched, to put back if a later step fails.
+struct Touched {
+    bins: Binaries,
+    before: String,
+    tables: Vec<TableName>,
+}
+
+struct Ctx<'a> {
+    sys: &'a dyn System,
+    kernel: &'a dyn Kernel,
+    config: &'a Config,
+    ns: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn save(&self, bins: &Binaries) -> Result<String> {
+        let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
+        tracing::debug!("Running command (without lock): {cmd}");
+        run_ok(self.sys, &cmd)
+            .map(|o| o.stdout)
+            .map_err(|e| Error::Other(format!("cannot read the live {} rules: {e}", bins.family)))
+    }
+
+    fn restore(&self, bins: &Binaries, input: &str, noflush: bool) -> Result<(), ExecError> {
+        let cmd = restore_cmd(bins, input, noflush, self.ns, self.config.cni_mode);
+        tracing::debug!("Running command ({}): {cmd}", lock_mode(&cmd));
+        run_ok(self.sys, &cmd).map(drop)
+    }
+
+    fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
+        parse_save(text, Strictness::Lenient)
+            .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))
+    }
+
+    /// Whether any of the four tables exists for `family` in either variant.
+    fn any_tables(&self, family: Family) -> bool {
+        !self.kernel.legacy_tables(family).is_empty()
+            || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
+    }
+
+    /// Chooses the binaries and reads the live state of `family`. `None` when the family is
+    /// off and no usable binary exists (a warning is logged) or nothing can be there.
+    fn read_family(&self, family: Family, planned: Ruleset, enabled: bool) -> Result<Option<FamilyState>> {
+        if !enabled && !self.any_tables(family) {
+            return Ok(None);
+        }
+        let choice = match binaries::select(
+            self.sys,
+            self.kernel,
+            family,
+            self.config.force_iptables_binary,
+            self.ns,
+        ) {
+            Ok(c) => c,
+            Err(e) if !enabled && family == Family::V6 => {
+                tracing::warn!(
+                    "Failed to detect a working ip6tables binary; continuing because IPv6 support is disabled (ENABLE_INBOUND_IPV6=false): {e}"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let bins = choice.bins;
+        let plain = bins.base == binaries::prefix(family);
+        let before = if plain {
+            self.save(&bins)?
+        } else {
+            match bins.variant {
+                Variant::Legacy => choice.legacy_save.clone().unwrap_or_default(),
+                Variant::Nft if self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()) => self.save(&bins)?,
+                Variant::Nft => String::new(),
+            }
+        };
+        let live = self.parse(&bins, &before)?;
+        let mut others = Vec::new();
+        if !plain {
+            let other = match bins.variant {
+                Variant::Legacy => {
+                    let nft = Binaries::of(family, Variant::Nft);
+                    let has = self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty());
+                    if has && self.sys.has_program(&nft.save()) {
+                        let text = self.save(&nft)?;
+                        Some((nft, text))
+                    } else {
+                        None
+                    }
+                }
+                Variant::Nft => choice
+                    .legacy_save
+                    .clone()
+                    .map(|text| (Binaries::of(family, Variant::Legacy), text)),
+            };
+            if let Some((mut ob, text)) = other {
+                let dump = self.parse(&ob, &text)?;
+                if dump.has_istio_state() {
+                    ob.version = binaries::parse_version(&text);
+                    others.push((ob, text, dump));
+                }
+            }
+        }
+        let mut verdict = live::verdict(&planned, &live);
+        for (ob, _, _) in &others {
+            let note = format!("meshcap's chains also exist in the {} tables", ob.base);
+            verdict = match verdict {
+                Verdict::Differs { summary, diff } => Verdict::Differs {
+                    summary: format!("{summary}; {note}"),
+                    diff,
+                },
+                _ => Verdict::Differs {
+                    summary: format!("{family}: {note}"),
+                    diff: String::new(),
+                },
+            };
+        }
+        tracing::debug!("[{family}] using {} ({:?}); live state: {:?}", bins.base, bins.version, verdict);
+        Ok(Some(FamilyState {
+            planned,
+            enabled,
+            bins,
+            before,
+            live,
+            others,
+            verdict,
+        }))
+    }
+
+    fn apply(&self, plan: &Plan) -> Result<()> {
+        let mut states = Vec::new();
+        for family in Family::ALL {
+            let enabled = plan.families().contains(&family);
+            if let Some(s) = self.read_family(family, plan.ruleset(family), enabled)? {
+                states.push(s);
+            }
+        }
+        let force = self.config.force_apply;
+        let actions: Vec<Action> = states
+            .iter()
+            .map(|s| match &s.verdict {
+                Verdict::Equal if force => Action::Rebuild,
+                Verdict::Equal => Action::Nothing,
+                Verdict::Absent if s.planned.is_empty() => Action::Nothing,
+                Verdict::Absent => Action::Apply,
+                Verdict::Differs { .. } => Action::Rebuild,
+            })
+            .collect();
+        let differs: Vec<&FamilyState> = states
+            .iter()
+            .filter(|s| matches!(s.verdict, Verdict::Differs { .. }))
+            .collect();
+        if states.iter().all(|s| s.verdict == Verdict::Absent) {
+            tracing::info!("Clean-state detected, new iptables are needed");
+        } else if differs.is_empty() {
+            tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
+        } else {
+            tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
+            for s in &differs {
+                if let Verdict::Differs { diff, summary } = &s.verdict {
+                    tracing::info!("{summary}\n{diff}");
+                }
+            }
+            if !self.config.reconcile && !force {
+                let summaries: Vec<String> = differs
+                    .iter()
+                    .filter_map(|s| match &s.verdict {
+                        Verdict::Differs { summary, .. } => Some(summary.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                return Err(Error::Other(format!(
+                    "the live ISTIO_* rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them",
+                    summaries.join("; ")
+                )));
+            }
+        }
+        if actions.iter().all(|a| *a == Action::Nothing) {
+            return Ok(());
+        }
+        let rebuild = actions.contains(&Action::Rebuild);
+        let mut guarded: Vec<&FamilyState> = Vec::new();
+        if rebuild {
+            tracing::info!("Setting up guardrails");
+            for s in states.iter().filter(|s| s.enabled) {
+                let input = live::guardrails_input(&s.live);
+                if let Err(e) = self.restore(&s.bins, &input, true) {
+                    let removal = self.remove_guardrails(&guarded);
+                    return Err(Error::Other(format!("failed to set up the guardrails: {e}{removal}")));
+                }
+                guarded.push(s);
+            }
+            tracing::info!("Performing cleanup of existing iptables");
+        }
+        tracing::info!("Applying iptables chains and rules");
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut failure: Option<ExecError> = None;
+        'families: for (s, action) in states.iter().zip(&actions) {
+            let mut steps: Vec<(Binaries, String, String)> = Vec::new();
+            match action {
+                Action::Nothing => continue,
+                Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
+                Action::Rebuild => {
+                    for (ob, text, dump) in &s.others {
+                        let input = live::restore_input(&live::cleanup_lines(&s.planned, dump), None);
+                        steps.push((ob.clone(), text.clone(), input));
+                    }
+                    let input = live::restore_input(&live::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
+                    steps.push((s.bins.clone(), s.before.clone(), input));
+                }
+            }
+            for (bins, before, input) in steps {
+                if input.is_empty() {
+                    continue;
+                }
+                tracing::info!(
+                    "Running iptables restore with: {} and the following input:\n{}",
+                    bins.restore(),
+                    input.trim()
+                );
+                touched.push(Touched {
+                    tables: live::tables_of(&input),
+                    bins: bins.clone(),
+                    before,
+                });
+                if let Err(e) = self.restore(&bins, &input, true) {
+                    failure = Some(e);
+                    break 'families;
+                }
+            }
+        }
+        let mut notes = String::new();
+        if let Some(e) = &failure {
+            notes.push_str(&self.roll_back(&touched, &guarded));
+            let _ = e;
+        }
+        if !guarded.is_empty() {
+            tracing::info!("Removing guardrails");
+            notes.push_str(&self.remove_guardrails(&guarded));
+        }
+        if let Some(e) = failure {
+            return Err(Error::Other(format!("{e}{notes}")));
+        }
+        if !notes.is_empty() {
+            return Err(Error::Other(format!("the rules were applied, but{notes}")));
+        }
+        if force && states.iter().any(|s| s.verdict == Verdict::Equal) {
+            tracing::warn!(
+                "The forced apply of iptables changes succeeded despite the presence of conflicting rules or chains. If you encounter this message, please consider reporting it as an issue."
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts every touched table back as it was read; returns a note for the error message.
+    fn roll_back(&self, touched: &[Touched], guarded: &[&FamilyState]) -> String {
+        let mut failed = Vec::new();
+        for t in touched.iter().rev() {
+            let guard = guarded.iter().any(|g| g.bins == t.bins);
+            let input = live::rollback_input(&t.before, &t.tables, guard);
+            tracing::info!(
+                "Rolling back with: {} and the following input:\n{}",
+                t.bins.restore(),
+                input.trim()
+            );
+            if let Err(e) = self.restore(&t.bins, &input, false) {
+                failed.push(e.to_string());
+            }
+        }
+        let families: Vec<String> = {
+            let mut f: Vec<Family> = touched.iter().map(|t| t.bins.family).collect();
+            f.dedup();
+            f.iter().map(|f| f.to_string()).collect()
+        };
+        if failed.is_empty() {
+            if families.is_empty() {
+                String::new()
+            } else {
+                format!("; the {} rules were rolled back", families.join(" and "))
+            }
+        } else {
+            format!("; ROLLBACK FAILED, the rules may be half applied: {}", failed.join("; "))
+        }
+    }
+
+    /// Removes the guardrails of `guarded`; returns a note for the error message ("" if fine).
+    fn remove_guardrails(&self, guarded: &[&FamilyState]) -> String {
+        let mut failed = Vec::new();
+        for s in guarded {
+            if let Err(e) = self.restore(&s.bins, &live::guardrails_removal(), true) {
+                failed.push(e.to_string());
+            }
+        }
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; REMOVING THE GUARDRAILS FAILED, TCP and UDP traffic is being dropped: {}",
+                failed.join("; ")
+            )
+        }
+    }
+
+    /// `--cleanup-only` / `istio-clean-iptables`: remove meshcap's rules from both families,
+    /// in every variant that holds them.
+    fn cleanup(&self, plan: &Plan) -> Result<()> {
+        tracing::info!("Performing cleanup of existing iptables");
+        for family in Family::ALL {
+            let planned = plan.ruleset(family);
+            for variant in [Variant::Legacy, Variant::Nft] {
+                let has_tables = match variant {
+                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                };
+                if !has_tables {
+                    continue;
+                }
+                let mut bins = Binaries::of(family, variant);
+                if !self.sys.has_program(&bins.save()) || !self.sys.has_program(&bins.restore()) {
+                    tracing::warn!(
+                        "{} tables exist but {} is not installed; they were not cleaned",
+                        variant.name(),
+                        bins.base
+                    );
+                    continue;
+                }
+                let text = self.save(&bins)?;
+                bins.version = binaries::parse_version(&text);
+                let dump = self.parse(&bins, &text)?;
+                let input = live::restore_input(&live::cleanup_lines(&planned, &dump), None);
+                if input.is_empty() {
+                    continue;
+                }
+                tracing::info!(
+                    "Running iptables restore with: {} and the following input:\n{}",
+                    bins.restore(),
+                    input.trim()
+                );
+                self.restore(&bins, &input, true).map_err(|e| Error::Other(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn final_state_dump(&self, plan: &Plan) {
+        for family in plan.families() {
+            let Ok(choice) = binaries::select(
+                self.sys,
+                self.kernel,
+                family,
+                self.config.force_iptables_binary,
+                self.ns,
+            ) else {
+                continue;
+            };
+            if let Ok(text) = self.save(&choice.bins) {
+                tracing::debug!("Final iptables state ({family}):\n{text}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

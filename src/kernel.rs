@@ -1,0 +1,258 @@
+//! What meshcap asks the kernel of the target namespace directly (no process): interface
+//! addresses, which legacy iptables tables and which nftables tables exist, and the TPROXY
+//! policy routing. [`Kernel`] is the seam (the apply flow's unit tests use a fake);
+//! [`LinuxKernel`] answers over netlink sockets created inside the namespace and reads
+//! `/proc/thread-self/net/ip{,6}_tables_names` from a thread that entered it (reading those
+//! files never instantiates a table, unlike running `iptables-legacy`).
+//!
+//! [`detect_ipv6`] is Istio's IPv6 enablement rule (spec §2.4) as a pure function.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::error::{Error, Result};
+use crate::model::TableName;
+use crate::netlink::Socket;
+use crate::netns::{self, Netns};
+use crate::values::Family;
+
+/// The kernel of the target namespace.
+pub trait Kernel {
+    /// Interface addresses in the kernel's dump order.
+    fn addresses(&self) -> Result<Vec<IpAddr>>;
+    /// The legacy (`ip_tables`/`ip6_tables`) tables that exist, of the four meshcap uses.
+    fn legacy_tables(&self, family: Family) -> Vec<TableName>;
+    /// The iptables-nft tables (`ip`/`ip6` family) that exist, of the four; `None` when
+    /// nf_tables is not available.
+    fn nft_tables(&self, family: Family) -> Option<Vec<TableName>>;
+    /// How many `fwmark <mark> lookup <table>` rules exist.
+    fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize>;
+    fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()>;
+    fn del_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()>;
+    /// Whether `local default dev lo table <table>` exists.
+    fn has_local_default(&self, family: Family, table: u32) -> Result<bool>;
+    fn add_local_default(&self, family: Family, table: u32) -> Result<()>;
+    fn del_local_default(&self, family: Family, table: u32) -> Result<()>;
+    /// Whether `ip` is assigned to `lo`.
+    fn lo_has_address(&self, ip: IpAddr) -> Result<bool>;
+    fn add_lo_address(&self, ip: IpAddr, prefix: u8) -> Result<()>;
+    fn del_lo_address(&self, ip: IpAddr, prefix: u8) -> Result<()>;
+}
+
+/// The real kernel, reached inside the target namespace.
+pub struct LinuxKernel {
+    route: Socket,
+    netfilter: io::Result<Socket>,
+    legacy_v4: Vec<TableName>,
+    legacy_v6: Vec<TableName>,
+    lo: std::cell::Cell<Option<u32>>,
+}
+
+fn tables_in(text: &str) -> Vec<TableName> {
+    let mut out: Vec<TableName> = text.lines().filter_map(|l| TableName::from_name(l.trim())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn read_names(file: &str) -> Vec<TableName> {
+    // The file is absent when the legacy module is not loaded: then no legacy table exists.
+    let path = format!("/proc/thread-self/net/{file}");
+    std::fs::read_to_string(path).map(|t| tables_in(&t)).unwrap_or_default()
+}
+
+fn io_err(what: &str, e: io::Error) -> Error {
+    Error::Other(format!("{what}: {e}"))
+}
+
+impl LinuxKernel {
+    /// Enters `netns` (or stays here) and opens the sockets and facts meshcap needs.
+    pub fn open(netns: Option<&Netns>) -> Result<LinuxKernel> {
+        let (route, netfilter, legacy_v4, legacy_v6) = netns::within(netns, || {
+            (
+                Socket::route(),
+                Socket::netfilter(),
+                read_names("ip_tables_names"),
+                read_names("ip6_tables_names"),
+            )
+        })?;
+        let route = route.map_err(|e| io_err("cannot open a netlink socket", e))?;
+        Ok(LinuxKernel {
+            route,
+            netfilter,
+            legacy_v4,
+            legacy_v6,
+            lo: std::cell::Cell::new(None),
+        })
+    }
+
+    fn lo(&self) -> Result<u32> {
+        if let Some(i) = self.lo.get() {
+            return Ok(i);
+        }
+        let i = self
+            .route
+            .link_index("lo")
+            .map_err(|e| io_err("failed to find 'lo' link", e))?;
+        self.lo.set(Some(i));
+        Ok(i)
+    }
+}
+
+impl Kernel for LinuxKernel {
+    fn addresses(&self) -> Result<Vec<IpAddr>> {
+        self.route
+            .addresses()
+            .map_err(|e| io_err("cannot list the interface addresses", e))
+    }
+
+    fn legacy_tables(&self, family: Family) -> Vec<TableName> {
+        match family {
+            Family::V4 => self.legacy_v4.clone(),
+            Family::V6 => self.legacy_v6.clone(),
+        }
+    }
+
+    fn nft_tables(&self, family: Family) -> Option<Vec<TableName>> {
+        let sock = self.netfilter.as_ref().ok()?;
+        let want = crate::netlink::af(family);
+        let tables = sock.nft_tables().ok()?;
+        let mut out: Vec<TableName> = tables
+            .iter()
+            .filter(|(f, _)| *f == want)
+            .filter_map(|(_, n)| TableName::from_name(n))
+            .collect();
+        out.sort();
+        out.dedup();
+        Some(out)
+    }
+
+    fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize> {
+        let rules = self
+            .route
+            .rules(family)
+            .map_err(|e| io_err("cannot list the policy rules", e))?;
+        Ok(rules.iter().filter(|r| r.is_fwmark_lookup(mark, table)).count())
+    }
+
+    fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()> {
+        self.route
+            .add_rule(family, mark, table)
+            .map_err(|e| io_err("failed to configure netlink rule", e))
+    }
+
+    fn del_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()> {
+        self.route
+            .del_rule(family, mark, table)
+            .map_err(|e| io_err("failed to delete netlink rule", e))
+    }
+
+    fn has_local_default(&self, family: Family, table: u32) -> Result<bool> {
+        let lo = self.lo()?;
+        let routes = self
+            .route
+            .routes(family)
+            .map_err(|e| io_err("cannot list the routes", e))?;
+        Ok(routes.iter().any(|r| r.is_local_default(table, lo)))
+    }
+
+    fn add_local_default(&self, family: Family, table: u32) -> Result<()> {
+        let lo = self.lo()?;
+        match self.route.add_local_default(family, table, lo) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            r => r.map_err(|e| io_err("failed to add route", e)),
+        }
+    }
+
+    fn del_local_default(&self, family: Family, table: u32) -> Result<()> {
+        let lo = self.lo()?;
+        match self.route.del_local_default(family, table, lo) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r.map_err(|e| io_err("failed to delete route", e)),
+        }
+    }
+
+    fn lo_has_address(&self, ip: IpAddr) -> Result<bool> {
+        // Only meshcap's ::6 is asked about, and `lo` is the only interface holding it.
+        Ok(self.addresses()?.contains(&ip))
+    }
+
+    fn add_lo_address(&self, ip: IpAddr, prefix: u8) -> Result<()> {
+        let lo = self.lo()?;
+        match self.route.add_address(ip, prefix, lo) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            r => r.map_err(|e| io_err("failed to add IPv6 inbound address", e)),
+        }
+    }
+
+    fn del_lo_address(&self, ip: IpAddr, prefix: u8) -> Result<()> {
+        let lo = self.lo()?;
+        match self.route.del_address(ip, prefix, lo) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            r => r.map_err(|e| io_err("failed to delete the IPv6 inbound address", e)),
+        }
+    }
+}
+
+/// Istio's IPv6 enablement (spec §2.4) from the addresses in dump order: returns the host
+/// address and whether IPv6 is enabled.
+pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)> {
+    let mut first: Option<IpAddr> = None;
+    let mut last_v6 = false;
+    for addr in addrs {
+        let addr = match addr {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(*addr, IpAddr::V4),
+            a => *a,
+        };
+        let skip = match addr {
+            IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || (a.octets()[..3] == [224, 0, 0]),
+            IpAddr::V6(a) => {
+                a == Ipv6Addr::LOCALHOST
+                    || (a.segments()[0] & 0xffc0) == 0xfe80
+                    || (a.segments()[0] & 0xff0f) == 0xff02
+            }
+        };
+        if skip {
+            continue;
+        }
+        first.get_or_insert(addr);
+        last_v6 = addr.is_ipv6();
+        if !dual_stack || last_v6 {
+            break;
+        }
+    }
+    match first {
+        Some(host) => Ok((host, last_v6)),
+        None => Err(Error::Other("no valid local IP address found".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ipv6_detection_follows_istio() {
+        let v6 = |l: &[&str], ds| detect_ipv6(&ips(l), ds).map(|r| r.1).ok();
+        assert_eq!(v6(&["127.0.0.1", "1.2.3.5"], false), Some(false));
+        assert_eq!(v6(&["::1", "2222:3333::1"], false), Some(true));
+        let mixed = ["::1", "127.0.0.1", "1.2.3.5", "2222:3333::1"];
+        assert_eq!(v6(&mixed, false), Some(false));
+        assert_eq!(v6(&mixed, true), Some(true));
+        assert_eq!(detect_ipv6(&ips(&mixed), true).unwrap().0, ips(&["1.2.3.5"])[0]);
+        assert_eq!(v6(&["::ffff:10.0.0.1"], false), Some(false));
+        assert_eq!(v6(&["fe80::1", "169.254.1.1", "224.0.0.5", "ff02::1", "fd00::1"], false), Some(true));
+        let e = detect_ipv6(&ips(&["127.0.0.1", "::1"]), false).unwrap_err();
+        assert_eq!(e.to_string(), "no valid local IP address found");
+    }
+
+    #[test]
+    fn table_names_file() {
+        assert_eq!(tables_in("nat\nfilter\nsecurity\n"), [TableName::Filter, TableName::Nat]);
+        assert!(tables_in("").is_empty());
+    }
+}

@@ -1,0 +1,60 @@
+//! Routing state the capture needs besides rules (spec §5.8), programmed idempotently through
+//! [`Kernel`]: `::6/128` on `lo` when IPv6 is on, and for TPROXY `fwmark <mark> lookup <table>`
+//! plus `local default dev lo table <table>` per family. Unlike Istio, a re-run adds no
+//! duplicate policy rule (an identical rule is looked for first), and cleanup removes them.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::error::Result;
+use crate::kernel::Kernel;
+use crate::plan::Routes;
+use crate::values::{Family, Mark, RouteTable};
+
+/// The IPv6 inbound passthrough source the proxy binds (`::6`).
+pub const PASSTHROUGH_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
+
+/// Programs `routes`; returns what was changed, for the log.
+pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    if routes.v6_passthrough_address && !kernel.lo_has_address(PASSTHROUGH_V6)? {
+        kernel.add_lo_address(PASSTHROUGH_V6, 128)?;
+        done.push("Added ::6 address on the loopback iface".to_string());
+    }
+    if let Some(t) = &routes.tproxy {
+        for &family in &t.families {
+            if kernel.fwmark_rules(family, t.mark.0, t.table.0)? == 0 {
+                kernel.add_fwmark_rule(family, t.mark.0, t.table.0)?;
+                done.push(format!("Added {family} policy rule: fwmark {} lookup {}", t.mark, t.table));
+            }
+            if !kernel.has_local_default(family, t.table.0)? {
+                kernel.add_local_default(family, t.table.0)?;
+                done.push(format!("Added {family} route: local default dev lo table {}", t.table));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Removes what [`apply`] adds for `mark`/`table`, in both families (every copy of the policy
+/// rule, including duplicates an earlier Istio run left); returns what was removed.
+pub fn cleanup(kernel: &dyn Kernel, mark: Mark, table: RouteTable) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for family in Family::ALL {
+        let n = kernel.fwmark_rules(family, mark.0, table.0)?;
+        for _ in 0..n {
+            kernel.del_fwmark_rule(family, mark.0, table.0)?;
+        }
+        if n > 0 {
+            done.push(format!("Removed {family} policy rule: fwmark {mark} lookup {table} (x{n})"));
+        }
+        if kernel.has_local_default(family, table.0)? {
+            kernel.del_local_default(family, table.0)?;
+            done.push(format!("Removed {family} route: local default dev lo table {table}"));
+        }
+    }
+    if kernel.lo_has_address(PASSTHROUGH_V6)? {
+        kernel.del_lo_address(PASSTHROUGH_V6, 128)?;
+        done.push("Removed ::6 address from the loopback iface".to_string());
+    }
+    Ok(done)
+}
