@@ -497,9 +497,15 @@ impl Ctx<'_> {
             }
         }
         let mut notes = String::new();
-        if let Some(e) = &failure {
+        if failure.is_some() {
+            // The failed restore may have committed some of its tables (each COMMIT is its
+            // own transaction); skip its rollback only when a fresh read shows no change.
+            if let Some(last) = touched.last()
+                && self.unchanged(last)
+            {
+                touched.pop();
+            }
             notes.push_str(&self.roll_back(&touched, &guarded));
-            let _ = e;
         }
         if !guarded.is_empty() {
             tracing::info!("Removing guardrails");
@@ -517,6 +523,22 @@ impl Ctx<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Whether the tables of `t` still hold what was read before (counters and comments aside).
+    fn unchanged(&self, t: &Touched) -> bool {
+        let Ok(now) = self.save(&t.bins) else { return false };
+        let keep = |text: &str| live::rollback_input(text, &t.tables, false);
+        let strip = |text: String| -> String {
+            text.lines()
+                .map(|l| match l.rfind(" [") {
+                    Some(i) if l.starts_with(':') => &l[..i],
+                    _ => l,
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        strip(keep(&now)) == strip(keep(&t.before))
     }
 
     /// Puts every touched table back as it was read; returns a note for the error message.

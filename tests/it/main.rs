@@ -5,3 +5,4 @@
 
 mod nft_render;
 mod support;
+mod apply;
