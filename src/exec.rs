@@ -214,7 +214,11 @@ impl System for RealSystem<'_> {
         command.arg0(&cmd.program).args(&cmd.args);
         command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         match (&cmd.netns, self.netns) {
             (None, _) => {}
             (Some(want), Some(ns)) if want == ns.path() => {
@@ -234,7 +238,10 @@ impl System for RealSystem<'_> {
             (Some(want), _) => {
                 return Err(ExecError::Spawn {
                     cmd: shown,
-                    why: format!("network namespace {} was not opened", quote(&want.display().to_string())),
+                    why: format!(
+                        "network namespace {} was not opened",
+                        quote(&want.display().to_string())
+                    ),
                 });
             }
         }
@@ -315,7 +322,10 @@ impl Recorder {
 
 impl System for Recorder {
     fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
-        self.commands.lock().unwrap_or_else(|e| e.into_inner()).push(cmd.clone());
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cmd.clone());
         if self.missing.contains(&cmd.program) {
             return Err(ExecError::NotFound { cmd: cmd.to_string() });
         }
@@ -338,12 +348,17 @@ mod tests {
     #[test]
     fn real_system_runs_argv_and_stdin_without_a_shell() {
         let sys = RealSystem::new(None);
-        let out = sys.run(&Cmd::new("cat", Vec::<String>::new()).stdin("a b; $(x)\n")).unwrap();
+        let out = sys
+            .run(&Cmd::new("cat", Vec::<String>::new()).stdin("a b; $(x)\n"))
+            .unwrap();
         assert_eq!(out.stdout, "a b; $(x)\n");
         let out = sys.run(&Cmd::new("sh", ["-c", "echo oops >&2; exit 3"])).unwrap();
         assert_eq!(out.code, 3);
         let err = run_ok(&sys, &Cmd::new("sh", ["-c", "echo oops >&2; exit 3"])).unwrap_err();
-        assert_eq!(err.to_string(), "sh -c echo oops >&2; exit 3 failed with exit status 3: oops");
+        assert_eq!(
+            err.to_string(),
+            "sh -c echo oops >&2; exit 3 failed with exit status 3: oops"
+        );
         assert_eq!(sys.spawns(), 3);
         let err = sys.run(&Cmd::new("meshcap-no-such-program", ["x"])).unwrap_err();
         assert!(matches!(err, ExecError::NotFound { .. }), "{err}");
@@ -362,7 +377,10 @@ mod tests {
     #[test]
     fn recorder_records_and_answers() {
         let rec = Recorder::new(|c| Ok(Output::ok(c.program.clone()))).without_programs(&["ip6tables-save"]);
-        assert_eq!(rec.run(&Cmd::new("iptables-save", [""; 0])).unwrap().stdout, "iptables-save");
+        assert_eq!(
+            rec.run(&Cmd::new("iptables-save", [""; 0])).unwrap().stdout,
+            "iptables-save"
+        );
         assert!(rec.run(&Cmd::new("ip6tables-save", [""; 0])).is_err());
         assert!(!rec.has_program("ip6tables-save"));
         assert_eq!(rec.commands().len(), 2);

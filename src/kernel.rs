@@ -207,9 +207,7 @@ pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)>
         let skip = match addr {
             IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || (a.octets()[..3] == [224, 0, 0]),
             IpAddr::V6(a) => {
-                a == Ipv6Addr::LOCALHOST
-                    || (a.segments()[0] & 0xffc0) == 0xfe80
-                    || (a.segments()[0] & 0xff0f) == 0xff02
+                a == Ipv6Addr::LOCALHOST || (a.segments()[0] & 0xffc0) == 0xfe80 || (a.segments()[0] & 0xff0f) == 0xff02
             }
         };
         if skip {
@@ -245,14 +243,20 @@ mod tests {
         assert_eq!(v6(&mixed, true), Some(true));
         assert_eq!(detect_ipv6(&ips(&mixed), true).unwrap().0, ips(&["1.2.3.5"])[0]);
         assert_eq!(v6(&["::ffff:10.0.0.1"], false), Some(false));
-        assert_eq!(v6(&["fe80::1", "169.254.1.1", "224.0.0.5", "ff02::1", "fd00::1"], false), Some(true));
+        assert_eq!(
+            v6(&["fe80::1", "169.254.1.1", "224.0.0.5", "ff02::1", "fd00::1"], false),
+            Some(true)
+        );
         let e = detect_ipv6(&ips(&["127.0.0.1", "::1"]), false).unwrap_err();
         assert_eq!(e.to_string(), "no valid local IP address found");
     }
 
     #[test]
     fn table_names_file() {
-        assert_eq!(tables_in("nat\nfilter\nsecurity\n"), [TableName::Filter, TableName::Nat]);
+        assert_eq!(
+            tables_in("nat\nfilter\nsecurity\n"),
+            [TableName::Filter, TableName::Nat]
+        );
         assert!(tables_in("").is_empty());
     }
 }

@@ -199,7 +199,9 @@ impl Socket {
                 match mtype {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4")));
+                        let code = payload
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4")));
                         if code == 0 {
                             return Ok(out);
                         }
@@ -244,7 +246,10 @@ impl Socket {
                 return Ok(i32::from_ne_bytes(payload[4..8].try_into().expect("4 bytes")) as u32);
             }
         }
-        Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface '{name}'")))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface '{name}'"),
+        ))
     }
 
     /// The policy rules of a family.
@@ -444,6 +449,12 @@ mod tests {
         };
         assert!(r.is_fwmark_lookup(1337, 133));
         assert!(!r.is_fwmark_lookup(1337, 134));
-        assert!(!PolicyRule { fwmask: Some(0xff), ..r }.is_fwmark_lookup(1337, 133));
+        assert!(
+            !PolicyRule {
+                fwmask: Some(0xff),
+                ..r
+            }
+            .is_fwmark_lookup(1337, 133)
+        );
     }
 }

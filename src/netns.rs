@@ -42,8 +42,8 @@ impl Netns {
     pub fn open(spec: &str) -> Result<Netns> {
         let path = resolve(spec)?;
         let shown = quote(&path.display().to_string());
-        let file = File::open(&path)
-            .map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
+        let file =
+            File::open(&path).map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
         // SAFETY: ioctl on a descriptor we own; NS_GET_NSTYPE takes no argument.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind < 0 {
@@ -130,7 +130,11 @@ mod tests {
     #[test]
     fn the_current_namespace_opens() {
         let ns = Netns::open("/proc/self/ns/net").unwrap();
-        let inode = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+        let inode = |p: &str| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+        };
         let inside = ns.run_in(|| inode("/proc/thread-self/ns/net"));
         // Entering needs CAP_SYS_ADMIN; without it the error names the path.
         match inside {

@@ -24,7 +24,10 @@ pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
         for &family in &t.families {
             if kernel.fwmark_rules(family, t.mark.0, t.table.0)? == 0 {
                 kernel.add_fwmark_rule(family, t.mark.0, t.table.0)?;
-                done.push(format!("Added {family} policy rule: fwmark {} lookup {}", t.mark, t.table));
+                done.push(format!(
+                    "Added {family} policy rule: fwmark {} lookup {}",
+                    t.mark, t.table
+                ));
             }
             if !kernel.has_local_default(family, t.table.0)? {
                 kernel.add_local_default(family, t.table.0)?;
@@ -45,7 +48,9 @@ pub fn cleanup(kernel: &dyn Kernel, mark: Mark, table: RouteTable) -> Result<Vec
             kernel.del_fwmark_rule(family, mark.0, table.0)?;
         }
         if n > 0 {
-            done.push(format!("Removed {family} policy rule: fwmark {mark} lookup {table} (x{n})"));
+            done.push(format!(
+                "Removed {family} policy rule: fwmark {mark} lookup {table} (x{n})"
+            ));
         }
         if kernel.has_local_default(family, table.0)? {
             kernel.del_local_default(family, table.0)?;

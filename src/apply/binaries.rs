@@ -103,10 +103,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         let end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let nums: Vec<u32> = rest[..end]
-            .split('.')
-            .map_while(|p| p.parse().ok())
-            .collect();
+        let nums: Vec<u32> = rest[..end].split('.').map_while(|p| p.parse().ok()).collect();
         if nums.len() >= 2 && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
             return Some((nums[0], nums[1], nums.get(2).copied().unwrap_or(0)));
         }
@@ -117,9 +114,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 /// Whether a save output holds real rules: an `-A` line or a user-defined chain. Policy lines
 /// of an instantiated but empty table (what Istio's probe leaves behind) do not count.
 pub fn holds_rules(save: &str) -> bool {
-    save.lines().any(|l| {
-        l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-"))
-    })
+    save.lines()
+        .any(|l| l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-")))
 }
 
 /// A family's selection, with the save output read on the way (if any).
@@ -176,7 +172,11 @@ pub fn select(
     match forced {
         Some(IptablesVariant::Legacy) => {
             if !sys.has_program(&legacy.restore()) || !sys.has_program(&legacy.save()) {
-                return Err(missing(family, &legacy.base, "not installed (--force-iptables-binary=legacy)"));
+                return Err(missing(
+                    family,
+                    &legacy.base,
+                    "not installed (--force-iptables-binary=legacy)",
+                ));
             }
             let save = read_legacy()?;
             Ok(Choice {
@@ -186,7 +186,11 @@ pub fn select(
         }
         Some(IptablesVariant::Nft) => {
             if !nft_usable() {
-                return Err(missing(family, &nft.base, "not installed (--force-iptables-binary=nft)"));
+                return Err(missing(
+                    family,
+                    &nft.base,
+                    "not installed (--force-iptables-binary=nft)",
+                ));
             }
             if kernel.nft_tables(family).is_none() {
                 return Err(missing(family, &nft.base, "the kernel has no nf_tables support"));
@@ -258,7 +262,10 @@ mod tests {
         assert_eq!(b.wait_flag(), Some("--wait=30"));
         assert!(!b.lockfile_env());
         assert_eq!(Binaries::of(Family::V6, Variant::Nft).wait_flag(), None);
-        assert_eq!(Binaries::of(Family::V6, Variant::Nft).restore(), "ip6tables-nft-restore");
+        assert_eq!(
+            Binaries::of(Family::V6, Variant::Nft).restore(),
+            "ip6tables-nft-restore"
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub enum Verdict {
 fn planned_builtin_present(planned: &Ruleset, live: &SaveDump) -> Vec<(TableName, SavedEntry)> {
     let mut out = Vec::new();
     for table in &planned.tables {
-        let Some(live_table) = live.table(table.name) else { continue };
+        let Some(live_table) = live.table(table.name) else {
+            continue;
+        };
         let live_chains = live_table.resolved();
         for (chain, rules) in table.resolved() {
             let ChainName::Builtin(_) = chain else { continue };
@@ -315,7 +317,10 @@ mod tests {
         assert!(nat.contains(&"-D OUTPUT -j ISTIO_OUTPUT".to_string()), "{nat:?}");
         assert!(nat.contains(&"-D KUBE-X -j ISTIO_OUTPUT".to_string()), "{nat:?}");
         assert!(nat.contains(&"-D PREROUTING -i eth9 -j RETURN".to_string()), "{nat:?}");
-        assert!(!nat.iter().any(|l| l.contains("KUBE-X -j") && l.starts_with("-D OUTPUT")));
+        assert!(
+            !nat.iter()
+                .any(|l| l.contains("KUBE-X -j") && l.starts_with("-D OUTPUT"))
+        );
         assert!(nat.contains(&"-X ISTIO_REDIRECT".to_string()));
         let flush_at = nat.iter().position(|l| l.starts_with("-F")).unwrap();
         let delete_at = nat.iter().position(|l| l.starts_with("-X")).unwrap();
@@ -337,7 +342,10 @@ mod tests {
         assert_eq!(guardrails_removal().lines().filter(|l| l.starts_with("-D")).count(), 6);
         let before = "# Generated\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n# Completed\n";
         let rb = rollback_input(before, &[TableName::Mangle, TableName::Nat], false);
-        assert_eq!(rb, "*mangle\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n");
+        assert_eq!(
+            rb,
+            "*mangle\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n"
+        );
         assert_eq!(tables_of(&rb), [TableName::Mangle, TableName::Nat]);
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::cli::CaptureFlags;
 use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
 use crate::error::{Error, Result};
-use crate::exec::{Cmd, ExecError, Recorder, RealSystem, System, run_ok};
+use crate::exec::{Cmd, ExecError, RealSystem, Recorder, System, run_ok};
 use crate::host::Env;
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::model::{Ruleset, TableName};
@@ -304,8 +304,7 @@ impl Ctx<'_> {
 
     /// Whether any of the four tables exists for `family` in either variant.
     fn any_tables(&self, family: Family) -> bool {
-        !self.kernel.legacy_tables(family).is_empty()
-            || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
+        !self.kernel.legacy_tables(family).is_empty() || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
     }
 
     /// Chooses the binaries and reads the live state of `family`. `None` when the family is
@@ -382,7 +381,12 @@ impl Ctx<'_> {
                 },
             };
         }
-        tracing::debug!("[{family}] using {} ({:?}); live state: {:?}", bins.base, bins.version, verdict);
+        tracing::debug!(
+            "[{family}] using {} ({:?}); live state: {:?}",
+            bins.base,
+            bins.version,
+            verdict
+        );
         Ok(Some(FamilyState {
             planned,
             enabled,
@@ -568,7 +572,10 @@ impl Ctx<'_> {
                 format!("; the {} rules were rolled back", families.join(" and "))
             }
         } else {
-            format!("; ROLLBACK FAILED, the rules may be half applied: {}", failed.join("; "))
+            format!(
+                "; ROLLBACK FAILED, the rules may be half applied: {}",
+                failed.join("; ")
+            )
         }
     }
 
@@ -625,7 +632,8 @@ impl Ctx<'_> {
                     bins.restore(),
                     input.trim()
                 );
-                self.restore(&bins, &input, true).map_err(|e| Error::Other(e.to_string()))?;
+                self.restore(&bins, &input, true)
+                    .map_err(|e| Error::Other(e.to_string()))?;
             }
         }
         Ok(())

@@ -130,7 +130,10 @@ fn equal_state_changes_nothing_and_drift_is_refused() {
     let other = restore_payload(&p.ruleset(Family::V4)).replace("15001", "15002");
     let rec = Recorder::new(move |_| Ok(Output::ok(other.clone())));
     let e = run_apply(&rec, &kernel, &c, &p).unwrap_err().to_string();
-    assert!(e.contains("--reconcile") && e.contains("1 missing, 1 unexpected"), "{e}");
+    assert!(
+        e.contains("--reconcile") && e.contains("1 missing, 1 unexpected"),
+        "{e}"
+    );
     assert_eq!(lines(&rec), ["iptables-nft-save"], "nothing may be written");
 }
 
@@ -142,17 +145,22 @@ fn a_failed_ipv6_restore_rolls_ipv4_back() {
         nft: [Some(vec![TableName::Nat]), Some(vec![])],
         ..FakeKernel::default()
     };
-    let rec = Recorder::new(move |cmd| match (cmd.program.as_str(), cmd.args.first().map(String::as_str)) {
-        ("iptables-nft-save", _) => Ok(Output::ok(before)),
-        ("ip6tables-nft-restore", Some("--noflush")) => Ok(Output {
-            code: 2,
-            stdout: String::new(),
-            stderr: "ip6tables-restore: line 3 failed".into(),
-        }),
-        _ => Ok(Output::default()),
-    });
+    let rec = Recorder::new(
+        move |cmd| match (cmd.program.as_str(), cmd.args.first().map(String::as_str)) {
+            ("iptables-nft-save", _) => Ok(Output::ok(before)),
+            ("ip6tables-nft-restore", Some("--noflush")) => Ok(Output {
+                code: 2,
+                stdout: String::new(),
+                stderr: "ip6tables-restore: line 3 failed".into(),
+            }),
+            _ => Ok(Output::default()),
+        },
+    );
     let e = run_apply(&rec, &kernel, &c, &p).unwrap_err().to_string();
-    assert!(e.contains("ip6tables-nft-restore --noflush failed with exit status 2"), "{e}");
+    assert!(
+        e.contains("ip6tables-nft-restore --noflush failed with exit status 2"),
+        "{e}"
+    );
     assert!(e.contains("the IPv4 and IPv6 rules were rolled back"), "{e}");
     assert_eq!(
         lines(&rec),
@@ -197,7 +205,10 @@ fn reconcile_runs_under_guardrails_and_removes_them_when_the_restore_fails() {
     assert_eq!(inputs.len(), 4, "{inputs:?}");
     assert!(inputs[0].contains("-I INPUT 1 -p tcp -j DROP"), "guardrails first");
     assert!(inputs[1].contains("-X ISTIO_OUTPUT") && inputs[1].contains("-N ISTIO_OUTPUT"));
-    assert!(inputs[2].contains("--to-ports 15002"), "rollback restores the old rules");
+    assert!(
+        inputs[2].contains("--to-ports 15002"),
+        "rollback restores the old rules"
+    );
     assert_eq!(inputs[3], live::guardrails_removal());
 }
 
@@ -241,7 +252,11 @@ fn missing_ip6tables_is_tolerated_only_with_ipv6_off() {
     let rec = Recorder::default().without_programs(&missing);
     let e = run_apply(&rec, &kernel, &c, &p).unwrap_err().to_string();
     assert!(e.contains("did not find a usable ip6tables binary"), "{e}");
-    assert!(lines(&rec).is_empty(), "fails before writing anything: {:?}", lines(&rec));
+    assert!(
+        lines(&rec).is_empty(),
+        "fails before writing anything: {:?}",
+        lines(&rec)
+    );
 }
 
 #[test]
@@ -298,7 +313,10 @@ fn cni_mode_sets_a_pod_scoped_lock_without_wiping_the_environment() {
         ..Binaries::of(Family::V4, Variant::Legacy)
     };
     let cmd = restore_cmd(&b, "", true, Some(Path::new("/var/run/netns/p")), true);
-    assert_eq!(cmd.env, [("XTABLES_LOCKFILE".to_string(), "/var/run/netns/p".to_string())]);
+    assert_eq!(
+        cmd.env,
+        [("XTABLES_LOCKFILE".to_string(), "/var/run/netns/p".to_string())]
+    );
     assert_eq!(cmd.args, ["--noflush", "--wait=30"]);
     let cmd = restore_cmd(&Binaries::of(Family::V4, Variant::Nft), "", true, None, true);
     assert!(cmd.env.is_empty());
@@ -316,6 +334,12 @@ fn tproxy_routes_follow_the_plan() {
     assert_eq!(done.len(), 5, "{done:?}");
     assert_eq!(
         *k.log.borrow(),
-        ["addr ::6", "rule IPv4 1337 133", "route IPv4 133", "rule IPv6 1337 133", "route IPv6 133"]
+        [
+            "addr ::6",
+            "rule IPv4 1337 133",
+            "route IPv4 133",
+            "rule IPv6 1337 133",
+            "route IPv6 133"
+        ]
     );
 }

@@ -9,7 +9,21 @@ use std::process::Output;
 use crate::support::{NetNs, meshcap, netns_available};
 
 const SIDECAR: &[&str] = &[
-    "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
     "15090,15021,15020",
 ];
 const TPROXY: &[&str] = &[
@@ -40,7 +54,12 @@ fn text(o: &[u8]) -> String {
 }
 
 fn show(o: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), text(&o.stdout), text(&o.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
 }
 
 /// A namespace with a loopback IPv4 address (IPv6 detection then says IPv4 only).
@@ -135,7 +154,10 @@ fn apply_equals_istio_payload_and_a_rerun_changes_nothing() {
             assert!(got.contains("ISTIO_OUTPUT"));
             assert_eq!(save(&ns, v, "ip6tables"), want6);
             let other = if v == V::Nft { V::Legacy } else { V::Nft };
-            assert!(!save(&ns, other, "iptables").contains("ISTIO"), "{v:?}: nothing in the other variant");
+            assert!(
+                !save(&ns, other, "iptables").contains("ISTIO"),
+                "{v:?}: nothing in the other variant"
+            );
 
             let o = apply(&ns, v, args, &[]);
             assert!(o.status.success(), "re-run {v:?}: {}", show(&o));
@@ -157,13 +179,19 @@ fn the_variant_is_chosen_without_polluting_legacy() {
         let o = meshcap(&args).output().unwrap();
         assert!(o.status.success(), "{}", show(&o));
     }
-    assert!(save(&ns, V::Nft, "iptables").contains("ISTIO_OUTPUT"), "nft is the default");
+    assert!(
+        save(&ns, V::Nft, "iptables").contains("ISTIO_OUTPUT"),
+        "nft is the default"
+    );
     let legacy_tables = ns.run("cat", &["/proc/net/ip_tables_names"]);
     assert_eq!(text(&legacy_tables.stdout), "", "no legacy table was instantiated");
 
     // A namespace whose legacy tables hold rules gets legacy.
     let ns = v4_ns("legacy");
-    let o = ns.run("iptables-legacy", &["-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN"]);
+    let o = ns.run(
+        "iptables-legacy",
+        &["-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN"],
+    );
     assert!(o.status.success(), "{}", show(&o));
     let mut args = SIDECAR.to_vec();
     args.extend_from_slice(&["--network-namespace", &ns.name]);
@@ -199,7 +227,11 @@ fn the_namespace_by_name_by_path_by_pid_and_from_inside() {
     let proc_path = format!("/proc/{}/ns/net", sleeper.id());
     // `ip netns exec` enters the namespace before exec'ing sleep: until then the pid's
     // namespace is this process's own. Wait (bounded) until it is the test namespace.
-    let inode = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    let inode = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
     let want_inode = inode(by_pid.path().to_str().unwrap());
     let mut entered = false;
     for _ in 0..200 {
@@ -242,7 +274,11 @@ fn a_bad_namespace_fails_and_nothing_is_applied_here() {
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
         assert!(text(&o.stderr).contains(named), "{target}: {}", show(&o));
         for v in [V::Nft, V::Legacy] {
-            assert_eq!(save(&here, v, "iptables"), "", "{target}: nothing applied in the current namespace");
+            assert_eq!(
+                save(&here, v, "iptables"),
+                "",
+                "{target}: nothing applied in the current namespace"
+            );
         }
     }
 }
@@ -258,15 +294,45 @@ fn drift_is_refused_and_reconcile_repairs_it() {
         assert!(o.status.success(), "{}", show(&o));
         // Someone deletes one of meshcap's rules and adds one of their own to ISTIO_OUTPUT.
         let ipt = v.tool("iptables", "");
-        assert!(ns.run(&ipt, &["-t", "nat", "-D", "ISTIO_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN"]).status.success());
-        assert!(ns.run(&ipt, &["-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-d", "10.0.0.0/8", "-j", "RETURN"]).status.success());
+        assert!(
+            ns.run(
+                &ipt,
+                &["-t", "nat", "-D", "ISTIO_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN"]
+            )
+            .status
+            .success()
+        );
+        assert!(
+            ns.run(
+                &ipt,
+                &[
+                    "-t",
+                    "nat",
+                    "-I",
+                    "ISTIO_OUTPUT",
+                    "1",
+                    "-d",
+                    "10.0.0.0/8",
+                    "-j",
+                    "RETURN"
+                ]
+            )
+            .status
+            .success()
+        );
         let drifted = save(&ns, v, "iptables");
 
         let o = apply(&ns, v, SIDECAR, &[]);
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
         let err = text(&o.stderr);
-        assert!(err.contains("--reconcile") && err.contains("1 missing, 1 unexpected"), "{err}");
-        assert!(err.contains("+ -t nat -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN"), "{err}");
+        assert!(
+            err.contains("--reconcile") && err.contains("1 missing, 1 unexpected"),
+            "{err}"
+        );
+        assert!(
+            err.contains("+ -t nat -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN"),
+            "{err}"
+        );
         assert_eq!(save(&ns, v, "iptables"), drifted, "state kept");
 
         // Reordering alone is drift too (Istio's check is order-blind).
@@ -310,7 +376,9 @@ fn add_foreign(ns: &NetNs, v: V) {
             &["-t", "nat", "-A", "FOREIGN", "-p", "udp", "-j", "RETURN"],
             &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-j", "FOREIGN"],
             &["-t", "mangle", "-A", "PREROUTING", "-i", "lo", "-j", "RETURN"],
-            &["-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+            &[
+                "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+            ],
         ] {
             let o = ns.run(&ipt, args);
             assert!(o.status.success(), "{ipt} {args:?}: {}", show(&o));
@@ -402,7 +470,10 @@ fn an_ipv6_only_namespace_programs_ip6tables() {
         let (want4, want6) = reference(v, SIDECAR, true);
         let got6 = save(&ns, v, "ip6tables");
         assert_eq!(got6, want6);
-        assert!(got6.contains("-s ::6/128 -o lo -j RETURN") && got6.contains("-d ::1/128 -j RETURN"), "{got6}");
+        assert!(
+            got6.contains("-s ::6/128 -o lo -j RETURN") && got6.contains("-d ::1/128 -j RETURN"),
+            "{got6}"
+        );
         assert_eq!(save(&ns, v, "iptables"), want4);
         let lo = text(&ns.run("ip", &["-6", "addr", "show", "dev", "lo"]).stdout);
         assert!(lo.contains("inet6 ::6/128"), "{lo}");
@@ -418,14 +489,21 @@ fn dry_run_changes_nothing() {
     ns.ip(&["-6", "addr", "add", "fd00::2/128", "dev", "lo"]);
     let before_rules = text(&ns.run("ip", &["rule"]).stdout);
     let before_addr = text(&ns.run("ip", &["addr"]).stdout);
-    for extra in [&["--dry-run"][..], &["--dry-run", "--dual-stack", "--reconcile"], &["--dry-run", "--cleanup-only"]] {
+    for extra in [
+        &["--dry-run"][..],
+        &["--dry-run", "--dual-stack", "--reconcile"],
+        &["--dry-run", "--cleanup-only"],
+    ] {
         let mut args = TPROXY.to_vec();
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--network-namespace", &ns.name]);
         let o = meshcap(&args).output().unwrap();
         assert!(o.status.success(), "{}", show(&o));
         let err = text(&o.stderr);
-        assert!(err.contains("running iptables in dry-run mode, no rule changes will be made"), "{err}");
+        assert!(
+            err.contains("running iptables in dry-run mode, no rule changes will be made"),
+            "{err}"
+        );
         assert!(err.contains("skipping configuring routes due to dry run mode"), "{err}");
         if !extra.contains(&"--cleanup-only") {
             assert!(
@@ -483,7 +561,13 @@ fn a_failed_ipv6_restore_rolls_ipv4_back() {
         add_foreign(&ns, v);
         let before = save(&ns, v, "iptables");
         let mut args = TPROXY.to_vec();
-        args.extend_from_slice(&["--dual-stack", "--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
+        args.extend_from_slice(&[
+            "--dual-stack",
+            "--network-namespace",
+            &ns.name,
+            "--force-iptables-binary",
+            v.name(),
+        ]);
         let o = meshcap(&args).env("PATH", &path).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
         let err = text(&o.stderr);

@@ -3,6 +3,6 @@
 //! Modules that touch netfilter, routes or addresses do so only inside network namespaces they
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
+mod apply;
 mod nft_render;
 mod support;
-mod apply;
