@@ -6,7 +6,7 @@
 //! falls back to the current namespace.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, quote};
@@ -95,6 +95,69 @@ impl Netns {
     }
 }
 
+/// An exclusive lock on a network namespace, held until dropped (or the process exits).
+///
+/// It is an abstract unix socket name (`@meshcap/lock`) bound inside the namespace: abstract
+/// names are scoped to the network namespace, only one socket can hold a name, the kernel
+/// frees it when the holder dies, and no file system is needed. Concurrent meshcap runs in
+/// one namespace therefore take turns (the second finds the rules in place), whichever path
+/// named the namespace, and without touching the `flock` the xtables lock uses on the
+/// namespace path in CNI mode.
+#[derive(Debug)]
+pub struct NsLock {
+    _socket: OwnedFd,
+}
+
+const LOCK_NAME: &[u8] = b"\0meshcap/lock";
+
+fn bind_lock(deadline: std::time::Instant) -> std::io::Result<Option<OwnedFd>> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_un is valid; the name fits in sun_path.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(LOCK_NAME) {
+        *d = *s as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + LOCK_NAME.len()) as libc::socklen_t;
+    loop {
+        // SAFETY: binding our socket to an initialised address of length `len`.
+        let r = unsafe { libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
+        if r == 0 {
+            return Ok(Some(fd));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EADDRINUSE) {
+            return Err(e);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Locks `netns` (or the current namespace), waiting at most `timeout`.
+pub fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Result<NsLock> {
+    let shown = netns.map_or("the current network namespace".to_string(), |n| {
+        quote(&n.path.display().to_string())
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    match within(netns, move || bind_lock(deadline))? {
+        Ok(Some(socket)) => Ok(NsLock { _socket: socket }),
+        Ok(None) => Err(Error::Other(format!(
+            "another meshcap is still working on {shown}; gave up after {}s",
+            timeout.as_secs()
+        ))),
+        Err(e) => Err(Error::Other(format!("cannot lock {shown}: {e}"))),
+    }
+}
+
 /// Runs `f` in `netns` (on a dedicated thread) or, without one, right here.
 pub fn within<T: Send>(netns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T> {
     match netns {
@@ -125,6 +188,15 @@ mod tests {
             let e = Netns::open("/proc/self/ns/uts").unwrap_err().to_string();
             assert!(e.contains("another kind of namespace"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_namespace_lock_excludes_a_second_holder() {
+        let first = lock(None, std::time::Duration::from_secs(1)).unwrap();
+        let e = lock(None, std::time::Duration::from_millis(50)).unwrap_err().to_string();
+        assert!(e.contains("another meshcap"), "{e}");
+        drop(first);
+        lock(None, std::time::Duration::from_millis(50)).unwrap();
     }
 
     #[test]

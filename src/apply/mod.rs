@@ -52,6 +52,13 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         tracing::warn!("{w}");
     }
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    // One meshcap at a time per namespace, taken before anything is read, so concurrent runs
+    // cannot interleave their reads and writes (a rollback never undoes another run's rules).
+    let _lock = if config.dry_run {
+        None
+    } else {
+        Some(crate::netns::lock(netns.as_ref(), std::time::Duration::from_secs(60))?)
+    };
     let detect = ipv6_setting == Ipv6Setting::Detect && !cleanup;
     let kernel = if !config.dry_run || detect {
         Some(LinuxKernel::open(netns.as_ref())?)

@@ -578,3 +578,33 @@ fn a_failed_ipv6_restore_rolls_ipv4_back() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn concurrent_applies_take_turns() {
+    if !netns_available() {
+        return;
+    }
+    // Legacy in CNI mode too: the children's pod-scoped xtables lock (XTABLES_LOCKFILE on the
+    // namespace path) must not fight meshcap's own namespace lock.
+    for (v, extra) in [(V::Nft, &[][..]), (V::Legacy, &["--cni-mode"][..])] {
+        let ns = v4_ns("concurrent");
+        let mut args = SIDECAR.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
+        let children: Vec<_> = (0..10)
+            .map(|_| {
+                meshcap(&args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{v:?}: {}", show(&o));
+        }
+        let (want, _) = reference(v, SIDECAR, false);
+        assert_eq!(save(&ns, v, "iptables"), want, "{v:?}");
+    }
+}
