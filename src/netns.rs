@@ -193,7 +193,9 @@ mod tests {
     #[test]
     fn the_namespace_lock_excludes_a_second_holder() {
         let first = lock(None, std::time::Duration::from_secs(1)).unwrap();
-        let e = lock(None, std::time::Duration::from_millis(50)).unwrap_err().to_string();
+        let e = lock(None, std::time::Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("another meshcap"), "{e}");
         drop(first);
         lock(None, std::time::Duration::from_millis(50)).unwrap();
