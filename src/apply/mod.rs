@@ -228,9 +228,13 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Re
                 .map_err(|e| Error::Other(format!("internal error: {e}")))?;
             let input = live::restore_input(&live::cleanup_lines(&rs, &live), None);
             if !input.is_empty() {
-                let cmd = restore_cmd(&bins(family), &input, true, ns, config.cni_mode);
-                show(&cmd);
-                tracing::info!("the following input:\n{}", input.trim());
+                let b = bins(family);
+                show(&restore_cmd(&b, &input, true, ns, config.cni_mode));
+                tracing::info!(
+                    "Running iptables restore with: {} and the following input:\n{}",
+                    b.restore(),
+                    input.trim()
+                );
             }
         }
     } else {
