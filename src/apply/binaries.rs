@@ -145,7 +145,15 @@ pub fn select(
     let legacy = Binaries::of(family, Variant::Legacy);
     let nft = Binaries::of(family, Variant::Nft);
     let read_legacy = || -> Result<Option<String>> {
-        if kernel.legacy_tables(family).is_empty() || !sys.has_program(&legacy.save()) {
+        if kernel.legacy_tables(family).is_empty() {
+            return Ok(None);
+        }
+        if !sys.has_program(&legacy.save()) {
+            tracing::warn!(
+                "legacy {} tables exist but {} is not installed: rules there cannot be checked",
+                family,
+                legacy.save()
+            );
             return Ok(None);
         }
         let out = sys

@@ -584,7 +584,7 @@ impl Ctx<'_> {
             }
         } else {
             format!(
-                "; ROLLBACK FAILED, the rules may be half applied: {}",
+                "; the rollback failed too, the rules may be half applied: {}",
                 failed.join("; ")
             )
         }
@@ -602,7 +602,7 @@ impl Ctx<'_> {
             String::new()
         } else {
             format!(
-                "; REMOVING THE GUARDRAILS FAILED, TCP and UDP traffic is being dropped: {}",
+                "; removing the guardrails failed, TCP and UDP traffic is being dropped: {}",
                 failed.join("; ")
             )
         }
