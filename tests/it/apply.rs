@@ -620,7 +620,11 @@ fn reconcile_moves_the_rules_between_variants() {
     // The same rules wanted in legacy: meshcap's chains in nft are drift (double capture).
     let o = apply(&ns, V::Legacy, SIDECAR, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(text(&o.stderr).contains("also exist in the iptables-nft tables"), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("also exist in the iptables-nft tables"),
+        "{}",
+        show(&o)
+    );
     assert!(!save(&ns, V::Legacy, "iptables").contains("ISTIO"), "nothing applied");
     let o = apply(&ns, V::Legacy, SIDECAR, &["--reconcile"]);
     assert!(o.status.success(), "{}", show(&o));
