@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::cli::{CaptureFlags, Cli, Command, FamilyArg, Format, RenderArgs};
 use crate::config::{Config, HostFiles, Ipv6Setting};
+use crate::docs;
 use crate::error::{Error, Result};
 use crate::host::Env;
 use crate::logging::LogSettings;
@@ -45,6 +46,8 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
+        Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
+        Some(Command::Man(args)) => print_doc(&docs::man_page(args.command.as_deref())?),
         None => apply_command(&cli.capture, env, false),
     }
 }
@@ -109,4 +112,14 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {
     crate::apply::run(flags, env, cleanup)
+}
+
+/// Prints a generated document (completion script, man page) to stdout.
+fn print_doc(text: &[u8]) -> Result<i32> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+    Ok(0)
 }

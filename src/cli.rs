@@ -64,6 +64,14 @@ pub enum Command {
     /// the `nft -f` transaction Istio's nftables mode builds, byte for byte, with no headers.
     #[command(args_override_self = true)]
     Render(RenderArgs),
+
+    /// Print a shell completion script for meshcap.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+
+    /// Print meshcap's man page (roff), or the page of one command.
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -346,4 +354,37 @@ pub struct LogFlags {
     /// Accepted for compatibility
     #[arg(global = true, long = "vklog", value_name = "LEVEL", hide = true)]
     pub vklog: Option<String>,
+}
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  meshcap completions bash > /etc/bash_completion.d/meshcap
+  meshcap completions zsh > \"${fpath[1]}/_meshcap\"
+  meshcap completions fish > ~/.config/fish/completions/meshcap.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  meshcap man > /usr/local/share/man/man1/meshcap.1
+  meshcap man render > /usr/local/share/man/man1/meshcap-render.1
+  meshcap man | man -l -";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command (e.g. render) whose own page to print, named meshcap-<command>(1).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod docs;
 pub mod drift;
 pub mod error;
 pub mod exec;

@@ -4,5 +4,6 @@
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
 mod apply;
+mod docs;
 mod nft_render;
 mod support;

@@ -1,0 +1,98 @@
+//! Shell completions (clap_complete) and man pages (clap_mangen), generated from the clap
+//! definition in [`crate::cli`], so they always describe the flags this binary accepts. Pure:
+//! each returns the text; `app` prints it.
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, CompletionShell};
+use crate::error::{Error, Result};
+
+const BIN: &str = "meshcap";
+
+/// The completion script for `shell`.
+pub fn completions(shell: CompletionShell) -> Vec<u8> {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, BIN, &mut out);
+    out
+}
+
+/// The man page of meshcap (`None`) or of one of its commands, `meshcap-<command>(1)`.
+pub fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
+    let mut cmd = Cli::command();
+    // Resolves display names (meshcap-render) and propagates the global log flags.
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let commands: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+            match cmd.find_subcommand(name) {
+                Some(sub) => sub.clone(),
+                None => {
+                    let why = format!("expected a meshcap command: {}", commands.join(", "));
+                    return Err(Error::invalid("<COMMAND>", name, why));
+                }
+            }
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .source(format!("{BIN} {}", env!("CARGO_PKG_VERSION")))
+        .render(&mut out)
+        .map_err(|e| Error::Other(format!("cannot render the man page: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn every_shell_completes_the_istio_flags_and_commands() {
+        for shell in [CompletionShell::Bash, CompletionShell::Zsh, CompletionShell::Fish] {
+            let script = text(completions(shell));
+            for word in [
+                "istio-inbound-ports",
+                "istio-iptables",
+                "render",
+                "completions",
+                "log_output_level",
+            ] {
+                assert!(script.contains(word), "{shell:?} completion lacks {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn completion_scripts_name_their_shell() {
+        assert!(text(completions(CompletionShell::Bash)).contains("complete -F _meshcap"));
+        assert!(text(completions(CompletionShell::Zsh)).starts_with("#compdef meshcap"));
+        assert!(text(completions(CompletionShell::Fish)).contains("complete -c meshcap"));
+    }
+
+    #[test]
+    fn man_page_of_meshcap_and_of_a_command() {
+        let main = text(man_page(None).unwrap());
+        assert!(main.contains(".TH meshcap 1"), "{main}");
+        assert!(main.contains(".SH NAME"));
+        assert!(main.contains("istio\\-inbound\\-ports"));
+        let render = text(man_page(Some("render")).unwrap());
+        assert!(render.contains(".TH meshcap-render 1"), "{render}");
+        assert!(render.contains("\\-\\-family"));
+    }
+
+    #[test]
+    fn man_page_of_an_unknown_command_is_an_error_naming_it() {
+        let e = man_page(Some("nope")).unwrap_err().to_string();
+        assert!(e.contains("'nope'") && e.contains("render"), "{e}");
+    }
+}
