@@ -6,4 +6,5 @@
 mod apply;
 mod docs;
 mod nft_render;
+mod packaging;
 mod support;
