@@ -55,6 +55,8 @@ RUN apk add --no-cache iptables ip6tables iptables-legacy nftables \
          command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 1; }; \
        done
 COPY --from=build /out/meshcap /usr/local/bin/meshcap
+# Alpine has no glibc: this only runs if the binary is really static.
+RUN meshcap --version
 # Runs as root with only NET_ADMIN and NET_RAW (see deploy/pod.yaml); needs no other capability.
 # iptables-legacy takes its lock in /run/xtables.lock: keep /run writable (an emptyDir works).
 USER 0:0
