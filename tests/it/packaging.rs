@@ -1,5 +1,6 @@
-//! Shipping: the static release binary (no dynamic dependencies, at most 8 MiB, runs alone in an
-//! empty chroot), and the consistency of the Dockerfile and the deploy/ examples with the CLI.
+//! Shipping: the static release binary (no dynamic dependencies, at most 8 MiB; `render` and the
+//! istio-init `--dry-run` run with it alone in an empty chroot), and the consistency of the
+//! Dockerfile and the deploy/ examples with the CLI.
 //!
 //! The static binary is the one `scripts/build-static.sh` builds (cargo with `--target` and
 //! `+crt-static`; a no-op when it is up to date), or the file named by `MESHCAP_STATIC_BIN`.
@@ -17,7 +18,7 @@ use meshcap::config::{Config, HostFiles, Ipv6Setting};
 use meshcap::host::Env;
 use meshcap::logging::LogSettings;
 
-use crate::support::{meshcap, meshcap_bin};
+use crate::support::{NetNs, meshcap, meshcap_bin, netns_available};
 
 const MAX_SIZE: u64 = 8 * 1024 * 1024;
 
@@ -280,6 +281,45 @@ fn static_binary_renders_the_istio_init_payload_alone_in_an_empty_chroot() {
         read(&format!("{SIDECAR_CASE}/expected.v4"))
     );
     assert_eq!(stderr, "");
+}
+
+#[test]
+fn static_binary_dry_runs_the_istio_init_arguments_alone_in_an_empty_chroot() {
+    // The apply command itself (istio-iptables, --dry-run: it plans and prints, runs nothing)
+    // needs no file either: no /etc, no /proc, no shell. It detects IPv6 from the addresses of
+    // the namespace it runs in, so it runs in a fresh one with a test address.
+    if !can_chroot() || !netns_available() {
+        return;
+    }
+    let pod = NetNs::new("pkgdry");
+    let peer = NetNs::new("pkgpeer");
+    pod.ip(&[
+        "link", "add", "mc0", "type", "veth", "peer", "name", "mc1", "netns", &peer.name,
+    ]);
+    pod.ip(&["addr", "add", "198.51.100.2/24", "dev", "mc0"]);
+    pod.ip(&["link", "set", "mc0", "up"]);
+
+    let root = TempDir::new("chroot");
+    std::fs::copy(static_bin(), root.0.join("meshcap")).expect("copy binary into the chroot");
+    let mut args = vec![
+        chroot_program().into_os_string(),
+        root.0.clone().into_os_string(),
+        "/meshcap".into(),
+    ];
+    args.extend(SEED_ARGS.iter().map(Into::into));
+    args.push("--dry-run".into());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pod.name])
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip netns exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}, stderr:\n{stderr}", out.status);
+    let payload = read(&format!("{SIDECAR_CASE}/expected.v4"));
+    assert!(stderr.contains(&format!("the following input:\n{payload}")), "{stderr}");
 }
 
 #[test]
