@@ -10,7 +10,7 @@
 #
 # Expected size (estimated, no container engine was available where this was written): Alpine
 # base ~8 MiB + iptables/ip6tables/iptables-legacy/nftables with their libraries ~5 MiB + meshcap
-# ~2 MiB = ~15 MiB unpacked, ~7 MiB compressed. The `static` target is the binary alone (~2 MiB).
+# ~2.5 MiB = ~15 MiB unpacked, ~7 MiB compressed. The `static` target is the binary alone (~2.5 MiB).
 #
 # Nothing is downloaded with curl/wget: crates come from the registry through cargo, the tools
 # from Alpine's package repository through apk.
