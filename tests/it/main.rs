@@ -5,6 +5,8 @@
 
 mod apply;
 mod docs;
+mod lab;
 mod nft_render;
 mod packaging;
 mod support;
+mod traffic;

@@ -1,0 +1,276 @@
+//! Child processes of the lab: enter a network namespace and take on a uid/gid before `exec`.
+//!
+//! The parent opens the namespace file; the child (in `pre_exec`, between fork and exec) calls
+//! `setns`, then drops to the requested credentials with `setgroups`/`setgid`/`setuid`, keeping
+//! only the capabilities asked for as ambient capabilities (e.g. CAP_NET_ADMIN for a TPROXY
+//! proxy, which needs IP_TRANSPARENT — as Istio gives Envoy), and asks for SIGKILL when the
+//! parent thread dies. Every child is owned by a guard that kills and reaps it on drop, so a
+//! failing test leaves no process behind.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+
+use super::agent::{AGENT_ENV, ENTRY_TEST, REPLY_PREFIX, Reply, Request};
+use crate::support::NetNs;
+
+/// Who a child runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (set exactly; empty clears root's).
+    pub groups: Vec<u32>,
+    /// Capabilities kept across the uid change (as ambient capabilities).
+    pub caps: Vec<Cap>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    NetAdmin,
+}
+
+impl Cap {
+    fn number(self) -> u32 {
+        match self {
+            Cap::NetAdmin => 12,
+        }
+    }
+}
+
+impl Creds {
+    pub fn root() -> Creds {
+        Creds {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            caps: Vec::new(),
+        }
+    }
+
+    pub fn user(uid: u32, gid: u32) -> Creds {
+        Creds {
+            uid,
+            gid,
+            groups: Vec::new(),
+            caps: Vec::new(),
+        }
+    }
+
+    pub fn with_cap(mut self, cap: Cap) -> Creds {
+        self.caps.push(cap);
+        self
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Sets up namespace and credentials in the forked child. Only async-signal-safe work here:
+/// raw syscalls on values prepared by the parent.
+fn enter(ns: &File, creds: &Creds, groups: &[Gid]) -> std::io::Result<()> {
+    setns(ns, CloneFlags::CLONE_NEWNET)?;
+    if creds.uid == 0 && creds.gid == 0 && creds.caps.is_empty() {
+        return Ok(());
+    }
+    let mask: u32 = creds.caps.iter().fold(0, |m, c| m | (1 << c.number()));
+    // SAFETY: plain prctl/capset syscalls with valid arguments.
+    unsafe {
+        if mask != 0 && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    setgroups(groups)?;
+    setgid(Gid::from_raw(creds.gid))?;
+    setuid(Uid::from_raw(creds.uid))?;
+    if mask != 0 {
+        let header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: mask,
+                permitted: mask,
+                inheritable: mask,
+            },
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        // SAFETY: capset with a v3 header and two data structs, as the ABI requires.
+        unsafe {
+            if libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for cap in &creds.caps {
+                let rc = libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap.number() as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prepares `cmd` to run inside `ns` as `creds` (the parent must stay alive while it runs).
+pub fn in_namespace(cmd: &mut Command, ns: &NetNs, creds: &Creds) {
+    let file = File::open(ns.path()).unwrap_or_else(|e| panic!("open {}: {e}", ns.path().display()));
+    let creds = creds.clone();
+    let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    // SAFETY: the closure only makes syscalls on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            enter(&file, &creds, &groups)?;
+            // After the credential change, which clears it: die with the spawning thread.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long the lab waits for an agent's reply (probes bound themselves more tightly).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// A running agent (see `lab::agent`) in a namespace, as some user.
+pub struct Agent {
+    pub name: String,
+    guard: ChildGuard,
+    stdin: ChildStdin,
+    replies: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    pub fn spawn(name: &str, ns: &NetNs, creds: &Creds) -> Agent {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(exe);
+        cmd.args([ENTRY_TEST, "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env_clear()
+            .env(AGENT_ENV, "1")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        in_namespace(&mut cmd, ns, creds);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent {name}: {e}"));
+        let stdin = child.stdin.take().expect("agent stdin");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let stderr_pipe = child.stderr.take().expect("agent stderr");
+        let (tx, replies) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // libtest may have written "test ... " on the same line before the first reply.
+                if let Some(at) = line.find(REPLY_PREFIX)
+                    && tx.send(line[at + REPLY_PREFIX.len()..].to_string()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Agent {
+            name: name.to_string(),
+            guard: ChildGuard { child },
+            stdin,
+            replies,
+            stderr,
+        }
+    }
+
+    /// Sends a request and waits (bounded) for its reply.
+    pub fn call(&mut self, request: &Request) -> Reply {
+        let line = serde_json::to_string(request).expect("serialize request");
+        if let Err(e) = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()) {
+            let d = self.diagnostics();
+            panic!("agent {}: cannot send request: {e}\n{d}", self.name);
+        }
+        match self.replies.recv_timeout(REPLY_TIMEOUT) {
+            Ok(text) => {
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("agent {}: bad reply {text:?}: {e}", self.name))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let d = self.diagnostics();
+                panic!("agent {}: no reply to {line} within {REPLY_TIMEOUT:?}\n{d}", self.name)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let d = self.diagnostics();
+                panic!("agent {}: exited before replying to {line}\n{d}", self.name)
+            }
+        }
+    }
+
+    fn diagnostics(&mut self) -> String {
+        let status = self.guard.child.try_wait().ok().flatten();
+        std::thread::sleep(Duration::from_millis(20));
+        format!(
+            "agent status: {status:?}\nagent stderr:\n{}",
+            self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        )
+    }
+}
+
+/// Runs `f` on a thread that entered `ns` (for sysctls and other per-namespace state the lab
+/// sets up itself).
+pub fn on_thread_in<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(ns.path()).unwrap_or_else(|e| panic!("open {}: {e}", ns.path().display()));
+    std::thread::spawn(move || {
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns on a lab thread");
+        f()
+    })
+    .join()
+    .expect("lab thread")
+}
