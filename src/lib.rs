@@ -20,4 +20,5 @@ pub mod parse;
 pub mod plan;
 pub mod render;
 pub mod routes;
+pub mod validate;
 pub mod values;

@@ -7,7 +7,8 @@
 //! → compare it with the plan, order-sensitively ([`live::verdict`]) → nothing (equal), apply
 //! (absent), refuse (different, without `--reconcile`), or rebuild under guardrails (cleanup of
 //! what is actually live and the new rules in one restore per family, each table atomic) →
-//! roll every touched table back if any restore fails → TPROXY routing ([`crate::routes`]).
+//! roll every touched table back if any restore fails → TPROXY routing ([`crate::routes`])
+//! → `--run-validation` ([`crate::validate`]).
 //! `--dry-run` prints the commands and changes nothing.
 
 pub mod binaries;
@@ -28,6 +29,7 @@ use crate::parse::{SaveDump, Strictness, parse_save};
 use crate::plan::{self, Plan};
 use crate::render::iptables::restore_payload;
 use crate::routes;
+use crate::validate;
 use crate::values::Family;
 
 use binaries::{Binaries, Variant};
@@ -75,7 +77,7 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     tracing::info!("{}", env_dump(env));
     tracing::info!("{}", config_dump(&config, ipv6));
     if config.skip_rule_apply {
-        return Ok(0);
+        return validate::after_rules(&config, netns.as_ref());
     }
     let plan = plan::build(&config, ipv6);
     for family in plan.families() {
@@ -85,7 +87,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     }
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
-        return dry_run(&config, &plan, ns_path, cleanup);
+        let code = dry_run(&config, &plan, ns_path, cleanup)?;
+        return if code == 0 {
+            validate::after_rules(&config, netns.as_ref())
+        } else {
+            Ok(code)
+        };
     }
     let kernel = kernel.expect("opened for real runs");
     let sys = RealSystem::new(netns.as_ref());
@@ -110,7 +117,7 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     for c in changes {
         tracing::info!("{c}");
     }
-    Ok(0)
+    validate::after_rules(&config, netns.as_ref())
 }
 
 /// Istio's environment dump (spec §6.1).

@@ -10,3 +10,4 @@ mod nft_render;
 mod packaging;
 mod support;
 mod traffic;
+mod validation;

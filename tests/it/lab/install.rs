@@ -13,8 +13,8 @@
 
 use std::fmt;
 
-use super::{Lab, Scenario};
-use crate::support::meshcap;
+use super::{Net, Scenario};
+use crate::support::{NetNs, meshcap};
 
 /// The iptables binaries used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,31 +52,31 @@ impl fmt::Display for Installer {
 
 impl Installer {
     /// Programs the scenario's capture into the lab's pod namespace.
-    pub fn install(&self, lab: &Lab, scenario: &Scenario) -> Result<(), String> {
+    pub fn install(&self, net: &Net, scenario: &Scenario) -> Result<(), String> {
         match self {
-            Installer::Restore(variant) => install_restore(*variant, lab, scenario),
+            Installer::Restore(variant) => install_restore(*variant, net, scenario),
         }
     }
 
     /// The pod's capture state, for failure reports.
-    pub fn dump(&self, lab: &Lab) -> String {
+    pub fn dump(&self, net: &Net) -> String {
         let variant = match self {
             Installer::Restore(v) => *v,
         };
         let mut out = String::new();
         for v6 in [false, true] {
             let tool = variant.tool(v6, "save");
-            out.push_str(&format!("--- {tool}\n{}", lab.pod_output(&tool, &[])));
+            out.push_str(&format!("--- {tool}\n{}", net.pod_output(&tool, &[])));
         }
         for args in [&["rule"][..], &["-6", "rule"], &["route", "show", "table", "all"]] {
-            out.push_str(&format!("--- ip {}\n{}", args.join(" "), lab.pod_output("ip", args)));
+            out.push_str(&format!("--- ip {}\n{}", args.join(" "), net.pod_output("ip", args)));
         }
         out
     }
 }
 
-fn install_restore(variant: Variant, lab: &Lab, scenario: &Scenario) -> Result<(), String> {
-    let resolv = lab.dir.0.join("resolv.conf");
+fn install_restore(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(), String> {
+    let resolv = net.dir.0.join("resolv.conf");
     std::fs::write(&resolv, &scenario.resolv_conf).map_err(|e| format!("write {}: {e}", resolv.display()))?;
     let ipv6 = scenario.ipv6_enabled();
     let mut families = vec![false];
@@ -100,20 +100,26 @@ fn install_restore(variant: Variant, lab: &Lab, scenario: &Scenario) -> Result<(
         if payload.is_empty() {
             continue;
         }
-        let tool = variant.tool(v6, "restore");
-        let res = lab.pod.run_with_stdin(&tool, &["--noflush", "--wait=10"], &payload);
-        if !res.status.success() {
-            return Err(format!(
-                "{tool} --noflush: {}\npayload:\n{payload}",
-                String::from_utf8_lossy(&res.stderr)
-            ));
-        }
+        restore(variant, &net.pod, v6, &payload)?;
     }
-    routes_like_apply(lab, scenario, ipv6)
+    routes_like_apply(net, scenario, ipv6)
+}
+
+/// Loads an iptables-restore payload into `pod` with `--noflush`.
+pub fn restore(variant: Variant, pod: &NetNs, v6: bool, payload: &str) -> Result<(), String> {
+    let tool = variant.tool(v6, "restore");
+    let res = pod.run_with_stdin(&tool, &["--noflush", "--wait=10"], payload);
+    if !res.status.success() {
+        return Err(format!(
+            "{tool} --noflush: {}\npayload:\n{payload}",
+            String::from_utf8_lossy(&res.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// What meshcap apply (and Istio) does after the rules (spec §5.8).
-fn routes_like_apply(lab: &Lab, scenario: &Scenario, ipv6: bool) -> Result<(), String> {
+fn routes_like_apply(net: &Net, scenario: &Scenario, ipv6: bool) -> Result<(), String> {
     let mut cmds: Vec<Vec<String>> = Vec::new();
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     if ipv6 {
@@ -135,7 +141,7 @@ fn routes_like_apply(lab: &Lab, scenario: &Scenario, ipv6: bool) -> Result<(), S
     }
     for args in cmds {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = lab.pod.run("ip", &args);
+        let out = net.pod.run("ip", &args);
         if !out.status.success() {
             return Err(format!(
                 "ip {}: {}",

@@ -302,13 +302,21 @@ impl Scenario {
     }
 }
 
+/// The namespaces and links of one scenario (no processes).
+pub struct Net {
+    pub pod: NetNs,
+    /// Beyond the pod's eth0.
+    pub peer: NetNs,
+    /// Beyond the pod's eth1 (with a second link).
+    pub vm: Option<NetNs>,
+    pub stack: Stack,
+    /// Scratch files of this scenario (e.g. the rendered resolv.conf).
+    pub dir: TempDir,
+}
+
 /// The running namespaces and agents of one scenario.
 pub struct Lab {
-    pub pod: NetNs,
-    /// The peer and vm namespaces, kept until the lab is dropped.
-    _others: Vec<NetNs>,
-    pub stack: Stack,
-    pub dir: TempDir,
+    pub net: Net,
     proxy: Agent,
     app: Agent,
     proxy_gid: Agent,
@@ -404,13 +412,13 @@ fn listen(agent: &mut Agent, role: Role, proto: Proto, addr: SocketAddr, transpa
 const UNSPEC4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const UNSPEC6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
-impl Lab {
-    /// Builds the namespaces, links and servers for `scenario` (no capture yet).
-    pub fn new(scenario: &Scenario) -> Lab {
-        let stack = scenario.stack;
+impl Net {
+    /// Creates the pod and peer namespaces (and the vm behind the pod's eth1 with
+    /// `second_link`), with addresses for `stack` and default routes.
+    pub fn new(stack: Stack, second_link: bool) -> Net {
         let pod = NetNs::new("pod");
         let peer = NetNs::new("peer");
-        let vm = scenario.second_link.then(|| NetNs::new("vm"));
+        let vm = second_link.then(|| NetNs::new("vm"));
         for ns in [&pod, &peer].into_iter().chain(vm.as_ref()) {
             quiet_ipv6(ns);
         }
@@ -441,17 +449,42 @@ impl Lab {
         }
 
         let dir = TempDir::new(&pod.name);
+        Net {
+            pod,
+            peer,
+            vm,
+            stack,
+            dir,
+        }
+    }
+
+    /// `PROGRAM ARGS` in the pod namespace (diagnostics): its stdout, or the error.
+    pub fn pod_output(&self, program: &str, args: &[&str]) -> String {
+        let out = self.pod.run(program, args);
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            s.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        s
+    }
+}
+
+impl Lab {
+    /// Builds the namespaces, links and servers for `scenario` (no capture yet).
+    pub fn new(scenario: &Scenario) -> Lab {
+        let net = Net::new(scenario.stack, scenario.second_link);
+        let stack = net.stack;
         let tproxy = scenario.tproxy();
         let proxy_creds = if tproxy {
             From::Proxy.creds().with_cap(Cap::NetAdmin)
         } else {
             From::Proxy.creds()
         };
-        let mut proxy = Agent::spawn("proxy", &pod, &proxy_creds);
-        let mut app = Agent::spawn("app", &pod, &From::App.creds());
-        let proxy_gid = Agent::spawn("proxy-gid", &pod, &From::ProxyGid.creds());
-        let mut peer_agent = Agent::spawn("peer", &peer, &From::Peer.creds());
-        let mut vm_agent = vm.as_ref().map(|vm| Agent::spawn("vm", vm, &From::Vm.creds()));
+        let mut proxy = Agent::spawn("proxy", &net.pod, &proxy_creds);
+        let mut app = Agent::spawn("app", &net.pod, &From::App.creds());
+        let proxy_gid = Agent::spawn("proxy-gid", &net.pod, &From::ProxyGid.creds());
+        let mut peer_agent = Agent::spawn("peer", &net.peer, &From::Peer.creds());
+        let mut vm_agent = net.vm.as_ref().map(|vm| Agent::spawn("vm", vm, &From::Vm.creds()));
 
         for any in [UNSPEC4, UNSPEC6] {
             listen(&mut proxy, Role::Proxy, Proto::Tcp, sa(any, 15001), false);
@@ -485,10 +518,7 @@ impl Lab {
         }
 
         Lab {
-            pod,
-            _others: [peer].into_iter().chain(vm).collect(),
-            stack,
-            dir,
+            net,
             proxy,
             app,
             proxy_gid,
@@ -557,16 +587,6 @@ impl Lab {
             format!("in {proto} {src} -> {dst} iif={iif}")
         }
     }
-
-    /// `CMD ARGS` in the pod namespace (diagnostics); its stdout, or the error.
-    pub fn pod_output(&self, program: &str, args: &[&str]) -> String {
-        let out = self.pod.run(program, args);
-        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            s.push_str(&String::from_utf8_lossy(&out.stderr));
-        }
-        s
-    }
 }
 
 /// One case as run: the expectation, what happened, and the packet for the tracer.
@@ -581,11 +601,11 @@ pub struct Ran {
 /// Sanity check before the capture: the lab's links and servers work.
 fn baseline(lab: &mut Lab) -> Vec<String> {
     let mut probes = Vec::new();
-    if lab.stack.v4() {
+    if lab.net.stack.v4() {
         probes.push(tcp(From::App, sa(PEER4, 80), Outcome::Direct));
         probes.push(tcp(From::Peer, sa(POD4, 8080), Outcome::Direct));
     }
-    if lab.stack.v6() {
+    if lab.net.stack.v6() {
         probes.push(tcp(From::App, sa(PEER6, 80), Outcome::Direct));
         probes.push(tcp(From::Peer, sa(POD6, 8080), Outcome::Direct));
     }
@@ -610,7 +630,7 @@ pub fn run(scenario: &Scenario, installer: Installer) -> Vec<Ran> {
         "{}: lab is broken before any capture: {problems:#?}",
         scenario.name
     );
-    if let Err(e) = installer.install(&lab, scenario) {
+    if let Err(e) = installer.install(&lab.net, scenario) {
         panic!("{} [{installer}]: installing the capture failed: {e}", scenario.name);
     }
     let mut ran = Vec::new();
@@ -654,7 +674,7 @@ pub fn run(scenario: &Scenario, installer: Installer) -> Vec<Ran> {
             }
         }
         report.push_str(&format!("flags: {:?}\n", scenario.flags));
-        report.push_str(&installer.dump(&lab));
+        report.push_str(&installer.dump(&lab.net));
         panic!("{report}");
     }
     ran

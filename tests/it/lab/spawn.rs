@@ -8,7 +8,7 @@
 //! failing test leaves no process behind.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -170,6 +170,52 @@ impl Drop for ChildGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `cmd` (prepared with [`in_namespace`]) to completion within `timeout`; stdout, stderr
+/// and the exit code. The child is killed when the time is up.
+pub fn run_with_timeout(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Result<RunOutput, String> {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+    let mut guard = ChildGuard { child };
+    let mut input = guard.child.stdin.take().expect("stdin");
+    let payload = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&payload);
+    });
+    let stdout = reader(guard.child.stdout.take().expect("stdout"));
+    let stderr = reader(guard.child.stderr.take().expect("stderr"));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = guard.child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("{cmd:?} did not finish within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join();
+    Ok(RunOutput {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+#[derive(Debug)]
+pub struct RunOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
 }
 
 /// How long the lab waits for an agent's reply (probes bound themselves more tightly).

@@ -1,0 +1,325 @@
+//! `--run-validation` against real captures: meshcap runs inside a test pod namespace (as the
+//! proxy uid, as root, or from the host with `--network-namespace`) after the capture was
+//! installed with the lab's installer, exactly as Istio's `istio-validation` container runs it
+//! (`--skip-rule-apply --run-validation`). Passing runs exit 0; missing or wrong rules exit 126
+//! with Istio's message and a log line naming each failed path.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::lab::spawn::{Creds, RunOutput, in_namespace, run_with_timeout};
+use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack, Variant, install};
+use crate::support::{meshcap_bin, netns_available};
+
+/// Istio's text, written out here so the test pins it independently of the implementation.
+const ISTIO_FAILURE: &str = "iptables validation failed; workload is not ready for Istio.
+When using Istio CNI, this can occur if a pod is scheduled before the node is ready.
+
+If installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.
+Otherwise, this pod will need to be manually removed so that it is scheduled on a node with istio-cni running, allowing iptables rules to be established.
+";
+
+const SIDECAR: [&str; 14] = [
+    "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
+];
+
+fn flags(extra: &[&str]) -> Vec<String> {
+    SIDECAR.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// A pod with `extra` sidecar flags installed (render + iptables-legacy-restore).
+fn pod_with_capture(stack: Stack, extra: &[&str]) -> Net {
+    let mut scenario = Scenario::new("validation", stack, &[]);
+    scenario.flags = flags(extra);
+    let net = Net::new(stack, false);
+    Installer::Restore(Variant::Legacy)
+        .install(&net, &scenario)
+        .unwrap_or_else(|e| panic!("install: {e}"));
+    net
+}
+
+/// `meshcap istio-iptables --skip-rule-apply --run-validation FLAGS` inside the pod as `creds`.
+fn validate_in_pod(net: &Net, creds: &Creds, extra: &[&str]) -> RunOutput {
+    let mut cmd = Command::new(meshcap_bin());
+    cmd.args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
+        .args(flags(extra))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    in_namespace(&mut cmd, &net.pod, creds);
+    run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn proxy() -> Creds {
+    Creds::user(PROXY_UID, PROXY_UID)
+}
+
+#[track_caller]
+fn assert_passed(out: &RunOutput, paths: &[&str]) {
+    assert_eq!(out.code, Some(0), "validation should pass:\n{}", out.stderr);
+    assert_eq!(out.stdout, "", "logs go to stderr only");
+    assert!(
+        out.stderr
+            .contains("\tinfo\tValidation passed, iptables rules established\n"),
+        "{}",
+        out.stderr
+    );
+    for path in paths {
+        assert!(
+            out.stderr.contains(&format!("validation path {path} passed")),
+            "missing '{path} passed':\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[track_caller]
+fn assert_failed(out: &RunOutput, failed: &[&str], passed: &[&str]) {
+    assert_eq!(out.code, Some(126), "validation should fail:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("\terror\t{ISTIO_FAILURE}")),
+        "Istio's message missing:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("\terror\tvalidation timeout\n"), "{}", out.stderr);
+    for path in failed {
+        assert!(
+            out.stderr
+                .contains(&format!("\terror\tvalidation path {path} failed: ")),
+            "missing '{path} failed':\n{}",
+            out.stderr
+        );
+    }
+    for path in passed {
+        assert!(
+            out.stderr.contains(&format!("validation path {path} passed")),
+            "missing '{path} passed':\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("Validation passed"), "{}", out.stderr);
+}
+
+#[test]
+fn passes_as_the_proxy_uid() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::V4, &[]);
+    let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "3s"]);
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    // Istio's own log lines around the probe.
+    for line in [
+        "\tinfo\tStarting iptables validation. This check verifies that iptables rules are properly established for the network.\n",
+        "\tinfo\tListening on 127.0.0.1:15001\n",
+        "\tinfo\tListening on 127.0.0.1:15006\n",
+        "\tinfo\tLocal addr 127.0.0.1:15006\n",
+        "\tinfo\tOriginal addr 127.0.0.1: 15002\n",
+    ] {
+        assert!(out.stderr.contains(line), "missing {line:?}:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("path dns"), "{}", out.stderr);
+}
+
+#[test]
+fn passes_as_root_and_checks_dns() {
+    if !netns_available() {
+        return;
+    }
+    let dns = ["--redirect-dns", "--capture-all-dns"];
+    let net = pod_with_capture(Stack::V4, &dns);
+    let out = validate_in_pod(&net, &Creds::root(), &[&dns[..], &["--probe-timeout", "3s"]].concat());
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)", "dns (IPv4)"]);
+}
+
+#[test]
+fn as_the_proxy_the_dns_path_is_skipped() {
+    if !netns_available() {
+        return;
+    }
+    let dns = ["--redirect-dns", "--capture-all-dns"];
+    let net = pod_with_capture(Stack::V4, &dns);
+    let out = validate_in_pod(&net, &proxy(), &[&dns[..], &["--probe-timeout", "3s"]].concat());
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    assert!(
+        out.stderr
+            .contains("validation path dns (IPv4) skipped: it needs an application identity"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`.
+struct NetnsEtc(PathBuf);
+
+impl NetnsEtc {
+    fn resolv_conf(ns: &str, text: &str) -> NetnsEtc {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
+        std::fs::write(dir.join("resolv.conf"), text).expect("write resolv.conf");
+        NetnsEtc(dir)
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn passes_with_resolv_conf_servers() {
+    if !netns_available() {
+        return;
+    }
+    let resolv = "nameserver 198.51.100.2\n";
+    let mut scenario = Scenario::new("validation", Stack::V4, &[]).resolv_conf(resolv);
+    scenario.flags = flags(&["--redirect-dns"]);
+    let net = Net::new(Stack::V4, false);
+    Installer::Restore(Variant::Legacy).install(&net, &scenario).unwrap();
+    let _etc = NetnsEtc::resolv_conf(&net.pod.name, resolv);
+    // As istio-init would: inside the pod (ip netns exec), as root, reading /etc/resolv.conf.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.pod.name])
+        .arg(meshcap_bin())
+        .args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
+        .args(flags(&["--redirect-dns", "--probe-timeout", "3s"]));
+    let out = run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap();
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)", "dns (IPv4)"]);
+    assert!(
+        out.stderr
+            .contains("a query to 198.51.100.2:53 reached 127.0.0.1:15053"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn passes_in_tproxy_mode() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::V4, &["-m", "TPROXY"]);
+    let out = validate_in_pod(&net, &Creds::root(), &["-m", "TPROXY", "--probe-timeout", "3s"]);
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+}
+
+#[test]
+fn passes_on_an_ipv6_only_pod() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::V6, &[]);
+    let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "3s"]);
+    assert_passed(&out, &["loopback (IPv6)", "inbound (IPv6)"]);
+    assert!(
+        out.stderr.contains("\tinfo\tListening on [::1]:15006\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn checks_both_families_on_a_dual_stack_pod() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::Dual, &["--dual-stack"]);
+    let out = validate_in_pod(&net, &proxy(), &["--dual-stack", "--probe-timeout", "3s"]);
+    assert_passed(
+        &out,
+        &["loopback (IPv4)", "inbound (IPv4)", "loopback (IPv6)", "inbound (IPv6)"],
+    );
+}
+
+#[test]
+fn enters_the_network_namespace_given() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::V4, &[]);
+    // From the host namespace, as root: the validator itself enters the pod.
+    let mut cmd = Command::new(meshcap_bin());
+    cmd.args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
+        .args(flags(&["--network-namespace", &net.pod.name, "--probe-timeout", "3s"]))
+        .env_clear();
+    let out = run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap();
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    assert!(
+        out.stderr.contains("original destination 198.51.100.1:15002"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn fails_without_rules() {
+    if !netns_available() {
+        return;
+    }
+    let net = Net::new(Stack::V4, false);
+    let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "1s"]);
+    assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
+}
+
+#[test]
+fn fails_when_only_the_loopback_probe_is_redirected() {
+    if !netns_available() {
+        return;
+    }
+    // Wrong rules that satisfy Istio's single probe (127.0.0.6 lands on 15001) but capture
+    // nothing else: meshcap's inbound path notices.
+    let net = Net::new(Stack::V4, false);
+    let payload = "*nat\n-A OUTPUT -d 127.0.0.6/32 -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n";
+    install::restore(Variant::Legacy, &net.pod, false, payload).unwrap();
+    let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "1s"]);
+    assert_failed(&out, &["inbound (IPv4)"], &["loopback (IPv4)"]);
+}
+
+#[test]
+fn fails_when_dns_capture_is_missing() {
+    if !netns_available() {
+        return;
+    }
+    let net = pod_with_capture(Stack::V4, &[]);
+    let out = validate_in_pod(
+        &net,
+        &Creds::root(),
+        &["--redirect-dns", "--capture-all-dns", "--probe-timeout", "1s"],
+    );
+    assert_failed(&out, &["dns (IPv4)"], &["loopback (IPv4)", "inbound (IPv4)"]);
+}
+
+#[test]
+fn fails_when_no_listener_can_be_created() {
+    if !netns_available() {
+        return;
+    }
+    use crate::lab::agent::{Listen, Proto, Reply, Request, Role};
+    use crate::lab::spawn::Agent;
+    let net = pod_with_capture(Stack::V4, &[]);
+    // Another user already listens on both validator ports.
+    let mut squatter = Agent::spawn("squatter", &net.pod, &Creds::user(1000, 1000));
+    for port in [15001, 15006] {
+        let reply = squatter.call(&Request::Listen(Listen {
+            role: Role::App,
+            proto: Proto::Tcp,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            transparent: false,
+        }));
+        assert!(matches!(reply, Reply::Listening(_)), "{reply:?}");
+    }
+    let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "1s"]);
+    assert_eq!(out.code, Some(126), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("\terror\tValidation failed: no listener available: 127.0.0.1:15001,127.0.0.1:15006\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("\terror\t{ISTIO_FAILURE}")),
+        "{}",
+        out.stderr
+    );
+}
