@@ -1,7 +1,9 @@
 //! Real-traffic proof of the capture: every scenario sends real packets through a pod namespace
 //! with the capture installed and checks each one lands where Istio's design says (the stand-in
 //! proxy on 15001/15006 with the right original destination, the DNS agent on 15053, or the
-//! intended server). The harness is `lab`; scenarios are data, run once per installer.
+//! intended server). The harness is `lab`; scenarios are data, run once per installer: meshcap's
+//! apply path (both iptables variants), render + iptables-restore (both variants), and the
+//! native nftables transaction.
 //!
 //! Findings the cases pin (real kernel behaviour, not just rule text):
 //! - app → own pod IP is *not* captured: the SYN leaves through `lo`, where ISTIO_OUTPUT returns
@@ -12,6 +14,13 @@
 //!   where the rewritten destination 127.0.0.1 then escapes the TPROXY rule's `! -d` match).
 //! - a dual-stack pod without `--dual-stack` gets no IPv6 capture at all (IPv4 addresses are
 //!   listed first, so Istio sees an IPv4 pod): its IPv6 traffic flows uncaptured both ways.
+//! - with Istio's nftables rules the same pod *does* get IPv6 capture: the tables are `inet`,
+//!   so every rule without an address match applies to both families (cases marked
+//!   `on_nftables`).
+//! - a proxy known only by its group (uid ≠ 1337, gid 1337) reaches its own pod IP uncaptured:
+//!   `-o lo -m owner ! --uid-owner 1337 -j RETURN` comes before the gid rules.
+//! - in TPROXY mode the tunnel port 15008 is captured too: its RETURN lives in nat
+//!   ISTIO_INBOUND, which TPROXY mode does not jump to.
 //! - redirected UDP DNS reaches the app from the original server address only because the
 //!   agent's reply is put in conntrack zone 2 by its owner (uid 1337); the probe's connected UDP
 //!   socket would otherwise never see the answer.
@@ -246,15 +255,24 @@ pub fn dual_stack_tproxy() -> Scenario {
     scenario("dual_stack_tproxy", Stack::Dual, &["--dual-stack", "-m", "TPROXY"])
         .case(tcp(From::Peer, sa(POD4, 8080), tproxied(15006, sa(POD4, 8080))))
         .case(tcp(From::Peer, sa(POD6, 8080), tproxied(15006, sa(POD6, 8080))))
+        // nft orders the passthrough returns differently (spec §8.4); the outcome is the same.
         .case(tcp(From::Proxy, sa(POD6, 8080), Outcome::Direct).bound(PASS6))
+        .case(tcp(From::Proxy, sa(POD4, 8080), Outcome::Direct).bound(PASS4))
+        .case(tcp(From::Proxy, sa(POD6, 8080), redirected(15006, sa(POD6, 8080))))
 }
 
 pub fn dual_stack_without_flag() -> Scenario {
+    // Istio sees an IPv4 pod (ENABLE_INBOUND_IPV6=false): iptables gets no IPv6 rules at all,
+    // but the nftables tables are `inet`, so every rule without an address match (the
+    // wildcard outbound jump, the inbound capture) applies to IPv6 as well.
     scenario("dual_stack_without_flag", Stack::Dual, &[])
         .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
-        .case(tcp(From::App, sa(PEER6, 80), Outcome::Direct))
+        .case(tcp(From::App, sa(PEER6, 80), Outcome::Direct).on_nftables(redirected(15001, sa(PEER6, 80))))
         .case(tcp(From::Peer, sa(POD4, 8080), redirected(15006, sa(POD4, 8080))))
-        .case(tcp(From::Peer, sa(POD6, 8080), Outcome::Direct))
+        .case(tcp(From::Peer, sa(POD6, 8080), Outcome::Direct).on_nftables(redirected(15006, sa(POD6, 8080))))
+        // The proxy's own IPv6 traffic to its pod address: the IN_REDIRECT rules carry an
+        // `ip daddr`/`ip6 daddr` match, so nft only has the IPv4 one here.
+        .case(tcp(From::Proxy, sa(POD6, 8080), Outcome::Direct))
 }
 
 /// Runs one scenario with one installer (skipped where namespaces cannot be created).
@@ -304,7 +322,17 @@ macro_rules! scenario_tests {
     };
 }
 
-// The installers every scenario runs with. The nftables backend adds one module here.
+// The installers every scenario runs with (one module each; the test names say which).
+mod apply_legacy {
+    use crate::lab::{Installer, Variant};
+    scenario_tests!(Installer::Apply(Variant::Legacy));
+}
+
+mod apply_nft {
+    use crate::lab::{Installer, Variant};
+    scenario_tests!(Installer::Apply(Variant::Nft));
+}
+
 mod restore_legacy {
     use crate::lab::{Installer, Variant};
     scenario_tests!(Installer::Restore(Variant::Legacy));
@@ -313,4 +341,9 @@ mod restore_legacy {
 mod restore_nft {
     use crate::lab::{Installer, Variant};
     scenario_tests!(Installer::Restore(Variant::Nft));
+}
+
+mod native_nft {
+    use crate::lab::Installer;
+    scenario_tests!(Installer::NativeNft);
 }

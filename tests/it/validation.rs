@@ -4,12 +4,12 @@
 //! (`--skip-rule-apply --run-validation`). Passing runs exit 0; missing or wrong rules exit 126
 //! with Istio's message and a log line naming each failed path.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::lab::install::{self, NetnsEtc};
 use crate::lab::spawn::{Creds, RunOutput, in_namespace, run_with_timeout};
-use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack, Variant, install};
+use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack, Variant};
 use crate::support::{meshcap_bin, netns_available};
 
 /// Istio's text, written out here so the test pins it independently of the implementation.
@@ -147,24 +147,6 @@ fn as_the_proxy_the_dns_path_is_skipped() {
         "{}",
         out.stderr
     );
-}
-
-/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`.
-struct NetnsEtc(PathBuf);
-
-impl NetnsEtc {
-    fn resolv_conf(ns: &str, text: &str) -> NetnsEtc {
-        let dir = PathBuf::from("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
-        std::fs::write(dir.join("resolv.conf"), text).expect("write resolv.conf");
-        NetnsEtc(dir)
-    }
-}
-
-impl Drop for NetnsEtc {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -322,4 +304,43 @@ fn fails_when_no_listener_can_be_created() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn apply_then_validate_in_one_run() {
+    if !netns_available() {
+        return;
+    }
+    let net = Net::new(Stack::V4, false);
+    let mut cmd = Command::new(meshcap_bin());
+    cmd.arg("istio-iptables")
+        .args(flags(&["--run-validation", "--probe-timeout", "3s"]))
+        .args(["--network-namespace", &net.pod.name])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let out = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    // The rules step ran first (with whichever iptables variant meshcap chose).
+    let saved: String = ["iptables-legacy-save", "iptables-nft-save"]
+        .iter()
+        .map(|tool| String::from_utf8_lossy(&net.pod.run(tool, &[]).stdout).into_owned())
+        .collect();
+    assert!(saved.contains("-A ISTIO_OUTPUT"), "{saved}");
+}
+
+#[test]
+fn dry_run_validates_with_real_sockets() {
+    if !netns_available() {
+        return;
+    }
+    // As Istio: --dry-run changes nothing, yet the probe is real, so it fails on an empty pod.
+    let net = Net::new(Stack::V4, false);
+    let mut cmd = Command::new(meshcap_bin());
+    cmd.arg("istio-iptables")
+        .args(flags(&["--dry-run", "--run-validation", "--probe-timeout", "1s"]))
+        .args(["--network-namespace", &net.pod.name])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let out = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
+    assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
 }

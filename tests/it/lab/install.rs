@@ -1,20 +1,30 @@
 //! How a scenario's capture gets into the pod namespace. Scenarios are written once; each
-//! installer is one way of programming the same flags (see `traffic.rs` for the list run).
+//! installer is one way of programming the same flags (`traffic.rs` runs every scenario with
+//! every installer).
 //!
+//! - [`Installer::Apply`]: meshcap's apply path, `meshcap istio-iptables FLAGS
+//!   --force-iptables-binary <variant> --network-namespace POD`, run from the host namespace; for
+//!   scenarios that read resolv.conf it runs inside the pod (`ip netns exec`, which mounts
+//!   `/etc/netns/POD/resolv.conf` over `/etc/resolv.conf`, as in a pod) and still names the
+//!   namespace. meshcap programs the TPROXY routes and `::6` itself.
 //! - [`Installer::Restore`]: `meshcap render --family v4|v6 FLAGS` piped into the real
-//!   `iptables-<variant>-restore --noflush` / `ip6tables-<variant>-restore` inside the pod. What
-//!   meshcap's apply does besides rules is done here the way Istio does it (spec §5.8): `::6/128`
-//!   on `lo` when IPv6 is on, and for TPROXY `ip rule add fwmark <mark> lookup <table>` plus
-//!   `ip route add local default dev lo table <table>` per family.
+//!   `iptables-<variant>-restore --noflush` / `ip6tables-<variant>-restore` inside the pod.
+//! - [`Installer::NativeNft`]: `meshcap render --native-nftables FLAGS` (Istio's nftables
+//!   transaction) loaded with `nft -f -` inside the pod.
 //!
-//! The nftables backend plugs in as one more variant here (e.g. `NativeNft`, running
-//! `meshcap istio-iptables --native-nftables FLAGS --network-namespace POD`) plus one line in
-//! `traffic.rs`'s installer list; no scenario changes.
+//! For the render installers the lab does what apply does besides rules, the way Istio does it
+//! (spec §5.8): `::6/128` on `lo` when IPv6 is on, and for TPROXY `ip rule add fwmark <mark>
+//! lookup <table>` plus `ip route add local default dev lo table <table>` per family. When
+//! `meshcap istio-iptables --native-nftables` applies, an `ApplyNft` installer beside `Apply`
+//! is all the nft backend needs here.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use super::spawn::run_with_timeout;
 use super::{Net, Scenario};
-use crate::support::{NetNs, meshcap};
+use crate::support::{NetNs, meshcap, meshcap_bin};
 
 /// The iptables binaries used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,37 +46,68 @@ impl Variant {
     }
 }
 
+/// The two kinds of rule set the kernel ends up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables rules (either binary variant).
+    Iptables,
+    /// Istio's native nftables tables.
+    Nftables,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Installer {
+    /// `meshcap istio-iptables --network-namespace POD` (the apply path).
+    Apply(Variant),
     /// `meshcap render` + `iptables-restore --noflush`, routes set up by the lab.
     Restore(Variant),
+    /// `meshcap render --native-nftables` + `nft -f -`, routes set up by the lab.
+    NativeNft,
 }
 
 impl fmt::Display for Installer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Installer::Apply(v) => write!(f, "apply --force-iptables-binary {}", v.name()),
             Installer::Restore(v) => write!(f, "render+{}-restore", v.name()),
+            Installer::NativeNft => f.write_str("render --native-nftables + nft -f"),
         }
     }
 }
 
 impl Installer {
+    pub fn backend(self) -> Backend {
+        match self {
+            Installer::Apply(_) | Installer::Restore(_) => Backend::Iptables,
+            Installer::NativeNft => Backend::Nftables,
+        }
+    }
+
     /// Programs the scenario's capture into the lab's pod namespace.
     pub fn install(&self, net: &Net, scenario: &Scenario) -> Result<(), String> {
         match self {
+            Installer::Apply(variant) => install_apply(*variant, net, scenario),
             Installer::Restore(variant) => install_restore(*variant, net, scenario),
+            Installer::NativeNft => install_native_nft(net, scenario),
         }
     }
 
     /// The pod's capture state, for failure reports.
     pub fn dump(&self, net: &Net) -> String {
-        let variant = match self {
-            Installer::Restore(v) => *v,
-        };
         let mut out = String::new();
-        for v6 in [false, true] {
-            let tool = variant.tool(v6, "save");
-            out.push_str(&format!("--- {tool}\n{}", net.pod_output(&tool, &[])));
+        match self {
+            Installer::Apply(variant) | Installer::Restore(variant) => {
+                for v6 in [false, true] {
+                    let tool = variant.tool(v6, "save");
+                    out.push_str(&format!("--- {tool}\n{}", net.pod_output(&tool, &[])));
+                }
+            }
+            Installer::NativeNft => {
+                out.push_str(&format!(
+                    "--- nft list ruleset\n{}",
+                    net.pod_output("nft", &["list", "ruleset"])
+                ));
+            }
         }
         for args in [&["rule"][..], &["-6", "rule"], &["route", "show", "table", "all"]] {
             out.push_str(&format!("--- ip {}\n{}", args.join(" "), net.pod_output("ip", args)));
@@ -75,28 +116,102 @@ impl Installer {
     }
 }
 
-fn install_restore(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(), String> {
+/// `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`;
+/// removed on drop.
+pub struct NetnsEtc(PathBuf);
+
+impl NetnsEtc {
+    pub fn resolv_conf(ns: &str, text: &str) -> NetnsEtc {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
+        std::fs::write(dir.join("resolv.conf"), text).expect("write resolv.conf");
+        NetnsEtc(dir)
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the flags make meshcap read resolv.conf.
+fn reads_resolv_conf(scenario: &Scenario) -> bool {
+    scenario.has_switch("--redirect-dns") && !scenario.has_switch("--capture-all-dns")
+}
+
+fn install_apply(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(), String> {
+    let mut args: Vec<String> = vec!["istio-iptables".into()];
+    args.extend(scenario.flags.iter().cloned());
+    args.extend([
+        "--force-iptables-binary".into(),
+        variant.name().into(),
+        "--network-namespace".into(),
+        net.pod.name.clone(),
+    ]);
+    let (cmd, _etc) = if reads_resolv_conf(scenario) {
+        let etc = NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf);
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &net.pod.name])
+            .arg(meshcap_bin())
+            .args(&args);
+        (cmd, Some(etc))
+    } else {
+        let mut cmd = std::process::Command::new(meshcap_bin());
+        cmd.args(&args);
+        (cmd, None)
+    };
+    let mut cmd = cmd;
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let out = run_with_timeout(cmd, b"", Duration::from_secs(30))?;
+    if out.code != Some(0) {
+        return Err(format!("meshcap {args:?} exited {:?}:\n{}", out.code, out.stderr));
+    }
+    Ok(())
+}
+
+/// `meshcap render ARGS FLAGS --ipv6=X --resolv-conf FILE`: the rendered text.
+fn render(net: &Net, scenario: &Scenario, args: &[&str]) -> Result<String, String> {
     let resolv = net.dir.0.join("resolv.conf");
     std::fs::write(&resolv, &scenario.resolv_conf).map_err(|e| format!("write {}: {e}", resolv.display()))?;
+    let mut cmd = meshcap(&["render"]);
+    cmd.args(args).args(&scenario.flags);
+    cmd.arg(format!("--ipv6={}", scenario.ipv6_enabled()));
+    cmd.arg("--resolv-conf").arg(&resolv);
+    let out = cmd.output().map_err(|e| format!("run meshcap render: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "meshcap render {args:?} {:?} failed: {}",
+            scenario.flags,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+fn install_native_nft(net: &Net, scenario: &Scenario) -> Result<(), String> {
+    let tx = render(net, scenario, &["--native-nftables"])?;
+    if !tx.is_empty() {
+        let res = net.pod.run_with_stdin("nft", &["-f", "-"], &tx);
+        if !res.status.success() {
+            return Err(format!(
+                "nft -f -: {}\ntransaction:\n{tx}",
+                String::from_utf8_lossy(&res.stderr)
+            ));
+        }
+    }
+    routes_like_apply(net, scenario, scenario.ipv6_enabled())
+}
+
+fn install_restore(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(), String> {
     let ipv6 = scenario.ipv6_enabled();
     let mut families = vec![false];
     if ipv6 {
         families.push(true);
     }
     for v6 in families {
-        let mut cmd = meshcap(&["render", "--family", if v6 { "v6" } else { "v4" }]);
-        cmd.args(&scenario.flags);
-        cmd.arg(format!("--ipv6={ipv6}"));
-        cmd.arg("--resolv-conf").arg(&resolv);
-        let out = cmd.output().map_err(|e| format!("run meshcap render: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "meshcap render {:?} failed: {}",
-                scenario.flags,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let payload = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+        let payload = render(net, scenario, &["--family", if v6 { "v6" } else { "v4" }])?;
         if payload.is_empty() {
             continue;
         }
