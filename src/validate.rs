@@ -15,15 +15,18 @@
 //!   (with `--capture-all-dns`: of the pod's own address, so nothing leaves the pod) must arrive
 //!   at the validator's listener on `127.0.0.1:15053` (`[::1]`), and the answer must come back
 //!   to the client from the address it sent to (reverse NAT and the conntrack-zone rules).
+//!   Skipped (and logged) where a failure would not mean missing rules: no server of the
+//!   family, port 53 excluded (`-o`), excluded interfaces (`-c`), no application identity.
 //!
 //! Families: HostIP's (as Istio: the first non-loopback, non-link-local address, spec §2.4),
 //! and IPv6 as well when dual-stack detection enables it.
 //!
 //! Identities: `-m owner` matches the filesystem uid/gid a socket was created with. Run as the
 //! proxy uid (Istio's `istio-validation` container) the probes are the proxy's and the `dns` path
-//! is skipped (it needs another identity); run as root, each socket is created under the
-//! identity its path needs (`setfsuid`/`setfsgid` on the validation thread, restored right
-//! after); run as any other user, the probes carry that user's identity.
+//! is skipped (it needs another identity); run as root with CAP_SETUID and CAP_SETGID, each
+//! socket is created under the identity its path needs (`setfsuid`/`setfsgid` on the validation
+//! thread, restored right after); otherwise (any other user, or root with only `istio-init`'s
+//! NET_ADMIN/NET_RAW) the probes carry the process's own identity, as in Istio.
 //!
 //! Everything runs on one thread that entered `--network-namespace` (if given).
 
@@ -216,45 +219,65 @@ fn owner_ids(owners: &[Owner]) -> Vec<u32> {
         .collect()
 }
 
-/// The identities for proxy probes and application probes (`None`: no usable identity, with
-/// the reason).
+/// Whether this thread may take other filesystem ids (root with CAP_SETUID and CAP_SETGID;
+/// `istio-init` runs as root with only NET_ADMIN and NET_RAW). `setfsuid` reports no error, so
+/// the switch is tried and read back (an invalid id changes nothing and returns the current).
+fn fsids_switchable() -> bool {
+    let probe = 65534;
+    let old_uid = nix::unistd::setfsuid(Uid::from_raw(probe));
+    let uid_now = nix::unistd::setfsuid(Uid::from_raw(u32::MAX));
+    nix::unistd::setfsuid(old_uid);
+    let old_gid = nix::unistd::setfsgid(Gid::from_raw(probe));
+    let gid_now = nix::unistd::setfsgid(Gid::from_raw(u32::MAX));
+    nix::unistd::setfsgid(old_gid);
+    uid_now.as_raw() == probe && gid_now.as_raw() == probe
+}
+
+/// The identities for proxy probes and application probes (an error: no usable application
+/// identity, and why).
 fn identities(cfg: &Config) -> (As, Result<As, String>) {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     let proxy_uids = owner_ids(&cfg.proxy_uids);
     let proxy_gids = owner_ids(&cfg.proxy_gids);
-    if proxy_uids.contains(&euid) || proxy_gids.contains(&egid) {
-        let why = format!("it needs an application identity and the validator runs as the proxy (uid {euid})");
-        return (As::Current, Err(why));
-    }
-    if euid != 0 {
-        return (As::Current, Ok(As::Current));
+    let is_proxy = |uid: u32, gid: u32| proxy_uids.contains(&uid) || proxy_gids.contains(&gid);
+    let captured_group = |gid: u32| match &cfg.owner_groups {
+        OwnerGroups::AllExcept(excl) => !owner_ids(excl).contains(&gid),
+        OwnerGroups::Only(groups) => owner_ids(groups).contains(&gid),
+    };
+    if euid != 0 || !fsids_switchable() {
+        if euid == 0 && !is_proxy(euid, egid) {
+            tracing::info!(
+                "running as root without CAP_SETUID/CAP_SETGID: the probes carry uid 0, which the capture does not treat as the proxy"
+            );
+        }
+        let app = if is_proxy(euid, egid) {
+            Err(format!(
+                "it needs an application identity and the validator runs as the proxy (uid {euid})"
+            ))
+        } else if !captured_group(egid) {
+            Err(format!("the validator's group {egid} is not captured"))
+        } else {
+            Ok(As::Current)
+        };
+        return (As::Current, app);
     }
     let proxy = match first_id(&cfg.proxy_uids) {
         Some(uid) => As::Ids(uid, first_id(&cfg.proxy_gids).unwrap_or(uid)),
         None => As::Current,
     };
-    let excluded: Vec<u32> = match &cfg.owner_groups {
-        OwnerGroups::AllExcept(excl) => owner_ids(excl),
-        OwnerGroups::Only(_) => Vec::new(),
+    let candidates = [65534u32, 65533, 65532, 4242];
+    let gid = match &cfg.owner_groups {
+        OwnerGroups::Only(groups) => owner_ids(groups).into_iter().find(|g| !proxy_gids.contains(g)),
+        OwnerGroups::AllExcept(_) => candidates
+            .into_iter()
+            .find(|g| !proxy_gids.contains(g) && captured_group(*g)),
     };
-    let app = match &cfg.owner_groups {
-        OwnerGroups::Only(groups) => match owner_ids(groups).into_iter().find(|g| !proxy_gids.contains(g)) {
-            Some(gid) => Ok(gid),
-            None => Err("no numeric captured owner group to send it from".to_string()),
-        },
-        OwnerGroups::AllExcept(_) => [65534u32, 65533, 65532, 4242]
-            .into_iter()
-            .find(|id| !proxy_gids.contains(id) && !excluded.contains(id))
-            .ok_or_else(|| "no free application group id".to_string()),
-    }
-    .and_then(|gid| {
-        [65534u32, 65533, 65532, 4242]
-            .into_iter()
-            .find(|id| !proxy_uids.contains(id))
-            .map(|uid| As::Ids(uid, gid))
-            .ok_or_else(|| "no free application user id".to_string())
-    });
+    let uid = candidates.into_iter().find(|u| !proxy_uids.contains(u));
+    let app = match (uid, gid) {
+        (Some(uid), Some(gid)) => Ok(As::Ids(uid, gid)),
+        _ => Err("no application uid/gid outside the proxy's and inside the captured owner groups".into()),
+    };
     (proxy, app)
 }
 
@@ -434,6 +457,12 @@ impl<'a> Validator<'a> {
             };
             if cfg.outbound_ports_exclude.iter().any(|p| p.contains(DNS_PORT.get())) {
                 done.push(skip("port 53 is excluded from outbound capture".into()));
+                continue;
+            }
+            if !cfg.exclude_interfaces.is_empty() {
+                // The query's route may leave through an excluded interface, which is rightly
+                // not captured; a failure would not mean the rules are missing.
+                done.push(skip("interfaces are excluded from capture (-c)".into()));
                 continue;
             }
             let who = match &app {

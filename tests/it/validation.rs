@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::install::{self, NetnsEtc};
-use crate::lab::spawn::{Creds, RunOutput, in_namespace, run_with_timeout};
+use crate::lab::spawn::{Cap, Creds, RunOutput, in_namespace, run_with_timeout};
 use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack, Variant};
 use crate::support::{meshcap_bin, netns_available};
 
@@ -342,5 +342,24 @@ fn dry_run_validates_with_real_sockets() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     let out = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
+    assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
+}
+
+#[test]
+fn root_without_setuid_probes_as_root_like_istio() {
+    if !netns_available() {
+        return;
+    }
+    // istio-init's privileges: root without CAP_SETUID/CAP_SETGID. The probes carry uid 0,
+    // which the capture rightly does not treat as the proxy, so (as with Istio) they fail;
+    // the log says why.
+    let net = pod_with_capture(Stack::V4, &[]);
+    let root = Creds::root().without(Cap::SetUid).without(Cap::SetGid);
+    let out = validate_in_pod(&net, &root, &["--probe-timeout", "1s"]);
+    assert!(
+        out.stderr.contains("running as root without CAP_SETUID/CAP_SETGID"),
+        "{}",
+        out.stderr
+    );
     assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
 }

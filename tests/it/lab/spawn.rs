@@ -30,16 +30,22 @@ pub struct Creds {
     pub groups: Vec<u32>,
     /// Capabilities kept across the uid change (as ambient capabilities).
     pub caps: Vec<Cap>,
+    /// Capabilities removed from the bounding set (root keeps the rest across exec).
+    pub dropped: Vec<Cap>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {
+    SetGid,
+    SetUid,
     NetAdmin,
 }
 
 impl Cap {
     fn number(self) -> u32 {
         match self {
+            Cap::SetGid => 6,
+            Cap::SetUid => 7,
             Cap::NetAdmin => 12,
         }
     }
@@ -47,12 +53,7 @@ impl Cap {
 
 impl Creds {
     pub fn root() -> Creds {
-        Creds {
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            caps: Vec::new(),
-        }
+        Creds::user(0, 0)
     }
 
     pub fn user(uid: u32, gid: u32) -> Creds {
@@ -61,7 +62,14 @@ impl Creds {
             gid,
             groups: Vec::new(),
             caps: Vec::new(),
+            dropped: Vec::new(),
         }
+    }
+
+    /// Without `cap` even as root (e.g. `istio-init`: root with only NET_ADMIN and NET_RAW).
+    pub fn without(mut self, cap: Cap) -> Creds {
+        self.dropped.push(cap);
+        self
     }
 
     pub fn with_cap(mut self, cap: Cap) -> Creds {
@@ -90,6 +98,12 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 /// raw syscalls on values prepared by the parent.
 fn enter(ns: &File, creds: &Creds, groups: &[Gid]) -> std::io::Result<()> {
     setns(ns, CloneFlags::CLONE_NEWNET)?;
+    for cap in &creds.dropped {
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap.number() as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     if creds.uid == 0 && creds.gid == 0 && creds.caps.is_empty() {
         return Ok(());
     }
