@@ -14,7 +14,7 @@
 //!   is neither a proxy uid nor gid) to port 53 of the first resolv.conf server of the family
 //!   (with `--capture-all-dns`: of the pod's own address, so nothing leaves the pod) must arrive
 //!   at the validator's listener on `127.0.0.1:15053` (`[::1]`), and the answer must come back
-//!   to the client from the address it sent to (reverse NAT and the conntrack-zone rules).
+//!   to the client from the address it sent to (reverse NAT, consistent conntrack zones).
 //!   Skipped (and logged) where a failure would not mean missing rules: no server of the
 //!   family, port 53 excluded (`-o`), excluded interfaces (`-c`), no application identity.
 //!
