@@ -39,7 +39,9 @@ use live::Verdict;
 pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
-    if config.native_nftables {
+    // With --skip-rule-apply no rules are touched, so the backend does not matter: Istio CNI's
+    // istio-validation container (which may carry --native-nftables) goes on to validation.
+    if config.native_nftables && !config.skip_rule_apply {
         return Err(Error::invalid(
             "--native-nftables",
             "true",

@@ -363,3 +363,17 @@ fn root_without_setuid_probes_as_root_like_istio() {
     );
     assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
 }
+
+#[test]
+fn validates_a_native_nftables_capture() {
+    if !netns_available() {
+        return;
+    }
+    // Istio CNI with nftables: the istio-validation container carries --native-nftables.
+    let mut scenario = Scenario::new("validation", Stack::V4, &[]);
+    scenario.flags = flags(&[]);
+    let net = Net::new(Stack::V4, false);
+    Installer::NativeNft.install(&net, &scenario).unwrap();
+    let out = validate_in_pod(&net, &proxy(), &["--native-nftables", "--probe-timeout", "3s"]);
+    assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+}
