@@ -360,6 +360,47 @@ struct Validator<'a> {
     query_id: u16,
 }
 
+/// The DNS path of `family`: the validator's listener (created as the proxy, so the
+/// conntrack-zone rules for the agent apply to its answers) and the probe; or why it is skipped.
+fn dns_probe(
+    cfg: &Config,
+    family: Family,
+    pod_addr: Option<IpAddr>,
+    proxy: As,
+    app: &Result<As, String>,
+) -> Result<(std::net::UdpSocket, Pending), String> {
+    let target = if cfg.dns.capture_all {
+        pod_addr
+    } else {
+        match family {
+            Family::V4 => cfg.dns.servers_v4.first().map(|a| IpAddr::V4(*a)),
+            Family::V6 => cfg.dns.servers_v6.first().map(|a| IpAddr::V6(*a)),
+        }
+    };
+    let target = target.ok_or_else(|| format!("no {family} DNS server to send to"))?;
+    if cfg.outbound_ports_exclude.iter().any(|p| p.contains(DNS_PORT.get())) {
+        return Err("port 53 is excluded from outbound capture".into());
+    }
+    if !cfg.exclude_interfaces.is_empty() {
+        // The query's route may leave through an excluded interface, which is rightly not
+        // captured; a failure would not mean the rules are missing.
+        return Err("interfaces are excluded from capture (-c)".into());
+    }
+    let who = app.clone()?;
+    let listen = SocketAddr::new(family_addrs(family).listen, DNS_AGENT_PORT.get());
+    let sock = udp_socket_as(proxy, listen).map_err(|e| format!("cannot listen on {}: {e}", log_addr(&listen)))?;
+    let probe = Pending {
+        path: ProbePath::Dns,
+        family,
+        kind: ProbeKind::Dns {
+            dst: SocketAddr::new(target, DNS_PORT.get()),
+            who,
+        },
+        last_error: "not tried".into(),
+    };
+    Ok((sock, probe))
+}
+
 impl<'a> Validator<'a> {
     fn new(cfg: &'a Config) -> Result<Validator<'a>, ValidationError> {
         let addrs = local_addresses()?;
@@ -435,60 +476,19 @@ impl<'a> Validator<'a> {
                     verdict: Verdict::Skipped(format!("the pod has no {family} address")),
                 }),
             }
-            if !cfg.dns.effective() {
-                continue;
-            }
-            let skip = |why: String| Check {
-                path: ProbePath::Dns,
-                family: *family,
-                verdict: Verdict::Skipped(why),
-            };
-            let target = if cfg.dns.capture_all {
-                pod_addr(*family)
-            } else {
-                match family {
-                    Family::V4 => cfg.dns.servers_v4.first().map(|a| IpAddr::V4(*a)),
-                    Family::V6 => cfg.dns.servers_v6.first().map(|a| IpAddr::V6(*a)),
-                }
-            };
-            let Some(target) = target else {
-                done.push(skip(format!("no {family} DNS server to send to")));
-                continue;
-            };
-            if cfg.outbound_ports_exclude.iter().any(|p| p.contains(DNS_PORT.get())) {
-                done.push(skip("port 53 is excluded from outbound capture".into()));
-                continue;
-            }
-            if !cfg.exclude_interfaces.is_empty() {
-                // The query's route may leave through an excluded interface, which is rightly
-                // not captured; a failure would not mean the rules are missing.
-                done.push(skip("interfaces are excluded from capture (-c)".into()));
-                continue;
-            }
-            let who = match &app {
-                Ok(who) => *who,
-                Err(why) => {
-                    done.push(skip(why.clone()));
-                    continue;
-                }
-            };
-            let listen = SocketAddr::new(fa.listen, DNS_AGENT_PORT.get());
-            match udp_socket_as(proxy, listen) {
-                Ok(sock) => dns.push((*family, sock)),
-                Err(e) => {
-                    done.push(skip(format!("cannot listen on {}: {e}", log_addr(&listen))));
-                    continue;
+            if cfg.dns.effective() {
+                match dns_probe(cfg, *family, pod_addr(*family), proxy, &app) {
+                    Ok((sock, probe)) => {
+                        dns.push((*family, sock));
+                        pending.push(probe);
+                    }
+                    Err(why) => done.push(Check {
+                        path: ProbePath::Dns,
+                        family: *family,
+                        verdict: Verdict::Skipped(why),
+                    }),
                 }
             }
-            pending.push(Pending {
-                path: ProbePath::Dns,
-                family: *family,
-                kind: ProbeKind::Dns {
-                    dst: SocketAddr::new(target, DNS_PORT.get()),
-                    who,
-                },
-                last_error: "not tried".into(),
-            });
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
