@@ -21,6 +21,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
+            if let Some(invalid) = invalid_value(&e) {
+                let _ = writeln!(std::io::stderr(), "meshcap: {invalid}");
+                return invalid.exit_code();
+            }
             let _ = e.print();
             return e.exit_code();
         }
@@ -33,6 +37,30 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// A value clap itself refused (a value outside a fixed set such as `--family v5`, or a missing
+/// value) as meshcap's one-line invalid-value error. Other clap errors (unknown flags, stray
+/// arguments) stay usage errors with clap's own text and exit code 2.
+fn invalid_value(e: &clap::Error) -> Option<Error> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidValue {
+        return None;
+    }
+    let flag = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(s) => s.split([' ', '=']).next()?.to_string(),
+        _ => return None,
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let why = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(valid)) if !valid.is_empty() => format!("expected one of: {}", valid.join(", ")),
+        _ if value.is_empty() => "a value is required".to_string(),
+        _ => "not an accepted value".to_string(),
+    };
+    Some(Error::invalid(flag, value, why))
 }
 
 fn run(cli: Cli, env: &Env) -> Result<i32> {
@@ -122,4 +150,42 @@ fn print_doc(text: &[u8]) -> Result<i32> {
         .and_then(|()| stdout.flush())
         .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(args: &[&str]) -> clap::Error {
+        Cli::try_parse_from(args).unwrap_err()
+    }
+
+    #[test]
+    fn clap_value_errors_become_invalid_values() {
+        let e = invalid_value(&parse_err(&["meshcap", "render", "--family", "v5"])).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "invalid value 'v5' for '--family': expected one of: v4, v6"
+        );
+        let e = invalid_value(&parse_err(&["meshcap", "render", "-p"])).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "invalid value '' for '--envoy-port': a value is required"
+        );
+        assert!(invalid_value(&parse_err(&["meshcap", "render", "--bogus"])).is_none());
+    }
+
+    #[test]
+    fn values_starting_with_a_hyphen_reach_validation() {
+        let cli = Cli::try_parse_from(["meshcap", "render", "-r", "-1", "--probe-timeout", "-1s"]).unwrap();
+        let Some(Command::Render(args)) = cli.command else {
+            panic!("render expected")
+        };
+        assert_eq!(args.capture.tproxy_route_table.as_deref(), Some("-1"));
+        let e = plan_for_render(&args, &Env::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value '-1' for '--istio-inbound-tproxy-route-table': expected a 32-bit number in decimal digits"
+        );
+    }
 }

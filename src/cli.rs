@@ -132,27 +132,42 @@ pub enum Format {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Args)]
 pub struct CaptureFlags {
     /// Envoy port to which all outbound TCP traffic is redirected [default: 15001]
-    #[arg(short = 'p', long = "envoy-port", value_name = "PORT")]
+    #[arg(short = 'p', long = "envoy-port", value_name = "PORT", allow_hyphen_values = true)]
     pub envoy_port: Option<String>,
 
     /// Port to which all inbound TCP traffic is redirected [default: 15006; env INBOUND_CAPTURE_PORT]
-    #[arg(short = 'z', long = "inbound-capture-port", value_name = "PORT")]
+    #[arg(
+        short = 'z',
+        long = "inbound-capture-port",
+        value_name = "PORT",
+        allow_hyphen_values = true
+    )]
     pub inbound_capture_port: Option<String>,
 
     /// Istio tunnel (HBONE) port, always exempted [default: 15008; env INBOUND_TUNNEL_PORT]
-    #[arg(short = 'e', long = "inbound-tunnel-port", value_name = "PORT")]
+    #[arg(
+        short = 'e',
+        long = "inbound-tunnel-port",
+        value_name = "PORT",
+        allow_hyphen_values = true
+    )]
     pub inbound_tunnel_port: Option<String>,
 
     /// UIDs whose traffic is not redirected [default: uid of ENVOY_USER, else 1337; env PROXY_UID]
-    #[arg(short = 'u', long = "proxy-uid", value_name = "UIDS")]
+    #[arg(short = 'u', long = "proxy-uid", value_name = "UIDS", allow_hyphen_values = true)]
     pub proxy_uid: Option<String>,
 
     /// GIDs whose traffic is not redirected [default: the UID list; env PROXY_GID]
-    #[arg(short = 'g', long = "proxy-gid", value_name = "GIDS")]
+    #[arg(short = 'g', long = "proxy-gid", value_name = "GIDS", allow_hyphen_values = true)]
     pub proxy_gid: Option<String>,
 
     /// Inbound interception mode: REDIRECT or TPROXY [env ISTIO_INBOUND_INTERCEPTION_MODE]
-    #[arg(short = 'm', long = "istio-inbound-interception-mode", value_name = "MODE")]
+    #[arg(
+        short = 'm',
+        long = "istio-inbound-interception-mode",
+        value_name = "MODE",
+        allow_hyphen_values = true
+    )]
     pub interception_mode: Option<String>,
 
     /// Inbound ports to redirect; '*' for all, empty for none [env ISTIO_INBOUND_PORTS]
@@ -228,11 +243,21 @@ pub struct CaptureFlags {
     pub kube_virt_interfaces: Option<String>,
 
     /// fwmark used by TPROXY mode [default: 1337; env ISTIO_INBOUND_TPROXY_MARK]
-    #[arg(short = 't', long = "istio-inbound-tproxy-mark", value_name = "MARK")]
+    #[arg(
+        short = 't',
+        long = "istio-inbound-tproxy-mark",
+        value_name = "MARK",
+        allow_hyphen_values = true
+    )]
     pub tproxy_mark: Option<String>,
 
     /// Policy-routing table used by TPROXY mode [default: 133; env ISTIO_INBOUND_TPROXY_ROUTE_TABLE]
-    #[arg(short = 'r', long = "istio-inbound-tproxy-route-table", value_name = "TABLE")]
+    #[arg(
+        short = 'r',
+        long = "istio-inbound-tproxy-route-table",
+        value_name = "TABLE",
+        allow_hyphen_values = true
+    )]
     pub tproxy_route_table: Option<String>,
 
     /// Print what would be done; change nothing [env DRY_RUN]
@@ -240,11 +265,11 @@ pub struct CaptureFlags {
     pub dry_run: Option<String>,
 
     /// Port the --run-validation client dials [default: 15002; env IPTABLES_PROBE_PORT]
-    #[arg(long = "iptables-probe-port", value_name = "PORT")]
+    #[arg(long = "iptables-probe-port", value_name = "PORT", allow_hyphen_values = true)]
     pub iptables_probe_port: Option<String>,
 
     /// --run-validation timeout, a Go duration [default: 5s; env PROBE_TIMEOUT]
-    #[arg(long = "probe-timeout", value_name = "DURATION")]
+    #[arg(long = "probe-timeout", value_name = "DURATION", allow_hyphen_values = true)]
     pub probe_timeout: Option<String>,
 
     /// Do not apply rules [env SKIP_RULE_APPLY]
@@ -272,7 +297,7 @@ pub struct CaptureFlags {
     pub capture_all_dns: Option<String>,
 
     /// Network namespace to program: a path or a name under /var/run/netns [env NETWORK_NAMESPACE]
-    #[arg(long = "network-namespace", value_name = "NS")]
+    #[arg(long = "network-namespace", value_name = "NS", allow_hyphen_values = true)]
     pub network_namespace: Option<String>,
 
     /// Run as CNI plugin (pod-scoped xtables lock) [env CNI_MODE]
@@ -296,7 +321,7 @@ pub struct CaptureFlags {
     pub native_nftables: Option<String>,
 
     /// Force the iptables variant: legacy or nft [env FORCE_IPTABLES_BINARY]
-    #[arg(long = "force-iptables-binary", value_name = "VARIANT")]
+    #[arg(long = "force-iptables-binary", value_name = "VARIANT", allow_hyphen_values = true)]
     pub force_iptables_binary: Option<String>,
 
     /// Removed in Istio 1.24; accepted, no effect
@@ -308,7 +333,12 @@ pub struct CaptureFlags {
     pub iptables_trace_logging: Option<String>,
 
     /// Removed in Istio 1.22; accepted, no effect
-    #[arg(long = "iptables-version", value_name = "VERSION", hide = true)]
+    #[arg(
+        long = "iptables-version",
+        value_name = "VERSION",
+        hide = true,
+        allow_hyphen_values = true
+    )]
     pub iptables_version: Option<String>,
 }
 

@@ -227,6 +227,20 @@ fn env_only(env: &Env, name: &str) -> Option<Sourced> {
     })
 }
 
+/// A proxy UID/GID list that is given must name at least one owner. Istio renders no owner
+/// rules for a list such as `,`, which lets the proxy capture its own traffic; meshcap refuses it.
+fn owner_list(s: &Sourced, what: &str, hint: &str) -> Result<Vec<Owner>> {
+    let list = s.list(Owner::parse)?;
+    if list.is_empty() {
+        return Err(Error::invalid(
+            &s.source,
+            &s.text,
+            format!("the list names no {what} ({hint})"),
+        ));
+    }
+    Ok(list)
+}
+
 /// Go's `strconv.ParseBool` set. An empty environment value means false (Istio's effect).
 fn parse_bool(s: &Sourced) -> Result<bool> {
     match s.text.as_str() {
@@ -588,7 +602,7 @@ impl Config {
         let uid_src =
             pick(&f.proxy_uid, "proxy-uid", env, Some("PROXY_UID"), None).filter(|s| !s.text.trim().is_empty());
         let (proxy_uids, uid_text) = match &uid_src {
-            Some(s) => (s.list(Owner::parse)?, s.text.clone()),
+            Some(s) => (owner_list(s, "UID", "leave it empty for the default")?, s.text.clone()),
             None => {
                 let user = env.get("ENVOY_USER").unwrap_or("istio-proxy");
                 let uid = host::lookup_uid(&files.passwd, user).unwrap_or(1337);
@@ -598,7 +612,7 @@ impl Config {
         let gid_src =
             pick(&f.proxy_gid, "proxy-gid", env, Some("PROXY_GID"), None).filter(|s| !s.text.trim().is_empty());
         let proxy_gids = match &gid_src {
-            Some(s) => s.list(Owner::parse)?,
+            Some(s) => owner_list(s, "GID", "leave it empty to use the UID list")?,
             None => Sourced {
                 text: uid_text,
                 source: "--proxy-uid".into(),
@@ -772,6 +786,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("loopback"));
+    }
+
+    #[test]
+    fn owner_lists_without_items_are_refused() {
+        let flags = CaptureFlags {
+            proxy_uid: Some(" , ".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg(flags, &[]).unwrap_err().to_string(),
+            "invalid value ' , ' for '--proxy-uid': the list names no UID (leave it empty for the default)"
+        );
+        let e = cfg(CaptureFlags::default(), &[("PROXY_GID", ",")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid value ',' for 'PROXY_GID': the list names no GID (leave it empty to use the UID list)"
+        );
+        // Empty (or blank) still means "the default", as in Istio.
+        let flags = CaptureFlags {
+            proxy_uid: Some(" ".into()),
+            ..Default::default()
+        };
+        assert_eq!(cfg(flags, &[]).unwrap().proxy_uids, [Owner::Id(1337)]);
     }
 
     #[test]

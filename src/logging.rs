@@ -138,6 +138,20 @@ pub fn timestamp(now: SystemTime) -> String {
     )
 }
 
+/// One JSON log object with Istio's key order: `level`, `time`, `msg`, then the labels.
+/// (A `serde_json::Map` would sort the keys.)
+fn json_line(level: &str, time: &str, fields: &Fields) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut pairs = vec![
+        (quote("level"), quote(level)),
+        (quote("time"), quote(time)),
+        (quote("msg"), quote(&fields.message)),
+    ];
+    pairs.extend(fields.labels.iter().map(|(k, v)| (quote(k), quote(v))));
+    let body: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{{{}}}", body.join(","))
+}
+
 impl<S, N> FormatEvent<S, N> for IstioFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -149,14 +163,7 @@ where
         let time = timestamp(SystemTime::now());
         let level = level_name(event.metadata().level());
         if self.json {
-            let mut obj = serde_json::Map::new();
-            obj.insert("level".into(), level.into());
-            obj.insert("time".into(), time.into());
-            obj.insert("msg".into(), fields.message.into());
-            for (k, v) in fields.labels {
-                obj.insert(k, v.into());
-            }
-            writeln!(w, "{}", serde_json::Value::Object(obj))
+            writeln!(w, "{}", json_line(level, &time, &fields))
         } else {
             write!(w, "{time}\t{level}\t{}", fields.message)?;
             if !fields.labels.is_empty() {
@@ -190,6 +197,18 @@ mod tests {
         assert!(parse_output_level("a:b:c", LevelFilter::INFO).is_err());
         assert!(parse_output_level("default:loud", LevelFilter::INFO).is_err());
         assert!(parse_output_level("info,", LevelFilter::INFO).is_err());
+    }
+
+    #[test]
+    fn json_keys_in_istio_order() {
+        let fields = Fields {
+            message: "a \"b\"".into(),
+            labels: vec![("binary".into(), "iptables".into())],
+        };
+        assert_eq!(
+            json_line("warn", "2026-08-22T15:00:18.123456Z", &fields),
+            r#"{"level":"warn","time":"2026-08-22T15:00:18.123456Z","msg":"a \"b\"","binary":"iptables"}"#
+        );
     }
 
     #[test]

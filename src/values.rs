@@ -108,6 +108,7 @@ impl PortSpec {
     pub fn parse(text: &str) -> Parsed<PortSpec> {
         match text.split_once(':') {
             None => Ok(PortSpec::Single(Port::parse(text)?)),
+            Some((_, hi)) if hi.contains(':') => Err(Invalid::new("a port range has the form a:b")),
             Some((lo, hi)) => {
                 let (lo, hi) = (Port::parse(lo)?, Port::parse(hi)?);
                 if lo > hi {
@@ -261,13 +262,20 @@ pub enum Owner {
 }
 
 impl Owner {
-    /// A number (u32), or a name matching `[a-z_][a-z0-9_-]*` of at most 32 bytes.
+    /// The largest id: `(uid_t)-1` (4294967295) means "no id" to the kernel, and iptables'
+    /// owner match refuses it.
+    pub const MAX_ID: u32 = u32::MAX - 1;
+
+    /// A number (0 to [`Owner::MAX_ID`]), or a name matching `[a-z_][a-z0-9_-]*` of at most
+    /// 32 bytes.
     pub fn parse(text: &str) -> Parsed<Owner> {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return text
                 .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= Owner::MAX_ID)
                 .map(Owner::Id)
-                .map_err(|_| Invalid::new("a numeric id must fit in 32 bits"));
+                .ok_or_else(|| Invalid::new(format!("a numeric id must be at most {}", Owner::MAX_ID)));
         }
         let mut bytes = text.bytes();
         let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
@@ -345,8 +353,13 @@ impl fmt::Display for Iface {
 pub struct Mark(pub u32);
 
 impl Mark {
-    /// Decimal or `0x` hexadecimal.
+    /// Decimal or `0x` hexadecimal, without a mask (the rules add `/0xffffffff` themselves).
     pub fn parse(text: &str) -> Parsed<Mark> {
+        if text.contains('/') {
+            return Err(Invalid::new(
+                "expected a mark without a mask (the mask /0xffffffff is added)",
+            ));
+        }
         parse_u32(text).map(Mark)
     }
 }
@@ -420,6 +433,7 @@ mod tests {
         assert_eq!(PortSpec::parse("10:20").unwrap().to_string(), "10:20");
         assert!(PortSpec::parse("20:10").is_err());
         assert!(PortSpec::parse("10:").is_err());
+        assert_eq!(PortSpec::parse("1:2:3").unwrap_err().0, "a port range has the form a:b");
         assert!(PortSpec::parse("10:20").unwrap().contains(15));
     }
 
@@ -451,6 +465,8 @@ mod tests {
     fn owners() {
         assert_eq!(Owner::parse("1337").unwrap(), Owner::Id(1337));
         assert_eq!(Owner::parse("java").unwrap(), Owner::Name("java".into()));
+        assert_eq!(Owner::parse("4294967294").unwrap(), Owner::Id(4294967294));
+        assert!(Owner::parse("4294967295").is_err(), "(uid_t)-1 is not an id");
         for bad in ["", "Java", "a b", "-x", "1x", "x;y", "99999999999", "a\nb"] {
             assert!(Owner::parse(bad).is_err(), "{bad:?}");
         }
@@ -481,7 +497,7 @@ mod tests {
     fn marks_and_tables() {
         assert_eq!(Mark::parse("0x539").unwrap(), Mark(1337));
         assert_eq!(Mark::parse("1337").unwrap(), Mark(1337));
-        assert!(Mark::parse("1337/0xff").is_err());
+        assert!(Mark::parse("1337/0xff").unwrap_err().0.contains("without a mask"));
         assert!(Mark::parse("4294967296").is_err());
         assert!(RouteTable::parse("254").is_err());
         assert!(RouteTable::parse("133").is_ok());
