@@ -68,6 +68,9 @@ impl fmt::Display for Family {
     }
 }
 
+/// Why `*` is refused as one item of a list.
+const WILDCARD_ITEM: &str = "'*' (all) is only accepted as the whole value of an include list, not as a list item";
+
 /// A TCP/UDP port, 1–65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Port(u16);
@@ -106,6 +109,9 @@ pub enum PortSpec {
 
 impl PortSpec {
     pub fn parse(text: &str) -> Parsed<PortSpec> {
+        if text == "*" {
+            return Err(Invalid::new(WILDCARD_ITEM));
+        }
         match text.split_once(':') {
             None => Ok(PortSpec::Single(Port::parse(text)?)),
             Some((_, hi)) if hi.contains(':') => Err(Invalid::new("a port range has the form a:b")),
@@ -167,6 +173,9 @@ impl Cidr {
     /// Parses `address/bits` strictly: dotted IPv4 with four parts and no leading zeros, or
     /// IPv6 without a zone; bits in decimal without sign or leading zeros.
     pub fn parse(text: &str) -> Parsed<Cidr> {
+        if text == "*" {
+            return Err(Invalid::new(WILDCARD_ITEM));
+        }
         let (addr, bits) = text
             .split_once('/')
             .ok_or_else(|| Invalid::new("a CIDR needs a '/' and a prefix length"))?;
@@ -433,6 +442,8 @@ mod tests {
         assert_eq!(PortSpec::parse("10:20").unwrap().to_string(), "10:20");
         assert!(PortSpec::parse("20:10").is_err());
         assert!(PortSpec::parse("10:").is_err());
+        assert!(PortSpec::parse("*").unwrap_err().0.contains("whole value"));
+        assert!(Cidr::parse("*").unwrap_err().0.contains("whole value"));
         assert_eq!(PortSpec::parse("1:2:3").unwrap_err().0, "a port range has the form a:b");
         assert!(PortSpec::parse("10:20").unwrap().contains(15));
     }

@@ -5,6 +5,7 @@
 
 mod apply;
 mod docs;
+mod golden;
 mod lab;
 mod nft_render;
 mod packaging;

@@ -122,3 +122,39 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
+
+/// Runs `cmd` with piped stdout/stderr and kills it after `timeout`. A timed-out child is an
+/// `ErrorKind::TimedOut` error.
+pub fn output_with_timeout(cmd: &mut Command, timeout: std::time::Duration) -> std::io::Result<Output> {
+    use std::io::Read;
+    use std::time::Instant;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).map(|_| buf)
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("killed after {timeout:?}"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let stdout = out_reader.join().expect("stdout reader")?;
+    let stderr = err_reader.join().expect("stderr reader")?;
+    Ok(Output { status, stdout, stderr })
+}
