@@ -149,7 +149,11 @@ fn actual(case: &Case, kind: &str) -> Result<Vec<u8>, String> {
 
 /// The kinds a new case gets when blessed.
 fn new_kinds(case: &Case) -> Result<Vec<&'static str>, String> {
-    if case.args.iter().any(|a| a == "--native-nftables" || a == "--native-nftables=true") {
+    if case
+        .args
+        .iter()
+        .any(|a| a == "--native-nftables" || a == "--native-nftables=true")
+    {
         return Ok(vec!["expected.nft"]);
     }
     if case.args.first().map(String::as_str) == Some("render") && run(case, &["--family", "v4"])?.status.success() {
@@ -164,7 +168,9 @@ fn check(dir: &Path, bless: bool) -> Result<Vec<String>, String> {
     let mut kinds: Vec<&str> = KINDS.into_iter().filter(|k| dir.join(k).is_file()).collect();
     if kinds.is_empty() {
         if !bless {
-            return Err("no expected file (expected.v4/.v6/.nft/.out); create them with MESHCAP_BLESS=1 and review them".into());
+            return Err(
+                "no expected file (expected.v4/.v6/.nft/.out); create them with MESHCAP_BLESS=1 and review them".into(),
+            );
         }
         kinds = new_kinds(&case)?;
     }
@@ -232,16 +238,19 @@ fn diff(want: &str, got: &str) -> String {
             script.push((' ', &a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            script.push(('+', &b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             script.push(('-', &a[i]));
             i += 1;
+        } else {
+            script.push(('+', &b[j]));
+            j += 1;
         }
     }
-    let near_change =
-        |k: usize| script[k.saturating_sub(3)..(k + 4).min(script.len())].iter().any(|(t, _)| *t != ' ');
+    let near_change = |k: usize| {
+        script[k.saturating_sub(3)..(k + 4).min(script.len())]
+            .iter()
+            .any(|(t, _)| *t != ' ')
+    };
     let mut out = String::new();
     let mut skipped = false;
     for (k, (tag, line)) in script.iter().enumerate() {
@@ -299,7 +308,11 @@ fn runner_parses_args_env_and_masks_times() {
     assert!(parse_args("").is_empty());
     assert_eq!(
         parse_env("# c\n\nA=1\nB=\nC=x=y\n").unwrap(),
-        [("A".into(), "1".into()), ("B".into(), "".into()), ("C".into(), "x=y".into())]
+        [
+            ("A".into(), "1".into()),
+            ("B".into(), "".into()),
+            ("C".into(), "x=y".into())
+        ]
     );
     assert!(parse_env("NOEQUALS\n").is_err());
     assert_eq!(
@@ -307,5 +320,8 @@ fn runner_parses_args_env_and_masks_times() {
         "<time>\twarn\tx é 2026-08-22T15:00:18Z\n"
     );
     let d = diff("a\nb\nc\n", "a\nB\nc");
-    assert!(d.contains("- b\n") && d.contains("+ B\n") && d.contains("no newline"), "{d}");
+    assert!(
+        d.contains("- b\n") && d.contains("+ B\n") && d.contains("no newline"),
+        "{d}"
+    );
 }

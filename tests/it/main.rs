@@ -9,6 +9,7 @@ mod golden;
 mod lab;
 mod nft_render;
 mod packaging;
+mod props;
 mod support;
 mod traffic;
 mod validation;
