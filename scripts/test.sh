@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# scripts/test.sh - everything meshcap's tests need, then every check CI runs:
+#   1. installs iptables (legacy and nft variants), nftables and iproute2 with apt-get when missing;
+#   2. checks that network namespaces can be created (required when CI=true: the netns tests
+#      would otherwise be skipped);
+#   3. cargo fmt --check, cargo clippy (warnings are errors), cargo build --release,
+#      cargo test --release (unit, golden, property and netns tests).
+# Run it from anywhere; it works on the repository containing it. Needs root (or sudo) for
+# apt-get and for the netns tests.
+set -euo pipefail
+
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "test.sh: need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+
+missing=()
+for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ip6tables-nft-restore; do
+    command -v "$tool" >/dev/null 2>&1 || { missing+=(iptables); break; }
+done
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]} with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+# Network namespaces: probe once with a unique name.
+probe="meshcap-probe-$$-$RANDOM"
+if ip netns add "$probe" 2>/dev/null; then
+    ip netns del "$probe"
+else
+    if [ "${CI:-}" = "true" ]; then
+        echo "test.sh: FAILED: cannot create network namespaces ('ip netns add' failed);" \
+            "CI=true requires them (run as root with iproute2)" >&2
+        exit 1
+    fi
+    echo "test.sh: warning: cannot create network namespaces here; the netns tests will be skipped" >&2
+fi
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo build --release
+exec cargo test --release
