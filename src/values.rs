@@ -308,7 +308,8 @@ impl fmt::Display for Owner {
 }
 
 /// A network interface name as the kernel accepts it: 1–15 bytes, no whitespace, `/`, `:`,
-/// quotes, control characters; a trailing `+` is iptables' prefix wildcard.
+/// quotes, control characters; a trailing `+` is iptables' prefix wildcard. `*` is refused: the
+/// two backends would read it differently (a literal in iptables, a wildcard in nft).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Iface(String);
 
@@ -321,6 +322,12 @@ impl Iface {
             return Err(Invalid::new("'.' and '..' are not interface names"));
         }
         let body = text.strip_suffix('+').unwrap_or(text);
+        if body.contains('*') {
+            // iptables would match a literal '*', nft reads it as a wildcard (and refuses "*").
+            return Err(Invalid::new(
+                "an interface name cannot contain '*' (use a trailing '+' to match a prefix)",
+            ));
+        }
         if let Some(bad) = body.chars().find(|&c| {
             c.is_whitespace()
                 || c.is_control()
@@ -498,6 +505,9 @@ mod tests {
             "a\nb",
             "-x",
             "e+th",
+            "*",
+            "eth*",
+            "a*b",
         ] {
             assert!(Iface::parse(bad).is_err(), "{bad:?}");
         }
