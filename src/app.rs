@@ -39,9 +39,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
     }
 }
 
-/// A value clap itself refused (a value outside a fixed set such as `--family v5`, or a missing
-/// value) as meshcap's one-line invalid-value error. Other clap errors (unknown flags, stray
-/// arguments) stay usage errors with clap's own text and exit code 2.
+/// A flag value clap itself refused (a value outside a fixed set such as `--family v5`, or a
+/// missing value) as meshcap's one-line invalid-value error. Other clap errors (unknown flags,
+/// stray arguments, bad positional values) stay usage errors with clap's own text and exit 2.
 fn invalid_value(e: &clap::Error) -> Option<Error> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if e.kind() != ErrorKind::InvalidValue {
@@ -51,6 +51,10 @@ fn invalid_value(e: &clap::Error) -> Option<Error> {
         ContextValue::String(s) => s.split([' ', '=']).next()?.to_string(),
         _ => return None,
     };
+    // Only flags; a bad positional value (`completions tcsh`) stays a usage error.
+    if !flag.starts_with('-') {
+        return None;
+    }
     let value = match e.get(ContextKind::InvalidValue) {
         Some(ContextValue::String(s)) => s.clone(),
         _ => String::new(),
@@ -173,6 +177,7 @@ mod tests {
             "invalid value '' for '--envoy-port': a value is required"
         );
         assert!(invalid_value(&parse_err(&["meshcap", "render", "--bogus"])).is_none());
+        assert!(invalid_value(&parse_err(&["meshcap", "completions", "tcsh"])).is_none());
     }
 
     #[test]
