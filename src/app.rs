@@ -86,12 +86,24 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
 
 /// Validates flags and builds the plan for `render` (no host scans).
 pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
-    let ipv6 = Config::ipv6_setting(&args.ipv6, env)?;
+    plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)
+}
+
+/// Validates capture flags and builds the plan without scanning the host: IPv6 from the
+/// `--ipv6` value (or `ENABLE_INBOUND_IPV6`), DNS servers from `resolv_conf`. Shared by `render`,
+/// `trace` and `check`.
+pub fn plan_for_flags(
+    capture: &CaptureFlags,
+    ipv6: Option<&str>,
+    resolv_conf: &str,
+    env: &Env,
+) -> Result<(Config, Plan)> {
+    let ipv6 = Config::ipv6_setting(&ipv6.map(str::to_string), env)?;
     let files = HostFiles {
-        resolv_conf: args.resolv_conf.clone(),
+        resolv_conf: resolv_conf.to_string(),
         ..HostFiles::default()
     };
-    let config = Config::from_flags(&args.capture, env, &files, ipv6)?;
+    let config = Config::from_flags(capture, env, &files, ipv6)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -108,6 +120,13 @@ pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
     let (config, plan) = plan_for_render(args, env)?;
     let out = if config.native_nftables {
+        if args.format == Format::Json {
+            return Err(Error::invalid(
+                "--format",
+                "json",
+                "the JSON document describes the iptables rules of the plan; drop --native-nftables to get it",
+            ));
+        }
         if let Some(family) = args.family {
             return Err(Error::invalid(
                 "--family",
@@ -132,6 +151,14 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                     out
                 }
             },
+            Format::Json => {
+                let families = match args.family {
+                    Some(FamilyArg::V4) => vec![Family::V4],
+                    Some(FamilyArg::V6) => vec![Family::V6],
+                    None => plan.families(),
+                };
+                render::json::render(&plan, &families)
+            }
         }
     };
     let mut stdout = std::io::stdout().lock();

@@ -126,6 +126,8 @@ impl FamilyArg {
 pub enum Format {
     /// iptables-restore input.
     Iptables,
+    /// A versioned JSON document of the plan (see README, "JSON output").
+    Json,
 }
 
 /// The istio-iptables flags (Istio 1.29 plus the removed 1.20 ones). Raw text; see `config`.

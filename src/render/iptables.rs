@@ -207,3 +207,13 @@ fn for_each_arg(rule: &Rule, mut emit: impl FnMut(&str)) {
         }
     }
 }
+
+/// One match as iptables arguments (e.g. `["!", "-d", "127.0.0.1/32"]`).
+pub fn match_args(m: &Match) -> Vec<String> {
+    let mut args = Vec::new();
+    for_each_arg(&Rule::new(vec![m.clone()], Target::Return), |word| {
+        args.push(word.to_string())
+    });
+    args.truncate(args.len() - 2); // `-j RETURN`
+    args
+}

@@ -1,0 +1,693 @@
+//! The JSON spelling of a plan (`meshcap render --format json`): a versioned, stable wire shape.
+//!
+//! The wire types here are their own serde structs, decoupled from the model: renaming or
+//! reshaping a model type must not change the document. Version 1 is documented in README.md
+//! ("JSON output"). Fields are only ever added within a version; consumers should ignore fields
+//! they do not know. [`Document::rulesets`] reads a document back into the model, so
+//! `from_json(to_json(plan)) == plan` is testable and the format is a usable input.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ChainName, CtState, Hook, IstioChain, Match, Op, Position, Proto, Rule, Ruleset, Table, TableName, Target,
+};
+use crate::plan::{Plan, Routes};
+use crate::render::iptables;
+use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec};
+
+/// The document version this module writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// One entry per rendered family, IPv4 first.
+    pub families: Vec<FamilyDoc>,
+    /// Routing state programmed besides the rules.
+    pub routes: RoutesDoc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FamilyName {
+    Ipv4,
+    Ipv6,
+}
+
+/// One family's rules (what one `iptables-restore` / `ip6tables-restore` receives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyDoc {
+    pub family: FamilyName,
+    /// Tables with at least one rule, in payload order (`filter`, `mangle`, `nat`, `raw`).
+    pub tables: Vec<TableDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDoc {
+    pub name: String,
+    /// meshcap's chains in declaration (`-N`) order, then the built-in chains that get rules,
+    /// in hook order; each with its rules in kernel order (inserts applied).
+    pub chains: Vec<ChainDoc>,
+    /// The operations in the order the restore applies them.
+    pub ops: Vec<OpDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainDoc {
+    pub name: String,
+    /// True for the kernel's chains (`PREROUTING`, `OUTPUT`, ...), false for created ones.
+    pub builtin: bool,
+    pub rules: Vec<RuleDoc>,
+}
+
+/// One operation: a rule appended to a chain or inserted at a 1-based position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpDoc {
+    pub chain: String,
+    pub position: PositionDoc,
+    pub rule: RuleDoc,
+    /// The restore line, e.g. `-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN`.
+    pub iptables: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionDoc {
+    Append,
+    Insert(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleDoc {
+    /// All matches must hold; in the order the rule writes them.
+    pub matches: Vec<MatchDoc>,
+    pub target: TargetDoc,
+    /// The rule as iptables arguments after the chain name, e.g. `-d 127.0.0.1/32 -j RETURN`.
+    pub iptables: String,
+}
+
+/// An inclusive port range; a single port has `from == to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+/// A user or group: a number, or a name resolved by iptables when the rule is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerDoc {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MatchDoc {
+    InInterface { name: String },
+    OutInterface { name: String },
+    Protocol { protocol: String },
+    Source { negated: bool, cidr: String },
+    Destination { negated: bool, cidr: String },
+    SourcePort { negated: bool, port: PortRange },
+    DestinationPort { negated: bool, port: PortRange },
+    DestinationPorts { negated: bool, ports: Vec<PortRange> },
+    UidOwner { negated: bool, owner: OwnerDoc },
+    GidOwner { negated: bool, owner: OwnerDoc },
+    ConntrackState { states: Vec<String> },
+    Mark { negated: bool, mark: u32 },
+    ConnMark { mark: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TargetDoc {
+    Jump { chain: String },
+    Return,
+    Accept,
+    Drop,
+    Redirect { port: u16 },
+    Tproxy { mark: u32, mask: u32, port: u16 },
+    SetMark { mark: u32 },
+    SaveMark,
+    RestoreMark,
+    CtZone { zone: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesDoc {
+    /// `::6/128` is added to `lo`.
+    pub v6_passthrough_address: bool,
+    /// TPROXY policy routing, when inbound capture uses TPROXY.
+    pub tproxy: Option<TproxyRoutesDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TproxyRoutesDoc {
+    pub mark: u32,
+    pub table: u32,
+    pub families: Vec<FamilyName>,
+}
+
+/// The document for `plan`, restricted to `families` (each must be one the plan renders).
+pub fn document(plan: &Plan, families: &[Family]) -> Document {
+    Document {
+        version: VERSION,
+        families: families.iter().map(|f| family_doc(&plan.ruleset(*f))).collect(),
+        routes: routes_doc(&plan.routes),
+    }
+}
+
+/// The document as pretty-printed JSON with a final newline.
+pub fn render(plan: &Plan, families: &[Family]) -> String {
+    let mut out = serde_json::to_string_pretty(&document(plan, families)).expect("the document serialises");
+    out.push('\n');
+    out
+}
+
+fn family_name(f: Family) -> FamilyName {
+    match f {
+        Family::V4 => FamilyName::Ipv4,
+        Family::V6 => FamilyName::Ipv6,
+    }
+}
+
+fn family_of(f: FamilyName) -> Family {
+    match f {
+        FamilyName::Ipv4 => Family::V4,
+        FamilyName::Ipv6 => Family::V6,
+    }
+}
+
+/// One family's part of the document.
+pub fn family_doc(rs: &Ruleset) -> FamilyDoc {
+    FamilyDoc {
+        family: family_name(rs.family),
+        tables: rs.tables.iter().map(table_doc).collect(),
+    }
+}
+
+fn table_doc(table: &Table) -> TableDoc {
+    let mut resolved = table.resolved();
+    let mut chains: Vec<ChainDoc> = Vec::new();
+    let mut take = |name: ChainName, builtin: bool| {
+        if let Some(rules) = resolved.remove(&name) {
+            chains.push(ChainDoc {
+                name: name.as_str().to_string(),
+                builtin,
+                rules: rules.iter().map(rule_doc).collect(),
+            });
+        }
+    };
+    for c in table.declared_chains() {
+        take(ChainName::Istio(c), false);
+    }
+    for h in Hook::ALL {
+        take(ChainName::Builtin(h), true);
+    }
+    debug_assert!(resolved.is_empty(), "every resolved chain is declared or built in");
+    TableDoc {
+        name: table.name.as_str().to_string(),
+        chains,
+        ops: table
+            .ops
+            .iter()
+            .map(|op| OpDoc {
+                chain: op.chain.as_str().to_string(),
+                position: match op.position {
+                    Position::Append => PositionDoc::Append,
+                    Position::Insert(n) => PositionDoc::Insert(n),
+                },
+                rule: rule_doc(&op.rule),
+                iptables: iptables::op_line(op),
+            })
+            .collect(),
+    }
+}
+
+fn port_range(p: &PortSpec) -> PortRange {
+    match *p {
+        PortSpec::Single(p) => PortRange {
+            from: p.get(),
+            to: p.get(),
+        },
+        PortSpec::Range(a, b) => PortRange {
+            from: a.get(),
+            to: b.get(),
+        },
+    }
+}
+
+fn owner_doc(o: &Owner) -> OwnerDoc {
+    match o {
+        Owner::Id(n) => OwnerDoc::Id(*n),
+        Owner::Name(s) => OwnerDoc::Name(s.clone()),
+    }
+}
+
+/// The wire form of a rule.
+pub fn rule_doc(rule: &Rule) -> RuleDoc {
+    RuleDoc {
+        matches: rule.matches.iter().map(match_doc).collect(),
+        target: target_doc(&rule.target),
+        iptables: iptables::rule_spec(rule),
+    }
+}
+
+fn match_doc(m: &Match) -> MatchDoc {
+    match m {
+        Match::InIface(i) => MatchDoc::InInterface {
+            name: i.as_str().into(),
+        },
+        Match::OutIface(i) => MatchDoc::OutInterface {
+            name: i.as_str().into(),
+        },
+        Match::Protocol(p) => MatchDoc::Protocol {
+            protocol: p.as_str().into(),
+        },
+        Match::Source { negated, cidr } => MatchDoc::Source {
+            negated: *negated,
+            cidr: cidr.to_string(),
+        },
+        Match::Destination { negated, cidr } => MatchDoc::Destination {
+            negated: *negated,
+            cidr: cidr.to_string(),
+        },
+        Match::SourcePort { negated, port } => MatchDoc::SourcePort {
+            negated: *negated,
+            port: port_range(port),
+        },
+        Match::DestinationPort { negated, port } => MatchDoc::DestinationPort {
+            negated: *negated,
+            port: port_range(port),
+        },
+        Match::DestinationPorts { negated, ports } => MatchDoc::DestinationPorts {
+            negated: *negated,
+            ports: ports.iter().map(port_range).collect(),
+        },
+        Match::UidOwner { negated, owner } => MatchDoc::UidOwner {
+            negated: *negated,
+            owner: owner_doc(owner),
+        },
+        Match::GidOwner { negated, owner } => MatchDoc::GidOwner {
+            negated: *negated,
+            owner: owner_doc(owner),
+        },
+        Match::ConntrackState(states) => MatchDoc::ConntrackState {
+            states: states.iter().map(|s| s.as_str().to_string()).collect(),
+        },
+        Match::Mark { negated, mark } => MatchDoc::Mark {
+            negated: *negated,
+            mark: mark.0,
+        },
+        Match::ConnMark(mark) => MatchDoc::ConnMark { mark: mark.0 },
+    }
+}
+
+fn target_doc(t: &Target) -> TargetDoc {
+    match t {
+        Target::Jump(c) => TargetDoc::Jump {
+            chain: c.as_str().into(),
+        },
+        Target::Return => TargetDoc::Return,
+        Target::Accept => TargetDoc::Accept,
+        Target::Drop => TargetDoc::Drop,
+        Target::Redirect { port } => TargetDoc::Redirect { port: port.get() },
+        Target::Tproxy { mark, port } => TargetDoc::Tproxy {
+            mark: mark.0,
+            mask: u32::MAX,
+            port: port.get(),
+        },
+        Target::SetMark(m) => TargetDoc::SetMark { mark: m.0 },
+        Target::SaveMark => TargetDoc::SaveMark,
+        Target::RestoreMark => TargetDoc::RestoreMark,
+        Target::CtZone(z) => TargetDoc::CtZone { zone: *z },
+    }
+}
+
+fn routes_doc(r: &Routes) -> RoutesDoc {
+    RoutesDoc {
+        v6_passthrough_address: r.v6_passthrough_address,
+        tproxy: r.tproxy.as_ref().map(|t| TproxyRoutesDoc {
+            mark: t.mark.0,
+            table: t.table.0,
+            families: t.families.iter().map(|f| family_name(*f)).collect(),
+        }),
+    }
+}
+
+/// Why a document could not be read back into the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError(pub String);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(what: &str, value: impl std::fmt::Display, why: impl std::fmt::Display) -> ReadError {
+    ReadError(format!("{what} '{value}': {why}"))
+}
+
+impl Document {
+    /// Parses a JSON document of this version.
+    pub fn from_json(text: &str) -> Result<Document, ReadError> {
+        let doc: Document = serde_json::from_str(text).map_err(|e| ReadError(format!("not a plan document: {e}")))?;
+        if doc.version != VERSION {
+            return Err(bad(
+                "unsupported document version",
+                doc.version,
+                format!("expected {VERSION}"),
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// The families' rulesets, rebuilt from the operations (the `chains` views are derived
+    /// data and are checked against the operations).
+    pub fn rulesets(&self) -> Result<Vec<Ruleset>, ReadError> {
+        self.families
+            .iter()
+            .map(|fam| {
+                let family = family_of(fam.family);
+                let mut tables = Vec::new();
+                for t in &fam.tables {
+                    let name = TableName::from_name(&t.name)
+                        .ok_or_else(|| bad("unknown table", &t.name, "expected filter, mangle, nat or raw"))?;
+                    let ops = t
+                        .ops
+                        .iter()
+                        .map(|op| {
+                            Ok(Op {
+                                chain: chain_name(&op.chain)?,
+                                position: match op.position {
+                                    PositionDoc::Append => Position::Append,
+                                    PositionDoc::Insert(n) => Position::Insert(n),
+                                },
+                                rule: op.rule.to_model()?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, ReadError>>()?;
+                    let table = Table { name, ops };
+                    if table_doc(&table).chains != t.chains {
+                        return Err(bad("table", &t.name, "its chains do not match its operations"));
+                    }
+                    tables.push(table);
+                }
+                Ok(Ruleset { family, tables })
+            })
+            .collect()
+    }
+}
+
+fn chain_name(name: &str) -> Result<ChainName, ReadError> {
+    ChainName::from_name(name).ok_or_else(|| bad("unknown chain", name, "not a built-in or ISTIO_* chain"))
+}
+
+fn port_spec(p: &PortRange) -> Result<PortSpec, ReadError> {
+    let port = |n: u16| Port::parse(&n.to_string()).map_err(|e| bad("port", n, e.0));
+    match (port(p.from)?, port(p.to)?) {
+        (a, b) if a == b => Ok(PortSpec::Single(a)),
+        (a, b) if a < b => Ok(PortSpec::Range(a, b)),
+        _ => Err(bad("port range", format!("{}:{}", p.from, p.to), "from > to")),
+    }
+}
+
+fn owner(o: &OwnerDoc) -> Result<Owner, ReadError> {
+    match o {
+        OwnerDoc::Id(n) => Ok(Owner::Id(*n)),
+        OwnerDoc::Name(s) => match Owner::parse(s).map_err(|e| bad("owner", s, e.0))? {
+            Owner::Name(s) => Ok(Owner::Name(s)),
+            Owner::Id(_) => Err(bad("owner", s, "a numeric name; write it as an id")),
+        },
+    }
+}
+
+fn cidr(text: &str) -> Result<Cidr, ReadError> {
+    Cidr::parse(text).map_err(|e| bad("address", text, e.0))
+}
+
+fn iface(text: &str) -> Result<Iface, ReadError> {
+    Iface::parse(text).map_err(|e| bad("interface", text, e.0))
+}
+
+impl RuleDoc {
+    /// The model rule this wire rule describes. The `iptables` text must agree with it.
+    pub fn to_model(&self) -> Result<Rule, ReadError> {
+        let matches = self
+            .matches
+            .iter()
+            .map(MatchDoc::to_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule = Rule::new(matches, self.target.to_model()?);
+        let text = iptables::rule_spec(&rule);
+        if text != self.iptables {
+            return Err(bad(
+                "rule",
+                &self.iptables,
+                format!("its typed form renders as '{text}'"),
+            ));
+        }
+        Ok(rule)
+    }
+}
+
+impl MatchDoc {
+    fn to_model(&self) -> Result<Match, ReadError> {
+        Ok(match self {
+            MatchDoc::InInterface { name } => Match::InIface(iface(name)?),
+            MatchDoc::OutInterface { name } => Match::OutIface(iface(name)?),
+            MatchDoc::Protocol { protocol } => Match::Protocol(match protocol.as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                other => return Err(bad("protocol", other, "expected tcp or udp")),
+            }),
+            MatchDoc::Source { negated, cidr: c } => Match::Source {
+                negated: *negated,
+                cidr: cidr(c)?,
+            },
+            MatchDoc::Destination { negated, cidr: c } => Match::Destination {
+                negated: *negated,
+                cidr: cidr(c)?,
+            },
+            MatchDoc::SourcePort { negated, port } => Match::SourcePort {
+                negated: *negated,
+                port: port_spec(port)?,
+            },
+            MatchDoc::DestinationPort { negated, port } => Match::DestinationPort {
+                negated: *negated,
+                port: port_spec(port)?,
+            },
+            MatchDoc::DestinationPorts { negated, ports } => Match::DestinationPorts {
+                negated: *negated,
+                ports: ports.iter().map(port_spec).collect::<Result<_, _>>()?,
+            },
+            MatchDoc::UidOwner { negated, owner: o } => Match::UidOwner {
+                negated: *negated,
+                owner: owner(o)?,
+            },
+            MatchDoc::GidOwner { negated, owner: o } => Match::GidOwner {
+                negated: *negated,
+                owner: owner(o)?,
+            },
+            MatchDoc::ConntrackState { states } => Match::ConntrackState(
+                states
+                    .iter()
+                    .map(|s| {
+                        [CtState::Invalid, CtState::New, CtState::Related, CtState::Established]
+                            .into_iter()
+                            .find(|c| c.as_str() == s)
+                            .ok_or_else(|| bad("conntrack state", s, "expected INVALID, NEW, RELATED or ESTABLISHED"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            MatchDoc::Mark { negated, mark } => Match::Mark {
+                negated: *negated,
+                mark: Mark(*mark),
+            },
+            MatchDoc::ConnMark { mark } => Match::ConnMark(Mark(*mark)),
+        })
+    }
+}
+
+impl TargetDoc {
+    fn to_model(&self) -> Result<Target, ReadError> {
+        let port = |n: u16| Port::parse(&n.to_string()).map_err(|e| bad("port", n, e.0));
+        Ok(match self {
+            TargetDoc::Jump { chain } => match IstioChain::from_name(chain) {
+                Some(c) => Target::Jump(c),
+                None => return Err(bad("jump target", chain, "not an ISTIO_* chain")),
+            },
+            TargetDoc::Return => Target::Return,
+            TargetDoc::Accept => Target::Accept,
+            TargetDoc::Drop => Target::Drop,
+            TargetDoc::Redirect { port: p } => Target::Redirect { port: port(*p)? },
+            TargetDoc::Tproxy { mark, mask, port: p } => {
+                if *mask != u32::MAX {
+                    return Err(bad(
+                        "TPROXY mark mask",
+                        format!("{mask:#x}"),
+                        "only 0xffffffff is supported",
+                    ));
+                }
+                Target::Tproxy {
+                    mark: Mark(*mark),
+                    port: port(*p)?,
+                }
+            }
+            TargetDoc::SetMark { mark } => Target::SetMark(Mark(*mark)),
+            TargetDoc::SaveMark => Target::SaveMark,
+            TargetDoc::RestoreMark => Target::RestoreMark,
+            TargetDoc::CtZone { zone } => Target::CtZone(*zone),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::plan_for_flags;
+    use crate::cli::CaptureFlags;
+    use crate::host::Env;
+
+    fn plan(flags: CaptureFlags, ipv6: bool) -> Plan {
+        let env = Env::from_pairs([("ENABLE_INBOUND_IPV6", if ipv6 { "true" } else { "false" })]);
+        plan_for_flags(&flags, None, "/nonexistent-resolv.conf", &env)
+            .unwrap()
+            .1
+    }
+
+    fn tproxy_flags() -> CaptureFlags {
+        CaptureFlags {
+            interception_mode: Some("TPROXY".into()),
+            inbound_ports: Some("*".into()),
+            local_exclude_ports: Some("15020".into()),
+            service_cidr: Some("10.0.0.0/8,2001:db8::/32".into()),
+            service_exclude_cidr: Some("10.1.0.0/16".into()),
+            exclude_interfaces: Some("eth9".into()),
+            kube_virt_interfaces: Some("veth+".into()),
+            redirect_dns: Some("true".into()),
+            capture_all_dns: Some("true".into()),
+            drop_invalid: Some("true".into()),
+            proxy_uid: Some("1337,1338".into()),
+            proxy_gid: Some("1337".into()),
+            outbound_ports: Some("8000:8100".into()),
+            local_outbound_ports_exclude: Some("9000".into()),
+            ..CaptureFlags::default()
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_model() {
+        for (flags, ipv6) in [
+            (CaptureFlags::default(), false),
+            (tproxy_flags(), true),
+            (tproxy_flags(), false),
+        ] {
+            let p = plan(flags, ipv6);
+            let families = p.families();
+            let text = render(&p, &families);
+            let doc = Document::from_json(&text).unwrap();
+            assert_eq!(doc, document(&p, &families));
+            let back = doc.rulesets().unwrap();
+            let want: Vec<Ruleset> = families.iter().map(|f| p.ruleset(*f)).collect();
+            assert_eq!(back, want);
+            for (fam, rs) in doc.families.iter().zip(&want) {
+                for (t, model) in fam.tables.iter().zip(&rs.tables) {
+                    let in_chains: usize = t.chains.iter().map(|c| c.rules.len()).sum();
+                    assert_eq!(in_chains, model.ops.len());
+                    assert_eq!(t.ops.len(), model.ops.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let p = plan(CaptureFlags::default(), false);
+        let v: serde_json::Value = serde_json::from_str(&render(&p, &[Family::V4])).unwrap();
+        assert_eq!(v["version"], 1);
+        let nat = &v["families"][0]["tables"][0];
+        assert_eq!(v["families"][0]["family"], "ipv4");
+        assert_eq!(nat["name"], "nat");
+        let names: Vec<&str> = nat["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ISTIO_INBOUND",
+                "ISTIO_REDIRECT",
+                "ISTIO_IN_REDIRECT",
+                "ISTIO_OUTPUT",
+                "OUTPUT"
+            ]
+        );
+        let rule = &nat["chains"][3]["rules"][1];
+        assert_eq!(
+            rule["iptables"],
+            "-o lo ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT"
+        );
+        assert_eq!(
+            rule["matches"][1],
+            serde_json::json!({"type": "destination", "negated": true, "cidr": "127.0.0.1/32"})
+        );
+        assert_eq!(
+            rule["matches"][3]["port"],
+            serde_json::json!({"from": 15008, "to": 15008})
+        );
+        assert_eq!(rule["matches"][4]["owner"], serde_json::json!({"id": 1337}));
+        assert_eq!(
+            rule["target"],
+            serde_json::json!({"type": "jump", "chain": "ISTIO_IN_REDIRECT"})
+        );
+        assert_eq!(nat["ops"][0]["position"], "append");
+        assert_eq!(
+            nat["ops"][0]["iptables"],
+            "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN"
+        );
+    }
+
+    #[test]
+    fn inserts_are_positions_and_chains_show_kernel_order() {
+        let flags = CaptureFlags {
+            kube_virt_interfaces: Some("eth1,eth2".into()),
+            service_cidr: Some("*".into()),
+            ..CaptureFlags::default()
+        };
+        let doc = document(&plan(flags, false), &[Family::V4]);
+        let nat = &doc.families[0].tables[0];
+        assert_eq!(nat.ops[0].position, PositionDoc::Insert(1));
+        let pre = nat.chains.iter().find(|c| c.name == "PREROUTING").unwrap();
+        assert!(pre.builtin);
+        let texts: Vec<&str> = pre.rules.iter().map(|r| r.iptables.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "-i eth2 -j ISTIO_REDIRECT",
+                "-i eth1 -j ISTIO_REDIRECT",
+                "-i eth2 -j RETURN",
+                "-i eth1 -j RETURN"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_inconsistent_documents() {
+        let p = plan(CaptureFlags::default(), false);
+        let mut doc = document(&p, &[Family::V4]);
+        doc.families[0].tables[0].ops[0].rule.iptables = "-j ACCEPT".into();
+        assert!(doc.rulesets().unwrap_err().0.contains("renders as"));
+        let mut doc = document(&p, &[Family::V4]);
+        doc.families[0].tables[0].chains.pop();
+        assert!(doc.rulesets().unwrap_err().0.contains("do not match"));
+        let text = render(&p, &[Family::V4]).replace("\"version\": 1", "\"version\": 2");
+        assert!(Document::from_json(&text).unwrap_err().0.contains("version"));
+    }
+}
