@@ -6,7 +6,7 @@ use std::io::Write;
 
 use clap::Parser;
 
-use crate::cli::{CaptureFlags, Cli, Command, FamilyArg, Format, RenderArgs};
+use crate::cli::{CaptureFlags, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
 use crate::config::{Config, HostFiles, Ipv6Setting};
 use crate::docs;
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::logging::LogSettings;
 use crate::plan::{self, Plan};
 use crate::render;
 use crate::values::Family;
+use crate::{parse, trace};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
@@ -76,6 +77,7 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
     }
     match cli.command {
         Some(Command::Render(args)) => render_command(&args, env),
+        Some(Command::Trace(args)) => trace_command(&args, env),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
@@ -166,6 +168,61 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+    Ok(0)
+}
+
+fn write_stdout(out: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))
+}
+
+/// `meshcap trace`: one packet through the planned rules (or a dump), step by step.
+fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
+    let packet = trace::Packet::parse(&args.packet.join(" "))?;
+    let family = packet.family();
+    let nf = match &args.from_save {
+        Some(path) => {
+            let text = crate::host::read_file(path)?;
+            let dump = parse::parse_save(&text, parse::Strictness::Lenient)
+                .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
+            trace::Netfilter::from_save(&dump, family)
+                .map_err(|e| Error::Other(format!("cannot trace through {}: {e}", crate::error::quote(path))))?
+        }
+        None => {
+            let (config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+            if family == Family::V6 && !plan.ipv6 {
+                return Err(Error::invalid(
+                    "PACKET",
+                    packet.to_string(),
+                    "an IPv6 packet needs the IPv6 rules: add --ipv6",
+                ));
+            }
+            if config.native_nftables {
+                tracing::info!(
+                    "--native-nftables: tracing the plan's rules in their iptables form (the same plan the nftables ruleset is rendered from)"
+                );
+            }
+            trace::Netfilter::from_ruleset(&plan.ruleset(family))
+        }
+    };
+    let result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    let out = match args.format {
+        OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),
+        OutputFormat::Json => {
+            let doc = serde_json::json!({
+                "packet": packet.to_string(),
+                "verdict": result.verdict,
+                "steps": result.steps,
+            });
+            let mut s = serde_json::to_string_pretty(&doc).expect("a trace serialises");
+            s.push('\n');
+            s
+        }
+    };
+    write_stdout(&out)?;
     Ok(0)
 }
 

@@ -72,6 +72,60 @@ pub enum Command {
     /// Print meshcap's man page (roff), or the page of one command.
     #[command(after_help = MAN_HELP)]
     Man(ManArgs),
+
+    /// Follow one packet through the planned rules (or an iptables-save dump); touches nothing.
+    #[command(args_override_self = true, after_help = TRACE_HELP)]
+    Trace(TraceArgs),
+}
+
+const TRACE_HELP: &str = "\
+PACKET: DIR PROTO SRC -> DST [uid=N] [gid=N] [iif=IF] [oif=IF] [mark=N] [connmark=N] [state=S]
+  DIR    out (locally generated: OUTPUT, then POSTROUTING) or in (arriving: PREROUTING, then INPUT)
+  PROTO  tcp or udp; SRC and DST a.b.c.d:port or [v6]:port
+  uid, gid, oif for out packets; iif for in packets; mark defaults to 0; state is new (default),
+  established, related or invalid; connmark is the connection's mark (0 for a new connection)
+
+Every match a visited rule uses must be decidable from the packet: a missing fact is an error
+naming the rule, never a guess. A packet to a loopback address leaves through lo.
+
+Examples:
+  meshcap trace -b '*' 'out tcp 198.51.100.2:40000 -> 198.51.100.1:80 uid=1000 gid=1000 oif=eth0'
+  meshcap trace -b '*' -m TPROXY 'in tcp 198.51.100.9:5000 -> 198.51.100.2:8080 iif=eth0'
+  meshcap trace --from-save saved.v4 --format json 'out udp 10.0.0.5:3333 -> 10.96.0.10:53 uid=0 gid=0 oif=eth0'
+
+Exit codes: 0 traced, 1 error (bad packet or flags, a rule that cannot be evaluated).";
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub capture: CaptureFlags,
+
+    /// Plan IPv6 rules too (needed for an IPv6 packet; env ENABLE_INBOUND_IPV6).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ipv6: Option<String>,
+
+    /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: String,
+
+    /// Trace through this iptables-save (or ip6tables-save) dump instead of the planned rules.
+    #[arg(long, value_name = "FILE")]
+    pub from_save: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// The packet (one argument, or several words).
+    #[arg(value_name = "PACKET", required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub packet: Vec<String>,
+}
+
+/// Output format of `trace` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,18 @@ pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
     })
 }
 
+/// Finds `group` in group(5) text and returns its numeric GID.
+pub fn gid_of(group_text: &str, group: &str) -> Option<u32> {
+    group_text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != group {
+            return None;
+        }
+        let _password = fields.next()?;
+        fields.next()?.parse().ok()
+    })
+}
+
 /// Looks `user` up in the passwd file at `path`; `None` when the file or the user is missing.
 pub fn lookup_uid(path: &str, user: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok().and_then(|text| uid_of(&text, user))
@@ -88,6 +100,8 @@ mod tests {
         assert_eq!(uid_of(text, "istio-proxy"), Some(1337));
         assert_eq!(uid_of(text, "nobody"), None);
         assert_eq!(uid_of("broken", "broken"), None);
+        assert_eq!(gid_of("root:x:0:\njava:x:2001:a,b\n", "java"), Some(2001));
+        assert_eq!(gid_of("java:x:2001:\n", "jav"), None);
     }
 
     #[test]

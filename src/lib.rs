@@ -20,5 +20,6 @@ pub mod parse;
 pub mod plan;
 pub mod render;
 pub mod routes;
+pub mod trace;
 pub mod validate;
 pub mod values;

@@ -68,6 +68,8 @@ pub struct SavedTable {
     /// Chains declared with `:CHAIN …` or `-N CHAIN`, in order (built-ins included when the
     /// dump lists them).
     pub chains: Vec<String>,
+    /// Built-in chains' policies as the dump declares them (`:INPUT DROP [0:0]` → `DROP`).
+    pub policies: BTreeMap<String, String>,
     pub entries: Vec<SavedEntry>,
 }
 
@@ -230,6 +232,7 @@ pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseE
             dump.tables.push(SavedTable {
                 name: name.to_string(),
                 chains: Vec::new(),
+                policies: BTreeMap::new(),
                 entries: Vec::new(),
             });
             continue;
@@ -238,9 +241,13 @@ pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseE
             return Err(fail("a line before any table header".into()));
         };
         if let Some(decl) = line.strip_prefix(':') {
-            let chain = decl.split_whitespace().next().unwrap_or_default();
+            let mut words = decl.split_whitespace();
+            let chain = words.next().unwrap_or_default();
             if chain.is_empty() {
                 return Err(fail("a chain declaration without a name".into()));
+            }
+            if let Some(policy) = words.next().filter(|p| *p != "-") {
+                table.policies.insert(chain.to_string(), policy.to_string());
             }
             if !table.chains.iter().any(|c| c == chain) {
                 table.chains.push(chain.to_string());
