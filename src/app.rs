@@ -6,7 +6,7 @@ use std::io::Write;
 
 use clap::Parser;
 
-use crate::cli::{CaptureFlags, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
+use crate::cli::{CaptureFlags, CheckArgs, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
 use crate::config::{Config, HostFiles, Ipv6Setting};
 use crate::docs;
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ use crate::logging::LogSettings;
 use crate::plan::{self, Plan};
 use crate::render;
 use crate::values::Family;
-use crate::{parse, trace};
+use crate::{check, parse, trace};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
@@ -78,6 +78,7 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
     match cli.command {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::Trace(args)) => trace_command(&args, env),
+        Some(Command::Check(args)) => Ok(check_command(&args, env)),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
@@ -211,19 +212,50 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     let result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),
-        OutputFormat::Json => {
-            let doc = serde_json::json!({
-                "packet": packet.to_string(),
-                "verdict": result.verdict,
-                "steps": result.steps,
-            });
-            let mut s = serde_json::to_string_pretty(&doc).expect("a trace serialises");
-            s.push('\n');
-            s
-        }
+        OutputFormat::Json => result.json(&packet),
     };
     write_stdout(&out)?;
     Ok(0)
+}
+
+/// `meshcap check`: exit 0 in sync, 1 drift, 2 on any error (printed here, like `diff`).
+fn check_command(args: &CheckArgs, env: &Env) -> i32 {
+    match check_report(args, env) {
+        Ok(report) => {
+            let out = match args.format {
+                OutputFormat::Text => report.text(),
+                OutputFormat::Json => report.json(),
+            };
+            match write_stdout(&out) {
+                Ok(()) => report.exit_code(),
+                Err(e) => check_error(&e),
+            }
+        }
+        Err(e) => check_error(&e),
+    }
+}
+
+fn check_error(e: &Error) -> i32 {
+    let _ = writeln!(std::io::stderr(), "meshcap: {e}");
+    2
+}
+
+fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
+    if let Some(path) = &args.from_save {
+        let (_config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+        let family = match args.family {
+            Some(FamilyArg::V6) => Family::V6,
+            _ => Family::V4,
+        };
+        let text = crate::host::read_file(path)?;
+        let dump = parse::parse_save(&text, parse::Strictness::Lenient)
+            .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
+        return Ok(check::check(&plan, &[(family, dump)]));
+    }
+    Err(Error::Other(
+        "reading the live rules of a namespace needs the exec layer, which this build lacks; use --from-save FILE"
+            .into(),
+    ))
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {

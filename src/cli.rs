@@ -76,6 +76,52 @@ pub enum Command {
     /// Follow one packet through the planned rules (or an iptables-save dump); touches nothing.
     #[command(args_override_self = true, after_help = TRACE_HELP)]
     Trace(TraceArgs),
+
+    /// Compare the live rules of a network namespace with the plan; changes nothing.
+    #[command(args_override_self = true, after_help = CHECK_HELP)]
+    Check(CheckArgs),
+}
+
+const CHECK_HELP: &str = "\
+Reads the live rules (the iptables-save of the variant apply would use, in the namespace of
+--network-namespace, or this one) and compares them with the plan of the same flags, order by
+order: rules missing from or unexpected in ISTIO_* chains, rules out of place, and the jumps
+from built-in chains into them. Foreign rules are ignored. Output: per family a '# ' summary,
+then '+' lines (planned, not live) and '-' lines (live, not planned).
+
+IPv6 is checked as apply enables it: --ipv6 (or ENABLE_INBOUND_IPV6), else detected from the
+namespace's addresses. With IPv6 off, any ISTIO state in ip6tables is drift.
+
+Examples:
+  meshcap check --network-namespace pod1 -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*'
+  meshcap check --from-save saved.v4 -i '*' -b '*'
+
+Exit codes: 0 in sync, 1 drift, 2 error (namespace missing, state unreadable, bad flags).";
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub capture: CaptureFlags,
+
+    /// Plan IPv6 rules too (default: detect as apply does; env ENABLE_INBOUND_IPV6).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ipv6: Option<String>,
+
+    /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: String,
+
+    /// Compare this iptables-save dump (of --family, default v4) instead of reading a namespace.
+    #[arg(long, value_name = "FILE")]
+    pub from_save: Option<String>,
+
+    /// The family of the --from-save dump.
+    #[arg(long, value_enum, requires = "from_save")]
+    pub family: Option<FamilyArg>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 const TRACE_HELP: &str = "\

@@ -101,7 +101,7 @@ impl Netfilter {
                 let entries = entries
                     .into_iter()
                     .map(|e| {
-                        let text = e.tokens.join(" ");
+                        let text = e.tokens.iter().map(|t| shown_token(t)).collect::<Vec<_>>().join(" ");
                         match e.rule {
                             Ok(rule) => Entry::Rule { rule, text },
                             Err(why) => Entry::Opaque { text, why },
@@ -135,6 +135,15 @@ impl Netfilter {
             .get(&(table, name.to_string()))
             .copied()
             .unwrap_or(Policy::Accept)
+    }
+}
+
+/// A dump token as iptables-save prints it: quoted when it holds whitespace or a quote.
+fn shown_token(t: &str) -> String {
+    if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == '"') {
+        format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        t.to_string()
     }
 }
 
@@ -342,6 +351,28 @@ impl Trace {
         }
         out.push_str(&format!("verdict: {}\n", self.verdict));
         out
+    }
+}
+
+/// `trace --format json`: the packet as understood, the verdict, the steps.
+#[derive(Serialize)]
+struct TraceDoc<'a> {
+    packet: String,
+    verdict: &'a Verdict,
+    steps: &'a [Step],
+}
+
+impl Trace {
+    /// The JSON form: `{"packet": ..., "verdict": {"action": ..., "port": N}, "steps": [...]}`.
+    pub fn json(&self, packet: &Packet) -> String {
+        let doc = TraceDoc {
+            packet: packet.to_string(),
+            verdict: &self.verdict,
+            steps: &self.steps,
+        };
+        let mut s = serde_json::to_string_pretty(&doc).expect("a trace serialises");
+        s.push('\n');
+        s
     }
 }
 
