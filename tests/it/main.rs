@@ -4,12 +4,14 @@
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
 mod apply;
+mod check_netns;
 mod docs;
 mod golden;
 mod lab;
 mod nft_render;
 mod packaging;
 mod props;
+mod roundtrip;
 mod support;
 mod traffic;
 mod validation;
