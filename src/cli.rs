@@ -135,7 +135,7 @@ Every match a visited rule uses must be decidable from the packet: a missing fac
 naming the rule, never a guess. A packet to a loopback address leaves through lo.
 
 Examples:
-  meshcap trace -b '*' 'out tcp 198.51.100.2:40000 -> 198.51.100.1:80 uid=1000 gid=1000 oif=eth0'
+  meshcap trace -i '*' -b '*' 'out tcp 198.51.100.2:40000 -> 198.51.100.1:80 uid=1000 gid=1000 oif=eth0'
   meshcap trace -b '*' -m TPROXY 'in tcp 198.51.100.9:5000 -> 198.51.100.2:8080 iif=eth0'
   meshcap trace --from-save saved.v4 --format json 'out udp 10.0.0.5:3333 -> 10.96.0.10:53 uid=0 gid=0 oif=eth0'
 
