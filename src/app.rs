@@ -252,10 +252,16 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
             .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
         return Ok(check::check(&plan, &[(family, dump)]));
     }
-    Err(Error::Other(
-        "reading the live rules of a namespace needs the exec layer, which this build lacks; use --from-save FILE"
-            .into(),
-    ))
+    let ipv6_setting = Config::ipv6_setting(&args.ipv6, env)?;
+    let files = HostFiles {
+        resolv_conf: args.resolv_conf.clone(),
+        ..HostFiles::default()
+    };
+    let config = Config::from_flags(&args.capture, env, &files, ipv6_setting)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    check::live(&config, ipv6_setting)
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {

@@ -2,24 +2,73 @@
 //! [`drift::compare`] (order-sensitive inside `ISTIO_*` chains, meshcap's jumps in built-in
 //! chains, foreign rules ignored); this module runs it per family over dumps the caller read,
 //! and spells the result for people (`+`/`-` lines) and programs (JSON). Exit codes: 0 in sync,
-//! 1 drift, 2 error (decided by the caller for errors).
+//! 1 drift, 2 error (decided by the caller for errors). [`live`] reads a namespace's state the
+//! way apply does (`apply::read_live`), so `check` answers "would apply find drift?".
 
 use serde::Serialize;
 
+use crate::apply;
+use crate::config::{Config, Ipv6Setting};
 use crate::drift::{self, Drift, DriftKind};
+use crate::error::{Error, Result};
+use crate::exec::{RealSystem, System};
+use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::model::TableName;
+use crate::netns::{self, Netns};
 use crate::parse::SaveDump;
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 use crate::values::Family;
 
-/// The drift of every checked family.
+/// One family's comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyReport {
+    pub drift: Drift,
+    /// `ISTIO_*` chains that exist live but are not planned (empty ones too), as (table, chain).
+    pub stale_chains: Vec<(String, String)>,
+    /// The save program whose output was compared, when read live (e.g. `iptables-nft-save`).
+    pub source: Option<String>,
+    /// Other iptables variants that hold meshcap's chains too (e.g. `iptables-legacy`).
+    pub also_in: Vec<String>,
+}
+
+impl FamilyReport {
+    pub fn in_sync(&self) -> bool {
+        self.drift.is_clean() && self.stale_chains.is_empty() && self.also_in.is_empty()
+    }
+
+    fn summary(&self) -> String {
+        let family = match &self.source {
+            Some(src) => format!("{} ({src})", self.drift.family),
+            None => self.drift.family.to_string(),
+        };
+        if self.in_sync() {
+            return format!("{family}: in sync");
+        }
+        let mut s = format!(
+            "{family}: {} missing, {} unexpected, {} misordered",
+            self.drift.count(DriftKind::Missing),
+            self.drift.count(DriftKind::Unexpected),
+            self.drift.count(DriftKind::Misordered)
+        );
+        if !self.stale_chains.is_empty() {
+            s.push_str(&format!(", {} unexpected chain(s)", self.stale_chains.len()));
+        }
+        for other in &self.also_in {
+            s.push_str(&format!("; meshcap's chains also exist in the {other} tables"));
+        }
+        s
+    }
+}
+
+/// The comparison of every checked family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub families: Vec<Drift>,
+    pub families: Vec<FamilyReport>,
 }
 
 impl Report {
     pub fn in_sync(&self) -> bool {
-        self.families.iter().all(Drift::is_clean)
+        self.families.iter().all(FamilyReport::in_sync)
     }
 
     /// 0 in sync, 1 drift.
@@ -27,15 +76,14 @@ impl Report {
         if self.in_sync() { 0 } else { 1 }
     }
 
-    /// Per family a `# <family>: ...` summary line, then its `+`/`-` rule lines.
+    /// Per family a `# <family>: ...` summary line, then its `+`/`-` lines.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        for d in &self.families {
-            if d.is_clean() {
-                out.push_str(&format!("# {}: in sync\n", d.family));
-            } else {
-                out.push_str(&format!("# {}\n", d.summary()));
-                out.push_str(&d.to_string());
+        for f in &self.families {
+            out.push_str(&format!("# {}\n", f.summary()));
+            out.push_str(&f.drift.to_string());
+            for (table, chain) in &f.stale_chains {
+                out.push_str(&format!("- -t {table} -N {chain}  # unexpected chain\n"));
             }
         }
         out
@@ -48,28 +96,41 @@ impl Report {
             families: self
                 .families
                 .iter()
-                .map(|d| FamilyDoc {
-                    family: d.family.name(),
-                    in_sync: d.is_clean(),
-                    missing: d.count(DriftKind::Missing),
-                    unexpected: d.count(DriftKind::Unexpected),
-                    misordered: d.count(DriftKind::Misordered),
-                    entries: d
-                        .entries
-                        .iter()
-                        .map(|e| EntryDoc {
-                            kind: match e.kind {
-                                DriftKind::Missing => "missing",
-                                DriftKind::Unexpected => "unexpected",
-                                DriftKind::Misordered => "misordered",
-                            },
-                            table: e.table.clone(),
-                            chain: e.chain.clone(),
-                            iptables: e.rule.clone(),
-                            planned_at: e.planned_at,
-                            live_at: e.live_at,
-                        })
-                        .collect(),
+                .map(|f| {
+                    let d = &f.drift;
+                    FamilyDoc {
+                        family: d.family.name(),
+                        source: f.source.clone(),
+                        in_sync: f.in_sync(),
+                        missing: d.count(DriftKind::Missing),
+                        unexpected: d.count(DriftKind::Unexpected),
+                        misordered: d.count(DriftKind::Misordered),
+                        entries: d
+                            .entries
+                            .iter()
+                            .map(|e| EntryDoc {
+                                kind: match e.kind {
+                                    DriftKind::Missing => "missing",
+                                    DriftKind::Unexpected => "unexpected",
+                                    DriftKind::Misordered => "misordered",
+                                },
+                                table: e.table.clone(),
+                                chain: e.chain.clone(),
+                                iptables: e.rule.clone(),
+                                planned_at: e.planned_at,
+                                live_at: e.live_at,
+                            })
+                            .collect(),
+                        unexpected_chains: f
+                            .stale_chains
+                            .iter()
+                            .map(|(table, chain)| ChainDoc {
+                                table: table.clone(),
+                                chain: chain.clone(),
+                            })
+                            .collect(),
+                        also_in: f.also_in.clone(),
+                    }
                 })
                 .collect(),
         };
@@ -90,11 +151,15 @@ struct ReportDoc {
 #[derive(Serialize)]
 struct FamilyDoc {
     family: &'static str,
+    /// The save program read (null for --from-save).
+    source: Option<String>,
     in_sync: bool,
     missing: usize,
     unexpected: usize,
     misordered: usize,
     entries: Vec<EntryDoc>,
+    unexpected_chains: Vec<ChainDoc>,
+    also_in: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -111,15 +176,94 @@ struct EntryDoc {
     live_at: Option<usize>,
 }
 
-/// Compares the plan with each family's live dump. A family the plan leaves off (IPv6
-/// disabled) is compared with an empty plan, so leftover ISTIO state there is drift.
+#[derive(Serialize)]
+struct ChainDoc {
+    table: String,
+    chain: String,
+}
+
+/// Compares one family's plan with its live dump. A family the plan leaves off (IPv6
+/// disabled) has an empty plan, so leftover ISTIO state there is drift.
+pub fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyReport {
+    let planned = plan.ruleset(family);
+    let stale_chains = live
+        .istio_chains()
+        .into_iter()
+        .filter(|(t, c)| {
+            let declared = TableName::from_name(t)
+                .and_then(|t| planned.table(t))
+                .map(|t| t.declared_chains())
+                .unwrap_or_default();
+            !declared.iter().any(|d| d.as_str() == c)
+        })
+        .collect();
+    FamilyReport {
+        drift: drift::compare(&planned, live),
+        stale_chains,
+        source: None,
+        also_in: Vec::new(),
+    }
+}
+
+/// Compares the plan with each family's live dump.
 pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
     Report {
-        families: live
-            .iter()
-            .map(|(family, dump)| drift::compare(&plan.ruleset(*family), dump))
-            .collect(),
+        families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
     }
+}
+
+/// Reads the live iptables state of the namespace `config` names (or this one) exactly as apply
+/// would (same binary choice, same reads, under the per-namespace lock) and compares it with the
+/// plan, both families. IPv6 as apply enables it: explicit, or detected from the addresses.
+pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
+    if config.native_nftables {
+        return Err(Error::invalid(
+            "--native-nftables",
+            "true",
+            "check compares iptables state; reading a live nftables ruleset is not supported yet",
+        ));
+    }
+    let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    // Not while another meshcap is changing this namespace (its guardrails would show as drift).
+    let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;
+    let kernel = LinuxKernel::open(netns.as_ref())?;
+    let ipv6 = match ipv6_setting {
+        Ipv6Setting::Explicit(on) => on,
+        Ipv6Setting::Detect => {
+            detect_ipv6(&kernel.addresses()?, config.dual_stack)
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "{e}; cannot tell whether IPv6 is on: pass --ipv6=true or --ipv6=false"
+                    ))
+                })?
+                .1
+        }
+    };
+    let plan = plan::build(config, ipv6);
+    for family in plan.families() {
+        plan.ruleset(family)
+            .validate()
+            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
+    }
+    let sys = RealSystem::new(netns.as_ref());
+    let ns_path = netns.as_ref().map(Netns::path);
+    let mut families = Vec::new();
+    for family in Family::ALL {
+        let enabled = family == Family::V4 || ipv6;
+        let planned = plan.ruleset(family);
+        let report = match apply::read_live(&sys, &kernel, config, ns_path, family, planned, enabled)? {
+            Some(live) => FamilyReport {
+                source: Some(live.bins.save()),
+                also_in: live.others.iter().map(|(b, _)| b.base.clone()).collect(),
+                ..check_family(&plan, family, &live.live)
+            },
+            // The family is off and none of its tables exists: nothing of meshcap's there.
+            None => check_family(&plan, family, &SaveDump::default()),
+        };
+        families.push(report);
+    }
+    tracing::debug!("{} processes spawned", sys.spawns());
+    Ok(Report { families })
 }
 
 #[cfg(test)]
@@ -178,8 +322,9 @@ mod tests {
         let v4 = restore_payload(&p.ruleset(Family::V4));
         // The IPv4 payload loaded into ip6tables is all unexpected there.
         let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, dump(&v4))]);
-        assert!(r.families[0].is_clean());
-        assert!(r.families[1].count(DriftKind::Unexpected) > 0, "{}", r.text());
+        assert!(r.families[0].in_sync());
+        assert!(r.families[1].drift.count(DriftKind::Unexpected) > 0, "{}", r.text());
+        assert_eq!(r.families[1].stale_chains.len(), 4, "{}", r.text());
         let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, SaveDump::default())]);
         assert!(r.in_sync());
     }

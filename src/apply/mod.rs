@@ -288,6 +288,40 @@ enum Action {
     Rebuild,
 }
 
+/// The live iptables state of one family, read exactly as apply reads it before deciding.
+#[derive(Debug, Clone)]
+pub struct LiveFamily {
+    /// The binaries apply would use (and whose save was read).
+    pub bins: Binaries,
+    pub live: SaveDump,
+    /// Other variants that hold meshcap's rules too.
+    pub others: Vec<(Binaries, SaveDump)>,
+}
+
+/// Reads one family's live state as apply would (same binary choice, same reads), for `check`.
+/// `None` when the family is off and nothing of it can exist.
+pub fn read_live(
+    sys: &dyn System,
+    kernel: &dyn Kernel,
+    config: &Config,
+    ns: Option<&Path>,
+    family: Family,
+    planned: Ruleset,
+    enabled: bool,
+) -> Result<Option<LiveFamily>> {
+    let ctx = Ctx {
+        sys,
+        kernel,
+        config,
+        ns,
+    };
+    Ok(ctx.read_family(family, planned, enabled)?.map(|s| LiveFamily {
+        bins: s.bins,
+        live: s.live,
+        others: s.others.into_iter().map(|(b, _, d)| (b, d)).collect(),
+    }))
+}
+
 /// Tables a restore touched, to put back if a later step fails.
 struct Touched {
     bins: Binaries,

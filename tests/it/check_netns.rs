@@ -301,3 +301,171 @@ fn check_of_an_empty_namespace_is_all_missing() {
         assert!(!out.lines().any(|l| l.starts_with("- ")), "{out}");
     }
 }
+
+/// `meshcap check --network-namespace NS ARGS` → (exit, stdout, stderr).
+fn check_ns(ns: &str, args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["check", "--network-namespace", ns];
+    argv.extend_from_slice(args);
+    let out = meshcap(&argv).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_reads_the_namespace_both_variants() {
+    if !netns_available() {
+        return;
+    }
+    let args = CONFIGS[0];
+    for variant in VARIANTS {
+        let ns = NetNs::new("cklive");
+        // A pod-like namespace: one IPv4 address, so IPv6 detection says off (as apply would).
+        ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
+
+        // Empty namespace: everything missing, exit 1.
+        let (code, out, err) = check_ns(&ns.name, args);
+        assert_eq!(code, 1, "{out}{err}");
+        let planned = render(args, "v4").lines().filter(|l| l.starts_with("-A ")).count();
+        assert_eq!(out.lines().filter(|l| l.starts_with("+ ")).count(), planned, "{out}");
+        assert!(out.ends_with("# IPv6: in sync\n"), "{out}");
+
+        // Istio's payload loaded by the variant's own restore: in sync, read with that variant.
+        load(&ns, variant, "v4", &render(args, "v4"));
+        let (code, out, err) = check_ns(&ns.name, args);
+        assert_eq!((code, err.as_str()), (0, ""), "{variant}: {out}");
+        assert_eq!(
+            out,
+            format!("# IPv4 (iptables-{variant}-save): in sync\n# IPv6: in sync\n")
+        );
+        // By path too, and as JSON.
+        let path = ns.path();
+        let (code, out, _) = check_ns(path.to_str().unwrap(), &[args, &["--format", "json"]].concat());
+        assert_eq!(code, 0, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["in_sync"], true);
+        assert_eq!(v["families"][0]["source"], format!("iptables-{variant}-save"));
+
+        // An extra rule and a missing one.
+        let ipt = tool(variant, "v4", "");
+        let run = |argv: &[&str]| assert!(ns.run(&ipt, argv).status.success(), "{ipt} {argv:?}");
+        run(&["-t", "nat", "-A", "ISTIO_OUTPUT", "-d", "10.9.9.9/32", "-j", "RETURN"]);
+        run(&[
+            "-t",
+            "nat",
+            "-D",
+            "ISTIO_INBOUND",
+            "-p",
+            "tcp",
+            "--dport",
+            "15090",
+            "-j",
+            "RETURN",
+        ]);
+        let (code, out, _) = check_ns(&ns.name, args);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.starts_with(&format!(
+                "# IPv4 (iptables-{variant}-save): 1 missing, 1 unexpected, 0 misordered\n"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("+ -t nat -A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN  # missing, planned #2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("- -t nat -A ISTIO_OUTPUT -d 10.9.9.9/32 -j RETURN  # unexpected, live #"),
+            "{out}"
+        );
+
+        // Flags that plan something else: drift, not an error.
+        let (code, out, _) = check_ns(&ns.name, &["-b", ""]);
+        assert_eq!(code, 1, "{out}");
+    }
+}
+
+#[test]
+fn check_flags_leftovers_and_errors() {
+    if !netns_available() {
+        return;
+    }
+    // An empty ISTIO chain left behind is drift (apply would refuse it too).
+    let ns = NetNs::new("ckstale");
+    load(&ns, "nft", "v4", &render(&["-b", "*"], "v4"));
+    assert!(
+        ns.run("iptables-nft", &["-t", "mangle", "-N", "ISTIO_DIVERT"])
+            .status
+            .success()
+    );
+    let (code, out, _) = check_ns(&ns.name, &["-b", "*", "--ipv6=false"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("- -t mangle -N ISTIO_DIVERT  # unexpected chain\n"),
+        "{out}"
+    );
+
+    // meshcap's chains in both variants: the one apply would not use is reported.
+    let ns = NetNs::new("ckboth");
+    let payload = render(&["-b", "*"], "v4");
+    load(&ns, "legacy", "v4", &payload);
+    load(&ns, "nft", "v4", &payload);
+    let (code, out, _) = check_ns(&ns.name, &["-b", "*", "--ipv6=false"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("meshcap's chains also exist in the iptables-nft tables"),
+        "{out}"
+    );
+
+    // IPv6 on (explicitly) with only IPv4 rules: the IPv6 rules are missing.
+    let ns = NetNs::new("ckv6");
+    load(&ns, "nft", "v4", &render(&["-b", "*", "--ipv6"], "v4"));
+    let (code, out, _) = check_ns(&ns.name, &["-b", "*", "--ipv6"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("# IPv4 (iptables-nft-save): in sync\n# IPv6 (ip6tables-nft-save): "),
+        "{out}"
+    );
+
+    // A namespace with no address and no --ipv6: IPv6 cannot be detected, exit 2.
+    let (code, out, err) = check_ns(&ns.name, &["-b", "*"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("pass --ipv6=true or --ipv6=false"), "{err}");
+
+    // A missing namespace: exit 2 naming it, nothing read anywhere else.
+    let (code, out, err) = check_ns("mc-no-such-namespace", &["-b", "*"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err,
+        "meshcap: cannot open network namespace '/var/run/netns/mc-no-such-namespace': No such file or directory (os error 2)\n"
+    );
+    // A file that is not a namespace.
+    let (code, _, err) = check_ns("/etc/hostname", &["-b", "*"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a network namespace"), "{err}");
+}
+
+#[test]
+fn check_agrees_with_apply() {
+    if !netns_available() {
+        return;
+    }
+    for args in CONFIGS {
+        let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--ipv6").collect();
+        let ns = NetNs::new("ckapply");
+        ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
+        let mut apply = vec!["istio-iptables", "--network-namespace", &ns.name];
+        apply.extend_from_slice(&args);
+        let out = meshcap(&apply).output().unwrap();
+        assert!(
+            out.status.success(),
+            "apply {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (code, out, err) = check_ns(&ns.name, &args);
+        assert_eq!((code, err.as_str()), (0, ""), "{args:?}: {out}");
+        assert!(out.starts_with("# IPv4 (iptables-"), "{out}");
+    }
+}

@@ -30,7 +30,7 @@ fn golden_root() -> std::path::PathBuf {
 
 #[test]
 fn golden_render_payloads_parse_back_to_themselves() {
-    let mut checked = 0;
+    let (mut payloads, mut configs) = (0, 0);
     let mut dirs: Vec<_> = std::fs::read_dir(golden_root())
         .expect("golden/ exists")
         .map(|e| e.unwrap().path())
@@ -41,30 +41,73 @@ fn golden_render_payloads_parse_back_to_themselves() {
             continue;
         };
         let args: Vec<&str> = args.lines().collect();
-        if args.first() != Some(&"render")
-            || args
-                .iter()
-                .any(|a| *a == "--format" || a.starts_with("--native-nftables"))
-        {
+        if args.first() != Some(&"render") {
             continue;
         }
-        for (kind, family) in [("expected.v4", Family::V4), ("expected.v6", Family::V6)] {
-            let Ok(text) = std::fs::read_to_string(dir.join(kind)) else {
-                continue;
-            };
-            let dump =
-                parse_save(&text, Strictness::Strict).unwrap_or_else(|e| panic!("{}/{kind}: {e}", dir.display()));
-            let rs = dump
-                .to_ruleset(family)
-                .unwrap_or_else(|e| panic!("{}/{kind}: {e}", dir.display()));
-            rs.validate()
-                .unwrap_or_else(|e| panic!("{}/{kind}: parsed ruleset invalid: {e}", dir.display()));
-            assert_eq!(restore_payload(&rs), text, "{}/{kind}", dir.display());
-            checked += 1;
+        // The rendered payloads on file: parse, then render again, byte for byte.
+        if !args
+            .iter()
+            .any(|a| *a == "--format" || a.starts_with("--native-nftables"))
+        {
+            for (kind, family) in [("expected.v4", Family::V4), ("expected.v6", Family::V6)] {
+                let Ok(text) = std::fs::read_to_string(dir.join(kind)) else {
+                    continue;
+                };
+                let dump =
+                    parse_save(&text, Strictness::Strict).unwrap_or_else(|e| panic!("{}/{kind}: {e}", dir.display()));
+                let rs = dump
+                    .to_ruleset(family)
+                    .unwrap_or_else(|e| panic!("{}/{kind}: {e}", dir.display()));
+                rs.validate()
+                    .unwrap_or_else(|e| panic!("{}/{kind}: parsed ruleset invalid: {e}", dir.display()));
+                assert_eq!(restore_payload(&rs), text, "{}/{kind}", dir.display());
+                payloads += 1;
+            }
+        }
+        // The case's configuration (whatever backend it renders), planned in-process: every
+        // family's ruleset survives the iptables text and the JSON document.
+        if let Some(plan) = golden_plan(&dir, &args) {
+            for family in plan.families() {
+                let rs = plan.ruleset(family);
+                let back = parse_save(&restore_payload(&rs), Strictness::Strict)
+                    .unwrap()
+                    .to_ruleset(family)
+                    .unwrap();
+                assert_eq!(back, rs, "{}", dir.display());
+            }
+            let doc = json::Document::from_json(&json::render(&plan, &plan.families())).unwrap();
+            let want: Vec<Ruleset> = plan.families().into_iter().map(|f| plan.ruleset(f)).collect();
+            assert_eq!(doc.rulesets().unwrap(), want, "{}", dir.display());
+            configs += 1;
         }
     }
     // The golden set holds dozens of render cases; a silent zero would prove nothing.
-    assert!(checked >= 2, "only {checked} golden render payloads found");
+    assert!(
+        configs >= 10,
+        "only {configs} golden render configurations (and {payloads} payloads) found"
+    );
+}
+
+/// The plan of a golden `render` case (its env file, its resolv.conf relative to the case),
+/// or `None` for a case meant to fail.
+fn golden_plan(dir: &Path, args: &[&str]) -> Option<Plan> {
+    use clap::Parser;
+    let cli = meshcap::cli::Cli::try_parse_from(std::iter::once("meshcap").chain(args.iter().copied())).ok()?;
+    let Some(meshcap::cli::Command::Render(mut r)) = cli.command else {
+        return None;
+    };
+    if !r.resolv_conf.starts_with('/') {
+        r.resolv_conf = dir.join(&r.resolv_conf).to_str().unwrap().to_string();
+    }
+    let env: Vec<(String, String)> = std::fs::read_to_string(dir.join("env"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    meshcap::app::plan_for_render(&r, &Env::from_pairs(env))
+        .ok()
+        .map(|(_, plan)| plan)
 }
 
 /// One random configuration.
