@@ -185,6 +185,13 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     let packet = trace::Packet::parse(&args.packet.join(" "))?;
     let family = packet.family();
     let nf = match &args.from_save {
+        Some(_) if args.capture.native_nftables.as_deref().is_some_and(|v| v != "false") => {
+            return Err(Error::invalid(
+                "--from-save",
+                args.from_save.clone().unwrap_or_default(),
+                "a dump is iptables-save output; drop --native-nftables to trace through it",
+            ));
+        }
         Some(path) => {
             let text = crate::host::read_file(path)?;
             let dump = parse::parse_save(&text, parse::Strictness::Lenient)
@@ -194,19 +201,22 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
         }
         None => {
             let (config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
-            if family == Family::V6 && !plan.ipv6 {
-                return Err(Error::invalid(
-                    "PACKET",
-                    packet.to_string(),
-                    "an IPv6 packet needs the IPv6 rules: add --ipv6",
-                ));
-            }
             if config.native_nftables {
-                tracing::info!(
-                    "--native-nftables: tracing the plan's rules in their iptables form (the same plan the nftables ruleset is rendered from)"
-                );
+                // One inet ruleset: an IPv6 packet meets the rules written for both families
+                // even when the IPv6-only ones are off.
+                let tx = render::nft::apply_transaction(&plan)
+                    .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+                trace::Netfilter::from_nft(&tx, family)
+            } else {
+                if family == Family::V6 && !plan.ipv6 {
+                    return Err(Error::invalid(
+                        "PACKET",
+                        packet.to_string(),
+                        "an IPv6 packet needs the IPv6 rules: add --ipv6",
+                    ));
+                }
+                trace::Netfilter::from_ruleset(&plan.ruleset(family))
             }
-            trace::Netfilter::from_ruleset(&plan.ruleset(family))
         }
     };
     let result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;

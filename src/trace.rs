@@ -30,9 +30,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::host;
-use crate::model::{CtState, Hook, Match, Rule, Ruleset, TableName, Target};
+use crate::model::{CtState, Hook, IstioChain, Match, Rule, Ruleset, TableName, Target};
 use crate::parse::SaveDump;
-use crate::render::iptables;
+use crate::render::{iptables, nft};
 use crate::values::{Family, Owner};
 
 pub use packet::{ConnState, Direction, Packet};
@@ -44,8 +44,13 @@ const MAX_DEPTH: usize = 32;
 /// A rule as the tracer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A rule the tracer can evaluate, with the text to show for it.
-    Rule { rule: Rule, text: String },
+    /// A rule the tracer can evaluate, with the text to show for it and, per match, the words
+    /// that spell that match (named when it fails).
+    Rule {
+        rule: Rule,
+        text: String,
+        shown: Vec<String>,
+    },
     /// A rule it cannot evaluate (a foreign match or target): visiting it is an error.
     Opaque { text: String, why: String },
 }
@@ -57,13 +62,52 @@ pub enum Policy {
     Drop,
 }
 
+/// Which spelling the chains and tables have: iptables (`nat`, `OUTPUT`, `ISTIO_OUTPUT`) or
+/// meshcap's nftables tables (`istio-proxy-nat`, `output`, `istio-output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Iptables,
+    Nft,
+}
+
+impl Naming {
+    fn table(self, t: TableName) -> String {
+        match (self, t) {
+            (Naming::Nft, TableName::Nat) => nft::NftTable::Nat.name().into(),
+            (Naming::Nft, TableName::Mangle) => nft::NftTable::Mangle.name().into(),
+            (Naming::Nft, TableName::Raw) => nft::NftTable::Raw.name().into(),
+            _ => t.as_str().into(),
+        }
+    }
+
+    fn hook(self, h: Hook) -> &'static str {
+        match self {
+            Naming::Iptables => h.as_str(),
+            Naming::Nft => nft::NftChain::Base(h).name(),
+        }
+    }
+
+    fn chain(self, c: IstioChain) -> &'static str {
+        match self {
+            Naming::Iptables => c.as_str(),
+            Naming::Nft => nft::NftChain::Regular(c).name(),
+        }
+    }
+}
+
 /// One family's tables as the kernel holds them: chains (by table and name) in resolved order,
 /// and the built-in chains' policies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netfilter {
     pub family: Family,
+    naming: Naming,
     chains: BTreeMap<(TableName, String), Vec<Entry>>,
     policies: BTreeMap<(TableName, String), Policy>,
+}
+
+fn iptables_entry(rule: Rule, text: String) -> Entry {
+    let shown = rule.matches.iter().map(|m| iptables::match_args(m).join(" ")).collect();
+    Entry::Rule { rule, text, shown }
 }
 
 impl Netfilter {
@@ -74,9 +118,9 @@ impl Netfilter {
             for (name, rules) in table.resolved() {
                 let entries = rules
                     .into_iter()
-                    .map(|rule| Entry::Rule {
-                        text: iptables::rule_spec(&rule),
-                        rule,
+                    .map(|rule| {
+                        let text = iptables::rule_spec(&rule);
+                        iptables_entry(rule, text)
                     })
                     .collect();
                 chains.insert((table.name, name.as_str().to_string()), entries);
@@ -84,6 +128,7 @@ impl Netfilter {
         }
         Netfilter {
             family: rs.family,
+            naming: Naming::Iptables,
             chains,
             policies: BTreeMap::new(),
         }
@@ -103,7 +148,7 @@ impl Netfilter {
                     .map(|e| {
                         let text = e.tokens.iter().map(|t| shown_token(t)).collect::<Vec<_>>().join(" ");
                         match e.rule {
-                            Ok(rule) => Entry::Rule { rule, text },
+                            Ok(rule) => iptables_entry(rule, text),
                             Err(why) => Entry::Opaque { text, why },
                         }
                     })
@@ -121,9 +166,70 @@ impl Netfilter {
         }
         Ok(Netfilter {
             family,
+            naming: Naming::Iptables,
             chains,
             policies,
         })
+    }
+
+    /// The nftables ruleset `tx` leaves in the kernel (inserts, flushes and deletes applied),
+    /// as a packet of `family` sees it: rules whose address match or TPROXY is of the other
+    /// family never match it and are left out; a port match brings its implied protocol.
+    pub fn from_nft(tx: &nft::Transaction, family: Family) -> Netfilter {
+        use nft::NftOp;
+        let table_of = |t: nft::NftTable| match t {
+            nft::NftTable::Nat => TableName::Nat,
+            nft::NftTable::Mangle => TableName::Mangle,
+            nft::NftTable::Raw => TableName::Raw,
+        };
+        let mut live: BTreeMap<(TableName, String), Vec<Option<Entry>>> = BTreeMap::new();
+        for op in &tx.ops {
+            match op {
+                NftOp::AddTable(_) => {}
+                NftOp::FlushTable(t) => {
+                    for ((table, _), rules) in live.iter_mut() {
+                        if *table == table_of(*t) {
+                            rules.clear();
+                        }
+                    }
+                }
+                NftOp::DeleteTable(t) => live.retain(|(table, _), _| *table != table_of(*t)),
+                NftOp::AddChain(t, c) => {
+                    live.entry((table_of(*t), c.name().to_string())).or_default();
+                }
+                NftOp::DeleteChain(t, c) => {
+                    live.remove(&(table_of(*t), c.name().to_string()));
+                }
+                NftOp::AddRule { table, chain, rule } => live
+                    .entry((table_of(*table), chain.name().to_string()))
+                    .or_default()
+                    .push(nft_entry(rule, family)),
+                NftOp::InsertRule {
+                    table,
+                    chain,
+                    index,
+                    rule,
+                } => {
+                    let rules = live.entry((table_of(*table), chain.name().to_string())).or_default();
+                    let at = (*index as usize).min(rules.len());
+                    rules.insert(at, nft_entry(rule, family));
+                }
+            }
+        }
+        Netfilter {
+            family,
+            naming: Naming::Nft,
+            chains: live
+                .into_iter()
+                .map(|(k, rules)| (k, rules.into_iter().flatten().collect()))
+                .collect(),
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the ruleset has any chain on `hook` in `table`.
+    fn has_hook(&self, table: TableName, hook: Hook) -> bool {
+        self.chain(table, self.naming.hook(hook)).is_some()
     }
 
     fn chain(&self, table: TableName, name: &str) -> Option<&[Entry]> {
@@ -135,6 +241,150 @@ impl Netfilter {
             .get(&(table, name.to_string()))
             .copied()
             .unwrap_or(Policy::Accept)
+    }
+}
+
+/// An nftables rule as the tracer sees it for a packet of `family`; `None` when the rule can
+/// never see such a packet (an `ip`/`ip6` match or TPROXY of the other family).
+fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
+    use nft::Stmt;
+    let text = rule.to_string();
+    let opaque = |why: &str| {
+        Some(Entry::Opaque {
+            text: text.clone(),
+            why: why.to_string(),
+        })
+    };
+    let mut matches = Vec::new();
+    let mut shown = Vec::new();
+    let mut target: Option<Target> = None;
+    let mut stmts = rule.stmts.iter().peekable();
+    while let Some(stmt) = stmts.next() {
+        let word = stmt.to_string();
+        let mut push = |m: Match| {
+            matches.push(m);
+            shown.push(word.clone());
+        };
+        let action = match stmt {
+            Stmt::Iface { input: true, name } => {
+                push(Match::InIface(name.clone()));
+                None
+            }
+            Stmt::Iface { input: false, name } => {
+                push(Match::OutIface(name.clone()));
+                None
+            }
+            Stmt::L4Proto(p) => {
+                push(Match::Protocol(*p));
+                None
+            }
+            Stmt::CtState(states) => {
+                push(Match::ConntrackState(states.clone()));
+                None
+            }
+            Stmt::Addr { cidr, .. } if cidr.family() != family => return None,
+            Stmt::Addr {
+                direction,
+                negated,
+                cidr,
+            } => {
+                push(match direction {
+                    nft::Direction::Source => Match::Source {
+                        negated: *negated,
+                        cidr: *cidr,
+                    },
+                    nft::Direction::Destination => Match::Destination {
+                        negated: *negated,
+                        cidr: *cidr,
+                    },
+                });
+                None
+            }
+            Stmt::Port {
+                proto,
+                direction,
+                negated,
+                ports,
+            } => {
+                // `tcp dport` carries an implicit `meta l4proto tcp`.
+                push(Match::Protocol(*proto));
+                let negated = *negated;
+                match (direction, ports.as_slice()) {
+                    (nft::Direction::Source, [port]) => push(Match::SourcePort { negated, port: *port }),
+                    (nft::Direction::Destination, [port]) => push(Match::DestinationPort { negated, port: *port }),
+                    (nft::Direction::Destination, _) => push(Match::DestinationPorts {
+                        negated,
+                        ports: ports.clone(),
+                    }),
+                    (nft::Direction::Source, _) => return opaque("a set of source ports"),
+                }
+                None
+            }
+            Stmt::Owner {
+                kind, negated, owner, ..
+            } => {
+                let (negated, owner) = (*negated, owner.clone());
+                push(match kind {
+                    nft::OwnerKind::Uid => Match::UidOwner { negated, owner },
+                    nft::OwnerKind::Gid => Match::GidOwner { negated, owner },
+                });
+                None
+            }
+            Stmt::Mark { negated, mark } => {
+                push(Match::Mark {
+                    negated: *negated,
+                    mark: *mark,
+                });
+                None
+            }
+            Stmt::CtMark(mark) => {
+                push(Match::ConnMark(*mark));
+                None
+            }
+            Stmt::Counter => None,
+            Stmt::Jump(nft::NftChain::Regular(c)) => Some(Target::Jump(*c)),
+            Stmt::Jump(nft::NftChain::Base(_)) => return opaque("a jump to a base chain"),
+            Stmt::Return => Some(Target::Return),
+            Stmt::Accept => Some(Target::Accept),
+            Stmt::Drop => Some(Target::Drop),
+            Stmt::Redirect(port) => Some(Target::Redirect { port: *port }),
+            Stmt::Tproxy { family: Some(f), .. } if *f != family => return None,
+            Stmt::Tproxy { port, .. } => {
+                // `tproxy … to :P meta mark set M counter accept`: iptables' TPROXY target.
+                let mut mark = None;
+                let mut accepted = false;
+                for next in stmts.by_ref() {
+                    match next {
+                        Stmt::SetMark(m) if mark.is_none() => mark = Some(*m),
+                        Stmt::Counter => {}
+                        Stmt::Accept if !accepted => accepted = true,
+                        _ => return opaque("statements after tproxy other than a mark, counter and accept"),
+                    }
+                }
+                match (mark, accepted) {
+                    (Some(mark), true) => Some(Target::Tproxy { mark, port: *port }),
+                    _ => return opaque("tproxy without both a mark and accept"),
+                }
+            }
+            Stmt::SetMark(m) => Some(Target::SetMark(*m)),
+            Stmt::SaveMark => Some(Target::SaveMark),
+            Stmt::RestoreMark => Some(Target::RestoreMark),
+            Stmt::CtZone(z) => Some(Target::CtZone(*z)),
+        };
+        if let Some(a) = action {
+            if target.is_some() {
+                return opaque("more than one action in a rule");
+            }
+            target = Some(a);
+        }
+    }
+    match target {
+        Some(target) => Some(Entry::Rule {
+            rule: Rule::new(matches, target),
+            text,
+            shown,
+        }),
+        None => opaque("a rule without a verdict or action"),
     }
 }
 
@@ -321,14 +571,14 @@ pub struct Step {
     pub chain: String,
     /// 1-based rule number in the chain; none for a chain's end or a skipped chain.
     pub rule: Option<usize>,
-    /// The rule as rendered (iptables arguments after the chain).
-    pub iptables: Option<String>,
+    /// The rule as rendered: iptables arguments after the chain, or the nftables rule.
+    pub text: Option<String>,
     pub effect: Effect,
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.rule, &self.iptables) {
+        match (self.rule, &self.text) {
             (Some(n), Some(text)) => write!(f, "{}/{} #{n}  {text}  =>  {}", self.table, self.chain, self.effect),
             _ => write!(f, "{}/{}: {}", self.table, self.chain, self.effect),
         }
@@ -504,15 +754,15 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
     let mut delivered: Option<Verdict> = None;
     for (hook, tables) in hooks {
         for &table in tables {
-            if w.nf.chain(table, hook.as_str()).is_none() {
+            if !w.nf.has_hook(table, hook) {
                 continue;
             }
             if table == Nat && packet.state != ConnState::New {
                 w.steps.push(Step {
-                    table: table.as_str().into(),
-                    chain: hook.as_str().into(),
+                    table: nf.naming.table(table),
+                    chain: nf.naming.hook(hook).into(),
                     rule: None,
-                    iptables: None,
+                    text: None,
                     effect: Effect::Skipped {
                         why: format!(
                             "nat sees only the first packet of a new connection; this one is {}",
@@ -545,10 +795,10 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
 impl Walker<'_> {
     fn step(&mut self, table: TableName, chain: &str, rule: Option<(usize, &str)>, effect: Effect) {
         self.steps.push(Step {
-            table: table.as_str().into(),
+            table: self.nf.naming.table(table),
             chain: chain.into(),
             rule: rule.map(|r| r.0),
-            iptables: rule.map(|r| r.1.to_string()),
+            text: rule.map(|r| r.1.to_string()),
             effect,
         });
     }
@@ -556,7 +806,7 @@ impl Walker<'_> {
     /// One table's pass over one hook.
     fn walk(&mut self, table: TableName, hook: Hook) -> Result<Outcome, TraceError> {
         let nf = self.nf;
-        let builtin = hook.as_str();
+        let builtin = nf.naming.hook(hook);
         // (chain name, index of the next rule)
         let mut stack: Vec<(String, usize)> = vec![(builtin.to_string(), 0)];
         loop {
@@ -573,8 +823,8 @@ impl Walker<'_> {
             stack.last_mut().expect("non-empty").1 += 1;
             let n = index + 1;
             let at = |text: &str| Some(format!("{table}/{chain} #{n} '{text}'"));
-            let (rule, text) = match entry {
-                Entry::Rule { rule, text } => (rule, text.as_str()),
+            let (rule, text, shown) = match entry {
+                Entry::Rule { rule, text, shown } => (rule, text.as_str(), shown),
                 Entry::Opaque { text, why } => {
                     return Err(TraceError {
                         at: at(text),
@@ -583,14 +833,14 @@ impl Walker<'_> {
                 }
             };
             let fail = |why: String| TraceError { at: at(text), why };
-            if let Some(because) = self.matches(rule, table, hook).map_err(fail)? {
+            if let Some(because) = self.matches(rule, shown, table, hook).map_err(fail)? {
                 self.step(table, &chain, Some((n, text)), Effect::NoMatch { because });
                 continue;
             }
             let fail = |why: String| TraceError { at: at(text), why };
             match &rule.target {
                 Target::Jump(c) => {
-                    let next = c.as_str();
+                    let next = nf.naming.chain(*c);
                     if nf.chain(table, next).is_none() {
                         return Err(fail(format!("chain {next} does not exist in the {table} table")));
                     }
@@ -696,16 +946,16 @@ impl Walker<'_> {
 
     /// `Ok(None)` when every match holds, `Ok(Some(match))` naming the first that fails, `Err`
     /// when the rule cannot be decided.
-    fn matches(&self, rule: &Rule, table: TableName, hook: Hook) -> Result<Option<String>, String> {
+    fn matches(&self, rule: &Rule, shown: &[String], table: TableName, hook: Hook) -> Result<Option<String>, String> {
         let mut unknown: Option<String> = None;
         let mut failed: Option<String> = None;
         // Every match is evaluated (not only up to the first failure), so a rule that could not
         // have been loaded (an unknown owner name, conntrack in raw) is reported wherever it is.
-        for m in &rule.matches {
+        for (i, m) in rule.matches.iter().enumerate() {
             match self.eval(m, table, hook)? {
                 Eval::Yes => {}
                 Eval::No => {
-                    failed.get_or_insert_with(|| iptables::match_args(m).join(" "));
+                    failed.get_or_insert_with(|| shown.get(i).cloned().unwrap_or_default());
                 }
                 Eval::Unknown(why) => {
                     unknown.get_or_insert(why);
@@ -1340,6 +1590,53 @@ COMMIT
         assert_eq!(t.verdict, Verdict::redirect(15001));
     }
 
+    fn planned_nft(args: &[&str], family: Family) -> Netfilter {
+        use clap::Parser;
+        let mut argv = vec!["meshcap", "render"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let Some(crate::cli::Command::Render(r)) = cli.command else {
+            panic!("not a render command")
+        };
+        let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
+        Netfilter::from_nft(&nft::apply_transaction(&plan).unwrap(), family)
+    }
+
+    #[test]
+    fn nftables_ruleset_in_its_own_names() {
+        let nf = planned_nft(SIDECAR, Family::V4);
+        let t = run(&nf, APP_OUT).unwrap();
+        assert_eq!(t.verdict, Verdict::redirect(15001));
+        assert_eq!(
+            t.steps[0].to_string(),
+            "istio-proxy-nat/output #1  counter jump istio-output  =>  jump to istio-output"
+        );
+        assert_eq!(
+            t.steps[1].to_string(),
+            "istio-proxy-nat/istio-output #1  oifname lo ip saddr 127.0.0.6/32 counter return  =>  no match (oifname lo)"
+        );
+        // The IPv6 twin of a rule is invisible to an IPv4 packet, and vice versa.
+        let nf6 = planned_nft(TPROXY, Family::V6);
+        let t = run(&nf6, "in tcp [fd00::9]:5000 -> [fd00::2]:8080 iif=eth0").unwrap();
+        assert_eq!(t.verdict, Verdict::tproxy(15006));
+        assert!(!t.text().contains("127.0.0.6"), "{}", t.text());
+        assert!(t.text().contains("ip6 saddr ::6/128"), "{}", t.text());
+        // Istio's nftables drop-invalid is TCP only (spec §8.7): a UDP packet in state INVALID
+        // is dropped by the iptables rules but not by the nftables ones.
+        let args = ["--drop-invalid", "-b", "*"];
+        let udp = "in udp 203.0.113.9:5 -> 198.51.100.2:8080 iif=eth0 state=invalid";
+        assert_eq!(run(&planned(&args, Family::V4), udp).unwrap().verdict, Verdict::drop());
+        assert_eq!(
+            run(&planned_nft(&args, Family::V4), udp).unwrap().verdict,
+            Verdict::accept()
+        );
+        let tcp = "in tcp 203.0.113.9:5 -> 198.51.100.2:8080 iif=eth0 state=invalid";
+        assert_eq!(
+            run(&planned_nft(&args, Family::V4), tcp).unwrap().verdict,
+            Verdict::drop()
+        );
+    }
+
     #[test]
     fn json_shape() {
         let t = run(&planned(SIDECAR, Family::V4), APP_OUT).unwrap();
@@ -1347,7 +1644,7 @@ COMMIT
         assert_eq!(v["verdict"], serde_json::json!({"action": "redirect", "port": 15001}));
         assert_eq!(
             v["steps"][0],
-            serde_json::json!({"table": "nat", "chain": "OUTPUT", "rule": 1, "iptables": "-j ISTIO_OUTPUT", "effect": {"type": "jump", "chain": "ISTIO_OUTPUT"}})
+            serde_json::json!({"table": "nat", "chain": "OUTPUT", "rule": 1, "text": "-j ISTIO_OUTPUT", "effect": {"type": "jump", "chain": "ISTIO_OUTPUT"}})
         );
         let v = serde_json::to_value(Verdict::accept()).unwrap();
         assert_eq!(v, serde_json::json!({"action": "accept"}));
