@@ -252,6 +252,13 @@ fn check_error(e: &Error) -> i32 {
 
 fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
     if let Some(path) = &args.from_save {
+        if args.capture.native_nftables.as_deref().is_some_and(|v| v != "false") {
+            return Err(Error::invalid(
+                "--from-save",
+                path,
+                "a dump is iptables-save output; drop --native-nftables to compare it",
+            ));
+        }
         let (_config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
         let family = match args.family {
             Some(FamilyArg::V6) => Family::V6,

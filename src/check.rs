@@ -5,13 +5,15 @@
 //! 1 drift, 2 error (decided by the caller for errors). [`live`] reads a namespace's state the
 //! way apply does (`apply::read_live`), so `check` answers "would apply find drift?".
 
+pub mod nft;
+
 use serde::Serialize;
 
 use crate::apply;
 use crate::config::{Config, Ipv6Setting};
 use crate::drift::{self, Drift, DriftKind};
 use crate::error::{Error, Result};
-use crate::exec::{RealSystem, System};
+use crate::exec::{Cmd, RealSystem, System, run_ok};
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::model::TableName;
 use crate::netns::{self, Netns};
@@ -60,15 +62,17 @@ impl FamilyReport {
     }
 }
 
-/// The comparison of every checked family.
+/// The comparison of every checked family, or of the nftables ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub families: Vec<FamilyReport>,
+    /// With `--native-nftables`: meshcap's `inet` tables.
+    pub nft: Option<nft::NftDrift>,
 }
 
 impl Report {
     pub fn in_sync(&self) -> bool {
-        self.families.iter().all(FamilyReport::in_sync)
+        self.families.iter().all(FamilyReport::in_sync) && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
     }
 
     /// 0 in sync, 1 drift.
@@ -84,6 +88,21 @@ impl Report {
             out.push_str(&f.drift.to_string());
             for (table, chain) in &f.stale_chains {
                 out.push_str(&format!("- -t {table} -N {chain}  # unexpected chain\n"));
+            }
+        }
+        if let Some(d) = &self.nft {
+            if d.is_clean() {
+                out.push_str("# nftables: in sync\n");
+            } else {
+                out.push_str(&format!(
+                    "# nftables: {} missing, {} unexpected, {} misordered, {} chain(s) and {} table(s) differ\n",
+                    d.count(DriftKind::Missing),
+                    d.count(DriftKind::Unexpected),
+                    d.count(DriftKind::Misordered),
+                    d.chains.len(),
+                    d.missing_tables.len() + d.unexpected_tables.len()
+                ));
+                out.push_str(&d.lines());
             }
         }
         out
@@ -109,11 +128,7 @@ impl Report {
                             .entries
                             .iter()
                             .map(|e| EntryDoc {
-                                kind: match e.kind {
-                                    DriftKind::Missing => "missing",
-                                    DriftKind::Unexpected => "unexpected",
-                                    DriftKind::Misordered => "misordered",
-                                },
+                                kind: kind_name(e.kind),
                                 table: e.table.clone(),
                                 chain: e.chain.clone(),
                                 iptables: e.rule.clone(),
@@ -133,10 +148,39 @@ impl Report {
                     }
                 })
                 .collect(),
+            nftables: self.nft.as_ref().map(|d| NftDoc {
+                in_sync: d.is_clean(),
+                missing: d.count(DriftKind::Missing),
+                unexpected: d.count(DriftKind::Unexpected),
+                misordered: d.count(DriftKind::Misordered),
+                entries: d
+                    .rules
+                    .iter()
+                    .map(|e| NftEntryDoc {
+                        kind: kind_name(e.kind),
+                        table: e.table.clone(),
+                        chain: e.chain.clone(),
+                        nft: e.rule.clone(),
+                        planned_at: e.planned_at,
+                        live_at: e.live_at,
+                    })
+                    .collect(),
+                chains: d.chains.clone(),
+                missing_tables: d.missing_tables.clone(),
+                unexpected_tables: d.unexpected_tables.clone(),
+            }),
         };
         let mut s = serde_json::to_string_pretty(&doc).expect("a report serialises");
         s.push('\n');
         s
+    }
+}
+
+fn kind_name(k: DriftKind) -> &'static str {
+    match k {
+        DriftKind::Missing => "missing",
+        DriftKind::Unexpected => "unexpected",
+        DriftKind::Misordered => "misordered",
     }
 }
 
@@ -146,6 +190,32 @@ struct ReportDoc {
     version: u32,
     in_sync: bool,
     families: Vec<FamilyDoc>,
+    /// With `--native-nftables` (the families are then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nftables: Option<NftDoc>,
+}
+
+#[derive(Serialize)]
+struct NftDoc {
+    in_sync: bool,
+    missing: usize,
+    unexpected: usize,
+    misordered: usize,
+    entries: Vec<NftEntryDoc>,
+    chains: Vec<nft::ChainDrift>,
+    missing_tables: Vec<String>,
+    unexpected_tables: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct NftEntryDoc {
+    kind: &'static str,
+    table: String,
+    chain: String,
+    /// The rule in `nft` syntax.
+    nft: String,
+    planned_at: Option<usize>,
+    live_at: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -209,6 +279,7 @@ pub fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyRepor
 pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
     Report {
         families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
+        nft: None,
     }
 }
 
@@ -216,13 +287,6 @@ pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
 /// would (same binary choice, same reads, under the per-namespace lock) and compares it with the
 /// plan, both families. IPv6 as apply enables it: explicit, or detected from the addresses.
 pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
-    if config.native_nftables {
-        return Err(Error::invalid(
-            "--native-nftables",
-            "true",
-            "check compares iptables state; reading a live nftables ruleset is not supported yet",
-        ));
-    }
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;
@@ -247,6 +311,20 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     }
     let sys = RealSystem::new(netns.as_ref());
     let ns_path = netns.as_ref().map(Netns::path);
+    if config.native_nftables {
+        let tx = crate::render::nft::apply_transaction(&plan)
+            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+        let cmd = Cmd::new("nft", ["-j", "list", "ruleset"]).netns(ns_path);
+        let out =
+            run_ok(&sys, &cmd).map_err(|e| Error::Other(format!("cannot read the live nftables ruleset: {e}")))?;
+        let live = nft::parse_listing(&out.stdout)
+            .map_err(|e| Error::Other(format!("cannot read the output of {cmd}: {e}")))?;
+        let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
+        return Ok(Report {
+            families: Vec::new(),
+            nft: Some(drift),
+        });
+    }
     let mut families = Vec::new();
     for family in Family::ALL {
         let enabled = family == Family::V4 || ipv6;
@@ -263,7 +341,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         families.push(report);
     }
     tracing::debug!("{} processes spawned", sys.spawns());
-    Ok(Report { families })
+    Ok(Report { families, nft: None })
 }
 
 #[cfg(test)]

@@ -244,21 +244,29 @@ impl Netfilter {
     }
 }
 
-/// An nftables rule as the tracer sees it for a packet of `family`; `None` when the rule can
-/// never see such a packet (an `ip`/`ip6` match or TPROXY of the other family).
-fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
+/// An nftables rule in the model's terms: its matches (with the words that spell each) and
+/// its action, and the one family its `ip`/`ip6` matches or TPROXY restrict it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftModel {
+    pub rule: Rule,
+    pub shown: Vec<String>,
+    pub family: Option<Family>,
+}
+
+/// Reads an nftables rule in the model's terms. A port match brings its implied protocol
+/// (`tcp dport` is `meta l4proto tcp tcp dport`); `tproxy … meta mark set M … accept` is
+/// iptables' TPROXY target. Anything else the model cannot say is an error saying what.
+pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
     use nft::Stmt;
-    let text = rule.to_string();
-    let opaque = |why: &str| {
-        Some(Entry::Opaque {
-            text: text.clone(),
-            why: why.to_string(),
-        })
-    };
     let mut matches = Vec::new();
     let mut shown = Vec::new();
     let mut target: Option<Target> = None;
-    let mut stmts = rule.stmts.iter().peekable();
+    let mut family: Option<Family> = None;
+    let mut restrict = |f: Family| match family.replace(f) {
+        Some(other) if other != f => Err("matches of both address families".to_string()),
+        _ => Ok(()),
+    };
+    let mut stmts = rule.stmts.iter();
     while let Some(stmt) = stmts.next() {
         let word = stmt.to_string();
         let mut push = |m: Match| {
@@ -282,12 +290,12 @@ fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
                 push(Match::ConntrackState(states.clone()));
                 None
             }
-            Stmt::Addr { cidr, .. } if cidr.family() != family => return None,
             Stmt::Addr {
                 direction,
                 negated,
                 cidr,
             } => {
+                restrict(cidr.family())?;
                 push(match direction {
                     nft::Direction::Source => Match::Source {
                         negated: *negated,
@@ -306,7 +314,6 @@ fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
                 negated,
                 ports,
             } => {
-                // `tcp dport` carries an implicit `meta l4proto tcp`.
                 push(Match::Protocol(*proto));
                 let negated = *negated;
                 match (direction, ports.as_slice()) {
@@ -316,7 +323,7 @@ fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
                         negated,
                         ports: ports.clone(),
                     }),
-                    (nft::Direction::Source, _) => return opaque("a set of source ports"),
+                    (nft::Direction::Source, _) => return Err("a set of source ports".into()),
                 }
                 None
             }
@@ -343,27 +350,27 @@ fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
             }
             Stmt::Counter => None,
             Stmt::Jump(nft::NftChain::Regular(c)) => Some(Target::Jump(*c)),
-            Stmt::Jump(nft::NftChain::Base(_)) => return opaque("a jump to a base chain"),
+            Stmt::Jump(nft::NftChain::Base(_)) => return Err("a jump to a base chain".into()),
             Stmt::Return => Some(Target::Return),
             Stmt::Accept => Some(Target::Accept),
             Stmt::Drop => Some(Target::Drop),
             Stmt::Redirect(port) => Some(Target::Redirect { port: *port }),
-            Stmt::Tproxy { family: Some(f), .. } if *f != family => return None,
-            Stmt::Tproxy { port, .. } => {
-                // `tproxy … to :P meta mark set M counter accept`: iptables' TPROXY target.
-                let mut mark = None;
-                let mut accepted = false;
+            Stmt::Tproxy { family: f, port } => {
+                if let Some(f) = f {
+                    restrict(*f)?;
+                }
+                let (mut mark, mut accepted) = (None, false);
                 for next in stmts.by_ref() {
                     match next {
                         Stmt::SetMark(m) if mark.is_none() => mark = Some(*m),
                         Stmt::Counter => {}
                         Stmt::Accept if !accepted => accepted = true,
-                        _ => return opaque("statements after tproxy other than a mark, counter and accept"),
+                        _ => return Err("statements after tproxy other than a mark, counter and accept".into()),
                     }
                 }
                 match (mark, accepted) {
                     (Some(mark), true) => Some(Target::Tproxy { mark, port: *port }),
-                    _ => return opaque("tproxy without both a mark and accept"),
+                    _ => return Err("tproxy without both a mark and accept".into()),
                 }
             }
             Stmt::SetMark(m) => Some(Target::SetMark(*m)),
@@ -373,18 +380,31 @@ fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
         };
         if let Some(a) = action {
             if target.is_some() {
-                return opaque("more than one action in a rule");
+                return Err("more than one action in a rule".into());
             }
             target = Some(a);
         }
     }
-    match target {
-        Some(target) => Some(Entry::Rule {
-            rule: Rule::new(matches, target),
+    let target = target.ok_or("a rule without a verdict or action")?;
+    Ok(NftModel {
+        rule: Rule::new(matches, target),
+        shown,
+        family,
+    })
+}
+
+/// An nftables rule as the tracer sees it for a packet of `family`; `None` when the rule can
+/// never see such a packet (an `ip`/`ip6` match or TPROXY of the other family).
+fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
+    let text = rule.to_string();
+    match nft_rule_model(rule) {
+        Ok(m) if m.family.is_some_and(|f| f != family) => None,
+        Ok(m) => Some(Entry::Rule {
+            rule: m.rule,
             text,
-            shown,
+            shown: m.shown,
         }),
-        None => opaque("a rule without a verdict or action"),
+        Err(why) => Some(Entry::Opaque { text, why }),
     }
 }
 
@@ -414,7 +434,8 @@ impl Ids {
         }
     }
 
-    fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
+    /// The numeric id of an owner (`group`: a group), or why it does not resolve.
+    pub fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
         match owner {
             Owner::Id(n) => Ok(*n),
             Owner::Name(name) => {

@@ -115,7 +115,7 @@ impl NftTable {
 
     /// `type <type> hook <hook> priority <n>` of a base chain: nat at dstnat (-100), mangle at
     /// mangle (-150, output as a route chain so a new mark re-routes), raw at raw (-300).
-    fn base_spec(self, hook: Hook) -> (&'static str, i32) {
+    pub fn base_spec(self, hook: Hook) -> (&'static str, i32) {
         match (self, hook) {
             (NftTable::Nat, _) => ("nat", -100),
             (NftTable::Mangle, Hook::Output) => ("route", -150),

@@ -469,3 +469,111 @@ fn check_agrees_with_apply() {
         assert!(out.starts_with("# IPv4 (iptables-"), "{out}");
     }
 }
+
+#[test]
+fn check_native_nftables_against_the_kernel() {
+    if !netns_available() {
+        return;
+    }
+    let configs: [&[&str]; 3] = [
+        CONFIGS[0],
+        CONFIGS[1],
+        &[
+            "-b",
+            "80,443",
+            "-k",
+            "eth1,eth2",
+            "-i",
+            "*",
+            "--ipv6",
+            "--drop-invalid",
+            "-m",
+            "TPROXY",
+        ],
+    ];
+    for args in configs {
+        let ns = NetNs::new("cknft");
+        let mut argv = vec!["render", "--native-nftables"];
+        argv.extend_from_slice(args);
+        let out = meshcap(&argv).output().unwrap();
+        assert!(out.status.success());
+        let tx = String::from_utf8(out.stdout).unwrap();
+        let ipv6 = if args.contains(&"--ipv6") {
+            "--ipv6=true"
+        } else {
+            "--ipv6=false"
+        };
+        let check = |extra: &[&str]| {
+            let mut a: Vec<&str> = args.iter().copied().filter(|a| *a != "--ipv6").collect();
+            a.extend_from_slice(&["--native-nftables", ipv6]);
+            a.extend_from_slice(extra);
+            check_ns(&ns.name, &a)
+        };
+        // Nothing there yet: every table missing.
+        let (code, out, _) = check(&[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("+ add table inet istio-proxy-nat  # missing table\n"),
+            "{out}"
+        );
+
+        // Loaded by nft itself (which normalises what it lists): in sync.
+        let load = ns.run_with_stdin("nft", &["-f", "-"], &tx);
+        assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+        // A foreign table is none of check's business.
+        assert!(ns.run("nft", &["add", "table", "inet", "kube-proxy"]).status.success());
+        let (code, out, err) = check(&[]);
+        assert_eq!((code, err.as_str()), (0, ""), "{args:?}: {out}");
+        assert_eq!(out, "# nftables: in sync\n");
+
+        // A rule added, a chain added.
+        let nft = |words: &[&str]| assert!(ns.run("nft", words).status.success(), "nft {words:?}");
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "istio-proxy-nat",
+            "istio-output",
+            "ip",
+            "daddr",
+            "10.9.9.9",
+            "counter",
+            "return",
+        ]);
+        nft(&["add", "chain", "inet", "istio-proxy-nat", "istio-extra"]);
+        let (code, out, _) = check(&[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(
+                "- add rule inet istio-proxy-nat istio-output ip daddr 10.9.9.9/32 counter return  # unexpected, live #"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("- add chain inet istio-proxy-nat istio-extra  # unexpected chain\n"),
+            "{out}"
+        );
+        let (code, out, _) = check(&["--format", "json"]);
+        assert_eq!(code, 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["nftables"]["unexpected"], 1);
+
+        // A chain emptied: its rules are missing, in order.
+        let planned_in_redirect = tx
+            .lines()
+            .filter(|l| l.contains("istio-proxy-nat istio-in-redirect ") && l.starts_with("add rule"))
+            .count();
+        nft(&["flush", "chain", "inet", "istio-proxy-nat", "istio-in-redirect"]);
+        let (code, out, _) = check(&[]);
+        assert_eq!(code, 1);
+        assert_eq!(
+            out.matches("+ add rule inet istio-proxy-nat istio-in-redirect ")
+                .count(),
+            planned_in_redirect,
+            "{out}"
+        );
+    }
+    // --from-save is iptables-save text: refused with --native-nftables, exit 2.
+    let (code, _, err) = check_dump("", "v4", &["--native-nftables"]);
+    assert_eq!(code, 2, "{err}");
+}
