@@ -184,6 +184,7 @@ fn write_stdout(out: &str) -> Result<()> {
 fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     let packet = trace::Packet::parse(&args.packet.join(" "))?;
     let family = packet.family();
+    let mut notes = Vec::new();
     let nf = match &args.from_save {
         Some(_) if args.capture.native_nftables.as_deref().is_some_and(|v| v != "false") => {
             return Err(Error::invalid(
@@ -201,25 +202,17 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
         }
         None => {
             let (config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
-            if config.native_nftables {
-                // One inet ruleset: an IPv6 packet meets the rules written for both families
-                // even when the IPv6-only ones are off.
-                let tx = render::nft::apply_transaction(&plan)
-                    .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
-                trace::Netfilter::from_nft(&tx, family)
-            } else {
-                if family == Family::V6 && !plan.ipv6 {
-                    return Err(Error::invalid(
-                        "PACKET",
-                        packet.to_string(),
-                        "an IPv6 packet needs the IPv6 rules: add --ipv6",
-                    ));
-                }
-                trace::Netfilter::from_ruleset(&plan.ruleset(family))
+            // One inet ruleset with nftables: an IPv6 packet meets the rules written for both
+            // families even when the IPv6-only ones are off.
+            if !config.native_nftables && family == Family::V6 && !plan.ipv6 {
+                notes.push("IPv6 is off: the plan has no IPv6 rules (add --ipv6 to plan them)".to_string());
             }
+            trace::Netfilter::from_plan(&plan, family, config.native_nftables)
+                .map_err(|e| Error::Other(format!("internal error: {e}")))?
         }
     };
-    let result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    result.notes = notes;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),
         OutputFormat::Json => result.json(&packet),

@@ -100,6 +100,12 @@ impl Naming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netfilter {
     pub family: Family,
+    /// Packet marks that policy routing sends to `lo` (TPROXY's `fwmark M lookup T` with
+    /// `local default dev lo table T`).
+    local_marks: Vec<u32>,
+    /// Whether `local_marks` is all the policy routing there is (a plan's routes), so another
+    /// mark keeps the packet's route; from a dump nothing is known about routing.
+    routes_known: bool,
     naming: Naming,
     chains: BTreeMap<(TableName, String), Vec<Entry>>,
     policies: BTreeMap<(TableName, String), Policy>,
@@ -128,6 +134,8 @@ impl Netfilter {
         }
         Netfilter {
             family: rs.family,
+            local_marks: Vec::new(),
+            routes_known: false,
             naming: Naming::Iptables,
             chains,
             policies: BTreeMap::new(),
@@ -166,10 +174,30 @@ impl Netfilter {
         }
         Ok(Netfilter {
             family,
+            local_marks: Vec::new(),
+            routes_known: false,
             naming: Naming::Iptables,
             chains,
             policies,
         })
+    }
+
+    /// The kernel state the plan programs for `family`: its rules (iptables, or the nftables
+    /// transaction with `nft`) and its TPROXY policy routing.
+    pub fn from_plan(plan: &crate::plan::Plan, family: Family, nft: bool) -> Result<Netfilter, String> {
+        let mut nf = if nft {
+            let tx = nft::apply_transaction(plan).map_err(|e| format!("the nftables plan is inconsistent: {e}"))?;
+            Netfilter::from_nft(&tx, family)
+        } else {
+            Netfilter::from_ruleset(&plan.ruleset(family))
+        };
+        if let Some(t) = &plan.routes.tproxy
+            && t.families.contains(&family)
+        {
+            nf.local_marks.push(t.mark.0);
+        }
+        nf.routes_known = true;
+        Ok(nf)
     }
 
     /// The nftables ruleset `tx` leaves in the kernel (inserts, flushes and deletes applied),
@@ -218,6 +246,8 @@ impl Netfilter {
         }
         Netfilter {
             family,
+            local_marks: Vec::new(),
+            routes_known: false,
             naming: Naming::Nft,
             chains: live
                 .into_iter()
@@ -557,6 +587,8 @@ pub enum Effect {
     Skipped {
         why: String,
     },
+    /// Sent through lo, the packet arrives again on lo (PREROUTING, INPUT follow).
+    Loopback,
 }
 
 impl fmt::Display for Effect {
@@ -581,6 +613,7 @@ impl fmt::Display for Effect {
                 Policy::Drop => f.write_str("policy DROP"),
             },
             Effect::Skipped { why } => write!(f, "skipped ({why})"),
+            Effect::Loopback => f.write_str("sent through lo, the packet arrives again on lo"),
         }
     }
 }
@@ -600,6 +633,7 @@ pub struct Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.rule, &self.text) {
+            _ if self.effect == Effect::Loopback => write!(f, "loopback: {}", self.effect),
             (Some(n), Some(text)) => write!(f, "{}/{} #{n}  {text}  =>  {}", self.table, self.chain, self.effect),
             _ => write!(f, "{}/{}: {}", self.table, self.chain, self.effect),
         }
@@ -610,6 +644,8 @@ impl fmt::Display for Step {
 pub struct Trace {
     pub verdict: Verdict,
     pub steps: Vec<Step>,
+    /// Facts about the trace as a whole, said before the verdict (e.g. IPv6 is off).
+    pub notes: Vec<String>,
 }
 
 impl Trace {
@@ -619,6 +655,9 @@ impl Trace {
         for s in &self.steps {
             out.push_str(&s.to_string());
             out.push('\n');
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
         }
         out.push_str(&format!("verdict: {}\n", self.verdict));
         out
@@ -631,6 +670,8 @@ struct TraceDoc<'a> {
     packet: String,
     verdict: &'a Verdict,
     steps: &'a [Step],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
 }
 
 impl Trace {
@@ -640,6 +681,7 @@ impl Trace {
             packet: packet.to_string(),
             verdict: &self.verdict,
             steps: &self.steps,
+            notes: &self.notes,
         };
         let mut s = serde_json::to_string_pretty(&doc).expect("a trace serialises");
         s.push('\n');
@@ -762,54 +804,100 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
         steps: Vec::new(),
     };
     use TableName::*;
-    let hooks: [(Hook, &[TableName]); 2] = match packet.dir {
-        Direction::Out => [
-            (Hook::Output, &[Raw, Mangle, Nat, Filter]),
-            (Hook::Postrouting, &[Mangle, Nat]),
-        ],
-        Direction::In => [
-            (Hook::Prerouting, &[Raw, Mangle, Nat]),
-            (Hook::Input, &[Mangle, Filter, Nat]),
-        ],
+    const LOCAL_OUT: [(Hook, &[TableName]); 2] = [
+        (Hook::Output, &[Raw, Mangle, Nat, Filter]),
+        (Hook::Postrouting, &[Mangle, Nat]),
+    ];
+    const LOCAL_IN: [(Hook, &[TableName]); 2] = [
+        (Hook::Prerouting, &[Raw, Mangle, Nat]),
+        (Hook::Input, &[Mangle, Filter, Nat]),
+    ];
+    // A packet arriving on lo was sent by this host: nat decided its connection at OUTPUT and
+    // POSTROUTING, and is not consulted again.
+    let from_lo = matches!(&w.state.iif, Dev::Named(i) if i == "lo");
+    let passes: &[(_, bool)] = match packet.dir {
+        Direction::Out => &[(LOCAL_OUT, false)],
+        Direction::In => &[(LOCAL_IN, from_lo)],
     };
     let mut delivered: Option<Verdict> = None;
-    for (hook, tables) in hooks {
-        for &table in tables {
-            if !w.nf.has_hook(table, hook) {
-                continue;
+    let mut passes = passes.to_vec();
+    let mut i = 0;
+    while let Some(&(hooks, nat_decided)) = passes.get(i) {
+        i += 1;
+        for (hook, tables) in hooks {
+            for &table in tables {
+                if !w.nf.has_hook(table, hook) {
+                    continue;
+                }
+                let skip = if table != Nat {
+                    None
+                } else if nat_decided {
+                    Some(
+                        "arriving on lo, the packet was sent by this host: nat decided its connection at OUTPUT"
+                            .to_string(),
+                    )
+                } else if packet.state != ConnState::New {
+                    Some(format!(
+                        "nat sees only the first packet of a new connection; this one is {}",
+                        packet.state.as_str()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = skip {
+                    w.steps.push(Step {
+                        table: nf.naming.table(table),
+                        chain: nf.naming.hook(hook).into(),
+                        rule: None,
+                        text: None,
+                        effect: Effect::Skipped { why },
+                    });
+                    continue;
+                }
+                match w.walk(table, hook)? {
+                    Outcome::Continue => {}
+                    Outcome::Drop => {
+                        return Ok(Trace {
+                            verdict: Verdict::drop(),
+                            steps: w.steps,
+                            notes: Vec::new(),
+                        });
+                    }
+                    Outcome::Deliver(v) => {
+                        delivered.get_or_insert(v);
+                    }
+                }
             }
-            if table == Nat && packet.state != ConnState::New {
-                w.steps.push(Step {
-                    table: nf.naming.table(table),
-                    chain: nf.naming.hook(hook).into(),
-                    rule: None,
-                    text: None,
-                    effect: Effect::Skipped {
-                        why: format!(
-                            "nat sees only the first packet of a new connection; this one is {}",
-                            packet.state.as_str()
-                        ),
-                    },
-                });
-                continue;
-            }
-            match w.walk(table, hook)? {
-                Outcome::Continue => {}
-                Outcome::Drop => {
-                    return Ok(Trace {
-                        verdict: Verdict::drop(),
-                        steps: w.steps,
+        }
+        // Sent through lo, the packet arrives again on lo: PREROUTING and INPUT follow.
+        if packet.dir == Direction::Out && passes.len() == 1 {
+            match &w.state.oif {
+                Dev::Named(o) if o == "lo" => {
+                    w.steps.push(Step {
+                        table: "lo".into(),
+                        chain: String::new(),
+                        rule: None,
+                        text: None,
+                        effect: Effect::Loopback,
+                    });
+                    w.state.iif = Dev::Named("lo".into());
+                    w.state.oif = Dev::Absent;
+                    passes.push((LOCAL_IN, true));
+                }
+                Dev::Unknown(why) => {
+                    return Err(TraceError {
+                        at: None,
+                        why: format!("cannot tell whether the packet loops back through lo: {why}"),
                     });
                 }
-                Outcome::Deliver(v) => {
-                    delivered.get_or_insert(v);
-                }
+                _ => {}
             }
         }
     }
     Ok(Trace {
         verdict: delivered.unwrap_or_else(Verdict::accept),
         steps: w.steps,
+        notes: Vec::new(),
     })
 }
 
@@ -954,11 +1042,20 @@ impl Walker<'_> {
     }
 
     /// A new packet mark. In OUTPUT the kernel reroutes a packet whose mark changed: one to a
-    /// local address stays on lo, any other may leave through another interface.
+    /// local address stays on lo, one with a mark policy routing sends to lo goes there; with
+    /// the plan's routes (no other policy rule) any other keeps its route, with a dump's rules
+    /// (routing unknown) it may leave through another interface.
     fn set_mark(&mut self, mark: u32, hook: Hook) {
         let changed = mark != self.state.mark;
         self.state.mark = mark;
-        if changed && hook == Hook::Output && !matches!(&self.state.oif, Dev::Named(o) if o == "lo") {
+        if changed && hook == Hook::Output && self.nf.local_marks.contains(&mark) {
+            // Policy routing: this mark looks up a table whose default route is local (lo).
+            self.state.oif = Dev::Named("lo".into());
+        } else if changed
+            && hook == Hook::Output
+            && !self.nf.routes_known
+            && !matches!(&self.state.oif, Dev::Named(o) if o == "lo")
+        {
             self.state.oif = Dev::Unknown(
                 "the output interface may have changed: the packet was rerouted after its mark changed".into(),
             );
@@ -1079,7 +1176,7 @@ mod tests {
             panic!("not a render command")
         };
         let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
-        Netfilter::from_ruleset(&plan.ruleset(family))
+        Netfilter::from_plan(&plan, family, false).unwrap()
     }
 
     fn run(nf: &Netfilter, packet: &str) -> Result<Trace, TraceError> {
@@ -1620,7 +1717,7 @@ COMMIT
             panic!("not a render command")
         };
         let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
-        Netfilter::from_nft(&nft::apply_transaction(&plan).unwrap(), family)
+        Netfilter::from_plan(&plan, family, true).unwrap()
     }
 
     #[test]

@@ -272,7 +272,7 @@ fn random_configurations_trace_the_capture_invariants() {
         .run(&(conf(), 0usize..16, any::<bool>()), |(c, pick, v6)| {
             let plan = plan(&c, &resolv);
             let family = if v6 && plan.ipv6 { Family::V6 } else { Family::V4 };
-            let nf = Netfilter::from_ruleset(&plan.ruleset(family));
+            let nf = Netfilter::from_plan(&plan, family, false).unwrap();
             let (pod, peer) = match family {
                 Family::V4 => ("198.51.100.2", "203.0.113.7"),
                 Family::V6 => ("[fd00::2]", "[fd00:1:2::7]"),
@@ -349,9 +349,8 @@ fn random_configurations_nft_and_iptables_agree() {
         .run(&(conf(), any::<bool>()), |(c, v6)| {
             let plan = plan(&c, &resolv);
             let family = if v6 && plan.ipv6 { Family::V6 } else { Family::V4 };
-            let ipt = Netfilter::from_ruleset(&plan.ruleset(family));
-            let tx = meshcap::render::nft::apply_transaction(&plan).unwrap();
-            let nft = Netfilter::from_nft(&tx, family);
+            let ipt = Netfilter::from_plan(&plan, family, false).unwrap();
+            let nft = Netfilter::from_plan(&plan, family, true).unwrap();
             let (pod, peer, dns, six) = match family {
                 Family::V4 => ("198.51.100.2", "203.0.113.7", "10.96.0.10", "127.0.0.6"),
                 Family::V6 => ("[fd00::2]", "[fd00:1:2::7]", "[fd00::10]", "[::6]"),
