@@ -1756,6 +1756,39 @@ COMMIT
     }
 
     #[test]
+    fn packets_sent_through_lo_come_back_in() {
+        // TPROXY mode, the proxy to its own pod IP's tunnel port: nat OUTPUT exempts 15008, but
+        // mangle OUTPUT marks it 1338, and back in through lo mangle PREROUTING tproxies it
+        // (the kernel does the same: see the traffic test inbound_tproxy).
+        let t = run(
+            &planned(TPROXY, Family::V4),
+            "out tcp 198.51.100.2:40000 -> 198.51.100.2:15008 uid=1337 gid=1337 oif=lo",
+        )
+        .unwrap();
+        assert_eq!(t.verdict, Verdict::tproxy(15006), "{}", t.text());
+        let lo = t.steps.iter().position(|s| s.effect == Effect::Loopback).unwrap();
+        assert!(
+            t.steps[lo + 1..]
+                .iter()
+                .all(|s| s.table != "nat" || matches!(s.effect, Effect::Skipped { .. }))
+        );
+        // Arriving on lo, nat is not consulted again (it decided at OUTPUT).
+        let t = run(
+            &planned(SIDECAR, Family::V4),
+            "in tcp 198.51.100.2:5 -> 198.51.100.2:8080 iif=lo",
+        )
+        .unwrap();
+        assert_eq!(t.verdict, Verdict::accept(), "{}", t.text());
+        assert!(matches!(&t.steps[0].effect, Effect::Skipped { why } if why.contains("arriving on lo")));
+        // Leaving through eth0: no second pass; redirected (to 127.0.0.1), through lo.
+        let proxy = "out tcp 198.51.100.2:4 -> 203.0.113.7:80 uid=1337 gid=1337 oif=eth0";
+        let t = run(&planned(SIDECAR, Family::V4), proxy).unwrap();
+        assert!(!t.steps.iter().any(|s| s.effect == Effect::Loopback), "{}", t.text());
+        let t = run(&planned(SIDECAR, Family::V4), APP_OUT).unwrap();
+        assert!(t.steps.iter().any(|s| s.effect == Effect::Loopback), "{}", t.text());
+    }
+
+    #[test]
     fn json_shape() {
         let t = run(&planned(SIDECAR, Family::V4), APP_OUT).unwrap();
         let v = serde_json::to_value(&t).unwrap();

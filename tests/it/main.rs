@@ -13,5 +13,6 @@ mod packaging;
 mod props;
 mod roundtrip;
 mod support;
+mod tracer_vs_kernel;
 mod traffic;
 mod validation;

@@ -3,7 +3,8 @@
 //! proxy on 15001/15006 with the right original destination, the DNS agent on 15053, or the
 //! intended server). The harness is `lab`; scenarios are data, run once per installer: meshcap's
 //! apply path (both iptables variants), render + iptables-restore (both variants), and the
-//! native nftables transaction.
+//! native nftables transaction. Every case is also asked of `meshcap trace` (module
+//! `tracer_vs_kernel`): the tracer's verdict must equal what the kernel did.
 //!
 //! Findings the cases pin (real kernel behaviour, not just rule text):
 //! - app → own pod IP is *not* captured: the SYN leaves through `lo`, where ISTIO_OUTPUT returns
@@ -20,7 +21,9 @@
 //! - a proxy known only by its group (uid ≠ 1337, gid 1337) reaches its own pod IP uncaptured:
 //!   `-o lo -m owner ! --uid-owner 1337 -j RETURN` comes before the gid rules.
 //! - in TPROXY mode the tunnel port 15008 is captured too: its RETURN lives in nat
-//!   ISTIO_INBOUND, which TPROXY mode does not jump to.
+//!   ISTIO_INBOUND, which TPROXY mode does not jump to. The proxy's own connection to its pod
+//!   IP's 15008 as well: nat OUTPUT exempts it, but mangle OUTPUT marked it 1338, and coming
+//!   back in through lo it is tproxied to 15006.
 //! - redirected UDP DNS reaches the app from the original server address only because the
 //!   agent's reply is put in conntrack zone 2 by its owner (uid 1337); the probe's connected UDP
 //!   socket would otherwise never see the answer.
@@ -112,6 +115,10 @@ pub fn inbound_tproxy() -> Scenario {
         .case(tcp(From::Peer, sa(POD4, 15008), tproxied(15006, sa(POD4, 15008))))
         .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
         .case(tcp(From::Proxy, sa(POD4, 8080), redirected(15006, sa(POD4, 8080))))
+        // The proxy to its own tunnel port: nat OUTPUT leaves 15008 alone, but mangle OUTPUT
+        // marked the packet 1338, so when it comes back in through lo mangle PREROUTING
+        // tproxies it (the tracer follows the packet through lo to say so).
+        .case(tcp(From::Proxy, sa(POD4, 15008), tproxied(15006, sa(POD4, 15008))))
         .case(tcp(From::Proxy, sa(POD4, 8080), Outcome::Direct).bound(PASS4))
         .case(tcp(From::App, sa(POD4, 8080), Outcome::Direct))
         .case(tcp(From::App, sa(LOOP4, 8080), Outcome::Direct))
@@ -275,12 +282,19 @@ pub fn dual_stack_without_flag() -> Scenario {
         .case(tcp(From::Proxy, sa(POD6, 8080), Outcome::Direct))
 }
 
-/// Runs one scenario with one installer (skipped where namespaces cannot be created).
+/// Runs one scenario with one installer (skipped where namespaces cannot be created), then
+/// asks the tracer about every case: its verdict must be what the kernel did.
 fn check(scenario: fn() -> Scenario, installer: Installer) {
     if !netns_available() {
         return;
     }
-    run(&scenario(), installer);
+    let scenario = scenario();
+    let ran = run(&scenario, installer);
+    let n = crate::tracer_vs_kernel::agree(&scenario, installer, &ran);
+    eprintln!(
+        "tracer agrees with the kernel: {} [{installer}]: {n} cases",
+        scenario.name
+    );
 }
 
 /// One `#[test]` per scenario for the given installer; the scenario list lives here only.
