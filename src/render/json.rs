@@ -88,11 +88,13 @@ pub struct RuleDoc {
     pub iptables: String,
 }
 
-/// An inclusive port range; a single port has `from == to`.
+/// A port (`15008`) or an inclusive range as the rule writes it (`{"from": 9000, "to": 9100}`;
+/// `a:a` stays a range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortRange {
-    pub from: u16,
-    pub to: u16,
+#[serde(untagged)]
+pub enum PortRange {
+    Single(u16),
+    Range { from: u16, to: u16 },
 }
 
 /// A user or group: a number, or a name resolved by iptables when the rule is loaded.
@@ -229,11 +231,8 @@ fn table_doc(table: &Table) -> TableDoc {
 
 fn port_range(p: &PortSpec) -> PortRange {
     match *p {
-        PortSpec::Single(p) => PortRange {
-            from: p.get(),
-            to: p.get(),
-        },
-        PortSpec::Range(a, b) => PortRange {
+        PortSpec::Single(p) => PortRange::Single(p.get()),
+        PortSpec::Range(a, b) => PortRange::Range {
             from: a.get(),
             to: b.get(),
         },
@@ -409,10 +408,12 @@ fn chain_name(name: &str) -> Result<ChainName, ReadError> {
 
 fn port_spec(p: &PortRange) -> Result<PortSpec, ReadError> {
     let port = |n: u16| Port::parse(&n.to_string()).map_err(|e| bad("port", n, e.0));
-    match (port(p.from)?, port(p.to)?) {
-        (a, b) if a == b => Ok(PortSpec::Single(a)),
-        (a, b) if a < b => Ok(PortSpec::Range(a, b)),
-        _ => Err(bad("port range", format!("{}:{}", p.from, p.to), "from > to")),
+    match *p {
+        PortRange::Single(n) => Ok(PortSpec::Single(port(n)?)),
+        PortRange::Range { from, to } => match (port(from)?, port(to)?) {
+            (a, b) if a <= b => Ok(PortSpec::Range(a, b)),
+            _ => Err(bad("port range", format!("{from}:{to}"), "from > to")),
+        },
     }
 }
 
@@ -638,10 +639,7 @@ mod tests {
             rule["matches"][1],
             serde_json::json!({"type": "destination", "negated": true, "cidr": "127.0.0.1/32"})
         );
-        assert_eq!(
-            rule["matches"][3]["port"],
-            serde_json::json!({"from": 15008, "to": 15008})
-        );
+        assert_eq!(rule["matches"][3]["port"], 15008);
         assert_eq!(rule["matches"][4]["owner"], serde_json::json!({"id": 1337}));
         assert_eq!(
             rule["target"],
@@ -676,6 +674,36 @@ mod tests {
                 "-i eth1 -j RETURN"
             ]
         );
+    }
+
+    #[test]
+    fn ranges_stay_ranges() {
+        let flags = CaptureFlags {
+            inbound_ports: Some("1:1,80".into()),
+            outbound_ports: Some("8000:8100".into()),
+            ..CaptureFlags::default()
+        };
+        let p = plan(flags, false);
+        let v: serde_json::Value = serde_json::from_str(&render(&p, &[Family::V4])).unwrap();
+        let ops = v["families"][0]["tables"][0]["ops"].as_array().unwrap();
+        let port = |text: &str| {
+            let op = ops
+                .iter()
+                .find(|o| o["iptables"].as_str().unwrap().contains(text))
+                .unwrap();
+            op["rule"]["matches"][1]["port"].clone()
+        };
+        assert_eq!(port("--dport 1:1 "), serde_json::json!({"from": 1, "to": 1}));
+        assert_eq!(port("--dport 80 "), 80);
+        assert_eq!(
+            port("--dport 8000:8100 "),
+            serde_json::json!({"from": 8000, "to": 8100})
+        );
+        let back = Document::from_json(&render(&p, &[Family::V4]))
+            .unwrap()
+            .rulesets()
+            .unwrap();
+        assert_eq!(back, [p.ruleset(Family::V4)]);
     }
 
     #[test]
