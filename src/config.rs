@@ -201,30 +201,44 @@ impl Sourced {
     }
 }
 
+/// A value as given. Control characters (newline, tab, carriage return, escape, …) are refused
+/// in every value, whatever it is for: no setting needs one, and a newline would otherwise be
+/// trimmed from a list item or echoed into the log.
+fn sourced(text: &str, source: String) -> Result<Sourced> {
+    if text.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            &source,
+            text,
+            "control characters (newline, tab, carriage return, ...) are not allowed",
+        ));
+    }
+    Ok(Sourced {
+        text: text.to_string(),
+        source,
+    })
+}
+
 /// Resolves one setting: the flag if given, else the alias variable, else the primary one.
-fn pick(flag: &Option<String>, long: &str, env: &Env, primary: Option<&str>, alias: Option<&str>) -> Option<Sourced> {
+fn pick(
+    flag: &Option<String>,
+    long: &str,
+    env: &Env,
+    primary: Option<&str>,
+    alias: Option<&str>,
+) -> Result<Option<Sourced>> {
     if let Some(text) = flag {
-        return Some(Sourced {
-            text: text.clone(),
-            source: format!("--{long}"),
-        });
+        return sourced(text, format!("--{long}")).map(Some);
     }
     for name in [alias, primary].into_iter().flatten() {
         if let Some(text) = env.get(name) {
-            return Some(Sourced {
-                text: text.to_string(),
-                source: name.to_string(),
-            });
+            return sourced(text, name.to_string()).map(Some);
         }
     }
-    None
+    Ok(None)
 }
 
-fn env_only(env: &Env, name: &str) -> Option<Sourced> {
-    env.get(name).map(|text| Sourced {
-        text: text.to_string(),
-        source: name.to_string(),
-    })
+fn env_only(env: &Env, name: &str) -> Result<Option<Sourced>> {
+    env.get(name).map(|text| sourced(text, name.to_string())).transpose()
 }
 
 /// A proxy UID/GID list that is given must name at least one owner. Istio renders no owner
@@ -252,7 +266,7 @@ fn parse_bool(s: &Sourced) -> Result<bool> {
 }
 
 fn flag_bool(flag: &Option<String>, long: &str, env: &Env, primary: &str, alias: Option<&str>) -> Result<bool> {
-    pick(flag, long, env, Some(primary), alias).map_or(Ok(false), |s| parse_bool(&s))
+    pick(flag, long, env, Some(primary), alias)?.map_or(Ok(false), |s| parse_bool(&s))
 }
 
 /// Parses a Go duration (`5s`, `500ms`, `1m30s`, `1.5h`; a bare `0`). Negative durations are
@@ -323,7 +337,7 @@ impl Config {
     pub fn from_flags(flags: &CaptureFlags, env: &Env, files: &HostFiles, ipv6: Ipv6Setting) -> Result<Config> {
         let f = flags;
         let port = |flag: &Option<String>, long: &str, primary: Option<&str>, default: u16| -> Result<Port> {
-            match pick(flag, long, env, primary, None) {
+            match pick(flag, long, env, primary, None)? {
                 Some(s) => s.parse(Port::parse),
                 None => Ok(Port::new_const(default)),
             }
@@ -352,7 +366,7 @@ impl Config {
             env,
             Some("ISTIO_INBOUND_INTERCEPTION_MODE"),
             None,
-        );
+        )?;
         let mode_text = mode_src.as_ref().map(|s| s.text.clone()).unwrap_or_default();
         let mode = match &mode_src {
             None => InterceptionMode::Redirect,
@@ -369,7 +383,7 @@ impl Config {
             env,
             Some("ISTIO_INBOUND_TPROXY_MARK"),
             None,
-        ) {
+        )? {
             Some(s) => s.parse(|t| {
                 let m = Mark::parse(t)?;
                 if m.0 == 0 || m == OUTBOUND_MARK {
@@ -387,7 +401,7 @@ impl Config {
             env,
             Some("ISTIO_INBOUND_TPROXY_ROUTE_TABLE"),
             None,
-        ) {
+        )? {
             Some(s) => s.parse(RouteTable::parse)?,
             None => RouteTable(133),
         };
@@ -395,7 +409,7 @@ impl Config {
         let list_src = |flag: &Option<String>, long: &str, primary: &str| pick(flag, long, env, Some(primary), None);
         let text_of = |s: &Option<Sourced>| s.as_ref().map(|s| s.text.clone()).unwrap_or_default();
 
-        let inbound_src = list_src(&f.inbound_ports, "istio-inbound-ports", "ISTIO_INBOUND_PORTS");
+        let inbound_src = list_src(&f.inbound_ports, "istio-inbound-ports", "ISTIO_INBOUND_PORTS")?;
         let inbound_ports = match &inbound_src {
             None => PortSelection::List(Vec::new()),
             Some(s) if s.text.trim() == "*" => PortSelection::All,
@@ -405,7 +419,7 @@ impl Config {
             &f.local_exclude_ports,
             "istio-local-exclude-ports",
             "ISTIO_LOCAL_EXCLUDE_PORTS",
-        );
+        )?;
         let inbound_exclude_ports = inbound_excl_src
             .as_ref()
             .map_or(Ok(Vec::new()), |s| s.list(PortSpec::parse))?;
@@ -418,12 +432,12 @@ impl Config {
             &f.exclude_interfaces,
             "istio-exclude-interfaces",
             "ISTIO_EXCLUDE_INTERFACES",
-        );
+        )?;
         let exclude_interfaces = excl_if_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(Iface::parse))?;
-        let virt_src = list_src(&f.kube_virt_interfaces, "kube-virt-interfaces", "KUBE_VIRT_INTERFACES");
+        let virt_src = list_src(&f.kube_virt_interfaces, "kube-virt-interfaces", "KUBE_VIRT_INTERFACES")?;
         let virtual_interfaces = virt_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(Iface::parse))?;
 
-        let incl_src = list_src(&f.service_cidr, "istio-service-cidr", "ISTIO_SERVICE_CIDR");
+        let incl_src = list_src(&f.service_cidr, "istio-service-cidr", "ISTIO_SERVICE_CIDR")?;
         let outbound_include = match &incl_src {
             None => CidrSelection::List(Vec::new()),
             Some(s) if s.text.trim() == "*" => CidrSelection::All,
@@ -433,7 +447,7 @@ impl Config {
             &f.service_exclude_cidr,
             "istio-service-exclude-cidr",
             "ISTIO_SERVICE_EXCLUDE_CIDR",
-        );
+        )?;
         let outbound_exclude = match &excl_src {
             Some(s) if s.text.trim() == "*" => {
                 return Err(Error::invalid(
@@ -446,7 +460,7 @@ impl Config {
             None => Vec::new(),
         };
 
-        let oports_src = list_src(&f.outbound_ports, "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS");
+        let oports_src = list_src(&f.outbound_ports, "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS")?;
         let outbound_ports_include = oports_src
             .as_ref()
             .map_or(Ok(Vec::new()), |s| s.list(PortSpec::parse))?;
@@ -454,12 +468,12 @@ impl Config {
             &f.local_outbound_ports_exclude,
             "istio-local-outbound-ports-exclude",
             "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
-        );
+        )?;
         let outbound_ports_exclude = oexcl_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(PortSpec::parse))?;
 
         // Owner groups (env only): include `*` (default) with an exclude list, or an include list.
-        let groups_incl = env_only(env, "ISTIO_OUTBOUND_OWNER_GROUPS");
-        let groups_excl = env_only(env, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE");
+        let groups_incl = env_only(env, "ISTIO_OUTBOUND_OWNER_GROUPS")?;
+        let groups_excl = env_only(env, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE")?;
         let owner_groups = match &groups_incl {
             Some(s) if s.text.trim() != "*" => {
                 let only = s.list(Owner::parse)?;
@@ -481,7 +495,7 @@ impl Config {
             _ => OwnerGroups::AllExcept(groups_excl.as_ref().map_or(Ok(Vec::new()), |s| s.list(Owner::parse))?),
         };
 
-        let loopback_v4 = match env_only(env, "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR") {
+        let loopback_v4 = match env_only(env, "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR")? {
             None => Cidr::host(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Some(s) => s.parse(|t| {
                 let c = Cidr::parse(t)?;
@@ -538,7 +552,7 @@ impl Config {
             ),
             (&f.iptables_version, "iptables-version", "IPTABLES_VERSION", "1.22"),
         ] {
-            if let Some(s) = pick(flag, long, env, Some(primary), None)
+            if let Some(s) = pick(flag, long, env, Some(primary), None)?
                 && s.source.starts_with("--")
             {
                 warnings.push(format!("{} was removed in Istio {since} and has no effect", s.source));
@@ -551,11 +565,11 @@ impl Config {
             env,
             Some("IPTABLES_PROBE_PORT"),
             None,
-        ) {
+        )? {
             Some(s) => s.parse(parse_probe_port)?,
             None => Port::new_const(15002),
         };
-        let probe_timeout = match pick(&f.probe_timeout, "probe-timeout", env, Some("PROBE_TIMEOUT"), None) {
+        let probe_timeout = match pick(&f.probe_timeout, "probe-timeout", env, Some("PROBE_TIMEOUT"), None)? {
             Some(s) => s.parse(|t| {
                 let d = parse_go_duration(t)?;
                 if d.is_zero() {
@@ -572,7 +586,7 @@ impl Config {
             env,
             Some("NETWORK_NAMESPACE"),
             None,
-        ) {
+        )? {
             Some(s) if s.text.is_empty() => None,
             Some(s) => Some(s.parse(|t| {
                 if t.contains('\0') || t.chars().any(char::is_control) {
@@ -588,7 +602,7 @@ impl Config {
             env,
             Some("FORCE_IPTABLES_BINARY"),
             None,
-        ) {
+        )? {
             None => None,
             Some(s) => s.parse(|t| match t {
                 "" => Ok(None),
@@ -600,7 +614,7 @@ impl Config {
 
         // Proxy UID: the flag/env list, else ENVOY_USER's uid from passwd, else 1337.
         let uid_src =
-            pick(&f.proxy_uid, "proxy-uid", env, Some("PROXY_UID"), None).filter(|s| !s.text.trim().is_empty());
+            pick(&f.proxy_uid, "proxy-uid", env, Some("PROXY_UID"), None)?.filter(|s| !s.text.trim().is_empty());
         let (proxy_uids, uid_text) = match &uid_src {
             Some(s) => (owner_list(s, "UID", "leave it empty for the default")?, s.text.clone()),
             None => {
@@ -610,7 +624,7 @@ impl Config {
             }
         };
         let gid_src =
-            pick(&f.proxy_gid, "proxy-gid", env, Some("PROXY_GID"), None).filter(|s| !s.text.trim().is_empty());
+            pick(&f.proxy_gid, "proxy-gid", env, Some("PROXY_GID"), None)?.filter(|s| !s.text.trim().is_empty());
         let proxy_gids = match &gid_src {
             Some(s) => owner_list(s, "GID", "leave it empty to use the UID list")?,
             None => Sourced {
@@ -630,8 +644,9 @@ impl Config {
             let (servers, skipped) = host::parse_resolv_conf(&text);
             for s in skipped {
                 warnings.push(format!(
-                    "ignoring un-parsable DNS server '{s}' in {}",
-                    files.resolv_conf
+                    "ignoring un-parsable DNS server {} in {}",
+                    crate::error::quote(&s),
+                    crate::error::printable(&files.resolv_conf)
                 ));
             }
             for s in servers {
@@ -699,7 +714,7 @@ impl Config {
 
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.
     pub fn ipv6_setting(flag: &Option<String>, env: &Env) -> Result<Ipv6Setting> {
-        match pick(flag, "ipv6", env, Some("ENABLE_INBOUND_IPV6"), None) {
+        match pick(flag, "ipv6", env, Some("ENABLE_INBOUND_IPV6"), None)? {
             Some(s) => Ok(Ipv6Setting::Explicit(parse_bool(&s)?)),
             None => Ok(Ipv6Setting::Detect),
         }

@@ -45,6 +45,23 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// A value for a log line, as is but with control characters escaped (`\n`, `\u{1b}`), so
+/// no value can start a forged log line or drive a terminal.
+pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -58,3 +75,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(quote("a'b\nc"), "'a\\'b\\nc'");
+        assert_eq!(printable("eth0"), "eth0");
+        assert_eq!(printable("1\n2\t3\u{1b}[2J"), "1\\n2\\t3\\u{1b}[2J");
+    }
+}

@@ -13,10 +13,14 @@ pub struct Env {
 }
 
 impl Env {
+    /// The process environment. A value that is not UTF-8 is kept with its bad bytes replaced
+    /// by U+FFFD, so a variable meshcap reads is refused by its validator (naming it) instead of
+    /// being silently treated as unset; variables with non-UTF-8 names cannot be ones meshcap
+    /// reads and are dropped.
     pub fn from_process() -> Env {
         Env {
             vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
                 .collect(),
         }
     }
@@ -41,7 +45,12 @@ pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
             return None;
         }
         let _password = fields.next()?;
-        fields.next()?.parse().ok()
+        let uid = fields.next()?;
+        // Decimal digits only (`str::parse` would also take a leading `+`).
+        if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        uid.parse().ok()
     })
 }
 
@@ -102,6 +111,9 @@ mod tests {
         assert_eq!(uid_of("broken", "broken"), None);
         assert_eq!(gid_of("root:x:0:\njava:x:2001:a,b\n", "java"), Some(2001));
         assert_eq!(gid_of("java:x:2001:\n", "jav"), None);
+        assert_eq!(uid_of("p:x:+5:0::/:/bin/sh\n", "p"), None);
+        assert_eq!(uid_of("p:x: 5:0::/:/bin/sh\n", "p"), None);
+        assert_eq!(uid_of("p:x:99999999999:0::/:/bin/sh\n", "p"), None);
     }
 
     #[test]

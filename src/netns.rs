@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, quote};
@@ -42,8 +43,12 @@ impl Netns {
     pub fn open(spec: &str) -> Result<Netns> {
         let path = resolve(spec)?;
         let shown = quote(&path.display().to_string());
-        let file =
-            File::open(&path).map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
+        // Non-blocking: a FIFO (or a device) named by mistake or malice must not hang the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+            .map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
         // SAFETY: ioctl on a descriptor we own; NS_GET_NSTYPE takes no argument.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind < 0 {
@@ -65,6 +70,14 @@ impl Netns {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the path still names the namespace that was opened. When the namespace is
+    /// deleted (`ip netns del`, the process of `/proc/PID/ns/net` exits) while meshcap holds
+    /// it, meshcap's descriptor keeps it alive but nobody else can reach it any more.
+    pub fn still_named(&self) -> bool {
+        let Ok(held) = self.file.metadata() else { return false };
+        std::fs::metadata(&self.path).is_ok_and(|now| now.dev() == held.dev() && now.ino() == held.ino())
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -182,6 +195,20 @@ mod tests {
     fn files_that_are_not_network_namespaces_are_refused() {
         let e = Netns::open("/etc/hostname").unwrap_err().to_string();
         assert!(e.contains("'/etc/hostname' is not a network namespace"), "{e}");
+        let dir = std::env::temp_dir().join(format!("meshcap-netns-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own, with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A FIFO without a writer would block a plain open forever.
+        let e = Netns::open(fifo.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is not a network namespace"), "{e}");
+        let e = Netns::open(dir.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is not a network namespace"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = Netns::open("/dev/null").unwrap_err().to_string();
+        assert!(e.contains("'/dev/null' is not a network namespace"), "{e}");
         let e = Netns::open("/nonexistent/ns").unwrap_err().to_string();
         assert!(e.starts_with("cannot open network namespace '/nonexistent/ns'"), "{e}");
         if Path::new("/proc/self/ns/uts").exists() {
@@ -204,6 +231,7 @@ mod tests {
     #[test]
     fn the_current_namespace_opens() {
         let ns = Netns::open("/proc/self/ns/net").unwrap();
+        assert!(ns.still_named());
         let inode = |p: &str| {
             std::fs::metadata(p)
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))

@@ -508,6 +508,7 @@ mod tests {
             "*",
             "eth*",
             "a*b",
+            "eth0\r",
         ] {
             assert!(Iface::parse(bad).is_err(), "{bad:?}");
         }

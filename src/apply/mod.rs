@@ -109,16 +109,31 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     if tracing::enabled!(tracing::Level::DEBUG) {
         ctx.final_state_dump(&plan);
     }
+    let result = result.and_then(|()| {
+        let changes = if cleanup {
+            routes::cleanup(&kernel, config.tproxy_mark, config.tproxy_route_table)
+        } else {
+            routes::apply(&kernel, &plan.routes)
+        }
+        .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
+        for c in changes {
+            tracing::info!("{c}");
+        }
+        Ok(())
+    });
+    if let Some(ns) = netns.as_ref().filter(|ns| !ns.still_named()) {
+        // meshcap's descriptor kept the namespace alive, so the commands ran, but into a
+        // namespace nobody can reach any more: the pod is gone or the path was reused.
+        let outcome = match &result {
+            Ok(()) => "the rules went into the orphaned namespace".to_string(),
+            Err(e) => format!("the run failed too: {e}"),
+        };
+        return Err(Error::Other(format!(
+            "network namespace {} was deleted while meshcap was running; {outcome}",
+            crate::error::quote(&ns.path().display().to_string())
+        )));
+    }
     result?;
-    let changes = if cleanup {
-        routes::cleanup(&kernel, config.tproxy_mark, config.tproxy_route_table)
-    } else {
-        routes::apply(&kernel, &plan.routes)
-    }
-    .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
-    for c in changes {
-        tracing::info!("{c}");
-    }
     validate::after_rules(&config, netns.as_ref())
 }
 
@@ -126,7 +141,9 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
 pub fn env_dump(env: &Env) -> String {
     let mut s = String::from("Istio iptables environment:\n");
     for name in ECHOED_ENV {
-        let _ = writeln!(s, "{name}={}", env.get(name).unwrap_or(""));
+        // Raw, as Istio prints them (a value shadowed by a flag is not validated, so control
+        // characters are escaped).
+        let _ = writeln!(s, "{name}={}", crate::error::printable(env.get(name).unwrap_or("")));
     }
     s
 }
