@@ -19,6 +19,11 @@ use crate::{check, parse, trace};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(e) = non_utf8_argument(&args) {
+        let _ = writeln!(std::io::stderr(), "meshcap: {e}");
+        return e.exit_code();
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -66,6 +71,30 @@ fn invalid_value(e: &clap::Error) -> Option<Error> {
         _ => "not an accepted value".to_string(),
     };
     Some(Error::invalid(flag, value, why))
+}
+
+/// The first argument that is not UTF-8, as an invalid value naming its flag (clap would only
+/// say that some argument is not UTF-8, as a usage error).
+fn non_utf8_argument(args: &[OsString]) -> Option<Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let (i, bytes) = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, a)| a.to_str().is_none())
+        .map(|(i, a)| (i, a.as_bytes()))?;
+    let why = "not valid UTF-8";
+    if bytes.starts_with(b"-")
+        && let Some(eq) = bytes.iter().position(|&b| b == b'=')
+    {
+        let flag = String::from_utf8_lossy(&bytes[..eq]);
+        return Some(Error::invalid(flag, String::from_utf8_lossy(&bytes[eq + 1..]), why));
+    }
+    let flag = args[i - 1]
+        .to_str()
+        .filter(|p| i > 1 && p.starts_with('-'))
+        .unwrap_or("an argument");
+    Some(Error::invalid(flag, String::from_utf8_lossy(bytes), why))
 }
 
 fn run(cli: Cli, env: &Env) -> Result<i32> {
@@ -324,5 +353,21 @@ mod tests {
             e.to_string(),
             "invalid value '-1' for '--istio-inbound-tproxy-route-table': expected a 32-bit number in decimal digits"
         );
+    }
+
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn non_utf8_arguments_name_their_flag() {
+        let bad = OsString::from_vec(b"eth\xff0".to_vec());
+        let args = |v: Vec<OsString>| -> Vec<OsString> { v };
+        let e = non_utf8_argument(&args(vec!["meshcap".into(), "render".into(), "-c".into(), bad.clone()])).unwrap();
+        assert_eq!(e.to_string(), "invalid value 'eth\u{fffd}0' for '-c': not valid UTF-8");
+        let long = OsString::from_vec(b"--istio-exclude-interfaces=eth\xff0".to_vec());
+        let e = non_utf8_argument(&args(vec!["meshcap".into(), long])).unwrap();
+        assert!(e.to_string().contains("for '--istio-exclude-interfaces'"), "{e}");
+        let e = non_utf8_argument(&args(vec!["meshcap".into(), bad])).unwrap();
+        assert!(e.to_string().contains("for 'an argument'"), "{e}");
+        assert!(non_utf8_argument(&args(vec!["meshcap".into(), "render".into()])).is_none());
     }
 }

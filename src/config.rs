@@ -146,6 +146,9 @@ pub struct Config {
     pub force_apply: bool,
     pub native_nftables: bool,
     pub force_iptables_binary: Option<IptablesVariant>,
+    /// Seconds a legacy restore waits for the xtables lock (`--wait=N`): 30 as Istio, or
+    /// `MESHCAP_XTABLES_WAIT` (meshcap's own variable, 1–3600).
+    pub xtables_wait: u32,
     /// Raw text of the flags as Istio's config dump prints them.
     pub dump: DumpText,
     /// Notes for the log (ignored flags, skipped resolv.conf entries), said once by the caller.
@@ -612,6 +615,14 @@ impl Config {
             })?,
         };
 
+        let xtables_wait = match env_only(env, "MESHCAP_XTABLES_WAIT")? {
+            Some(s) => s.parse(|t| match t.parse::<u32>() {
+                Ok(n) if t.bytes().all(|b| b.is_ascii_digit()) && (1..=3600).contains(&n) => Ok(n),
+                _ => Err(Invalid::new("expected whole seconds from 1 to 3600")),
+            })?,
+            None => 30,
+        };
+
         // Proxy UID: the flag/env list, else ENVOY_USER's uid from passwd, else 1337.
         let uid_src =
             pick(&f.proxy_uid, "proxy-uid", env, Some("PROXY_UID"), None)?.filter(|s| !s.text.trim().is_empty());
@@ -696,6 +707,7 @@ impl Config {
             force_apply,
             native_nftables,
             force_iptables_binary,
+            xtables_wait,
             dump: DumpText {
                 inbound_ports: text_of(&inbound_src),
                 inbound_exclude_ports: text_of(&inbound_excl_src),
@@ -826,6 +838,108 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg(flags, &[]).unwrap().proxy_uids, [Owner::Id(1337)]);
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_value() {
+        for (flags, source) in [
+            (
+                CaptureFlags {
+                    exclude_interfaces: Some("eth0\n-j ACCEPT".into()),
+                    ..Default::default()
+                },
+                "--istio-exclude-interfaces",
+            ),
+            (
+                CaptureFlags {
+                    inbound_ports: Some("80,\n443".into()),
+                    ..Default::default()
+                },
+                "--istio-inbound-ports",
+            ),
+            (
+                CaptureFlags {
+                    proxy_uid: Some("\n".into()),
+                    ..Default::default()
+                },
+                "--proxy-uid",
+            ),
+            (
+                CaptureFlags {
+                    iptables_version: Some("1.8\r".into()),
+                    ..Default::default()
+                },
+                "--iptables-version",
+            ),
+        ] {
+            let e = cfg(flags, &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("for '{source}': control characters")), "{e}");
+        }
+        for (name, value) in [
+            ("ISTIO_OUTBOUND_OWNER_GROUPS", "*\n"),
+            ("ISTIO_SERVICE_CIDR", "10.0.0.0/8\t"),
+            ("DRY_RUN", "true\u{1b}"),
+            ("NETWORK_NAMESPACE", "pod\n"),
+        ] {
+            let e = cfg(CaptureFlags::default(), &[(name, value)]).unwrap_err().to_string();
+            assert!(e.contains(&format!("for '{name}': control characters")), "{e}");
+        }
+        // Spaces around list items are still trimmed.
+        let flags = CaptureFlags {
+            inbound_ports: Some(" 80, 443 ".into()),
+            ..Default::default()
+        };
+        assert!(cfg(flags, &[]).is_ok());
+    }
+
+    #[test]
+    fn the_proxy_uid_falls_back_to_1337_without_passwd() {
+        let dir = std::env::temp_dir().join(format!("meshcap-passwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwd = dir.join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nistio-proxy:x:2000:2000::/:/bin/false\nodd:x:+7:0::/:/bin/false\n",
+        )
+        .unwrap();
+        let with = |passwd: &str, env: &[(&str, &str)]| {
+            let files = HostFiles {
+                passwd: passwd.into(),
+                resolv_conf: "/nonexistent".into(),
+            };
+            Config::from_flags(
+                &CaptureFlags::default(),
+                &Env::from_pairs(env.iter().copied()),
+                &files,
+                Ipv6Setting::Explicit(false),
+            )
+            .unwrap()
+            .proxy_uids
+        };
+        let p = passwd.to_str().unwrap();
+        assert_eq!(with(p, &[]), [Owner::Id(2000)], "istio-proxy from passwd");
+        assert_eq!(with(p, &[("ENVOY_USER", "root")]), [Owner::Id(0)]);
+        assert_eq!(with(p, &[("ENVOY_USER", "nobody")]), [Owner::Id(1337)], "unknown user");
+        assert_eq!(
+            with(p, &[("ENVOY_USER", "odd")]),
+            [Owner::Id(1337)],
+            "a uid that is not digits"
+        );
+        assert_eq!(with(p, &[("ENVOY_USER", "root:x:0")]), [Owner::Id(1337)]);
+        assert_eq!(with("/nonexistent/passwd", &[]), [Owner::Id(1337)], "no passwd");
+        assert_eq!(with(dir.to_str().unwrap(), &[]), [Owner::Id(1337)], "a directory");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_xtables_wait() {
+        assert_eq!(cfg(CaptureFlags::default(), &[]).unwrap().xtables_wait, 30);
+        let c = cfg(CaptureFlags::default(), &[("MESHCAP_XTABLES_WAIT", "2")]).unwrap();
+        assert_eq!(c.xtables_wait, 2);
+        for bad in ["0", "3601", "+2", "2s", "", " 2"] {
+            let e = cfg(CaptureFlags::default(), &[("MESHCAP_XTABLES_WAIT", bad)]).unwrap_err();
+            assert!(e.to_string().contains("'MESHCAP_XTABLES_WAIT'"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! argv + env → config → plan → payloads. Properties: no panic; an accepted configuration
-//! yields rulesets that validate, and every payload parses back (strictly) into exactly the
-//! ruleset it was rendered from, i.e. every line is one well-formed rule.
+//! yields rulesets that validate, every iptables payload parses back (strictly) into exactly
+//! the ruleset it was rendered from, i.e. every line is one well-formed rule; and the nft
+//! renderer accepts the same plan, writing one operation per line (no value can add a line,
+//! a statement or an unbalanced quote).
 #![no_main]
 
 use clap::Parser;
@@ -9,7 +11,23 @@ use meshcap::cli::{Cli, Command};
 use meshcap::host::Env;
 use meshcap::parse::{Strictness, parse_save};
 use meshcap::render::iptables::restore_payload;
+use meshcap::render::nft::Transaction;
 use meshcap::values::Family;
+
+fn one_op_per_line(tx: &Transaction) {
+    let text = tx.to_string();
+    assert_eq!(text.lines().count(), tx.ops.len(), "one line per operation:\n{text}");
+    for (op, line) in tx.ops.iter().zip(text.lines()) {
+        assert_eq!(op.to_string(), line);
+        assert!(
+            ["add ", "insert ", "flush ", "delete "].iter().any(|v| line.starts_with(v)),
+            "{line}"
+        );
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert_eq!(line.matches('"').count() % 2, 0, "balanced quotes: {line}");
+        assert!(!line.contains(';') || line.contains("{ type "), "one statement: {line}");
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -28,4 +46,8 @@ fuzz_target!(|data: &[u8]| {
         let back = parse_save(&payload, Strictness::Strict).expect("payload parses back");
         assert_eq!(back.to_ruleset(family).expect("payload converts back"), rs);
     }
+    let tx = meshcap::render::nft::transaction(&plan).expect("an accepted configuration renders an nft transaction");
+    one_op_per_line(&tx);
+    let tx = meshcap::render::nft::apply_transaction(&plan).expect("and its apply transaction");
+    one_op_per_line(&tx);
 });

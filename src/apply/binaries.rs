@@ -81,10 +81,10 @@ impl Binaries {
         format!("{}-restore", self.base)
     }
 
-    /// Legacy takes the xtables lock from 1.6.2 on; nft needs none.
-    pub fn wait_flag(&self) -> Option<&'static str> {
+    /// Legacy takes the xtables lock from 1.6.2 on (waiting up to `secs`); nft needs none.
+    pub fn wait_flag(&self, secs: u32) -> Option<String> {
         match (self.variant, self.version) {
-            (Variant::Legacy, Some(v)) if v >= (1, 6, 2) => Some("--wait=30"),
+            (Variant::Legacy, Some(v)) if v >= (1, 6, 2) => Some(format!("--wait={secs}")),
             _ => None,
         }
     }
@@ -267,9 +267,9 @@ mod tests {
             version: Some((1, 6, 2)),
             ..Binaries::of(Family::V4, Variant::Legacy)
         };
-        assert_eq!(b.wait_flag(), Some("--wait=30"));
+        assert_eq!(b.wait_flag(30).as_deref(), Some("--wait=30"));
         assert!(!b.lockfile_env());
-        assert_eq!(Binaries::of(Family::V6, Variant::Nft).wait_flag(), None);
+        assert_eq!(Binaries::of(Family::V6, Variant::Nft).wait_flag(30), None);
         assert_eq!(
             Binaries::of(Family::V6, Variant::Nft).restore(),
             "ip6tables-nft-restore"

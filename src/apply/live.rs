@@ -204,11 +204,35 @@ pub fn guardrails_input(live: &SaveDump) -> String {
 /// Removes the guardrails [`guardrails_input`] installed.
 pub fn guardrails_removal() -> String {
     let mut out = String::from("* filter\n");
-    for (chain, rule) in guardrails() {
-        out.push_str(&format!("-D {chain} {}\n", rule_spec(&rule)));
+    for line in guardrail_deletes() {
+        out.push_str(&line);
+        out.push('\n');
     }
     out.push_str("COMMIT\n");
     out
+}
+
+/// The filter-table lines that delete one copy of each guardrail.
+pub fn guardrail_deletes() -> Vec<String> {
+    guardrails()
+        .into_iter()
+        .map(|(chain, rule)| format!("-D {chain} {}", rule_spec(&rule)))
+        .collect()
+}
+
+/// Whether the whole guardrail set is live: what a meshcap killed during `--reconcile` leaves
+/// behind (TCP and UDP dropped for good, since the rules may well be in place). Holding the
+/// namespace lock, meshcap knows no other run is rebuilding right now.
+pub fn guardrails_present(live: &SaveDump) -> bool {
+    let Some(filter) = live.table(TableName::Filter).map(|t| t.resolved()) else {
+        return false;
+    };
+    guardrails().into_iter().all(|(chain, rule)| {
+        let key = rule.canonical();
+        filter
+            .get(chain)
+            .is_some_and(|es| es.iter().any(|e| e.rule.as_ref().is_ok_and(|r| r.canonical() == key)))
+    })
 }
 
 /// The tables a restore input writes.
@@ -334,6 +358,11 @@ mod tests {
 
     #[test]
     fn guardrails_and_rollback() {
+        assert!(!guardrails_present(&dump("")));
+        assert!(!guardrails_present(&dump("*filter\n-A INPUT -p tcp -j DROP\nCOMMIT\n")));
+        let all = "*filter\n-A INPUT -p tcp -j DROP\n-A INPUT -p udp -j DROP\n-A FORWARD -p tcp -j DROP\n-A FORWARD -p udp -j DROP\n-A OUTPUT -p tcp -j DROP\n-A OUTPUT -p udp -j DROP\nCOMMIT\n";
+        assert!(guardrails_present(&dump(all)));
+        assert_eq!(guardrail_deletes()[0], "-D INPUT -p tcp -j DROP");
         let g = guardrails_input(&dump(""));
         assert_eq!(g.lines().filter(|l| l.starts_with("-I")).count(), 6);
         assert!(!g.contains("-D"));

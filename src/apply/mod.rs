@@ -12,6 +12,7 @@
 //! `--dry-run` prints the commands and changes nothing.
 
 pub mod binaries;
+pub mod diagnose;
 pub mod live;
 
 use std::fmt::Write as _;
@@ -205,12 +206,12 @@ pub fn config_dump(c: &Config, ipv6: bool) -> String {
     s
 }
 
-fn restore_cmd(bins: &Binaries, input: &str, noflush: bool, ns: Option<&Path>, cni: bool) -> Cmd {
-    let mut args: Vec<&str> = Vec::new();
+fn restore_cmd(bins: &Binaries, input: &str, noflush: bool, ns: Option<&Path>, cni: bool, wait: u32) -> Cmd {
+    let mut args: Vec<String> = Vec::new();
     if noflush {
-        args.push("--noflush");
+        args.push("--noflush".into());
     }
-    args.extend(bins.wait_flag());
+    args.extend(bins.wait_flag(wait));
     let mut cmd = Cmd::new(bins.restore(), args).stdin(input).netns(ns);
     if cni
         && bins.lockfile_env()
@@ -255,7 +256,7 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Re
             let input = live::restore_input(&live::cleanup_lines(&rs, &live), None);
             if !input.is_empty() {
                 let b = bins(family);
-                show(&restore_cmd(&b, &input, true, ns, config.cni_mode));
+                show(&restore_cmd(&b, &input, true, ns, config.cni_mode, config.xtables_wait));
                 tracing::info!(
                     "Running iptables restore with: {} and the following input:\n{}",
                     b.restore(),
@@ -268,7 +269,7 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Re
         for family in plan.families() {
             let b = bins(family);
             let payload = restore_payload(&plan.ruleset(family));
-            let cmd = restore_cmd(&b, &payload, true, ns, config.cni_mode);
+            let cmd = restore_cmd(&b, &payload, true, ns, config.cni_mode, config.xtables_wait);
             show(&cmd);
             tracing::info!(
                 "Running iptables restore with: {} and the following input:\n{}",
@@ -363,9 +364,18 @@ impl Ctx<'_> {
     }
 
     fn restore(&self, bins: &Binaries, input: &str, noflush: bool) -> Result<(), ExecError> {
-        let cmd = restore_cmd(bins, input, noflush, self.ns, self.config.cni_mode);
+        let cmd = restore_cmd(
+            bins,
+            input,
+            noflush,
+            self.ns,
+            self.config.cni_mode,
+            self.config.xtables_wait,
+        );
         tracing::debug!("Running command ({}): {cmd}", lock_mode(&cmd));
-        run_ok(self.sys, &cmd).map(drop)
+        run_ok(self.sys, &cmd)
+            .map(drop)
+            .map_err(|e| diagnose::annotate(e, input, self.config.xtables_wait))
     }
 
     fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
@@ -492,6 +502,12 @@ impl Ctx<'_> {
             .iter()
             .filter(|s| matches!(s.verdict, Verdict::Differs { .. }))
             .collect();
+        // Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in
+        // place; kept (failing closed) while they are not.
+        let leftovers: Vec<&FamilyState> = states
+            .iter()
+            .filter(|s| s.enabled && live::guardrails_present(&s.live))
+            .collect();
         if states.iter().all(|s| s.verdict == Verdict::Absent) {
             tracing::info!("Clean-state detected, new iptables are needed");
         } else if differs.is_empty() {
@@ -511,14 +527,19 @@ impl Ctx<'_> {
                         _ => None,
                     })
                     .collect();
+                let guarded = if leftovers.is_empty() {
+                    ""
+                } else {
+                    "; the guardrails of an interrupted run are in place (TCP and UDP are dropped) until then"
+                };
                 return Err(Error::Other(format!(
-                    "the live ISTIO_* rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them",
+                    "the live ISTIO_* rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them{guarded}",
                     summaries.join("; ")
                 )));
             }
         }
         if actions.iter().all(|a| *a == Action::Nothing) {
-            return Ok(());
+            return self.remove_leftover_guardrails(&leftovers);
         }
         let rebuild = actions.contains(&Action::Rebuild);
         let mut guarded: Vec<&FamilyState> = Vec::new();
@@ -592,6 +613,10 @@ impl Ctx<'_> {
         if !notes.is_empty() {
             return Err(Error::Other(format!("the rules were applied, but{notes}")));
         }
+        if !rebuild {
+            // (A rebuild replaced them with its own, removed above.)
+            self.remove_leftover_guardrails(&leftovers)?;
+        }
         if force && states.iter().any(|s| s.verdict == Verdict::Equal) {
             tracing::warn!(
                 "The forced apply of iptables changes succeeded despite the presence of conflicting rules or chains. If you encounter this message, please consider reporting it as an issue."
@@ -650,6 +675,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// Removes the guardrails an interrupted run left, now that the rules are in place.
+    fn remove_leftover_guardrails(&self, leftovers: &[&FamilyState]) -> Result<()> {
+        for s in leftovers {
+            tracing::warn!(
+                "removing the guardrails an interrupted meshcap run left in the {} filter table",
+                s.bins.family
+            );
+            self.restore(&s.bins, &live::guardrails_removal(), true).map_err(|e| {
+                Error::Other(format!(
+                    "cannot remove the guardrails an interrupted run left (TCP and UDP are dropped): {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Removes the guardrails of `guarded`; returns a note for the error message ("" if fine).
     fn remove_guardrails(&self, guarded: &[&FamilyState]) -> String {
         let mut failed = Vec::new();
@@ -694,7 +735,18 @@ impl Ctx<'_> {
                 let text = self.save(&bins)?;
                 bins.version = binaries::parse_version(&text);
                 let dump = self.parse(&bins, &text)?;
-                let input = live::restore_input(&live::cleanup_lines(&planned, &dump), None);
+                let mut lines = live::cleanup_lines(&planned, &dump);
+                if live::guardrails_present(&dump) {
+                    tracing::warn!(
+                        "removing the guardrails an interrupted meshcap run left in {}",
+                        bins.base
+                    );
+                    lines
+                        .entry(TableName::Filter)
+                        .or_default()
+                        .extend(live::guardrail_deletes());
+                }
+                let input = live::restore_input(&lines, None);
                 if input.is_empty() {
                     continue;
                 }

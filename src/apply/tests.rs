@@ -318,13 +318,13 @@ fn cni_mode_sets_a_pod_scoped_lock_without_wiping_the_environment() {
         version: Some((1, 8, 9)),
         ..Binaries::of(Family::V4, Variant::Legacy)
     };
-    let cmd = restore_cmd(&b, "", true, Some(Path::new("/var/run/netns/p")), true);
+    let cmd = restore_cmd(&b, "", true, Some(Path::new("/var/run/netns/p")), true, 30);
     assert_eq!(
         cmd.env,
         [("XTABLES_LOCKFILE".to_string(), "/var/run/netns/p".to_string())]
     );
     assert_eq!(cmd.args, ["--noflush", "--wait=30"]);
-    let cmd = restore_cmd(&Binaries::of(Family::V4, Variant::Nft), "", true, None, true);
+    let cmd = restore_cmd(&Binaries::of(Family::V4, Variant::Nft), "", true, None, true, 30);
     assert!(cmd.env.is_empty());
 }
 

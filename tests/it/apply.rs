@@ -8,7 +8,7 @@ use std::process::Output;
 
 use crate::support::{NetNs, meshcap, netns_available};
 
-const SIDECAR: &[&str] = &[
+pub(crate) const SIDECAR: &[&str] = &[
     "-p",
     "15001",
     "-z",
@@ -26,34 +26,34 @@ const SIDECAR: &[&str] = &[
     "-d",
     "15090,15021,15020",
 ];
-const TPROXY: &[&str] = &[
+pub(crate) const TPROXY: &[&str] = &[
     "-p", "15001", "-z", "15006", "-u", "1337", "-m", "TPROXY", "-i", "*", "-b", "*", "-d", "15090", "-c", "eth9",
     "-q", "9000",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum V {
+pub(crate) enum V {
     Legacy,
     Nft,
 }
 
 impl V {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             V::Legacy => "legacy",
             V::Nft => "nft",
         }
     }
-    fn tool(self, base: &str, suffix: &str) -> String {
+    pub(crate) fn tool(self, base: &str, suffix: &str) -> String {
         format!("{base}-{}{suffix}", self.name())
     }
 }
 
-fn text(o: &[u8]) -> String {
+pub(crate) fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
 
-fn show(o: &Output) -> String {
+pub(crate) fn show(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -63,14 +63,14 @@ fn show(o: &Output) -> String {
 }
 
 /// A namespace with a loopback IPv4 address (IPv6 detection then says IPv4 only).
-fn v4_ns(tag: &str) -> NetNs {
+pub(crate) fn v4_ns(tag: &str) -> NetNs {
     let ns = NetNs::new(tag);
     ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
     ns
 }
 
 /// The save output without comments and counters, and without tables that hold nothing.
-fn normalize(save: &str) -> String {
+pub(crate) fn normalize(save: &str) -> String {
     let mut blocks: Vec<String> = Vec::new();
     let mut block: Vec<String> = Vec::new();
     for line in save.lines() {
@@ -97,21 +97,21 @@ fn normalize(save: &str) -> String {
     blocks.concat()
 }
 
-fn save(ns: &NetNs, v: V, base: &str) -> String {
+pub(crate) fn save(ns: &NetNs, v: V, base: &str) -> String {
     let o = ns.run(&v.tool(base, "-save"), &[]);
     assert!(o.status.success(), "{}", show(&o));
     normalize(&text(&o.stdout))
 }
 
 /// Runs meshcap with `args` then `--network-namespace <ns>` (and the forced variant).
-fn apply(ns: &NetNs, v: V, args: &[&str], extra: &[&str]) -> Output {
+pub(crate) fn apply(ns: &NetNs, v: V, args: &[&str], extra: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend_from_slice(extra);
     all.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
     meshcap(&all).output().unwrap()
 }
 
-fn render(args: &[&str], family: &str, ipv6: bool) -> String {
+pub(crate) fn render(args: &[&str], family: &str, ipv6: bool) -> String {
     let mut all = vec!["render"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--family", family]);
@@ -124,7 +124,7 @@ fn render(args: &[&str], family: &str, ipv6: bool) -> String {
 }
 
 /// Istio's payload, restored directly into a fresh namespace: the reference state.
-fn reference(v: V, args: &[&str], ipv6: bool) -> (String, String) {
+pub(crate) fn reference(v: V, args: &[&str], ipv6: bool) -> (String, String) {
     let ns = NetNs::new("ref");
     let mut out = Vec::new();
     for (family, base) in [("v4", "iptables"), ("v6", "ip6tables")] {
@@ -368,7 +368,7 @@ fn misordered_rules_are_drift() {
     assert!(text(&o.stderr).contains("1 misordered"), "{}", show(&o));
 }
 
-fn add_foreign(ns: &NetNs, v: V) {
+pub(crate) fn add_foreign(ns: &NetNs, v: V) {
     for base in ["iptables", "ip6tables"] {
         let ipt = v.tool(base, "");
         for args in [
