@@ -66,7 +66,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidValue { source, value, why } => {
-                write!(f, "invalid value {} for '{}': {}", quote(value), source, why)
+                // The reason may quote part of the value: escaped too, the message stays one line.
+                write!(f, "invalid value {} for '{}': {}", quote(value), source, printable(why))
             }
             Error::Read { path, err } => write!(f, "cannot read {}: {}", quote(path), err),
             Error::Other(msg) => f.write_str(msg),

@@ -1,7 +1,7 @@
 //! The seam to external programs. A [`Cmd`] is data (program, argv, stdin payload, target
 //! network namespace, extra environment); a [`System`] runs it. [`RealSystem`] spawns the
 //! program directly (never a shell), entering the target namespace in the child with `setns` on
-//! a descriptor the parent opened; [`Recorder`] records commands instead (dry-run, unit tests of
+//! a descriptor the parent opened, with the whole stdin payload in a memfd before it starts; [`Recorder`] records commands instead (dry-run, unit tests of
 //! error paths) and answers with scripted outputs.
 
 use std::fmt;
@@ -214,10 +214,16 @@ impl System for RealSystem<'_> {
         command.arg0(&cmd.program).args(&cmd.args);
         command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.stdin(if cmd.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+        let mut piped_payload = None;
+        command.stdin(match &cmd.stdin {
+            None => Stdio::null(),
+            Some(payload) => match payload_file(payload) {
+                Ok(file) => Stdio::from(file),
+                Err(_) => {
+                    piped_payload = Some(payload);
+                    Stdio::piped()
+                }
+            },
         });
         match (&cmd.netns, self.netns) {
             (None, _) => {}
@@ -251,7 +257,7 @@ impl System for RealSystem<'_> {
             why: e.to_string(),
         })?;
         let output = std::thread::scope(|s| {
-            if let (Some(payload), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
+            if let (Some(payload), Some(mut stdin)) = (piped_payload, child.stdin.take()) {
                 // A child that exits early closes its end; the error shows in its exit status.
                 s.spawn(move || {
                     let _ = stdin.write_all(payload.as_bytes());
@@ -281,6 +287,25 @@ impl System for RealSystem<'_> {
     fn spawns(&self) -> usize {
         self.spawns.load(Ordering::Relaxed)
     }
+}
+
+/// The stdin payload as a file the child reads from the start (a memfd: no file system
+/// needed). Complete before the child exists, so a meshcap killed after the spawn cannot leave
+/// the child with a truncated input (a pipe meshcap writes could be cut off part-way, after
+/// the first table's COMMIT). Where memfd is unavailable the caller falls back to a pipe.
+fn payload_file(payload: &str) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a valid C string; the descriptor is owned right away.
+    let fd = unsafe { libc::memfd_create(c"meshcap-stdin".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(payload.as_bytes())?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 type Responder = Box<dyn Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync>;

@@ -7,6 +7,7 @@ mod apply;
 mod check_netns;
 mod docs;
 mod golden;
+mod hardening;
 mod lab;
 mod nft_render;
 mod packaging;
