@@ -640,4 +640,15 @@ COMMIT
         let order: Vec<_> = r["PREROUTING"].iter().map(|e| e.tokens.join(" ")).collect();
         assert_eq!(order, ["-i eth1 -j RETURN", "-i eth0 -j RETURN", "-j RETURN"]);
     }
+
+    #[test]
+    fn an_out_of_range_prefix_is_an_error_not_a_panic() {
+        // Found by `cargo fuzz run parse_save`: a three-digit prefix above 255 panicked.
+        let text = "*nat\n:ISTIO_OUTPUT - [0:0]\n-A ISTIO_OUTPUT ! -d 127.0.0.1/313 -j RETURN\nCOMMIT\n";
+        for strictness in [Strictness::Strict, Strictness::Lenient] {
+            if let Ok(dump) = parse_save(text, strictness) {
+                assert!(dump.to_ruleset(Family::V4).is_err());
+            }
+        }
+    }
 }

@@ -187,7 +187,10 @@ impl Cidr {
         {
             return Err(Invalid::new(format!("bad prefix length after slash: '{bits}'")));
         }
-        Cidr::new(addr, bits.parse().expect("checked digits"))
+        // Up to three digits can exceed a u8 (`/313`): out of range, not a panic.
+        let len: u16 = bits.parse().expect("checked: one to three digits");
+        let len = u8::try_from(len).map_err(|_| Invalid::new("prefix length out of range"))?;
+        Cidr::new(addr, len)
     }
 
     pub fn addr(&self) -> IpAddr {
@@ -470,6 +473,10 @@ mod tests {
             "::/129",
             "1.2.3.4/-1",
             "1.2.3.4/ 8",
+            // Found by fuzzing (parse_save): three digits above 255 panicked.
+            "127.0.0.1/313",
+            "10.0.0.0/256",
+            "::/999",
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
