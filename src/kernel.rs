@@ -58,7 +58,18 @@ fn tables_in(text: &str) -> Vec<TableName> {
 fn read_names(file: &str) -> Vec<TableName> {
     // The file is absent when the legacy module is not loaded: then no legacy table exists.
     let path = format!("/proc/thread-self/net/{file}");
-    std::fs::read_to_string(path).map(|t| tables_in(&t)).unwrap_or_default()
+    match std::fs::read_to_string(&path) {
+        Ok(t) => tables_in(&t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            // Mode 0440, root: a non-root meshcap with file capabilities needs
+            // CAP_DAC_READ_SEARCH to see the legacy tables. Said, not silently assumed.
+            tracing::warn!(
+                "cannot read /proc/net/{file} ({e}); legacy tables are assumed absent (run as root or add CAP_DAC_READ_SEARCH)"
+            );
+            Vec::new()
+        }
+    }
 }
 
 fn io_err(what: &str, e: io::Error) -> Error {

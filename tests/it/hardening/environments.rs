@@ -197,3 +197,88 @@ fn a_read_only_run() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(save(&ns, V::Legacy, "iptables"), reference(V::Legacy, SIDECAR, false).0);
 }
+
+/// A directory `nobody` can enter, with a copy of meshcap and of the nft multi-call binary
+/// (with its `iptables-nft-*` names), each with the given file capabilities.
+fn with_file_caps(meshcap_caps: &str, xtables_caps: Option<&str>) -> Wrappers {
+    let w = Wrappers::new("caps");
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&w.dir, mode).unwrap();
+    std::fs::copy(meshcap_bin(), w.file("meshcap")).unwrap();
+    std::fs::copy(super::real("xtables-nft-multi"), w.file("xtables-nft-multi")).unwrap();
+    for name in ["iptables-nft", "iptables-nft-save", "iptables-nft-restore"] {
+        std::os::unix::fs::symlink("xtables-nft-multi", w.file(name)).unwrap();
+    }
+    let setcap = |caps: &str, file: &str| {
+        let o = Command::new("setcap").arg(caps).arg(w.file(file)).output().unwrap();
+        assert!(o.status.success(), "setcap {caps}: {}", show(&o));
+    };
+    setcap(meshcap_caps, "meshcap");
+    if let Some(caps) = xtables_caps {
+        setcap(caps, "xtables-nft-multi");
+    }
+    w
+}
+
+/// meshcap from `w`, as `nobody`, with only `w` on `PATH`.
+fn as_nobody(w: &Wrappers, ns: &NetNs) -> std::process::Output {
+    let mut cmd = Command::new(super::real("setpriv"));
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(w.file("meshcap"))
+        .args(SIDECAR)
+        .args(["--network-namespace", &ns.name])
+        .env_clear()
+        .env("PATH", w.path_only())
+        .stdin(std::process::Stdio::null());
+    output_within(&mut cmd, LIMIT)
+}
+
+#[test]
+fn non_root_with_file_capabilities() {
+    if !netns_available() {
+        return;
+    }
+    let tools_present = ["setcap", "setpriv"]
+        .iter()
+        .all(|t| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(t).is_file()));
+    if !tools_present {
+        eprintln!("note: skipping: setcap/setpriv not installed");
+        return;
+    }
+    // The documented set: meshcap needs NET_ADMIN (netlink), SYS_ADMIN (to enter the pod's
+    // namespace) and DAC_READ_SEARCH (the root-only legacy table list); the iptables binary
+    // it runs needs NET_ADMIN and NET_RAW of its own (capabilities are not inherited).
+    let w = with_file_caps(
+        "cap_net_admin,cap_net_raw,cap_sys_admin,cap_dac_read_search+ep",
+        Some("cap_net_admin,cap_net_raw+ep"),
+    );
+    let ns = v4_ns("caps");
+    let o = as_nobody(&w, &ns);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("cannot read /proc/net"), "{}", show(&o));
+    assert_eq!(save(&ns, V::Nft, "iptables"), reference(V::Nft, SIDECAR, false).0);
+
+    // Without SYS_ADMIN the namespace cannot be entered: a clear error, nothing applied.
+    let w = with_file_caps("cap_net_admin,cap_net_raw+ep", Some("cap_net_admin,cap_net_raw+ep"));
+    let ns = v4_ns("capsnosys");
+    let o = as_nobody(&w, &ns);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains(&format!("cannot enter network namespace '/var/run/netns/{}'", ns.name)),
+        "{}",
+        show(&o)
+    );
+    assert_nothing_applied(&ns, "without CAP_SYS_ADMIN");
+
+    // Without capabilities on the iptables binary its restore fails: a clear error naming it.
+    let w = with_file_caps("cap_net_admin,cap_net_raw,cap_sys_admin,cap_dac_read_search+ep", None);
+    let ns = v4_ns("capsnoxt");
+    let o = as_nobody(&w, &ns);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("iptables-nft-restore --noflush"),
+        "{}",
+        show(&o)
+    );
+    assert_nothing_applied(&ns, "iptables without capabilities");
+}
