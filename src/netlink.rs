@@ -54,6 +54,8 @@ const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
+/// The nftables `inet` family (both IPv4 and IPv6), as a table's `nfgenmsg` family.
+pub const NFPROTO_INET: u8 = 1;
 
 /// `AF_INET` / `AF_INET6` of a family.
 pub fn af(family: Family) -> u8 {

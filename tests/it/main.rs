@@ -8,6 +8,7 @@ mod check_netns;
 mod docs;
 mod golden;
 mod lab;
+mod nft_apply;
 mod nft_render;
 mod packaging;
 mod props;
