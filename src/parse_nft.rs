@@ -362,6 +362,9 @@ fn cidr(v: &Value, family: Family) -> Option<Cidr> {
 /// An interface name as nft lists it: a trailing `*` is the prefix wildcard (iptables' `+`).
 fn iface(v: &Value) -> Option<Iface> {
     let s = v.as_str()?;
+    if s.ends_with('+') {
+        return None; // a literal `+`, which the model would read as iptables' wildcard
+    }
     let name = match s.strip_suffix('*') {
         Some(body) => format!("{body}+"),
         None => s.to_string(),

@@ -18,6 +18,11 @@
 //! Istio's `nft --check` probe is not repeated, since the transaction itself fails atomically
 //! with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`), unchanged re-run 1
 //! (the listing), refused drift 1, reconcile 2, cleanup 2 (0 when no table of meshcap's exists).
+//!
+//! The iptables backend's rules count as drift too (both live would capture twice): when the
+//! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
+//! such family and variant looks for `ISTIO_*` chains; `--reconcile` removes them with the
+//! iptables backend's cleanup after the nft transaction succeeded, so capture never lapses.
 
 use std::path::Path;
 
@@ -30,7 +35,10 @@ use crate::parse_nft::{NftListing, NftState, parse_listing};
 use crate::plan::Plan;
 use crate::render::nft::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
 
-use super::binaries::parse_version;
+use super::binaries::{Binaries, Variant, parse_version};
+use super::live;
+use crate::parse::{SaveDump, Strictness, parse_save};
+use crate::values::Family;
 
 /// The program, looked up in `PATH`.
 pub const NFT: &str = "nft";
@@ -114,6 +122,30 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i
     Ok(0)
 }
 
+/// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and
+/// variant: with both backends live, packets would be captured twice.
+struct IptablesResidue {
+    bins: Binaries,
+    dump: SaveDump,
+}
+
+impl IptablesResidue {
+    fn note(&self) -> String {
+        let chains: Vec<String> = self
+            .dump
+            .istio_chains()
+            .into_iter()
+            .map(|(t, c)| format!("{t}/{c}"))
+            .collect();
+        format!(
+            "meshcap's ISTIO_* chains also exist in the {} tables ({}): {}",
+            self.bins.base,
+            self.bins.family,
+            chains.join(", ")
+        )
+    }
+}
+
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
     pub sys: &'a dyn System,
@@ -165,6 +197,65 @@ impl NftCtx<'_> {
         Ok(())
     }
 
+    /// The iptables backend's rules, looked for only in the iptables tables the kernel lists
+    /// (a fresh pod costs no process).
+    fn iptables_residue(&self) -> Result<Vec<IptablesResidue>> {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            for variant in [Variant::Legacy, Variant::Nft] {
+                let has_tables = match variant {
+                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                };
+                if !has_tables {
+                    continue;
+                }
+                let mut bins = Binaries::of(family, variant);
+                if !self.sys.has_program(&bins.save()) {
+                    tracing::warn!(
+                        "{} tables exist but {} is not installed: meshcap's iptables rules there cannot be checked",
+                        variant.name(),
+                        bins.save()
+                    );
+                    continue;
+                }
+                let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
+                tracing::debug!("Running command (without lock): {cmd}");
+                let text = run_ok(self.sys, &cmd)
+                    .map_err(|e| Error::Other(format!("cannot read the live {family} iptables rules: {e}")))?
+                    .stdout;
+                let dump = parse_save(&text, Strictness::Lenient)
+                    .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))?;
+                if dump.has_istio_state() {
+                    bins.version = parse_version(&text);
+                    out.push(IptablesResidue { bins, dump });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the iptables backend's rules (after the nft rules are in place, so capture
+    /// never lapses).
+    fn remove_iptables_residue(&self, plan: &Plan, residue: &[IptablesResidue]) -> Result<()> {
+        for r in residue {
+            let input = live::restore_input(&live::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                r.bins.restore(),
+                input.trim()
+            );
+            let cmd = super::restore_cmd(&r.bins, &input, true, self.ns, self.config.cni_mode);
+            tracing::debug!("Running command ({}): {cmd}", super::lock_mode(&cmd));
+            run_ok(self.sys, &cmd).map_err(|e| {
+                Error::Other(format!(
+                    "the nftables rules were applied, but removing meshcap's iptables rules failed: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, plan: &Plan) -> Result<()> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
@@ -177,25 +268,33 @@ impl NftCtx<'_> {
             }
         };
         let drift = nft_drift::compare(&planned, &live);
+        let residue = self.iptables_residue()?;
         let force = self.config.force_apply;
-        if live.is_empty() {
+        if live.is_empty() && residue.is_empty() {
             tracing::info!("Clean-state detected, new nftables rules are needed");
             if planned.is_empty() {
                 tracing::info!("There are no nftables rules to log");
                 return Ok(());
             }
-        } else if drift.is_clean() {
+        } else if drift.is_clean() && residue.is_empty() {
             tracing::info!("Found compatible nftables rules, reconciliation not needed");
             if !force {
                 return Ok(());
             }
         } else {
             tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
-            tracing::info!("{}\n{drift}", drift.summary());
+            let mut summary = vec![drift.summary()];
+            if !drift.is_clean() {
+                tracing::info!("{}\n{drift}", drift.summary());
+            }
+            for r in &residue {
+                tracing::info!("{}", r.note());
+                summary.push(r.note());
+            }
             if !self.config.reconcile && !force {
                 return Err(Error::Other(format!(
                     "the live istio-proxy-* nftables rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them",
-                    drift.summary()
+                    summary.join("; ")
                 )));
             }
         }
@@ -206,7 +305,8 @@ impl NftCtx<'_> {
         let mut ops: Vec<NftOp> = live.tables.iter().map(|t| NftOp::DeleteTable(t.table)).collect();
         ops.extend(tx.ops);
         tracing::info!("Applying nftables rules");
-        self.run(&Transaction { ops })
+        self.run(&Transaction { ops })?;
+        self.remove_iptables_residue(plan, &residue)
     }
 
     /// `--cleanup-only` / `istio-clean-iptables`: deletes meshcap's tables, nothing else.
@@ -359,6 +459,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("cannot read the live nftables rules"), "{e}");
+    }
+
+    #[test]
+    fn the_iptables_backends_rules_are_drift_and_reconcile_removes_them() {
+        let (c, p) = sidecar();
+        let save = crate::render::iptables::restore_payload(&p.ruleset(crate::values::Family::V4));
+        let k = FakeKernel {
+            nft: [Some(vec![crate::model::TableName::Nat]), Some(vec![])],
+            nft_inet: Some(vec![]),
+            ..FakeKernel::default()
+        };
+        let respond = move |cmd: &Cmd| match cmd.program.as_str() {
+            "iptables-nft-save" => Ok(Output::ok(save.clone())),
+            _ => Ok(Output::ok("nftables v1.0.6\n")),
+        };
+        let rec = Recorder::new(respond.clone());
+        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("also exist in the iptables-nft tables (IPv4): nat/ISTIO_INBOUND"),
+            "{e}"
+        );
+        assert_eq!(lines(&rec), ["iptables-nft-save"], "nothing written");
+
+        let mut c = c;
+        c.reconcile = true;
+        let rec = Recorder::new(respond);
+        run_apply(&rec, &k, &c, &p).unwrap();
+        assert_eq!(
+            lines(&rec),
+            [
+                "iptables-nft-save",
+                "nft --version",
+                "nft -f -",
+                "iptables-nft-restore --noflush"
+            ]
+        );
+        let cleanup = rec.commands()[3].stdin.clone().unwrap();
+        assert!(
+            cleanup.contains("-X ISTIO_OUTPUT") && !cleanup.contains("-A "),
+            "{cleanup}"
+        );
     }
 
     #[test]

@@ -612,3 +612,54 @@ fn the_namespace_by_pid_and_concurrent_runs() {
     }
     assert_eq!(ruleset(&ns), want);
 }
+
+/// The `table inet istio-proxy-*` blocks of a ruleset listing.
+fn meshcap_tables(listing: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in listing.lines() {
+        if line.starts_with("table ") {
+            inside = line.starts_with("table inet istio-proxy-");
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn switching_from_the_iptables_backend_needs_reconcile_and_removes_its_rules() {
+    if !netns_available() {
+        return;
+    }
+    let ns = v4_ns("nftswitchbk");
+    let mut args = SIDECAR.to_vec();
+    args.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", "nft"]);
+    let o = meshcap(&args).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let save = |ns: &NetNs| text(&ns.run("iptables-nft-save", &[]).stdout);
+    assert!(save(&ns).contains("ISTIO_OUTPUT"));
+
+    let o = nft_apply(&ns, SIDECAR, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("also exist in the iptables-nft tables (IPv4): nat/ISTIO_INBOUND"),
+        "{}",
+        show(&o)
+    );
+    assert!(!ruleset(&ns).contains("istio-proxy"), "nothing applied");
+
+    let o = nft_apply(&ns, SIDECAR, &["--reconcile"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        !save(&ns).contains("ISTIO"),
+        "the iptables rules are gone: {}",
+        save(&ns)
+    );
+    assert_eq!(meshcap_tables(&ruleset(&ns)), reference(SIDECAR, false));
+    let o = nft_apply(&ns, SIDECAR, &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("reconciliation not needed"), "{}", show(&o));
+}
