@@ -4,9 +4,10 @@
 //! place of the restores.
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
-//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`
-//! ([`crate::parse_nft`]), and compared with the state the transaction produces
-//! ([`crate::nft_drift`]): equal → nothing is done; different → refused without `--reconcile`
+//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`, and compared
+//! with the state the transaction produces — both with [`crate::check::nft`], the one reader
+//! and comparator of nftables state (`check --native-nftables` uses it too): equal → nothing
+//! is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
 //! tables are deleted and rebuilt in the same transaction. nft commits a transaction
 //! atomically, so there is no window without capture (no guardrails needed) and a failed
@@ -26,12 +27,11 @@
 
 use std::path::Path;
 
+use crate::check::nft::{self as state, Ruleset};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec::{Cmd, System, run_ok};
 use crate::kernel::Kernel;
-use crate::nft_drift::{self, NftDrift};
-use crate::parse_nft::{NftListing, NftState, parse_listing};
 use crate::plan::Plan;
 use crate::render::nft::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
 
@@ -49,10 +49,6 @@ pub const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
 /// `nft -f -` with `tx` on stdin, in `ns`.
 pub fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
     Cmd::new(NFT, ["-f", "-"]).stdin(tx.to_string()).netns(ns)
-}
-
-fn list_cmd(ns: Option<&Path>) -> Cmd {
-    Cmd::new(NFT, ["-j", "list", "ruleset", "inet"]).netns(ns)
 }
 
 /// The transaction meshcap applies for `plan` (the rendered one plus the removal of unused
@@ -76,22 +72,6 @@ pub fn check_version(text: &str) -> Result<()> {
             crate::error::quote(text)
         ))),
     }
-}
-
-/// Reads the live state of meshcap's tables: one `nft -j list ruleset inet`.
-pub fn read_live(sys: &dyn System, ns: Option<&Path>) -> Result<NftListing> {
-    let cmd = list_cmd(ns);
-    tracing::debug!("Running command (without lock): {cmd}");
-    let out = run_ok(sys, &cmd).map_err(|e| Error::Other(format!("cannot read the live nftables rules: {e}")))?;
-    parse_listing(&out.stdout).map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", cmd.line())))
-}
-
-/// The live nftables state against the plan, for `meshcap check --native-nftables`: one
-/// process (`nft -j list ruleset inet` in `ns`). `Display` of the result is the `+`/`-` diff.
-pub fn nft_drift(plan: &Plan, sys: &dyn System, ns: Option<&Path>) -> Result<NftDrift> {
-    let planned = nft_drift::expected(&planned_transaction(plan)?);
-    let live = read_live(sys, ns)?;
-    Ok(nft_drift::compare(&planned, &live.state))
 }
 
 fn missing_nft(cni: bool) -> Error {
@@ -259,15 +239,12 @@ impl NftCtx<'_> {
     pub fn apply(&self, plan: &Plan) -> Result<()> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
-        let planned = nft_drift::expected(&tx);
-        let (version, live) = match self.our_tables() {
-            Some(t) if t.is_empty() => (None, NftState::default()),
-            _ => {
-                let l = read_live(self.sys, self.ns)?;
-                (l.version, l.state)
-            }
+        let planned = state::planned(&tx);
+        let live = match self.our_tables() {
+            Some(t) if t.is_empty() => Ruleset::default(),
+            _ => state::read_live(self.sys, self.ns)?,
         };
-        let drift = nft_drift::compare(&planned, &live);
+        let drift = state::compare(&planned, &live, &crate::trace::Ids::from_host());
         let residue = self.iptables_residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {
@@ -285,7 +262,7 @@ impl NftCtx<'_> {
             tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
             let mut summary = vec![drift.summary()];
             if !drift.is_clean() {
-                tracing::info!("{}\n{drift}", drift.summary());
+                tracing::info!("{}\n{}", drift.summary(), drift.lines());
             }
             for r in &residue {
                 tracing::info!("{}", r.note());
@@ -298,11 +275,16 @@ impl NftCtx<'_> {
                 )));
             }
         }
-        self.version_ok(version.as_deref())?;
+        self.version_ok(live.version.as_deref())?;
         // Rebuild: meshcap's live tables are deleted first, in the same transaction, so
         // whatever they held (chains or sets meshcap does not use) goes and the result is
         // exactly a fresh apply; nft commits it atomically.
-        let mut ops: Vec<NftOp> = live.tables.iter().map(|t| NftOp::DeleteTable(t.table)).collect();
+        let mut ops: Vec<NftOp> = live
+            .tables
+            .iter()
+            .filter_map(|t| NftTable::from_name(t))
+            .map(NftOp::DeleteTable)
+            .collect();
         ops.extend(tx.ops);
         tracing::info!("Applying nftables rules");
         self.run(&Transaction { ops })?;
@@ -326,8 +308,8 @@ impl NftCtx<'_> {
 mod tests {
     use super::*;
     use crate::apply::tests::{FakeKernel, config};
+    use crate::check::nft::listing_json;
     use crate::exec::{ExecError, Output, Recorder};
-    use crate::parse_nft::listing_json;
 
     fn lines(rec: &Recorder) -> Vec<String> {
         rec.commands().iter().map(|c| c.line()).collect()
@@ -351,10 +333,13 @@ mod tests {
     }
 
     /// Answers `--version` and `-j list` like nft 1.0.6 holding `live`.
-    fn nft(live: NftState, version: &'static str) -> Recorder {
+    fn nft(live: Ruleset, version: &'static str) -> Recorder {
         Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
             Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
-            Some("-j") => Ok(Output::ok(listing_json(Some(version), &live))),
+            Some("-j") => Ok(Output::ok(listing_json(&Ruleset {
+                version: Some(version.to_string()),
+                ..live.clone()
+            }))),
             _ => Ok(Output::default()),
         })
     }
@@ -366,7 +351,7 @@ mod tests {
     #[test]
     fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
+        let rec = nft(Ruleset::default(), "1.0.6");
         run_apply(&rec, &kernel(&["foreign"]), &c, &p).unwrap();
         assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
         let tx = planned_transaction(&p).unwrap().to_string();
@@ -377,14 +362,15 @@ mod tests {
     #[test]
     fn equal_state_costs_one_listing_and_drift_is_refused() {
         let (c, p) = sidecar();
-        let live = nft_drift::expected(&planned_transaction(&p).unwrap());
+        let live = state::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
         let rec = nft(live.clone(), "1.0.6");
         run_apply(&rec, &k, &c, &p).unwrap();
         assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
 
         let mut drifted = live.clone();
-        drifted.tables[0].chains.pop();
+        let last = drifted.chains.keys().last().unwrap().clone();
+        drifted.chains.remove(&last);
         let rec = nft(drifted.clone(), "1.0.6");
         let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
         assert!(e.contains("--reconcile") && e.contains("nftables: "), "{e}");
@@ -406,7 +392,7 @@ mod tests {
     #[test]
     fn without_a_netlink_answer_the_state_is_listed() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
+        let rec = nft(Ruleset::default(), "1.0.6");
         run_apply(&rec, &FakeKernel::default(), &c, &p).unwrap();
         assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
     }
@@ -419,7 +405,7 @@ mod tests {
         assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
         assert!(rec.commands().is_empty());
         for old in ["1.0.0", "0.9.8"] {
-            let rec = nft(NftState::default(), old);
+            let rec = nft(Ruleset::default(), old);
             let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
             assert!(
                 e.contains("nft version must be v1.0.1 or later") && e.contains(old),
@@ -505,7 +491,7 @@ mod tests {
     #[test]
     fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
         let (c, _) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
+        let rec = nft(Ruleset::default(), "1.0.6");
         let clean = |k: &FakeKernel| {
             NftCtx {
                 sys: &rec,

@@ -217,7 +217,9 @@ fn drift_is_refused_and_reconcile_repairs_it_leaving_foreign_tables() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = text(&o.stderr);
     assert!(
-        err.contains("--reconcile") && err.contains("nftables: 1 missing, 3 unexpected, 0 misordered"),
+        err.contains("--reconcile") && err.contains(
+            "nftables: 1 missing, 1 unexpected, 0 misordered, 1 chain(s) and 0 table(s) differ, 1 unexpected object(s)"
+        ),
         "{err}"
     );
     for line in [
