@@ -13,7 +13,7 @@ use crate::apply;
 use crate::config::{Config, Ipv6Setting};
 use crate::drift::{self, Drift, DriftKind};
 use crate::error::{Error, Result};
-use crate::exec::{Cmd, RealSystem, System, run_ok};
+use crate::exec::{RealSystem, System};
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::model::TableName;
 use crate::netns::{self, Netns};
@@ -91,19 +91,8 @@ impl Report {
             }
         }
         if let Some(d) = &self.nft {
-            if d.is_clean() {
-                out.push_str("# nftables: in sync\n");
-            } else {
-                out.push_str(&format!(
-                    "# nftables: {} missing, {} unexpected, {} misordered, {} chain(s) and {} table(s) differ\n",
-                    d.count(DriftKind::Missing),
-                    d.count(DriftKind::Unexpected),
-                    d.count(DriftKind::Misordered),
-                    d.chains.len(),
-                    d.missing_tables.len() + d.unexpected_tables.len()
-                ));
-                out.push_str(&d.lines());
-            }
+            out.push_str(&format!("# {}\n", d.summary()));
+            out.push_str(&d.lines());
         }
         out
     }
@@ -168,6 +157,7 @@ impl Report {
                 chains: d.chains.clone(),
                 missing_tables: d.missing_tables.clone(),
                 unexpected_tables: d.unexpected_tables.clone(),
+                unexpected_objects: d.unexpected_objects.clone(),
             }),
         };
         let mut s = serde_json::to_string_pretty(&doc).expect("a report serialises");
@@ -205,6 +195,8 @@ struct NftDoc {
     chains: Vec<nft::ChainDrift>,
     missing_tables: Vec<String>,
     unexpected_tables: Vec<String>,
+    /// Sets, maps and other objects in meshcap's tables, as `<kind> <table> <name>`.
+    unexpected_objects: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -314,11 +306,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     if config.native_nftables {
         let tx = crate::render::nft::apply_transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
-        let cmd = Cmd::new("nft", ["-j", "list", "ruleset"]).netns(ns_path);
-        let out =
-            run_ok(&sys, &cmd).map_err(|e| Error::Other(format!("cannot read the live nftables ruleset: {e}")))?;
-        let live = nft::parse_listing(&out.stdout)
-            .map_err(|e| Error::Other(format!("cannot read the output of {cmd}: {e}")))?;
+        let live = nft::read_live(&sys, ns_path)?;
         let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
         return Ok(Report {
             families: Vec::new(),

@@ -87,14 +87,16 @@ impl fmt::Display for Drift {
     }
 }
 
-/// One side's rule: its canonical form (None when not understood) and display text.
-struct Item {
-    key: Option<Rule>,
-    text: String,
-    at: usize,
+/// One side's rule: its canonical form (None when not understood; it then matches nothing),
+/// display text and 1-based position. The key type is the backend's rule model (`Rule` here,
+/// the nft rule in `nft_drift`), so both backends share one diff.
+pub(crate) struct Item<K> {
+    pub key: Option<K>,
+    pub text: String,
+    pub at: usize,
 }
 
-fn live_item(e: &SavedEntry, at: usize) -> Item {
+fn live_item(e: &SavedEntry, at: usize) -> Item<Rule> {
     match &e.rule {
         Ok(r) => Item {
             key: Some(r.canonical()),
@@ -110,7 +112,7 @@ fn live_item(e: &SavedEntry, at: usize) -> Item {
 }
 
 /// Longest common subsequence of two key lists (unknown keys never match).
-fn lcs(a: &[Item], b: &[Item]) -> Vec<(usize, usize)> {
+fn lcs<K: PartialEq>(a: &[Item<K>], b: &[Item<K>]) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
     let mut dp = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -137,11 +139,18 @@ fn lcs(a: &[Item], b: &[Item]) -> Vec<(usize, usize)> {
     pairs
 }
 
-fn diff_chain(table: &str, chain: &str, planned: &[Item], live: &[Item], out: &mut Vec<DriftEntry>) {
+/// Diffs one chain's planned and live rules into `out` (missing, unexpected, misordered).
+pub(crate) fn diff_chain<K: PartialEq>(
+    table: &str,
+    chain: &str,
+    planned: &[Item<K>],
+    live: &[Item<K>],
+    out: &mut Vec<DriftEntry>,
+) {
     let pairs = lcs(planned, live);
     let kept_p: BTreeSet<usize> = pairs.iter().map(|p| p.0).collect();
     let kept_l: BTreeSet<usize> = pairs.iter().map(|p| p.1).collect();
-    let mut unexpected: Vec<&Item> = live
+    let mut unexpected: Vec<&Item<K>> = live
         .iter()
         .enumerate()
         .filter(|(j, _)| !kept_l.contains(j))
@@ -195,7 +204,7 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
             }
         }
         for name in names {
-            let planned_rules: Vec<Item> = ChainName::from_name(&name)
+            let planned_rules: Vec<Item<Rule>> = ChainName::from_name(&name)
                 .and_then(|c| plan_chains.get(&c))
                 .map(|rules| {
                     rules
@@ -210,7 +219,7 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
                 })
                 .unwrap_or_default();
             let live_entries = live_chains.get(&name).map(Vec::as_slice).unwrap_or_default();
-            let live_rules: Vec<Item> = if is_istio_name(&name) {
+            let live_rules: Vec<Item<Rule>> = if is_istio_name(&name) {
                 live_entries
                     .iter()
                     .enumerate()

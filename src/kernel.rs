@@ -25,6 +25,11 @@ pub trait Kernel {
     /// The iptables-nft tables (`ip`/`ip6` family) that exist, of the four; `None` when
     /// nf_tables is not available.
     fn nft_tables(&self, family: Family) -> Option<Vec<TableName>>;
+    /// The names of the nftables tables of family `inet`; `None` when they cannot be listed
+    /// without a process (nf_tables unavailable, or a kernel double that does not say).
+    fn nft_inet_tables(&self) -> Option<Vec<String>> {
+        None
+    }
     /// How many `fwmark <mark> lookup <table>` rules exist.
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize>;
     fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()>;
@@ -136,6 +141,18 @@ impl Kernel for LinuxKernel {
         out.sort();
         out.dedup();
         Some(out)
+    }
+
+    fn nft_inet_tables(&self) -> Option<Vec<String>> {
+        let sock = self.netfilter.as_ref().ok()?;
+        let tables = sock.nft_tables().ok()?;
+        Some(
+            tables
+                .into_iter()
+                .filter(|(f, _)| *f == crate::netlink::NFPROTO_INET)
+                .map(|(_, n)| n)
+                .collect(),
+        )
     }
 
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize> {

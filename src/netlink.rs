@@ -54,6 +54,10 @@ const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
+/// `ifaddrmsg.ifa_flags`: no duplicate address detection (the address is usable at once).
+const IFA_F_NODAD: u8 = 0x02;
+/// The nftables `inet` family (both IPv4 and IPv6), as a table's `nfgenmsg` family.
+pub const NFPROTO_INET: u8 = 1;
 
 /// `AF_INET` / `AF_INET6` of a family.
 pub fn af(family: Family) -> u8 {
@@ -358,9 +362,13 @@ impl Socket {
         body
     }
 
-    /// `ip addr add <ip>/<prefix> dev <index>` (`EEXIST` when present).
+    /// `ip addr add <ip>/<prefix> dev <index> nodad` (`EEXIST` when present). Without `nodad`
+    /// an IPv6 address stays tentative until the kernel's DAD work runs, shortly after the
+    /// request is acknowledged, and a proxy binding `::6` in that window gets
+    /// `EADDRNOTAVAIL`; loopback addresses need no duplicate detection.
     pub fn add_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
-        let body = Socket::addr_body(ip, prefix, index);
+        let mut body = Socket::addr_body(ip, prefix, index);
+        body[2] = IFA_F_NODAD;
         self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
             .map(drop)
     }

@@ -9,11 +9,13 @@
 //! what is actually live and the new rules in one restore per family, each table atomic) →
 //! roll every touched table back if any restore fails → TPROXY routing ([`crate::routes`])
 //! → `--run-validation` ([`crate::validate`]).
-//! `--dry-run` prints the commands and changes nothing.
+//! `--dry-run` prints the commands and changes nothing. With `--native-nftables` the rules go
+//! through the nft backend ([`nft`]) instead; everything around them is shared.
 
 pub mod binaries;
 pub mod diagnose;
 pub mod live;
+pub mod nft;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -40,18 +42,14 @@ use live::Verdict;
 pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
-    // With --skip-rule-apply no rules are touched, so the backend does not matter: Istio CNI's
-    // istio-validation container (which may carry --native-nftables) goes on to validation.
-    if config.native_nftables && !config.skip_rule_apply {
-        return Err(Error::invalid(
-            "--native-nftables",
-            "true",
-            "the native nftables backend is not part of this apply path; drop the flag to use iptables",
-        ));
-    }
+    let native_nft = config.native_nftables;
     let cleanup = cleanup_cmd || config.cleanup_only;
+    if native_nft {
+        tracing::info!("native nftables enabled, using nft rules for traffic redirection.");
+    }
     if config.dry_run {
-        tracing::info!("running iptables in dry-run mode, no rule changes will be made");
+        let what = if native_nft { "nftables" } else { "iptables" };
+        tracing::info!("running {what} in dry-run mode, no rule changes will be made");
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -77,7 +75,10 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         (Ipv6Setting::Detect, Some(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
         (Ipv6Setting::Detect, None) => unreachable!("the kernel is opened when detecting"),
     };
-    tracing::info!("{}", env_dump(env));
+    tracing::info!(
+        "{}",
+        env_dump_titled(env, if native_nft { "nftables" } else { "iptables" })
+    );
     tracing::info!("{}", config_dump(&config, ipv6));
     if config.skip_rule_apply {
         return validate::after_rules(&config, netns.as_ref());
@@ -90,7 +91,11 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     }
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
-        let code = dry_run(&config, &plan, ns_path, cleanup)?;
+        let code = if native_nft {
+            nft::dry_run(&plan, ns_path, cleanup)?
+        } else {
+            dry_run(&config, &plan, ns_path, cleanup)?
+        };
         return if code == 0 {
             validate::after_rules(&config, netns.as_ref())
         } else {
@@ -99,29 +104,31 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     }
     let kernel = kernel.expect("opened for real runs");
     let sys = RealSystem::new(netns.as_ref());
-    let ctx = Ctx {
-        sys: &sys,
-        kernel: &kernel,
-        config: &config,
-        ns: ns_path,
+    let result = if native_nft {
+        let ctx = nft::NftCtx {
+            sys: &sys,
+            kernel: &kernel,
+            config: &config,
+            ns: ns_path,
+        };
+        let result = if cleanup { ctx.cleanup() } else { ctx.apply(&plan) };
+        tracing::debug!("{} processes spawned", sys.spawns());
+        result
+    } else {
+        let ctx = Ctx {
+            sys: &sys,
+            kernel: &kernel,
+            config: &config,
+            ns: ns_path,
+        };
+        let result = if cleanup { ctx.cleanup(&plan) } else { ctx.apply(&plan) };
+        tracing::debug!("{} processes spawned", sys.spawns());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            ctx.final_state_dump(&plan);
+        }
+        result
     };
-    let result = if cleanup { ctx.cleanup(&plan) } else { ctx.apply(&plan) };
-    tracing::debug!("{} processes spawned", sys.spawns());
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        ctx.final_state_dump(&plan);
-    }
-    let result = result.and_then(|()| {
-        let changes = if cleanup {
-            routes::cleanup(&kernel, config.tproxy_mark, config.tproxy_route_table)
-        } else {
-            routes::apply(&kernel, &plan.routes)
-        }
-        .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
-        for c in changes {
-            tracing::info!("{c}");
-        }
-        Ok(())
-    });
+    let result = result.and_then(|()| routes_step(&kernel, &config, &plan, cleanup));
     if let Some(ns) = netns.as_ref().filter(|ns| !ns.still_named()) {
         // meshcap's descriptor kept the namespace alive, so the commands ran, but into a
         // namespace nobody can reach any more: the pod is gone or the path was reused.
@@ -138,9 +145,29 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     validate::after_rules(&config, netns.as_ref())
 }
 
+/// TPROXY policy routing and `::6` (both backends): programmed after the rules, removed on
+/// cleanup.
+fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool) -> Result<()> {
+    let changes = if cleanup {
+        routes::cleanup(kernel, config.tproxy_mark, config.tproxy_route_table)
+    } else {
+        routes::apply(kernel, &plan.routes)
+    }
+    .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
+    for c in changes {
+        tracing::info!("{c}");
+    }
+    Ok(())
+}
+
 /// Istio's environment dump (spec §6.1).
 pub fn env_dump(env: &Env) -> String {
-    let mut s = String::from("Istio iptables environment:\n");
+    env_dump_titled(env, "iptables")
+}
+
+/// The environment dump with its header naming the backend (`iptables`, `nftables`).
+pub fn env_dump_titled(env: &Env, backend: &str) -> String {
+    let mut s = format!("Istio {backend} environment:\n");
     for name in ECHOED_ENV {
         // Raw, as Istio prints them (a value shadowed by a flag is not validated, so control
         // characters are escaped).

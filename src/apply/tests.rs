@@ -8,10 +8,12 @@ use super::*;
 use crate::exec::Output;
 
 #[derive(Default)]
-struct FakeKernel {
-    legacy: [Vec<TableName>; 2],
-    nft: [Option<Vec<TableName>>; 2],
-    log: RefCell<Vec<String>>,
+pub(crate) struct FakeKernel {
+    pub legacy: [Vec<TableName>; 2],
+    pub nft: [Option<Vec<TableName>>; 2],
+    /// The `inet` tables (`None`: the kernel does not say).
+    pub nft_inet: Option<Vec<String>>,
+    pub log: RefCell<Vec<String>>,
 }
 
 fn idx(f: Family) -> usize {
@@ -30,6 +32,9 @@ impl Kernel for FakeKernel {
     }
     fn nft_tables(&self, family: Family) -> Option<Vec<TableName>> {
         self.nft[idx(family)].clone()
+    }
+    fn nft_inet_tables(&self) -> Option<Vec<String>> {
+        self.nft_inet.clone()
     }
     fn fwmark_rules(&self, _: Family, _: u32, _: u32) -> Result<usize> {
         Ok(0)
@@ -70,7 +75,7 @@ fn nft_kernel() -> FakeKernel {
     }
 }
 
-fn config(flags: CaptureFlags, ipv6: bool) -> (Config, Plan) {
+pub(crate) fn config(flags: CaptureFlags, ipv6: bool) -> (Config, Plan) {
     let files = HostFiles {
         passwd: "/nonexistent".into(),
         resolv_conf: "/nonexistent".into(),
@@ -80,7 +85,7 @@ fn config(flags: CaptureFlags, ipv6: bool) -> (Config, Plan) {
     (c, p)
 }
 
-fn sidecar() -> CaptureFlags {
+pub(crate) fn sidecar() -> CaptureFlags {
     CaptureFlags {
         service_cidr: Some("*".into()),
         inbound_ports: Some("*".into()),

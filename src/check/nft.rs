@@ -7,15 +7,31 @@
 //! normalises when it lists a ruleset (the `meta l4proto` a port match implies, host bits and
 //! `/32`, the order of a `ct state` set, `meta` before `skuid`). Per chain the comparison is
 //! order-sensitive, as for iptables. Chains and tables that should not exist, missing chains and
-//! base chains with another type, hook or priority count too. Tables other than meshcap's are
+//! base chains with another type, hook, priority or policy count too, and so do sets, maps and
+//! other objects in meshcap's tables (meshcap makes none). Tables other than meshcap's are
 //! never looked at.
+//!
+//! This is the one reader of the live nftables state: `check --native-nftables` and the nft
+//! apply backend (`apply::nft`, its state check before writing) both use [`read_live`] and
+//! [`compare`]. The parser is strict inside meshcap's tables: an expression or an option
+//! meshcap never writes (a named counter, `redirect … random`, `ct original mark`, …) makes the
+//! rule unknown (so it never equals a planned one) rather than being read as something close.
+//! Why JSON and not the text listing: values come typed and unquoted (interface names, marks as
+//! numbers, prefixes as address + length), counters apart, every object with its table and
+//! chain; nothing is re-tokenised.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::drift::DriftKind;
+use std::path::Path;
+
+use serde_json::{Map, json};
+
+use crate::drift::{DriftEntry, DriftKind, Item, diff_chain};
+use crate::error::{Error, Result as MeshcapResult};
+use crate::exec::{Cmd, System, run_ok};
 use crate::model::{CtState, Hook, IstioChain, Match, Proto, Rule};
 use crate::render::nft::{self, NftChain, NftOp, NftRule, NftTable, OwnerKind, Stmt, Transaction};
 use crate::trace::{Ids, nft_rule_model};
@@ -24,8 +40,8 @@ use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec, parse_ip};
 /// A rule's canonical form and the family it is restricted to.
 pub type RuleKey = (Option<Family>, Rule);
 
-/// A base chain's `type`, `hook` and `priority`.
-type BaseSpec = (String, String, i64);
+/// A base chain's `type`, `hook`, `priority` and `policy`.
+pub type BaseSpec = (String, String, i64, String);
 
 /// One chain of one of meshcap's tables: its base spec (base chains) and rules in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +62,25 @@ pub struct LiveRule {
 pub struct Ruleset {
     pub tables: BTreeSet<String>,
     pub chains: BTreeMap<(String, String), ChainState>,
+    /// Sets, maps, flowtables, named counters, … in meshcap's tables, as (table, kind, name).
+    pub objects: BTreeSet<(String, String, String)>,
+    /// The listing's `metainfo.version` (e.g. `1.0.6`).
+    pub version: Option<String>,
+}
+
+impl Ruleset {
+    /// Whether none of meshcap's tables exists.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+/// The live state of meshcap's tables in `ns`: one `nft -j list ruleset inet`.
+pub fn read_live(sys: &dyn System, ns: Option<&Path>) -> MeshcapResult<Ruleset> {
+    let cmd = Cmd::new("nft", ["-j", "list", "ruleset", "inet"]).netns(ns);
+    tracing::debug!("Running command (without lock): {cmd}");
+    let out = run_ok(sys, &cmd).map_err(|e| Error::Other(format!("cannot read the live nftables ruleset: {e}")))?;
+    parse_listing(&out.stdout).map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", cmd.line())))
 }
 
 fn hook_name(h: Hook) -> &'static str {
@@ -76,7 +111,12 @@ pub fn planned(tx: &Transaction) -> Ruleset {
                 let chain = rs.chains.entry(key(t, c)).or_default();
                 if let NftChain::Base(h) = c {
                     let (kind, prio) = t.base_spec(*h);
-                    chain.base = Some((kind.to_string(), hook_name(*h).to_string(), i64::from(prio)));
+                    chain.base = Some((
+                        kind.to_string(),
+                        hook_name(*h).to_string(),
+                        i64::from(prio),
+                        "accept".to_string(),
+                    ));
                 }
             }
             NftOp::DeleteChain(t, c) => {
@@ -113,7 +153,8 @@ fn is_ours(table: &str) -> bool {
     NftTable::ALL.iter().any(|t| t.name() == table)
 }
 
-/// meshcap's tables in an `nft -j list ruleset` output.
+/// meshcap's tables in an `nft -j list ruleset` output. Items of other tables are skipped
+/// unread; inside meshcap's tables a malformed item is an error.
 pub fn parse_listing(text: &str) -> Result<Ruleset, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not nft JSON: {e}"))?;
     let items = doc
@@ -125,50 +166,101 @@ pub fn parse_listing(text: &str) -> Result<Ruleset, String> {
         obj.get("family").and_then(Value::as_str) == Some("inet")
             && obj.get(field).and_then(Value::as_str).is_some_and(is_ours)
     };
-    for item in items {
-        if let Some(t) = item.get("table") {
-            if ours(t, "name") {
-                rs.tables.insert(str_field(t, "name")?);
+    for (i, item) in items.iter().enumerate() {
+        let at = |why: String| format!("item {i}: {why}");
+        let (kind, body) = single(item).ok_or_else(|| at("not an object with one key".into()))?;
+        match kind {
+            "metainfo" => rs.version = body.get("version").and_then(Value::as_str).map(str::to_string),
+            "table" => {
+                if ours(body, "name") {
+                    rs.tables.insert(str_field(body, "name").map_err(at)?);
+                }
             }
-        } else if let Some(c) = item.get("chain") {
-            if !ours(c, "table") {
-                continue;
+            "chain" => {
+                if !ours(body, "table") {
+                    continue;
+                }
+                let base = match body.get("hook") {
+                    None => None,
+                    Some(_) => Some((
+                        str_field(body, "type").map_err(at)?,
+                        str_field(body, "hook").map_err(at)?,
+                        body.get("prio")
+                            .and_then(Value::as_i64)
+                            .ok_or_else(|| at("a chain priority that is not a number".into()))?,
+                        match body.get("policy") {
+                            None => "accept".to_string(),
+                            Some(_) => str_field(body, "policy").map_err(at)?,
+                        },
+                    )),
+                };
+                let key = (
+                    str_field(body, "table").map_err(at)?,
+                    str_field(body, "name").map_err(at)?,
+                );
+                if rs.chains.contains_key(&key) {
+                    return Err(at(format!("chain {} {} listed twice", key.0, key.1)));
+                }
+                rs.chains.insert(
+                    key,
+                    ChainState {
+                        base,
+                        rules: Vec::new(),
+                    },
+                );
             }
-            let base = match (c.get("type"), c.get("hook"), c.get("prio")) {
-                (Some(kind), Some(hook), Some(prio)) => Some((
-                    kind.as_str().unwrap_or_default().to_string(),
-                    hook.as_str().unwrap_or_default().to_string(),
-                    prio.as_i64().ok_or("a chain priority that is not a number")?,
-                )),
-                _ => None,
-            };
-            let chain = rs
-                .chains
-                .entry((str_field(c, "table")?, str_field(c, "name")?))
-                .or_default();
-            chain.base = base;
-        } else if let Some(r) = item.get("rule") {
-            if !ours(r, "table") {
-                continue;
+            "rule" => {
+                if !ours(body, "table") {
+                    continue;
+                }
+                let expr = body
+                    .get("expr")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| at("a rule without 'expr'".into()))?;
+                let mut stmts = expr
+                    .iter()
+                    .map(stmt)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|stmts| NftRule { stmts });
+                if let Some(c) = body.get("comment") {
+                    stmts = Err(format!("a comment ({c}), which meshcap never writes"));
+                }
+                let text = match &stmts {
+                    Ok(rule) => rule.to_string(),
+                    Err(_) => unknown_text(body),
+                };
+                let key = (
+                    str_field(body, "table").map_err(at)?,
+                    str_field(body, "chain").map_err(at)?,
+                );
+                let chain = rs
+                    .chains
+                    .get_mut(&key)
+                    .ok_or_else(|| at(format!("a rule of {} {} before its chain", key.0, key.1)))?;
+                chain.rules.push(LiveRule { stmts, text });
             }
-            let expr = r.get("expr").and_then(Value::as_array).ok_or("a rule without 'expr'")?;
-            let stmts = expr
-                .iter()
-                .map(stmt)
-                .collect::<Result<Vec<_>, _>>()
-                .map(|stmts| NftRule { stmts });
-            let text = match &stmts {
-                Ok(rule) => rule.to_string(),
-                Err(_) => Value::Array(expr.clone()).to_string(),
-            };
-            rs.chains
-                .entry((str_field(r, "table")?, str_field(r, "chain")?))
-                .or_default()
-                .rules
-                .push(LiveRule { stmts, text });
+            other => {
+                // Sets, maps, elements, flowtables, named counters, quotas, …
+                if ours(body, "table") {
+                    let table = str_field(body, "table").map_err(at)?;
+                    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    rs.objects.insert((table, other.to_string(), name));
+                }
+            }
         }
     }
     Ok(rs)
+}
+
+/// An unknown rule as text: its `expr` (and `comment`) JSON.
+fn unknown_text(body: &Value) -> String {
+    let mut o = Map::new();
+    for k in ["expr", "comment"] {
+        if let Some(v) = body.get(k) {
+            o.insert(k.to_string(), v.clone());
+        }
+    }
+    Value::Object(o).to_string()
 }
 
 fn str_field(v: &Value, field: &str) -> Result<String, String> {
@@ -178,18 +270,44 @@ fn str_field(v: &Value, field: &str) -> Result<String, String> {
         .ok_or_else(|| format!("an object without '{field}'"))
 }
 
+/// The single `{"kind": body}` pair of an nft JSON object.
+fn single(v: &Value) -> Option<(&str, &Value)> {
+    let o = v.as_object()?;
+    let mut it = o.iter();
+    match (it.next(), it.next()) {
+        (Some((k, b)), None) => Some((k.as_str(), b)),
+        _ => None,
+    }
+}
+
+/// Whether `v` is an object with exactly the keys `keys`.
+fn has_keys(v: &Value, keys: &[&str]) -> bool {
+    v.as_object()
+        .is_some_and(|o| o.len() == keys.len() && keys.iter().all(|k| o.contains_key(*k)))
+}
+
 /// One expression of a listed rule as the renderer's statement.
 fn stmt(e: &Value) -> Result<Stmt, String> {
     let unknown = || format!("'{e}' is not a statement meshcap writes");
-    let obj = e.as_object().filter(|o| o.len() == 1).ok_or_else(unknown)?;
-    let (kind, body) = obj.iter().next().expect("one entry");
-    Ok(match kind.as_str() {
+    let (kind, body) = single(e).ok_or_else(unknown)?;
+    Ok(match kind {
         "match" => return match_stmt(body).ok_or_else(unknown),
-        "counter" => Stmt::Counter,
-        "return" => Stmt::Return,
-        "accept" => Stmt::Accept,
-        "drop" => Stmt::Drop,
-        "jump" => {
+        "counter" => {
+            // Anonymous counters only (`"counter": "name"` is a named counter object).
+            let anonymous = body.is_null()
+                || body.as_object().is_some_and(|o| {
+                    o.iter()
+                        .all(|(k, v)| matches!(k.as_str(), "packets" | "bytes") && v.is_u64())
+                });
+            if !anonymous {
+                return Err(unknown());
+            }
+            Stmt::Counter
+        }
+        "return" if body.is_null() => Stmt::Return,
+        "accept" if body.is_null() => Stmt::Accept,
+        "drop" if body.is_null() => Stmt::Drop,
+        "jump" if has_keys(body, &["target"]) => {
             let target = body.get("target").and_then(Value::as_str).ok_or_else(unknown)?;
             let chain = IstioChain::ALL
                 .into_iter()
@@ -197,23 +315,28 @@ fn stmt(e: &Value) -> Result<Stmt, String> {
                 .ok_or_else(unknown)?;
             Stmt::Jump(NftChain::Regular(chain))
         }
-        "redirect" => Stmt::Redirect(port_of(body.get("port")).ok_or_else(unknown)?),
+        "redirect" if has_keys(body, &["port"]) => Stmt::Redirect(port_of(body.get("port")).ok_or_else(unknown)?),
         "tproxy" => {
-            if body.get("addr").is_some() {
-                return Err(unknown());
-            }
-            let family = match body.get("family").and_then(Value::as_str) {
+            let family = match body.get("family").map(Value::as_str) {
                 None => None,
-                Some("ip") => Some(Family::V4),
-                Some("ip6") => Some(Family::V6),
+                Some(Some("ip")) => Some(Family::V4),
+                Some(Some("ip6")) => Some(Family::V6),
                 Some(_) => return Err(unknown()),
             };
+            let keys: &[&str] = if family.is_some() {
+                &["family", "port"]
+            } else {
+                &["port"]
+            };
+            if !has_keys(body, keys) {
+                return Err(unknown());
+            }
             Stmt::Tproxy {
                 family,
                 port: port_of(body.get("port")).ok_or_else(unknown)?,
             }
         }
-        "mangle" => {
+        "mangle" if has_keys(body, &["key", "value"]) => {
             let key = meta_or_ct(body.get("key")).ok_or_else(unknown)?;
             let value = body.get("value").ok_or_else(unknown)?;
             match (key, meta_or_ct(Some(value)), value.as_u64()) {
@@ -228,15 +351,18 @@ fn stmt(e: &Value) -> Result<Stmt, String> {
     })
 }
 
-/// `{"meta": {"key": K}}` → ("meta", K); `{"ct": {"key": K}}` → ("ct", K).
+/// `{"meta": {"key": K}}` → ("meta", K); `{"ct": {"key": K}}` → ("ct", K) (no direction,
+/// no family: meshcap writes neither).
 fn meta_or_ct(v: Option<&Value>) -> Option<(&'static str, &str)> {
-    let obj = v?.as_object()?;
-    let (kind, body) = obj.iter().next()?;
-    let kind = match kind.as_str() {
+    let (kind, body) = single(v?)?;
+    let kind = match kind {
         "meta" => "meta",
         "ct" => "ct",
         _ => return None,
     };
+    if !has_keys(body, &["key"]) {
+        return None;
+    }
     Some((kind, body.get("key")?.as_str()?))
 }
 
@@ -245,14 +371,21 @@ fn port_of(v: Option<&Value>) -> Option<Port> {
 }
 
 fn port_spec(v: &Value) -> Option<PortSpec> {
-    if let Some(range) = v.get("range").and_then(Value::as_array) {
-        let [a, b] = range.as_slice() else { return None };
-        return Some(PortSpec::Range(port_of(Some(a))?, port_of(Some(b))?));
+    if v.is_number() {
+        return Some(PortSpec::Single(port_of(Some(v))?));
     }
-    Some(PortSpec::Single(port_of(Some(v))?))
+    let (kind, range) = single(v)?;
+    let [a, b] = range.as_array().filter(|_| kind == "range")?.as_slice() else {
+        return None;
+    };
+    let (lo, hi) = (port_of(Some(a))?, port_of(Some(b))?);
+    (lo <= hi).then_some(PortSpec::Range(lo, hi))
 }
 
 fn match_stmt(m: &Value) -> Option<Stmt> {
+    if !has_keys(m, &["op", "left", "right"]) {
+        return None;
+    }
     let negated = match m.get("op")?.as_str()? {
         "==" | "in" => false,
         "!=" => true,
@@ -260,18 +393,25 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
     };
     let left = m.get("left")?;
     let right = m.get("right")?;
-    if let Some(p) = left.get("payload") {
+    if let Some(("payload", p)) = single(left) {
+        if !has_keys(p, &["protocol", "field"]) {
+            return None;
+        }
         let field = p.get("field")?.as_str()?;
         return match p.get("protocol")?.as_str()? {
-            "ip" | "ip6" => {
-                let cidr = match right.get("prefix") {
-                    Some(prefix) => Cidr::new(
+            protocol @ ("ip" | "ip6") => {
+                let cidr = match single(right) {
+                    Some(("prefix", prefix)) if has_keys(prefix, &["addr", "len"]) => Cidr::new(
                         parse_ip(prefix.get("addr")?.as_str()?).ok()?,
                         u8::try_from(prefix.get("len")?.as_u64()?).ok()?,
                     )
                     .ok()?,
-                    None => Cidr::host(parse_ip(right.as_str()?).ok()?),
+                    _ => Cidr::host(parse_ip(right.as_str()?).ok()?),
                 };
+                let family = if protocol == "ip" { Family::V4 } else { Family::V6 };
+                if cidr.family() != family {
+                    return None;
+                }
                 let direction = match field {
                     "saddr" => nft::Direction::Source,
                     "daddr" => nft::Direction::Destination,
@@ -290,9 +430,11 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
                     "dport" => nft::Direction::Destination,
                     _ => return None,
                 };
-                let ports = match right.get("set").and_then(Value::as_array) {
-                    Some(set) => set.iter().map(port_spec).collect::<Option<Vec<_>>>()?,
-                    None => vec![port_spec(right)?],
+                let ports = match single(right) {
+                    Some(("set", Value::Array(set))) if !set.is_empty() => {
+                        set.iter().map(port_spec).collect::<Option<Vec<_>>>()?
+                    }
+                    _ => vec![port_spec(right)?],
                 };
                 Some(Stmt::Port {
                     proto,
@@ -308,13 +450,14 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
     match meta_or_ct(Some(left))? {
         ("meta", key @ ("iifname" | "oifname")) => {
             let name = right.as_str()?;
+            if negated || name.ends_with('+') {
+                // meshcap never negates an interface; a literal `+` is not iptables' wildcard.
+                return None;
+            }
             let name = match name.strip_suffix('*') {
                 Some(prefix) => format!("{prefix}+"),
                 None => name.to_string(),
             };
-            if negated {
-                return None;
-            }
             Some(Stmt::Iface {
                 input: key == "iifname",
                 name: Iface::parse(&name).ok()?,
@@ -339,7 +482,7 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
         ("ct", "state") if !negated => {
             let names: Vec<&str> = match right {
                 Value::String(s) => vec![s.as_str()],
-                Value::Array(a) => a.iter().map(Value::as_str).collect::<Option<_>>()?,
+                Value::Array(a) if !a.is_empty() => a.iter().map(Value::as_str).collect::<Option<_>>()?,
                 _ => return None,
             };
             let states = names
@@ -415,15 +558,8 @@ pub struct ChainDrift {
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleDrift {
-    pub kind: DriftKind,
-    pub table: String,
-    pub chain: String,
-    pub rule: String,
-    pub planned_at: Option<usize>,
-    pub live_at: Option<usize>,
-}
+/// One rule's difference (the same shape as the iptables backend's).
+pub type RuleDrift = DriftEntry;
 
 /// The difference between the planned and the live nftables ruleset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -434,6 +570,8 @@ pub struct NftDrift {
     pub unexpected_tables: Vec<String>,
     /// meshcap's tables that should exist but do not.
     pub missing_tables: Vec<String>,
+    /// Sets, maps and other objects in meshcap's tables, as `<kind> <table> <name>`.
+    pub unexpected_objects: Vec<String>,
 }
 
 impl NftDrift {
@@ -442,6 +580,27 @@ impl NftDrift {
             && self.chains.is_empty()
             && self.unexpected_tables.is_empty()
             && self.missing_tables.is_empty()
+            && self.unexpected_objects.is_empty()
+    }
+
+    /// `nftables: in sync`, or e.g. `nftables: 1 missing, 2 unexpected, 0 misordered, 1
+    /// chain(s) and 0 table(s) differ` (`, 1 unexpected object(s)` when there are any).
+    pub fn summary(&self) -> String {
+        if self.is_clean() {
+            return "nftables: in sync".to_string();
+        }
+        let mut s = format!(
+            "nftables: {} missing, {} unexpected, {} misordered, {} chain(s) and {} table(s) differ",
+            self.count(DriftKind::Missing),
+            self.count(DriftKind::Unexpected),
+            self.count(DriftKind::Misordered),
+            self.chains.len(),
+            self.missing_tables.len() + self.unexpected_tables.len()
+        );
+        if !self.unexpected_objects.is_empty() {
+            s.push_str(&format!(", {} unexpected object(s)", self.unexpected_objects.len()));
+        }
+        s
     }
 
     pub fn count(&self, kind: DriftKind) -> usize {
@@ -456,6 +615,10 @@ impl NftDrift {
         }
         for t in &self.unexpected_tables {
             out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
+        }
+        for o in &self.unexpected_objects {
+            let (kind, rest) = o.split_once(' ').unwrap_or((o.as_str(), ""));
+            out.push_str(&format!("- add {kind} inet {rest}  # unexpected {kind}\n"));
         }
         for c in &self.chains {
             let (sign, why) = match c.issue {
@@ -490,8 +653,14 @@ impl NftDrift {
 
 fn chain_text(table: &str, chain: &str, base: &Option<BaseSpec>) -> String {
     match base {
-        Some((kind, hook, prio)) => {
-            format!("add chain inet {table} {chain} {{ type {kind} hook {hook} priority {prio} ; }}")
+        Some((kind, hook, prio, policy)) => {
+            // meshcap's base chains accept; another policy is shown.
+            let policy = if policy == "accept" {
+                String::new()
+            } else {
+                format!(" policy {policy} ;")
+            };
+            format!("add chain inet {table} {chain} {{ type {kind} hook {hook} priority {prio} ;{policy} }}")
         }
         None => format!("add chain inet {table} {chain}"),
     }
@@ -502,6 +671,11 @@ pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
     let mut d = NftDrift {
         unexpected_tables: live.tables.difference(&planned.tables).cloned().collect(),
         missing_tables: planned.tables.difference(&live.tables).cloned().collect(),
+        unexpected_objects: live
+            .objects
+            .iter()
+            .map(|(table, kind, name)| format!("{kind} {table} {name}"))
+            .collect(),
         ..NftDrift::default()
     };
     let names: BTreeSet<&(String, String)> = planned
@@ -538,80 +712,183 @@ pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
             }),
             _ => {}
         }
-        let keyed = |rules: &[LiveRule]| -> Vec<Keyed> {
+        let keyed = |rules: &[LiveRule]| -> Vec<Item<RuleKey>> {
             rules
                 .iter()
-                .map(|r| (r.stmts.as_ref().ok().and_then(|s| key(s, ids)), r.text.clone()))
+                .enumerate()
+                .map(|(i, r)| Item {
+                    key: r.stmts.as_ref().ok().and_then(|s| key(s, ids)),
+                    text: r.text.clone(),
+                    at: i + 1,
+                })
                 .collect()
         };
         let planned_rules = keyed(&p.unwrap_or(&empty).rules);
         let live_rules = keyed(&l.unwrap_or(&empty).rules);
-        diff_rules(table, chain, &planned_rules, &live_rules, &mut d.rules);
+        diff_chain(table, chain, &planned_rules, &live_rules, &mut d.rules);
     }
     d
 }
 
-/// A rule's canonical key (see [`key`]) and its text.
-type Keyed = (Option<RuleKey>, String);
+/// `rs` in `nft -j list ruleset` layout (metainfo, tables, objects, chains, then rules chain by
+/// chain), for tests and fuzzing: `parse_listing(&listing_json(&rs)) == Ok(rs)` for every `rs`
+/// the parser returns.
+pub fn listing_json(rs: &Ruleset) -> String {
+    let mut items = Vec::new();
+    if let Some(v) = &rs.version {
+        items.push(json!({"metainfo": {"version": v, "json_schema_version": 1}}));
+    }
+    for t in &rs.tables {
+        items.push(json!({"table": {"family": "inet", "name": t}}));
+    }
+    for (table, kind, name) in &rs.objects {
+        let mut o = Map::new();
+        o.insert(kind.clone(), json!({"family": "inet", "table": table, "name": name}));
+        items.push(Value::Object(o));
+    }
+    for ((table, name), c) in &rs.chains {
+        let mut body = json!({"family": "inet", "table": table, "name": name});
+        if let Some((kind, hook, prio, policy)) = &c.base {
+            body["type"] = json!(kind);
+            body["hook"] = json!(hook);
+            body["prio"] = json!(prio);
+            body["policy"] = json!(policy);
+        }
+        items.push(json!({ "chain": body }));
+    }
+    for ((table, name), c) in &rs.chains {
+        for r in &c.rules {
+            let mut body = json!({"family": "inet", "table": table, "chain": name});
+            match &r.stmts {
+                Ok(rule) => body["expr"] = Value::Array(rule.stmts.iter().map(stmt_json).collect()),
+                Err(_) => {
+                    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&r.text) {
+                        for (k, v) in o {
+                            body[k] = v;
+                        }
+                    }
+                }
+            }
+            items.push(json!({ "rule": body }));
+        }
+    }
+    json!({ "nftables": items }).to_string()
+}
 
-/// Order-sensitive difference of one chain: a longest common subsequence of the keys; the rest
-/// is missing or unexpected, and a rule both missing and unexpected is misordered.
-fn diff_rules(table: &str, chain: &str, planned: &[Keyed], live: &[Keyed], out: &mut Vec<RuleDrift>) {
-    let (n, m) = (planned.len(), live.len());
-    let same = |i: usize, j: usize| planned[i].0.is_some() && planned[i].0 == live[j].0;
-    let mut dp = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            dp[i][j] = if same(i, j) {
-                dp[i + 1][j + 1] + 1
-            } else {
-                dp[i + 1][j].max(dp[i][j + 1])
+fn match_json(negated: bool, left: Value, right: Value) -> Value {
+    json!({"match": {"op": if negated { "!=" } else { "==" }, "left": left, "right": right}})
+}
+
+fn port_json(p: &PortSpec) -> Value {
+    match p {
+        PortSpec::Single(p) => json!(p.get()),
+        PortSpec::Range(lo, hi) => json!({"range": [lo.get(), hi.get()]}),
+    }
+}
+
+/// One statement as nft lists it in JSON.
+fn stmt_json(s: &Stmt) -> Value {
+    let meta = |key: &str| json!({"meta": {"key": key}});
+    let ct = |key: &str| json!({"ct": {"key": key}});
+    match s {
+        Stmt::Iface { input, name } => {
+            let text = match name.as_str().strip_suffix('+') {
+                Some(body) => format!("{body}*"),
+                None => name.to_string(),
             };
+            match_json(false, meta(if *input { "iifname" } else { "oifname" }), json!(text))
         }
-    }
-    let (mut i, mut j) = (0, 0);
-    let (mut kept_p, mut kept_l) = (BTreeSet::new(), BTreeSet::new());
-    while i < n && j < m {
-        if same(i, j) {
-            kept_p.insert(i);
-            kept_l.insert(j);
-            i += 1;
-            j += 1;
-        } else if dp[i + 1][j] >= dp[i][j + 1] {
-            i += 1;
-        } else {
-            j += 1;
+        Stmt::L4Proto(p) => match_json(false, meta("l4proto"), json!(p.as_str())),
+        Stmt::CtState(states) => {
+            let words: Vec<&str> = states
+                .iter()
+                .map(|s| match s {
+                    CtState::Invalid => "invalid",
+                    CtState::New => "new",
+                    CtState::Related => "related",
+                    CtState::Established => "established",
+                })
+                .collect();
+            let right = match words.as_slice() {
+                [one] => json!(one),
+                many => json!(many),
+            };
+            json!({"match": {"op": "in", "left": ct("state"), "right": right}})
         }
+        Stmt::Addr {
+            direction,
+            negated,
+            cidr,
+        } => {
+            let (protocol, full) = match cidr.family() {
+                Family::V4 => ("ip", 32),
+                Family::V6 => ("ip6", 128),
+            };
+            let field = match direction {
+                nft::Direction::Source => "saddr",
+                nft::Direction::Destination => "daddr",
+            };
+            let right = if cidr.prefix_len() == full {
+                json!(cidr.addr().to_string())
+            } else {
+                json!({"prefix": {"addr": cidr.addr().to_string(), "len": cidr.prefix_len()}})
+            };
+            match_json(
+                *negated,
+                json!({"payload": {"protocol": protocol, "field": field}}),
+                right,
+            )
+        }
+        Stmt::Port {
+            proto,
+            direction,
+            negated,
+            ports,
+        } => {
+            let field = match direction {
+                nft::Direction::Source => "sport",
+                nft::Direction::Destination => "dport",
+            };
+            let right = match ports.as_slice() {
+                [one] => port_json(one),
+                many => json!({"set": many.iter().map(port_json).collect::<Vec<_>>()}),
+            };
+            match_json(
+                *negated,
+                json!({"payload": {"protocol": proto.as_str(), "field": field}}),
+                right,
+            )
+        }
+        Stmt::Owner {
+            kind, negated, owner, ..
+        } => {
+            let key = match kind {
+                OwnerKind::Uid => "skuid",
+                OwnerKind::Gid => "skgid",
+            };
+            let right = match owner {
+                Owner::Id(n) => json!(n),
+                Owner::Name(s) => json!(s),
+            };
+            match_json(*negated, meta(key), right)
+        }
+        Stmt::Mark { negated, mark } => match_json(*negated, meta("mark"), json!(mark.0)),
+        Stmt::CtMark(mark) => match_json(false, ct("mark"), json!(mark.0)),
+        Stmt::Counter => json!({"counter": {"packets": 0, "bytes": 0}}),
+        Stmt::Jump(c) => json!({"jump": {"target": c.name()}}),
+        Stmt::Return => json!({"return": null}),
+        Stmt::Accept => json!({"accept": null}),
+        Stmt::Drop => json!({"drop": null}),
+        Stmt::Redirect(p) => json!({"redirect": {"port": p.get()}}),
+        Stmt::Tproxy { family, port } => match family {
+            Some(f) => json!({"tproxy": {"family": if *f == Family::V4 { "ip" } else { "ip6" }, "port": port.get()}}),
+            None => json!({"tproxy": {"port": port.get()}}),
+        },
+        Stmt::SetMark(m) => json!({"mangle": {"key": meta("mark"), "value": m.0}}),
+        Stmt::SaveMark => json!({"mangle": {"key": ct("mark"), "value": meta("mark")}}),
+        Stmt::RestoreMark => json!({"mangle": {"key": meta("mark"), "value": ct("mark")}}),
+        Stmt::CtZone(z) => json!({"mangle": {"key": ct("zone"), "value": z}}),
     }
-    let mut unexpected: Vec<usize> = (0..m).filter(|j| !kept_l.contains(j)).collect();
-    let mut entries = Vec::new();
-    for i in (0..n).filter(|i| !kept_p.contains(i)) {
-        let elsewhere = unexpected.iter().position(|&j| same(i, j));
-        let (kind, live_at) = match elsewhere {
-            Some(k) => (DriftKind::Misordered, Some(unexpected.remove(k) + 1)),
-            None => (DriftKind::Missing, None),
-        };
-        entries.push(RuleDrift {
-            kind,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            rule: planned[i].1.clone(),
-            planned_at: Some(i + 1),
-            live_at,
-        });
-    }
-    for j in unexpected {
-        entries.push(RuleDrift {
-            kind: DriftKind::Unexpected,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            rule: live[j].1.clone(),
-            planned_at: None,
-            live_at: Some(j + 1),
-        });
-    }
-    entries.sort_by_key(|e| (e.planned_at.or(e.live_at), e.kind));
-    out.extend(entries);
 }
 
 #[cfg(test)]
@@ -650,7 +927,7 @@ mod tests {
         let rs = parse_listing(LISTING).unwrap();
         assert_eq!(rs.tables.iter().collect::<Vec<_>>(), ["istio-proxy-nat"]);
         let out = &rs.chains[&("istio-proxy-nat".to_string(), "output".to_string())];
-        assert_eq!(out.base, Some(("nat".into(), "output".into(), -100)));
+        assert_eq!(out.base, Some(("nat".into(), "output".into(), -100, "accept".into())));
         let rules = &rs.chains[&("istio-proxy-nat".to_string(), "istio-output".to_string())].rules;
         assert_eq!(
             rules[0].text,
@@ -744,5 +1021,148 @@ mod tests {
         let d = compare(&p, &Ruleset::default(), &ids);
         assert_eq!(d.missing_tables, ["istio-proxy-nat"]);
         assert!(!d.is_clean());
+    }
+
+    #[test]
+    fn every_statement_meshcap_writes_reads_back_from_nfts_json() {
+        let ids = Ids::default();
+        for args in [
+            &[
+                "-m",
+                "TPROXY",
+                "-b",
+                "*",
+                "-d",
+                "8000:8100",
+                "-c",
+                "veth+,a@b",
+                "--drop-invalid",
+                "--ipv6",
+            ][..],
+            &[
+                "--redirect-dns",
+                "--capture-all-dns",
+                "-u",
+                "1,2",
+                "-g",
+                "3",
+                "-o",
+                "53,1000:2000",
+                "--ipv6",
+            ],
+            &[
+                "-b",
+                "80,443",
+                "-k",
+                "eth1",
+                "-i",
+                "10.1.2.3/8,2001:db8::/32",
+                "-x",
+                "10.9.0.0/16",
+                "--ipv6",
+            ],
+        ] {
+            let p = planned(&tx(args));
+            let back = parse_listing(&listing_json(&p)).unwrap();
+            let d = compare(&p, &back, &ids);
+            assert!(d.is_clean(), "{args:?}: {}", d.lines());
+            assert_eq!(parse_listing(&listing_json(&back)).unwrap(), back, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_items_of_meshcaps_tables_are_errors() {
+        let wrap = |items: &str| format!(r#"{{"nftables": [{items}]}}"#);
+        let table = r#"{"table": {"family": "inet", "name": "istio-proxy-raw"}}"#;
+        let chain = r#"{"chain": {"family": "inet", "table": "istio-proxy-raw", "name": "x"}}"#;
+        for (text, why) in [
+            ("[]".to_string(), "no 'nftables' array"),
+            ("{".to_string(), "not nft JSON"),
+            (wrap(r#"{"a": 1, "b": 2}"#), "item 0: not an object with one key"),
+            (wrap(&format!("{table}, {chain}, {chain}")), "listed twice"),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"rule": {{"family": "inet", "table": "istio-proxy-raw", "chain": "x", "expr": []}}}}"#
+                )),
+                "before its chain",
+            ),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "o", "hook": "output", "type": "filter"}}}}"#
+                )),
+                "priority that is not a number",
+            ),
+        ] {
+            let e = parse_listing(&text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        // Other tables' items are never looked at.
+        let foreign = wrap(r#"{"rule": {"family": "inet", "table": "kube-proxy", "chain": "x", "expr": "junk"}}"#);
+        assert_eq!(parse_listing(&foreign).unwrap(), Ruleset::default());
+    }
+
+    #[test]
+    fn options_meshcap_never_writes_make_a_rule_unknown() {
+        let rule = |expr: &str| {
+            let text = format!(
+                r#"{{"nftables": [{{"table": {{"family": "inet", "name": "istio-proxy-raw"}}}},
+                {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "istio-inbound"}}}},
+                {{"rule": {{"family": "inet", "table": "istio-proxy-raw", "chain": "istio-inbound", "expr": [{expr}]}}}}]}}"#
+            );
+            let rs = parse_listing(&text).unwrap();
+            rs.chains[&("istio-proxy-raw".to_string(), "istio-inbound".to_string())].rules[0].clone()
+        };
+        for expr in [
+            r#"{"jump": {"target": "elsewhere"}}"#,
+            r#"{"goto": {"target": "istio-inbound"}}"#,
+            r#"{"counter": "named"}"#,
+            r#"{"return": {"x": 1}}"#,
+            r#"{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}"#,
+            r#"{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth+"}}"#,
+            r#"{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "::1"}}"#,
+            r#"{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 0}}"#,
+            r#"{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": {"range": [9, 3]}}}"#,
+            r#"{"match": {"op": "<", "left": {"meta": {"key": "mark"}}, "right": 1}}"#,
+            r#"{"redirect": {"port": 15001, "flags": ["random"]}}"#,
+            r#"{"tproxy": {"family": "ip", "addr": "10.0.0.1", "port": 1}}"#,
+            r#"{"mangle": {"key": {"ct": {"key": "zone", "dir": "original"}}, "value": 1}}"#,
+            r#"{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"meta": {"key": "mark"}}, "x": 1}}"#,
+        ] {
+            assert!(rule(expr).stmts.is_err(), "{expr}");
+        }
+    }
+
+    #[test]
+    fn objects_and_policies_are_drift() {
+        let ids = Ids::default();
+        let p = planned(&tx(&["-b", "*", "-i", "*"]));
+        let mut live = p.clone();
+        live.objects
+            .insert(("istio-proxy-nat".into(), "set".into(), "extra".into()));
+        let out = live
+            .chains
+            .get_mut(&("istio-proxy-nat".to_string(), "output".to_string()))
+            .unwrap();
+        out.base.as_mut().unwrap().3 = "drop".into();
+        let d = compare(&p, &live, &ids);
+        assert_eq!(d.unexpected_objects, ["set istio-proxy-nat extra"]);
+        let lines = d.lines();
+        assert!(
+            lines.contains("- add set inet istio-proxy-nat extra  # unexpected set\n"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains(
+                "(live: add chain inet istio-proxy-nat output { type nat hook output priority -100 ; policy drop ; })"
+            ),
+            "{lines}"
+        );
+        assert_eq!(
+            d.summary(),
+            "nftables: 0 missing, 0 unexpected, 0 misordered, 1 chain(s) and 0 table(s) differ, 1 unexpected object(s)"
+        );
+        // Through nft's JSON and back: the same differences.
+        let back = parse_listing(&listing_json(&live)).unwrap();
+        assert_eq!(compare(&p, &back, &ids), d);
     }
 }

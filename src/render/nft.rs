@@ -73,6 +73,16 @@ impl NftTable {
         }
     }
 
+    /// The table called `name` (`istio-proxy-nat`, …), if it is one of meshcap's.
+    pub fn from_name(name: &str) -> Option<NftTable> {
+        NftTable::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The chain of this table called `name`, if it is one of the table's chains.
+    pub fn chain(self, name: &str) -> Option<NftChain> {
+        self.chains().iter().copied().find(|c| c.name() == name)
+    }
+
     fn of(table: TableName) -> Option<NftTable> {
         match table {
             TableName::Nat => Some(NftTable::Nat),
@@ -156,7 +166,8 @@ impl NftChain {
     }
 }
 
-fn hook_name(h: Hook) -> &'static str {
+/// nft's name of a hook (also the name of meshcap's base chain on it).
+pub fn hook_name(h: Hook) -> &'static str {
     match h {
         Hook::Prerouting => "prerouting",
         Hook::Input => "input",

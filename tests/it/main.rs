@@ -9,6 +9,7 @@ mod docs;
 mod golden;
 mod hardening;
 mod lab;
+mod nft_apply;
 mod nft_render;
 mod packaging;
 mod props;

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::lab::{From, Installer, Outcome, Ran, Scenario, TempDir};
+use crate::lab::{Backend, From, Installer, Outcome, Ran, Scenario, TempDir};
 use crate::support::meshcap;
 
 /// The tracer's verdict (`action`, `port`) the kernel's outcome corresponds to.
@@ -69,7 +69,7 @@ pub fn agree(scenario: &Scenario, installer: Installer, ran: &[Ran]) -> usize {
     args.push(format!("--ipv6={}", scenario.ipv6_enabled()));
     args.push("--resolv-conf".into());
     args.push(resolv.to_str().expect("utf-8 path").into());
-    if matches!(installer, Installer::NativeNft) {
+    if installer.backend() == Backend::Nftables {
         args.push("--native-nftables".into());
     }
     let mut disagreements = Vec::new();

@@ -2,9 +2,10 @@
 //! with the capture installed and checks each one lands where Istio's design says (the stand-in
 //! proxy on 15001/15006 with the right original destination, the DNS agent on 15053, or the
 //! intended server). The harness is `lab`; scenarios are data, run once per installer: meshcap's
-//! apply path (both iptables variants), render + iptables-restore (both variants), and the
-//! native nftables transaction. Every case is also asked of `meshcap trace` (module
-//! `tracer_vs_kernel`): the tracer's verdict must equal what the kernel did.
+//! apply path (both iptables variants, and native nftables), render + iptables-restore (both
+//! variants), and the native nftables transaction loaded with `nft -f`. Every case is also
+//! asked of `meshcap trace` (module `tracer_vs_kernel`): the tracer's verdict must equal what
+//! the kernel did.
 //!
 //! Findings the cases pin (real kernel behaviour, not just rule text):
 //! - app → own pod IP is *not* captured: the SYN leaves through `lo`, where ISTIO_OUTPUT returns
@@ -360,4 +361,9 @@ mod restore_nft {
 mod native_nft {
     use crate::lab::Installer;
     scenario_tests!(Installer::NativeNft);
+}
+
+mod apply_native_nft {
+    use crate::lab::Installer;
+    scenario_tests!(Installer::ApplyNft);
 }

@@ -9,14 +9,14 @@
 //!   namespace. meshcap programs the TPROXY routes and `::6` itself.
 //! - [`Installer::Restore`]: `meshcap render --family v4|v6 FLAGS` piped into the real
 //!   `iptables-<variant>-restore --noflush` / `ip6tables-<variant>-restore` inside the pod.
+//! - [`Installer::ApplyNft`]: the same apply path with `--native-nftables` (meshcap's nft
+//!   backend: one `nft -f -` transaction, routes by meshcap).
 //! - [`Installer::NativeNft`]: `meshcap render --native-nftables FLAGS` (Istio's nftables
 //!   transaction) loaded with `nft -f -` inside the pod.
 //!
 //! For the render installers the lab does what apply does besides rules, the way Istio does it
 //! (spec §5.8): `::6/128` on `lo` when IPv6 is on, and for TPROXY `ip rule add fwmark <mark>
-//! lookup <table>` plus `ip route add local default dev lo table <table>` per family. When
-//! `meshcap istio-iptables --native-nftables` applies, an `ApplyNft` installer beside `Apply`
-//! is all the nft backend needs here.
+//! lookup <table>` plus `ip route add local default dev lo table <table>` per family.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -63,6 +63,8 @@ pub enum Installer {
     Restore(Variant),
     /// `meshcap render --native-nftables` + `nft -f -`, routes set up by the lab.
     NativeNft,
+    /// `meshcap istio-iptables --native-nftables --network-namespace POD` (the nft apply path).
+    ApplyNft,
 }
 
 impl fmt::Display for Installer {
@@ -71,6 +73,7 @@ impl fmt::Display for Installer {
             Installer::Apply(v) => write!(f, "apply --force-iptables-binary {}", v.name()),
             Installer::Restore(v) => write!(f, "render+{}-restore", v.name()),
             Installer::NativeNft => f.write_str("render --native-nftables + nft -f"),
+            Installer::ApplyNft => f.write_str("apply --native-nftables"),
         }
     }
 }
@@ -79,14 +82,15 @@ impl Installer {
     pub fn backend(self) -> Backend {
         match self {
             Installer::Apply(_) | Installer::Restore(_) => Backend::Iptables,
-            Installer::NativeNft => Backend::Nftables,
+            Installer::NativeNft | Installer::ApplyNft => Backend::Nftables,
         }
     }
 
     /// Programs the scenario's capture into the lab's pod namespace.
     pub fn install(&self, net: &Net, scenario: &Scenario) -> Result<(), String> {
         match self {
-            Installer::Apply(variant) => install_apply(*variant, net, scenario),
+            Installer::Apply(variant) => install_apply(&["--force-iptables-binary", variant.name()], net, scenario),
+            Installer::ApplyNft => install_apply(&["--native-nftables"], net, scenario),
             Installer::Restore(variant) => install_restore(*variant, net, scenario),
             Installer::NativeNft => install_native_nft(net, scenario),
         }
@@ -102,7 +106,7 @@ impl Installer {
                     out.push_str(&format!("--- {tool}\n{}", net.pod_output(&tool, &[])));
                 }
             }
-            Installer::NativeNft => {
+            Installer::NativeNft | Installer::ApplyNft => {
                 out.push_str(&format!(
                     "--- nft list ruleset\n{}",
                     net.pod_output("nft", &["list", "ruleset"])
@@ -140,15 +144,12 @@ fn reads_resolv_conf(scenario: &Scenario) -> bool {
     scenario.has_switch("--redirect-dns") && !scenario.has_switch("--capture-all-dns")
 }
 
-fn install_apply(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(), String> {
+/// `meshcap istio-iptables FLAGS BACKEND_ARGS --network-namespace POD`.
+fn install_apply(backend_args: &[&str], net: &Net, scenario: &Scenario) -> Result<(), String> {
     let mut args: Vec<String> = vec!["istio-iptables".into()];
     args.extend(scenario.flags.iter().cloned());
-    args.extend([
-        "--force-iptables-binary".into(),
-        variant.name().into(),
-        "--network-namespace".into(),
-        net.pod.name.clone(),
-    ]);
+    args.extend(backend_args.iter().map(|a| a.to_string()));
+    args.extend(["--network-namespace".into(), net.pod.name.clone()]);
     let (cmd, _etc) = if reads_resolv_conf(scenario) {
         let etc = NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf);
         let mut cmd = std::process::Command::new("ip");

@@ -1,0 +1,520 @@
+//! The native nftables backend of the default command (`--native-nftables`, spec §8) — the
+//! same flow as the iptables backend in [`super`] (namespace, lock, IPv6 detection, plan,
+//! state check, `--reconcile`, cleanup, routes, dry-run), with one `nft -f -` transaction in
+//! place of the restores.
+//!
+//! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
+//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`, and compared
+//! with the state the transaction produces — both with [`crate::check::nft`], the one reader
+//! and comparator of nftables state (`check --native-nftables` uses it too): equal → nothing
+//! is done; different → refused without `--reconcile`
+//! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
+//! tables are deleted and rebuilt in the same transaction. nft commits a transaction
+//! atomically, so there is no window without capture (no guardrails needed) and a failed
+//! transaction changed nothing (no rollback needed).
+//!
+//! The nft checks of spec §8.1 step 6 with as few processes as correctness allows: the binary
+//! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from the listing's
+//! `metainfo` when the state was read, else from one `nft --version`, and only before a write;
+//! Istio's `nft --check` probe is not repeated, since the transaction itself fails atomically
+//! with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`), unchanged re-run 1
+//! (the listing), refused drift 1, reconcile 2, cleanup 2 (0 when no table of meshcap's exists).
+//!
+//! The iptables backend's rules count as drift too (both live would capture twice): when the
+//! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
+//! such family and variant looks for `ISTIO_*` chains; `--reconcile` removes them with the
+//! iptables backend's cleanup after the nft transaction succeeded, so capture never lapses.
+
+use std::path::Path;
+
+use crate::check::nft::{self as state, Ruleset};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::exec::{Cmd, System, run_ok};
+use crate::kernel::Kernel;
+use crate::plan::Plan;
+use crate::render::nft::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
+
+use super::binaries::{Binaries, Variant, parse_version};
+use super::live;
+use crate::parse::{SaveDump, Strictness, parse_save};
+use crate::values::Family;
+
+/// The program, looked up in `PATH`.
+pub const NFT: &str = "nft";
+
+/// The oldest nft meshcap (and Istio) accepts.
+pub const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
+
+/// `nft -f -` with `tx` on stdin, in `ns`.
+pub fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
+    Cmd::new(NFT, ["-f", "-"]).stdin(tx.to_string()).netns(ns)
+}
+
+/// The transaction meshcap applies for `plan` (the rendered one plus the removal of unused
+/// tables and chains).
+pub fn planned_transaction(plan: &Plan) -> Result<Transaction> {
+    apply_transaction(plan).map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))
+}
+
+/// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
+pub fn check_version(text: &str) -> Result<()> {
+    let text = text.trim();
+    let parsed = parse_version(text).or_else(|| parse_version(&format!("v{text}")));
+    match parsed {
+        Some(v) if v >= MIN_VERSION => Ok(()),
+        Some(_) => Err(Error::Other(format!(
+            "nft version must be v1.0.1 or later (got {})",
+            crate::error::quote(text)
+        ))),
+        None => Err(Error::Other(format!(
+            "cannot read the nft version from {}",
+            crate::error::quote(text)
+        ))),
+    }
+}
+
+fn missing_nft(cni: bool) -> Error {
+    let place = if cni {
+        "on the host filesystem"
+    } else {
+        "in the sidecar container image"
+    };
+    Error::Other(format!(
+        "--native-nftables needs the nft binary, but {} is not in PATH: install nftables v1.0.1 or later {place}",
+        crate::error::quote(NFT)
+    ))
+}
+
+/// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
+/// command; nothing is run.
+pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+    let tx = if cleanup {
+        tracing::info!("Performing cleanup of existing nftables rules");
+        cleanup_transaction()
+    } else {
+        tracing::info!("Clean-state detected, new nftables rules are needed");
+        planned_transaction(plan)?
+    };
+    tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
+    tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
+    tracing::info!("skipping configuring routes due to dry run mode");
+    Ok(0)
+}
+
+/// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and
+/// variant: with both backends live, packets would be captured twice.
+struct IptablesResidue {
+    bins: Binaries,
+    dump: SaveDump,
+}
+
+impl IptablesResidue {
+    fn note(&self) -> String {
+        let chains: Vec<String> = self
+            .dump
+            .istio_chains()
+            .into_iter()
+            .map(|(t, c)| format!("{t}/{c}"))
+            .collect();
+        format!(
+            "meshcap's ISTIO_* chains also exist in the {} tables ({}): {}",
+            self.bins.base,
+            self.bins.family,
+            chains.join(", ")
+        )
+    }
+}
+
+/// The nft backend's view of the target namespace.
+pub(super) struct NftCtx<'a> {
+    pub sys: &'a dyn System,
+    pub kernel: &'a dyn Kernel,
+    pub config: &'a Config,
+    pub ns: Option<&'a Path>,
+}
+
+impl NftCtx<'_> {
+    /// meshcap's tables that exist, when the kernel can tell without a process.
+    fn our_tables(&self) -> Option<Vec<NftTable>> {
+        self.kernel
+            .nft_inet_tables()
+            .map(|names| names.iter().filter_map(|n| NftTable::from_name(n)).collect())
+    }
+
+    fn require_nft(&self) -> Result<()> {
+        if self.sys.has_program(NFT) {
+            Ok(())
+        } else {
+            Err(missing_nft(self.config.cni_mode))
+        }
+    }
+
+    /// Checks the version, from the listing if one was read, else with `nft --version`.
+    fn version_ok(&self, listed: Option<&str>) -> Result<()> {
+        match listed {
+            Some(v) => check_version(v),
+            None => {
+                let cmd = Cmd::new(NFT, ["--version"]);
+                tracing::debug!("Running command (without lock): {cmd}");
+                let out =
+                    run_ok(self.sys, &cmd).map_err(|e| Error::Other(format!("could not run nftables command: {e}")))?;
+                check_version(&out.stdout)
+            }
+        }
+    }
+
+    /// Runs `tx` (atomic: on failure nothing changed).
+    fn run(&self, tx: &Transaction) -> Result<()> {
+        let cmd = transaction_cmd(tx, self.ns);
+        tracing::debug!("Running command (without lock): {cmd}");
+        run_ok(self.sys, &cmd).map_err(|e| {
+            Error::Other(format!(
+                "nftables run failed: {e}; nothing was changed (the transaction is atomic)"
+            ))
+        })?;
+        tracing::info!("nftables rules programmed:\n{tx} \n");
+        Ok(())
+    }
+
+    /// The iptables backend's rules, looked for only in the iptables tables the kernel lists
+    /// (a fresh pod costs no process).
+    fn iptables_residue(&self) -> Result<Vec<IptablesResidue>> {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            for variant in [Variant::Legacy, Variant::Nft] {
+                let has_tables = match variant {
+                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                };
+                if !has_tables {
+                    continue;
+                }
+                let mut bins = Binaries::of(family, variant);
+                if !self.sys.has_program(&bins.save()) {
+                    tracing::warn!(
+                        "{} tables exist but {} is not installed: meshcap's iptables rules there cannot be checked",
+                        variant.name(),
+                        bins.save()
+                    );
+                    continue;
+                }
+                let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
+                tracing::debug!("Running command (without lock): {cmd}");
+                let text = run_ok(self.sys, &cmd)
+                    .map_err(|e| Error::Other(format!("cannot read the live {family} iptables rules: {e}")))?
+                    .stdout;
+                let dump = parse_save(&text, Strictness::Lenient)
+                    .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))?;
+                if dump.has_istio_state() {
+                    bins.version = parse_version(&text);
+                    out.push(IptablesResidue { bins, dump });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the iptables backend's rules (after the nft rules are in place, so capture
+    /// never lapses).
+    fn remove_iptables_residue(&self, plan: &Plan, residue: &[IptablesResidue]) -> Result<()> {
+        for r in residue {
+            let input = live::restore_input(&live::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                r.bins.restore(),
+                input.trim()
+            );
+            let cmd = super::restore_cmd(
+                &r.bins,
+                &input,
+                true,
+                self.ns,
+                self.config.cni_mode,
+                self.config.xtables_wait,
+            );
+            tracing::debug!("Running command ({}): {cmd}", super::lock_mode(&cmd));
+            run_ok(self.sys, &cmd).map_err(|e| {
+                Error::Other(format!(
+                    "the nftables rules were applied, but removing meshcap's iptables rules failed: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn apply(&self, plan: &Plan) -> Result<()> {
+        self.require_nft()?;
+        let tx = planned_transaction(plan)?;
+        let planned = state::planned(&tx);
+        let live = match self.our_tables() {
+            Some(t) if t.is_empty() => Ruleset::default(),
+            _ => state::read_live(self.sys, self.ns)?,
+        };
+        let drift = state::compare(&planned, &live, &crate::trace::Ids::from_host());
+        let residue = self.iptables_residue()?;
+        let force = self.config.force_apply;
+        if live.is_empty() && residue.is_empty() {
+            tracing::info!("Clean-state detected, new nftables rules are needed");
+            if planned.is_empty() {
+                tracing::info!("There are no nftables rules to log");
+                return Ok(());
+            }
+        } else if drift.is_clean() && residue.is_empty() {
+            tracing::info!("Found compatible nftables rules, reconciliation not needed");
+            if !force {
+                return Ok(());
+            }
+        } else {
+            tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
+            let mut summary = vec![drift.summary()];
+            if !drift.is_clean() {
+                tracing::info!("{}\n{}", drift.summary(), drift.lines());
+            }
+            for r in &residue {
+                tracing::info!("{}", r.note());
+                summary.push(r.note());
+            }
+            if !self.config.reconcile && !force {
+                return Err(Error::Other(format!(
+                    "the live istio-proxy-* nftables rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them",
+                    summary.join("; ")
+                )));
+            }
+        }
+        self.version_ok(live.version.as_deref())?;
+        // Rebuild: meshcap's live tables are deleted first, in the same transaction, so
+        // whatever they held (chains or sets meshcap does not use) goes and the result is
+        // exactly a fresh apply; nft commits it atomically.
+        let mut ops: Vec<NftOp> = live
+            .tables
+            .iter()
+            .filter_map(|t| NftTable::from_name(t))
+            .map(NftOp::DeleteTable)
+            .collect();
+        ops.extend(tx.ops);
+        tracing::info!("Applying nftables rules");
+        self.run(&Transaction { ops })?;
+        self.remove_iptables_residue(plan, &residue)
+    }
+
+    /// `--cleanup-only` / `istio-clean-iptables`: deletes meshcap's tables, nothing else.
+    pub fn cleanup(&self) -> Result<()> {
+        tracing::info!("Performing cleanup of existing nftables rules");
+        if self.our_tables().is_some_and(|t| t.is_empty()) {
+            tracing::info!("No nftables tables of meshcap's exist, nothing to clean up");
+            return Ok(());
+        }
+        self.require_nft()?;
+        self.version_ok(None)?;
+        self.run(&cleanup_transaction())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::tests::{FakeKernel, config};
+    use crate::check::nft::listing_json;
+    use crate::exec::{ExecError, Output, Recorder};
+
+    fn lines(rec: &Recorder) -> Vec<String> {
+        rec.commands().iter().map(|c| c.line()).collect()
+    }
+
+    fn kernel(tables: &[&str]) -> FakeKernel {
+        FakeKernel {
+            nft_inet: Some(tables.iter().map(|s| s.to_string()).collect()),
+            ..FakeKernel::default()
+        }
+    }
+
+    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan) -> Result<()> {
+        NftCtx {
+            sys,
+            kernel,
+            config: c,
+            ns: None,
+        }
+        .apply(p)
+    }
+
+    /// Answers `--version` and `-j list` like nft 1.0.6 holding `live`.
+    fn nft(live: Ruleset, version: &'static str) -> Recorder {
+        Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
+            Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
+            Some("-j") => Ok(Output::ok(listing_json(&Ruleset {
+                version: Some(version.to_string()),
+                ..live.clone()
+            }))),
+            _ => Ok(Output::default()),
+        })
+    }
+
+    fn sidecar() -> (Config, Plan) {
+        config(crate::apply::tests::sidecar(), false)
+    }
+
+    #[test]
+    fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
+        let (c, p) = sidecar();
+        let rec = nft(Ruleset::default(), "1.0.6");
+        run_apply(&rec, &kernel(&["foreign"]), &c, &p).unwrap();
+        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
+        let tx = planned_transaction(&p).unwrap().to_string();
+        assert_eq!(rec.commands()[1].stdin.as_deref(), Some(tx.as_str()));
+        assert!(tx.starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
+    }
+
+    #[test]
+    fn equal_state_costs_one_listing_and_drift_is_refused() {
+        let (c, p) = sidecar();
+        let live = state::planned(&planned_transaction(&p).unwrap());
+        let k = kernel(&["istio-proxy-nat"]);
+        let rec = nft(live.clone(), "1.0.6");
+        run_apply(&rec, &k, &c, &p).unwrap();
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
+
+        let mut drifted = live.clone();
+        let last = drifted.chains.keys().last().unwrap().clone();
+        drifted.chains.remove(&last);
+        let rec = nft(drifted.clone(), "1.0.6");
+        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        assert!(e.contains("--reconcile") && e.contains("nftables: "), "{e}");
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet"], "nothing may be written");
+
+        // --reconcile: the version comes from the listing; the live table is rebuilt.
+        let mut c = c;
+        c.reconcile = true;
+        let rec = nft(drifted, "1.0.6");
+        run_apply(&rec, &k, &c, &p).unwrap();
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
+        let input = rec.commands()[1].stdin.clone().unwrap();
+        assert!(
+            input.starts_with("delete table inet istio-proxy-nat\nadd table inet istio-proxy-nat\n"),
+            "{input}"
+        );
+    }
+
+    #[test]
+    fn without_a_netlink_answer_the_state_is_listed() {
+        let (c, p) = sidecar();
+        let rec = nft(Ruleset::default(), "1.0.6");
+        run_apply(&rec, &FakeKernel::default(), &c, &p).unwrap();
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
+    }
+
+    #[test]
+    fn nft_missing_or_too_old_is_named() {
+        let (c, p) = sidecar();
+        let rec = Recorder::default().without_programs(&[NFT]);
+        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+        assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
+        assert!(rec.commands().is_empty());
+        for old in ["1.0.0", "0.9.8"] {
+            let rec = nft(Ruleset::default(), old);
+            let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+            assert!(
+                e.contains("nft version must be v1.0.1 or later") && e.contains(old),
+                "{e}"
+            );
+            assert_eq!(lines(&rec), ["nft --version"], "nothing written");
+        }
+        check_version("1.0.1").unwrap();
+        check_version("nftables v1.1.0 (Commodore Bullmoose #1)").unwrap();
+        assert!(check_version("garbage").is_err());
+    }
+
+    #[test]
+    fn a_failed_transaction_is_reported_with_nfts_message() {
+        let (c, p) = sidecar();
+        let rec = Recorder::new(|cmd| match cmd.args.first().map(String::as_str) {
+            Some("--version") => Ok(Output::ok("nftables v1.0.6\n")),
+            _ => Ok(Output {
+                code: 1,
+                stdout: String::new(),
+                stderr: "Error: Could not process rule: Operation not supported\n".into(),
+            }),
+        });
+        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("nftables run failed: nft -f - failed with exit status 1: Error: Could not process rule"),
+            "{e}"
+        );
+        assert!(e.contains("nothing was changed"), "{e}");
+        let rec = Recorder::new(|_| {
+            Err(ExecError::Spawn {
+                cmd: "nft -j list ruleset inet".into(),
+                why: "boom".into(),
+            })
+        });
+        let e = run_apply(&rec, &kernel(&["istio-proxy-raw"]), &c, &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read the live nftables rules"), "{e}");
+    }
+
+    #[test]
+    fn the_iptables_backends_rules_are_drift_and_reconcile_removes_them() {
+        let (c, p) = sidecar();
+        let save = crate::render::iptables::restore_payload(&p.ruleset(crate::values::Family::V4));
+        let k = FakeKernel {
+            nft: [Some(vec![crate::model::TableName::Nat]), Some(vec![])],
+            nft_inet: Some(vec![]),
+            ..FakeKernel::default()
+        };
+        let respond = move |cmd: &Cmd| match cmd.program.as_str() {
+            "iptables-nft-save" => Ok(Output::ok(save.clone())),
+            _ => Ok(Output::ok("nftables v1.0.6\n")),
+        };
+        let rec = Recorder::new(respond.clone());
+        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("also exist in the iptables-nft tables (IPv4): nat/ISTIO_INBOUND"),
+            "{e}"
+        );
+        assert_eq!(lines(&rec), ["iptables-nft-save"], "nothing written");
+
+        let mut c = c;
+        c.reconcile = true;
+        let rec = Recorder::new(respond);
+        run_apply(&rec, &k, &c, &p).unwrap();
+        assert_eq!(
+            lines(&rec),
+            [
+                "iptables-nft-save",
+                "nft --version",
+                "nft -f -",
+                "iptables-nft-restore --noflush"
+            ]
+        );
+        let cleanup = rec.commands()[3].stdin.clone().unwrap();
+        assert!(
+            cleanup.contains("-X ISTIO_OUTPUT") && !cleanup.contains("-A "),
+            "{cleanup}"
+        );
+    }
+
+    #[test]
+    fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
+        let (c, _) = sidecar();
+        let rec = nft(Ruleset::default(), "1.0.6");
+        let clean = |k: &FakeKernel| {
+            NftCtx {
+                sys: &rec,
+                kernel: k,
+                config: &c,
+                ns: None,
+            }
+            .cleanup()
+        };
+        clean(&kernel(&["foreign"])).unwrap();
+        assert!(rec.commands().is_empty());
+        clean(&kernel(&["istio-proxy-mangle", "foreign"])).unwrap();
+        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
+        assert_eq!(
+            rec.commands()[1].stdin.as_deref(),
+            Some(cleanup_transaction().to_string().as_str())
+        );
+    }
+}
