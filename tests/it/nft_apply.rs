@@ -665,3 +665,22 @@ fn switching_from_the_iptables_backend_needs_reconcile_and_removes_its_rules() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("reconciliation not needed"), "{}", show(&o));
 }
+
+#[test]
+fn proxy_owners_given_by_name_are_not_drift() {
+    if !netns_available() {
+        return;
+    }
+    // nft resolves `skuid root` and lists it as `meta skuid 0`; the comparison resolves too.
+    let ns = v4_ns("nftnames");
+    let args = [
+        "-p", "15001", "-z", "15006", "-u", "root", "-g", "root", "-b", "*", "-i", "*",
+    ];
+    let o = nft_apply(&ns, &args, &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(ruleset(&ns).contains("meta skuid 0 counter return"), "{}", ruleset(&ns));
+    let o = nft_apply(&ns, &args, &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("reconciliation not needed"), "{}", show(&o));
+    assert_eq!(spawns(&o), 1);
+}
