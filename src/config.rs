@@ -7,13 +7,15 @@
 //! [`HostFiles`], which names the files so `render` can point elsewhere. IPv6 enablement is
 //! left to the caller ([`Ipv6Setting`]): render takes it from flags, apply detects it.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::cli::CaptureFlags;
 use crate::error::{Error, Result};
 use crate::host::{self, Env};
-use crate::values::{Cidr, Iface, Invalid, Mark, Owner, Port, PortSpec, RouteTable, split_list};
+use crate::model::Backend;
+use crate::values::{Cidr, Iface, Invalid, Mark, Owner, Port, PortSpec, RouteTable, list_len_bound, split_list};
 
 /// The outbound mark the proxy's own loopback traffic gets in TPROXY mode (fixed by Istio).
 pub const OUTBOUND_MARK: Mark = Mark(1338);
@@ -145,6 +147,8 @@ pub struct Config {
     pub cleanup_only: bool,
     pub force_apply: bool,
     pub native_nftables: bool,
+    /// `--compact`: fewer rules with the same verdicts (meshcap's own; not Istio's rule text).
+    pub compact: bool,
     pub force_iptables_binary: Option<IptablesVariant>,
     /// Raw text of the flags as Istio's config dump prints them.
     pub dump: DumpText,
@@ -183,36 +187,45 @@ impl Default for HostFiles {
     }
 }
 
-/// A value and where it came from (`--long-flag` or an environment variable's name).
-struct Sourced {
-    text: String,
+/// A value and where it came from (`--long-flag` or an environment variable's name). The text
+/// is borrowed from the flags or the environment (lists can be long).
+struct Sourced<'a> {
+    text: Cow<'a, str>,
     source: String,
 }
 
-impl Sourced {
+impl Sourced<'_> {
     fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, Invalid>) -> Result<T> {
-        parse(&self.text).map_err(|Invalid(why)| Error::invalid(&self.source, &self.text, why))
+        parse(&self.text).map_err(|Invalid(why)| Error::invalid(&self.source, &*self.text, why))
     }
 
     fn list<T>(&self, parse: impl Fn(&str) -> Result<T, Invalid>) -> Result<Vec<T>> {
-        split_list(&self.text)
-            .map(|item| parse(item).map_err(|Invalid(why)| Error::invalid(&self.source, item, why)))
-            .collect()
+        let mut out = Vec::with_capacity(list_len_bound(&self.text));
+        for item in split_list(&self.text) {
+            out.push(parse(item).map_err(|Invalid(why)| Error::invalid(&self.source, item, why))?);
+        }
+        Ok(out)
     }
 }
 
 /// Resolves one setting: the flag if given, else the alias variable, else the primary one.
-fn pick(flag: &Option<String>, long: &str, env: &Env, primary: Option<&str>, alias: Option<&str>) -> Option<Sourced> {
+fn pick<'a>(
+    flag: &'a Option<String>,
+    long: &str,
+    env: &'a Env,
+    primary: Option<&str>,
+    alias: Option<&str>,
+) -> Option<Sourced<'a>> {
     if let Some(text) = flag {
         return Some(Sourced {
-            text: text.clone(),
+            text: Cow::Borrowed(text),
             source: format!("--{long}"),
         });
     }
     for name in [alias, primary].into_iter().flatten() {
         if let Some(text) = env.get(name) {
             return Some(Sourced {
-                text: text.to_string(),
+                text: Cow::Borrowed(text),
                 source: name.to_string(),
             });
         }
@@ -220,9 +233,9 @@ fn pick(flag: &Option<String>, long: &str, env: &Env, primary: Option<&str>, ali
     None
 }
 
-fn env_only(env: &Env, name: &str) -> Option<Sourced> {
+fn env_only<'a>(env: &'a Env, name: &str) -> Option<Sourced<'a>> {
     env.get(name).map(|text| Sourced {
-        text: text.to_string(),
+        text: Cow::Borrowed(text),
         source: name.to_string(),
     })
 }
@@ -234,7 +247,7 @@ fn owner_list(s: &Sourced, what: &str, hint: &str) -> Result<Vec<Owner>> {
     if list.is_empty() {
         return Err(Error::invalid(
             &s.source,
-            &s.text,
+            &*s.text,
             format!("the list names no {what} ({hint})"),
         ));
     }
@@ -243,11 +256,15 @@ fn owner_list(s: &Sourced, what: &str, hint: &str) -> Result<Vec<Owner>> {
 
 /// Go's `strconv.ParseBool` set. An empty environment value means false (Istio's effect).
 fn parse_bool(s: &Sourced) -> Result<bool> {
-    match s.text.as_str() {
+    match &*s.text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         "" if !s.source.starts_with("--") => Ok(false),
-        _ => Err(Error::invalid(&s.source, &s.text, "expected a boolean (true or false)")),
+        _ => Err(Error::invalid(
+            &s.source,
+            &*s.text,
+            "expected a boolean (true or false)",
+        )),
     }
 }
 
@@ -353,7 +370,7 @@ impl Config {
             Some("ISTIO_INBOUND_INTERCEPTION_MODE"),
             None,
         );
-        let mode_text = mode_src.as_ref().map(|s| s.text.clone()).unwrap_or_default();
+        let mode_text = mode_src.as_ref().map(|s| s.text.to_string()).unwrap_or_default();
         let mode = match &mode_src {
             None => InterceptionMode::Redirect,
             Some(s) => s.parse(|t| match t {
@@ -392,10 +409,12 @@ impl Config {
             None => RouteTable(133),
         };
 
-        let list_src = |flag: &Option<String>, long: &str, primary: &str| pick(flag, long, env, Some(primary), None);
-        let text_of = |s: &Option<Sourced>| s.as_ref().map(|s| s.text.clone()).unwrap_or_default();
+        fn list_src<'a>(flag: &'a Option<String>, long: &str, env: &'a Env, primary: &str) -> Option<Sourced<'a>> {
+            pick(flag, long, env, Some(primary), None)
+        }
+        let text_of = |s: &Option<Sourced>| s.as_ref().map(|s| s.text.to_string()).unwrap_or_default();
 
-        let inbound_src = list_src(&f.inbound_ports, "istio-inbound-ports", "ISTIO_INBOUND_PORTS");
+        let inbound_src = list_src(&f.inbound_ports, "istio-inbound-ports", env, "ISTIO_INBOUND_PORTS");
         let inbound_ports = match &inbound_src {
             None => PortSelection::List(Vec::new()),
             Some(s) if s.text.trim() == "*" => PortSelection::All,
@@ -404,6 +423,7 @@ impl Config {
         let inbound_excl_src = list_src(
             &f.local_exclude_ports,
             "istio-local-exclude-ports",
+            env,
             "ISTIO_LOCAL_EXCLUDE_PORTS",
         );
         let inbound_exclude_ports = inbound_excl_src
@@ -417,13 +437,19 @@ impl Config {
         let excl_if_src = list_src(
             &f.exclude_interfaces,
             "istio-exclude-interfaces",
+            env,
             "ISTIO_EXCLUDE_INTERFACES",
         );
         let exclude_interfaces = excl_if_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(Iface::parse))?;
-        let virt_src = list_src(&f.kube_virt_interfaces, "kube-virt-interfaces", "KUBE_VIRT_INTERFACES");
+        let virt_src = list_src(
+            &f.kube_virt_interfaces,
+            "kube-virt-interfaces",
+            env,
+            "KUBE_VIRT_INTERFACES",
+        );
         let virtual_interfaces = virt_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(Iface::parse))?;
 
-        let incl_src = list_src(&f.service_cidr, "istio-service-cidr", "ISTIO_SERVICE_CIDR");
+        let incl_src = list_src(&f.service_cidr, "istio-service-cidr", env, "ISTIO_SERVICE_CIDR");
         let outbound_include = match &incl_src {
             None => CidrSelection::List(Vec::new()),
             Some(s) if s.text.trim() == "*" => CidrSelection::All,
@@ -432,13 +458,14 @@ impl Config {
         let excl_src = list_src(
             &f.service_exclude_cidr,
             "istio-service-exclude-cidr",
+            env,
             "ISTIO_SERVICE_EXCLUDE_CIDR",
         );
         let outbound_exclude = match &excl_src {
             Some(s) if s.text.trim() == "*" => {
                 return Err(Error::invalid(
                     &s.source,
-                    &s.text,
+                    &*s.text,
                     "'*' cannot be excluded (it would disable all outbound capture; use an empty --istio-service-cidr)",
                 ));
             }
@@ -446,13 +473,14 @@ impl Config {
             None => Vec::new(),
         };
 
-        let oports_src = list_src(&f.outbound_ports, "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS");
+        let oports_src = list_src(&f.outbound_ports, "istio-outbound-ports", env, "ISTIO_OUTBOUND_PORTS");
         let outbound_ports_include = oports_src
             .as_ref()
             .map_or(Ok(Vec::new()), |s| s.list(PortSpec::parse))?;
         let oexcl_src = list_src(
             &f.local_outbound_ports_exclude,
             "istio-local-outbound-ports-exclude",
+            env,
             "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
         );
         let outbound_ports_exclude = oexcl_src.as_ref().map_or(Ok(Vec::new()), |s| s.list(PortSpec::parse))?;
@@ -466,7 +494,7 @@ impl Config {
                 if only.len() > MAX_OWNER_GROUPS {
                     return Err(Error::invalid(
                         &s.source,
-                        &s.text,
+                        &*s.text,
                         format!("at most {MAX_OWNER_GROUPS} owner groups, got {}", only.len()),
                     ));
                 }
@@ -527,6 +555,7 @@ impl Config {
         let cleanup_only = flag_bool(&f.cleanup_only, "cleanup-only", env, "CLEANUP_ONLY", None)?;
         let force_apply = flag_bool(&f.force_apply, "force-apply", env, "FORCE_APPLY", None)?;
         let native_nftables = flag_bool(&f.native_nftables, "native-nftables", env, "NATIVE_NFTABLES", None)?;
+        let compact = flag_bool(&f.compact, "compact", env, "MESHCAP_COMPACT", None)?;
 
         for (flag, long, primary, since) in [
             (&f.restore_format, "restore-format", "RESTORE_FORMAT", "1.24"),
@@ -602,7 +631,10 @@ impl Config {
         let uid_src =
             pick(&f.proxy_uid, "proxy-uid", env, Some("PROXY_UID"), None).filter(|s| !s.text.trim().is_empty());
         let (proxy_uids, uid_text) = match &uid_src {
-            Some(s) => (owner_list(s, "UID", "leave it empty for the default")?, s.text.clone()),
+            Some(s) => (
+                owner_list(s, "UID", "leave it empty for the default")?,
+                s.text.to_string(),
+            ),
             None => {
                 let user = env.get("ENVOY_USER").unwrap_or("istio-proxy");
                 let uid = host::lookup_uid(&files.passwd, user).unwrap_or(1337);
@@ -614,7 +646,7 @@ impl Config {
         let proxy_gids = match &gid_src {
             Some(s) => owner_list(s, "GID", "leave it empty to use the UID list")?,
             None => Sourced {
-                text: uid_text,
+                text: uid_text.into(),
                 source: "--proxy-uid".into(),
             }
             .list(Owner::parse)?,
@@ -680,11 +712,12 @@ impl Config {
             cleanup_only,
             force_apply,
             native_nftables,
+            compact,
             force_iptables_binary,
             dump: DumpText {
                 inbound_ports: text_of(&inbound_src),
                 inbound_exclude_ports: text_of(&inbound_excl_src),
-                owner_groups_include: groups_incl.as_ref().map_or("*".to_string(), |s| s.text.clone()),
+                owner_groups_include: groups_incl.as_ref().map_or("*".to_string(), |s| s.text.to_string()),
                 owner_groups_exclude: text_of(&groups_excl),
                 outbound_include: text_of(&incl_src),
                 outbound_exclude: text_of(&excl_src),
@@ -695,6 +728,15 @@ impl Config {
             },
             warnings,
         })
+    }
+
+    /// The rule language the capture is written in.
+    pub fn backend(&self) -> Backend {
+        if self.native_nftables {
+            Backend::Nft
+        } else {
+            Backend::Iptables
+        }
     }
 
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.

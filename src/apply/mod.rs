@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::exec::{Cmd, ExecError, RealSystem, Recorder, System, run_ok};
 use crate::host::Env;
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
-use crate::model::{Ruleset, TableName};
+use crate::model::{Backend, Ruleset, TableName};
 use crate::netns::Netns;
 use crate::parse::{SaveDump, Strictness, parse_save};
 use crate::plan::{self, Plan};
@@ -81,12 +81,9 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     if config.skip_rule_apply {
         return validate::after_rules(&config, netns.as_ref());
     }
-    let plan = plan::build(&config, ipv6);
-    for family in plan.families() {
-        plan.ruleset(family)
-            .validate()
-            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
-    }
+    let plan = plan::build_for(&config, ipv6);
+    plan.validate(Backend::Iptables)
+        .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
         let code = dry_run(&config, &plan, ns_path, cleanup)?;

@@ -11,6 +11,7 @@
 //! never looked at.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -252,6 +253,18 @@ fn port_spec(v: &Value) -> Option<PortSpec> {
     Some(PortSpec::Single(port_of(Some(v))?))
 }
 
+/// A set element that is a prefix or a single address.
+fn set_cidr(e: &Value) -> Option<Cidr> {
+    match e.get("prefix") {
+        Some(prefix) => Cidr::new(
+            parse_ip(prefix.get("addr")?.as_str()?).ok()?,
+            u8::try_from(prefix.get("len")?.as_u64()?).ok()?,
+        )
+        .ok(),
+        None => Some(Cidr::host(parse_ip(e.as_str()?).ok()?)),
+    }
+}
+
 fn match_stmt(m: &Value) -> Option<Stmt> {
     let negated = match m.get("op")?.as_str()? {
         "==" | "in" => false,
@@ -263,6 +276,34 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
     if let Some(p) = left.get("payload") {
         let field = p.get("field")?.as_str()?;
         return match p.get("protocol")?.as_str()? {
+            "ip" | "ip6" if right.get("set").is_some() => {
+                // An anonymous set (`--compact`): prefixes, addresses and the ranges nft's
+                // automerge makes of adjacent prefixes, read back as the fewest prefixes.
+                if negated || field != "daddr" {
+                    return None;
+                }
+                let mut cidrs = Vec::new();
+                for e in right.get("set")?.as_array()? {
+                    if let Some(range) = e.get("range").and_then(Value::as_array) {
+                        let [a, b] = range.as_slice() else { return None };
+                        let (a, b) = (parse_ip(a.as_str()?).ok()?, parse_ip(b.as_str()?).ok()?);
+                        let (family, bits, lo, hi) = match (a, b) {
+                            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                                (Family::V4, 32, u32::from(a).into(), u32::from(b).into())
+                            }
+                            (IpAddr::V6(a), IpAddr::V6(b)) => (Family::V6, 128, u128::from(a), u128::from(b)),
+                            _ => return None,
+                        };
+                        crate::compact::prefixes_of(lo, hi, family, bits, &mut cidrs);
+                    } else {
+                        cidrs.push(set_cidr(e)?);
+                    }
+                }
+                Some(Stmt::AddrSet {
+                    direction: nft::Direction::Destination,
+                    cidrs: crate::compact::normalise_cidrs(cidrs),
+                })
+            }
             "ip" | "ip6" => {
                 let cidr = match right.get("prefix") {
                     Some(prefix) => Cidr::new(
@@ -388,6 +429,7 @@ pub fn key(rule: &NftRule, ids: &Ids) -> Option<RuleKey> {
                 states.sort();
                 Match::ConntrackState(states)
             }
+            Match::DestinationIn(cidrs) => Match::DestinationIn(crate::compact::normalise_cidrs(cidrs.clone())),
             other => other.clone(),
         })
         .collect();
@@ -557,38 +599,24 @@ type Keyed = (Option<RuleKey>, String);
 /// Order-sensitive difference of one chain: a longest common subsequence of the keys; the rest
 /// is missing or unexpected, and a rule both missing and unexpected is misordered.
 fn diff_rules(table: &str, chain: &str, planned: &[Keyed], live: &[Keyed], out: &mut Vec<RuleDrift>) {
-    let (n, m) = (planned.len(), live.len());
-    let same = |i: usize, j: usize| planned[i].0.is_some() && planned[i].0 == live[j].0;
-    let mut dp = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            dp[i][j] = if same(i, j) {
-                dp[i + 1][j + 1] + 1
-            } else {
-                dp[i + 1][j].max(dp[i][j + 1])
-            };
-        }
+    // The same bounded LCS as the iptables comparison (trimmed ends, matching beyond a size).
+    let pk: Vec<Option<&RuleKey>> = planned.iter().map(|k| k.0.as_ref()).collect();
+    let lk: Vec<Option<&RuleKey>> = live.iter().map(|k| k.0.as_ref()).collect();
+    let pairs = crate::drift::common_subsequence(&pk, &lk);
+    let moved = crate::drift::misplaced(&pk, &lk, &pairs);
+    let mut kept_p = vec![false; planned.len()];
+    let mut kept_l = vec![false; live.len()];
+    for &(i, j) in &pairs {
+        kept_p[i] = true;
+        kept_l[j] = true;
     }
-    let (mut i, mut j) = (0, 0);
-    let (mut kept_p, mut kept_l) = (BTreeSet::new(), BTreeSet::new());
-    while i < n && j < m {
-        if same(i, j) {
-            kept_p.insert(i);
-            kept_l.insert(j);
-            i += 1;
-            j += 1;
-        } else if dp[i + 1][j] >= dp[i][j + 1] {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    let mut unexpected: Vec<usize> = (0..m).filter(|j| !kept_l.contains(j)).collect();
     let mut entries = Vec::new();
-    for i in (0..n).filter(|i| !kept_p.contains(i)) {
-        let elsewhere = unexpected.iter().position(|&j| same(i, j));
-        let (kind, live_at) = match elsewhere {
-            Some(k) => (DriftKind::Misordered, Some(unexpected.remove(k) + 1)),
+    for i in (0..planned.len()).filter(|&i| !kept_p[i]) {
+        let (kind, live_at) = match moved[i] {
+            Some(j) => {
+                kept_l[j] = true;
+                (DriftKind::Misordered, Some(j + 1))
+            }
             None => (DriftKind::Missing, None),
         };
         entries.push(RuleDrift {
@@ -600,7 +628,7 @@ fn diff_rules(table: &str, chain: &str, planned: &[Keyed], live: &[Keyed], out: 
             live_at,
         });
     }
-    for j in unexpected {
+    for j in (0..live.len()).filter(|&j| !kept_l[j]) {
         entries.push(RuleDrift {
             kind: DriftKind::Unexpected,
             table: table.to_string(),
