@@ -1,6 +1,7 @@
 //! The `trace` packet grammar, then the tracer. Properties: no panic; an accepted packet prints
 //! (`Display`) as text that parses back to the same packet; traced through the iptables and the
-//! nftables view of one plan, the two verdicts agree whenever both traces succeed.
+//! nftables view of one plan, the two verdicts agree whenever both traces succeed and the plan
+//! enables the packet's family.
 #![no_main]
 
 use clap::Parser;
@@ -39,6 +40,12 @@ fuzz_target!(|data: &[u8]| {
     let ipt = Netfilter::from_plan(&plan, family, false).expect("an accepted plan has an iptables view");
     let nft = Netfilter::from_plan(&plan, family, true).expect("an accepted plan has an nft view");
     let ids = Ids::default();
+    // With a family off the backends differ by design (as in Istio): the iptables view has no
+    // rules for it, while the one inet nft ruleset still applies its family-agnostic rules
+    // (e.g. DNS on port 53) to it. Compare the families the plan enables.
+    if !plan.families().contains(&family) {
+        return;
+    }
     if let (Ok(a), Ok(b)) = (trace(&ipt, &packet, &ids), trace(&nft, &packet, &ids)) {
         assert_eq!(a.verdict, b.verdict, "{shown}\n--- iptables\n{}--- nft\n{}", a.text(), b.text());
     }
