@@ -12,6 +12,7 @@ use crate::docs;
 use crate::error::{Error, Result};
 use crate::host::Env;
 use crate::logging::LogSettings;
+use crate::model::{Backend, Invalid};
 use crate::plan::{self, Plan};
 use crate::render;
 use crate::values::Family;
@@ -116,20 +117,30 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
     }
 }
 
-/// Validates flags and builds the plan for `render` (no host scans).
+/// Validates flags and builds the plan for `render` (no host scans), compacted with
+/// `--compact`, and checks it for the configuration's backend.
 pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
     plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)
 }
 
 /// Validates capture flags and builds the plan without scanning the host: IPv6 from the
-/// `--ipv6` value (or `ENABLE_INBOUND_IPV6`), DNS servers from `resolv_conf`. Shared by `render`,
-/// `trace` and `check`.
+/// `--ipv6` value (or `ENABLE_INBOUND_IPV6`), DNS servers from `resolv_conf`; compacted with
+/// `--compact` and checked for the configuration's backend. Shared by `render`, `trace` and
+/// `check`.
 pub fn plan_for_flags(
     capture: &CaptureFlags,
     ipv6: Option<&str>,
     resolv_conf: &str,
     env: &Env,
 ) -> Result<(Config, Plan)> {
+    let (config, plan) = unchecked_plan(capture, ipv6, resolv_conf, env)?;
+    plan.validate(config.backend())
+        .map_err(|(family, e)| inconsistent(family, e))?;
+    Ok((config, plan))
+}
+
+/// [`plan_for_flags`] without the check (the caller checks what it renders).
+fn unchecked_plan(capture: &CaptureFlags, ipv6: Option<&str>, resolv_conf: &str, env: &Env) -> Result<(Config, Plan)> {
     let ipv6 = Config::ipv6_setting(&ipv6.map(str::to_string), env)?;
     let files = HostFiles {
         resolv_conf: resolv_conf.to_string(),
@@ -140,17 +151,16 @@ pub fn plan_for_flags(
         tracing::warn!("{w}");
     }
     let ipv6 = matches!(ipv6, Ipv6Setting::Explicit(true));
-    let plan = plan::build(&config, ipv6);
-    for family in plan.families() {
-        plan.ruleset(family)
-            .validate()
-            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
-    }
+    let plan = plan::build_for(&config, ipv6);
     Ok((config, plan))
 }
 
+fn inconsistent(family: Family, e: Invalid) -> Error {
+    Error::Other(format!("internal error: the {family} plan is inconsistent: {e}"))
+}
+
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
-    let (config, plan) = plan_for_render(args, env)?;
+    let (config, plan) = unchecked_plan(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
     let out = if config.native_nftables {
         if args.format == Format::Json {
             return Err(Error::invalid(
@@ -166,24 +176,52 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                 "the nftables transaction is one inet ruleset for both families; drop --family with --native-nftables",
             ));
         }
-        render::nft::transaction(&plan)
-            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?
-            .to_string()
+        plan.validate(Backend::Nft)
+            .map_err(|(family, e)| inconsistent(family, e))?;
+        let tx = render::nft::transaction(&plan)
+            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+        let text = tx.text();
+        // As below: the process ends after printing; the kernel reclaims the memory.
+        std::mem::forget((plan, tx));
+        text
     } else {
         match args.format {
-            Format::Iptables => match args.family {
-                Some(FamilyArg::V4) => render::iptables::restore_payload(&plan.ruleset(Family::V4)),
-                Some(FamilyArg::V6) => render::iptables::restore_payload(&plan.ruleset(Family::V6)),
-                None => {
-                    let mut out = String::new();
-                    for family in plan.families() {
-                        out.push_str(&format!("# {}\n", family.name()));
-                        out.push_str(&render::iptables::restore_payload(&plan.ruleset(family)));
-                    }
-                    out
+            Format::Iptables => {
+                // Each family's ruleset is built once (moved out of the plan), checked, rendered.
+                let rulesets = plan.into_rulesets();
+                for rs in &rulesets {
+                    rs.validate_for(Backend::Iptables)
+                        .map_err(|e| inconsistent(rs.family, e))?;
                 }
-            },
+                let payload = |family: Family| {
+                    rulesets
+                        .iter()
+                        .find(|rs| rs.family == family)
+                        .map(render::iptables::restore_payload)
+                        .unwrap_or_default()
+                };
+                let out = match args.family {
+                    Some(FamilyArg::V4) => payload(Family::V4),
+                    Some(FamilyArg::V6) => payload(Family::V6),
+                    None => {
+                        let mut out = String::new();
+                        for rs in &rulesets {
+                            out.push_str("# ");
+                            out.push_str(rs.family.name());
+                            out.push('\n');
+                            render::iptables::write_restore_payload(&mut out, rs);
+                        }
+                        out
+                    }
+                };
+                // The process ends right after printing: freeing thousands of rules one by one
+                // would cost a tenth of a large render, and the kernel reclaims the memory anyway.
+                std::mem::forget(rulesets);
+                out
+            }
             Format::Json => {
+                plan.validate(Backend::Iptables)
+                    .map_err(|(family, e)| inconsistent(family, e))?;
                 let families = match args.family {
                     Some(FamilyArg::V4) => vec![Family::V4],
                     Some(FamilyArg::V6) => vec![Family::V6],
@@ -193,11 +231,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             }
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+    write_stdout(&out)?;
     Ok(0)
 }
 

@@ -295,12 +295,9 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
                 .1
         }
     };
-    let plan = plan::build(config, ipv6);
-    for family in plan.families() {
-        plan.ruleset(family)
-            .validate()
-            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
-    }
+    let plan = plan::build_for(config, ipv6);
+    plan.validate(config.backend())
+        .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let sys = RealSystem::new(netns.as_ref());
     let ns_path = netns.as_ref().map(Netns::path);
     if config.native_nftables {

@@ -422,6 +422,11 @@ pub struct CaptureFlags {
     #[arg(long = "native-nftables", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub native_nftables: Option<String>,
 
+    /// Same verdicts, fewer rules: ports grouped into `-m multiport` (iptables) or sets, address
+    /// lists into sets (nft). NOT byte-compatible with Istio's rules, by design [env MESHCAP_COMPACT]
+    #[arg(long = "compact", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub compact: Option<String>,
+
     /// Force the iptables variant: legacy or nft [env FORCE_IPTABLES_BINARY]
     #[arg(long = "force-iptables-binary", value_name = "VARIANT", allow_hyphen_values = true)]
     pub force_iptables_binary: Option<String>,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::cli::CaptureFlags;
 use crate::error::{Error, Result};
 use crate::host::{self, Env};
-use crate::values::{Cidr, Iface, Invalid, Mark, Owner, Port, PortSpec, RouteTable, split_list};
+use crate::model::Backend;
+use crate::values::{Cidr, Iface, Invalid, Mark, Owner, Port, PortSpec, RouteTable, list_len_bound, split_list};
 
 /// The outbound mark the proxy's own loopback traffic gets in TPROXY mode (fixed by Istio).
 pub const OUTBOUND_MARK: Mark = Mark(1338);
@@ -145,6 +146,8 @@ pub struct Config {
     pub cleanup_only: bool,
     pub force_apply: bool,
     pub native_nftables: bool,
+    /// `--compact`: fewer rules with the same verdicts (meshcap's own; not Istio's rule text).
+    pub compact: bool,
     pub force_iptables_binary: Option<IptablesVariant>,
     /// Seconds a legacy restore waits for the xtables lock (`--wait=N`): 30 as Istio, or
     /// `MESHCAP_XTABLES_WAIT` (meshcap's own variable, 1–3600).
@@ -198,9 +201,11 @@ impl Sourced {
     }
 
     fn list<T>(&self, parse: impl Fn(&str) -> Result<T, Invalid>) -> Result<Vec<T>> {
-        split_list(&self.text)
-            .map(|item| parse(item).map_err(|Invalid(why)| Error::invalid(&self.source, item, why)))
-            .collect()
+        let mut out = Vec::with_capacity(list_len_bound(&self.text));
+        for item in split_list(&self.text) {
+            out.push(parse(item).map_err(|Invalid(why)| Error::invalid(&self.source, item, why))?);
+        }
+        Ok(out)
     }
 }
 
@@ -544,6 +549,7 @@ impl Config {
         let cleanup_only = flag_bool(&f.cleanup_only, "cleanup-only", env, "CLEANUP_ONLY", None)?;
         let force_apply = flag_bool(&f.force_apply, "force-apply", env, "FORCE_APPLY", None)?;
         let native_nftables = flag_bool(&f.native_nftables, "native-nftables", env, "NATIVE_NFTABLES", None)?;
+        let compact = flag_bool(&f.compact, "compact", env, "MESHCAP_COMPACT", None)?;
 
         for (flag, long, primary, since) in [
             (&f.restore_format, "restore-format", "RESTORE_FORMAT", "1.24"),
@@ -706,6 +712,7 @@ impl Config {
             cleanup_only,
             force_apply,
             native_nftables,
+            compact,
             force_iptables_binary,
             xtables_wait,
             dump: DumpText {
@@ -722,6 +729,15 @@ impl Config {
             },
             warnings,
         })
+    }
+
+    /// The rule language the capture is written in.
+    pub fn backend(&self) -> Backend {
+        if self.native_nftables {
+            Backend::Nft
+        } else {
+            Backend::Iptables
+        }
     }
 
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.

@@ -7,8 +7,9 @@
 //! not count as drift. A rule that is both missing at its planned place and present elsewhere
 //! is reported once, as misordered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::hash::Hash;
 
 use crate::model::{ChainName, Rule, Ruleset, TableName};
 use crate::parse::{SaveDump, SavedEntry, is_istio_name};
@@ -111,13 +112,53 @@ fn live_item(e: &SavedEntry, at: usize) -> Item<Rule> {
     }
 }
 
-/// Longest common subsequence of two key lists (unknown keys never match).
-fn lcs<K: PartialEq>(a: &[Item<K>], b: &[Item<K>]) -> Vec<(usize, usize)> {
+/// Above this many cells (planned × live rules left after trimming) the exact quadratic table
+/// is not built; [`lcs_by_matching`] takes over (4 MiB of `u32`).
+const MAX_LCS_CELLS: usize = 1 << 20;
+
+/// Whether two rules are the same (an unknown rule never is).
+fn same<K: PartialEq>(a: Option<&K>, b: Option<&K>) -> bool {
+    a.is_some() && a == b
+}
+
+/// A longest common subsequence of two key lists (unknown keys, `None`, never match), as index
+/// pairs. The common prefix and suffix are matched first (a chain in sync, or one rule off,
+/// costs linear time and no table); what is left is solved exactly by dynamic programming when
+/// small and by [`lcs_by_matching`] otherwise, so time and memory stay near-linear for chains
+/// of thousands of rules.
+pub fn common_subsequence<K: Eq + Hash>(a: &[Option<&K>], b: &[Option<&K>]) -> Vec<(usize, usize)> {
+    let (n, m) = (a.len(), b.len());
+    let mut pre = 0;
+    while pre < n && pre < m && same(a[pre], b[pre]) {
+        pre += 1;
+    }
+    let mut suf = 0;
+    while suf < n - pre && suf < m - pre && same(a[n - 1 - suf], b[m - 1 - suf]) {
+        suf += 1;
+    }
+    let (am, bm) = (&a[pre..n - suf], &b[pre..m - suf]);
+    let middle = if am.len().saturating_mul(bm.len()) <= MAX_LCS_CELLS {
+        lcs_table(am, bm)
+    } else {
+        lcs_by_matching(am, bm)
+    };
+    let mut pairs: Vec<(usize, usize)> = (0..pre).map(|i| (i, i)).collect();
+    pairs.extend(middle.into_iter().map(|(i, j)| (i + pre, j + pre)));
+    pairs.extend((0..suf).map(|k| (n - suf + k, m - suf + k)));
+    pairs
+}
+
+fn keys<K>(items: &[Item<K>]) -> Vec<Option<&K>> {
+    items.iter().map(|i| i.key.as_ref()).collect()
+}
+
+/// The exact LCS by the classic O(n·m) table.
+fn lcs_table<K: Eq>(a: &[Option<&K>], b: &[Option<&K>]) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
     let mut dp = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            dp[i][j] = if a[i].key.is_some() && a[i].key == b[j].key {
+            dp[i][j] = if same(a[i], b[j]) {
                 dp[i + 1][j + 1] + 1
             } else {
                 dp[i + 1][j].max(dp[i][j + 1])
@@ -126,7 +167,7 @@ fn lcs<K: PartialEq>(a: &[Item<K>], b: &[Item<K>]) -> Vec<(usize, usize)> {
     }
     let (mut i, mut j, mut pairs) = (0, 0, Vec::new());
     while i < n && j < m {
-        if a[i].key.is_some() && a[i].key == b[j].key {
+        if same(a[i], b[j]) {
             pairs.push((i, j));
             i += 1;
             j += 1;
@@ -139,31 +180,83 @@ fn lcs<K: PartialEq>(a: &[Item<K>], b: &[Item<K>]) -> Vec<(usize, usize)> {
     pairs
 }
 
-/// Diffs one chain's planned and live rules into `out` (missing, unexpected, misordered).
-pub(crate) fn diff_chain<K: PartialEq>(
+/// A common subsequence in O((n + m) log m): pair each planned rule with the first unused equal
+/// live rule, then keep the longest run of pairs whose live positions increase (patience
+/// sorting). Exact when no rule occurs twice in a chain (the usual case: a repeated rule
+/// would be dead); with repeats it may keep fewer pairs than the optimum, which only reports
+/// more rules as misordered, never a difference that is not there.
+fn lcs_by_matching<K: Eq + Hash>(a: &[Option<&K>], b: &[Option<&K>]) -> Vec<(usize, usize)> {
+    let mut positions: HashMap<&K, VecDeque<usize>> = HashMap::new();
+    for (j, key) in b.iter().enumerate() {
+        if let Some(k) = key {
+            positions.entry(k).or_default().push_back(j);
+        }
+    }
+    let pairs: Vec<(usize, usize)> = a
+        .iter()
+        .enumerate()
+        .filter_map(|(i, key)| {
+            let j = positions.get_mut((*key)?)?.pop_front()?;
+            Some((i, j))
+        })
+        .collect();
+    // Longest strictly increasing subsequence of the live positions.
+    let mut tails: Vec<usize> = Vec::new(); // index into `pairs` of the smallest tail per length
+    let mut prev: Vec<Option<usize>> = vec![None; pairs.len()];
+    for (k, &(_, j)) in pairs.iter().enumerate() {
+        let len = tails.partition_point(|&t| pairs[t].1 < j);
+        prev[k] = len.checked_sub(1).map(|l| tails[l]);
+        if len == tails.len() {
+            tails.push(k);
+        } else {
+            tails[len] = k;
+        }
+    }
+    let mut chosen = Vec::with_capacity(tails.len());
+    let mut at = tails.last().copied();
+    while let Some(k) = at {
+        chosen.push(pairs[k]);
+        at = prev[k];
+    }
+    chosen.reverse();
+    chosen
+}
+
+/// Diffs one chain's planned and live rules into `out` (missing, unexpected, misordered): a
+/// longest common subsequence of the keys ([`common_subsequence`]) stays; a planned rule
+/// outside it that is live elsewhere (first come, first served, in live order) is misordered,
+/// the rest missing or unexpected. Near-linear in time and memory.
+pub(crate) fn diff_chain<K: Eq + Hash>(
     table: &str,
     chain: &str,
     planned: &[Item<K>],
     live: &[Item<K>],
     out: &mut Vec<DriftEntry>,
 ) {
-    let pairs = lcs(planned, live);
-    let kept_p: BTreeSet<usize> = pairs.iter().map(|p| p.0).collect();
-    let kept_l: BTreeSet<usize> = pairs.iter().map(|p| p.1).collect();
-    let mut unexpected: Vec<&Item<K>> = live
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| !kept_l.contains(j))
-        .map(|(_, x)| x)
-        .collect();
+    let (pk, lk) = (keys(planned), keys(live));
+    let pairs = common_subsequence(&pk, &lk);
+    let mut kept_p = vec![false; planned.len()];
+    let mut kept_l = vec![false; live.len()];
+    for &(i, j) in &pairs {
+        kept_p[i] = true;
+        kept_l[j] = true;
+    }
+    let mut elsewhere: HashMap<&K, VecDeque<usize>> = HashMap::new();
+    for (j, key) in lk.iter().enumerate().filter(|(j, _)| !kept_l[*j]) {
+        if let Some(k) = key {
+            elsewhere.entry(k).or_default().push_back(j);
+        }
+    }
     let mut entries = Vec::new();
-    for (i, p) in planned.iter().enumerate().filter(|(i, _)| !kept_p.contains(i)) {
-        let elsewhere = unexpected.iter().position(|l| l.key.is_some() && l.key == p.key);
-        let (kind, live_at) = match elsewhere {
-            Some(k) => (DriftKind::Misordered, Some(unexpected.remove(k).at)),
+    for (i, p) in planned.iter().enumerate().filter(|(i, _)| !kept_p[*i]) {
+        let found = pk[i].and_then(|k| elsewhere.get_mut(k)).and_then(VecDeque::pop_front);
+        let (kind, live_at) = match found {
+            Some(j) => {
+                kept_l[j] = true;
+                (DriftKind::Misordered, Some(live[j].at))
+            }
             None => (DriftKind::Missing, None),
         };
-        let _ = i;
         entries.push(DriftEntry {
             table: table.to_string(),
             chain: chain.to_string(),
@@ -173,7 +266,7 @@ pub(crate) fn diff_chain<K: PartialEq>(
             live_at,
         });
     }
-    for l in unexpected {
+    for (_, l) in live.iter().enumerate().filter(|(j, _)| !kept_l[*j]) {
         entries.push(DriftEntry {
             table: table.to_string(),
             chain: chain.to_string(),
@@ -317,6 +410,84 @@ mod tests {
         );
         let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap());
         assert_eq!((d.count(DriftKind::Misordered), d.entries.len()), (1, 1), "{d}");
+    }
+
+    fn items(keys: &[u32]) -> Vec<Item<Rule>> {
+        use crate::model::{Match, Target};
+        use crate::values::{Port, PortSpec};
+        keys.iter()
+            .enumerate()
+            .map(|(i, &k)| Item {
+                key: Some(Rule::new(
+                    vec![
+                        Match::Protocol(crate::model::Proto::Tcp),
+                        Match::DestinationPort {
+                            negated: false,
+                            port: PortSpec::Single(Port::parse(&(k + 1).to_string()).unwrap()),
+                        },
+                    ],
+                    Target::Return,
+                )),
+                text: k.to_string(),
+                at: i + 1,
+            })
+            .collect()
+    }
+
+    fn is_common_subsequence(a: &[Item<Rule>], b: &[Item<Rule>], pairs: &[(usize, usize)]) -> bool {
+        pairs.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && pairs.iter().all(|&(i, j)| same(a[i].key.as_ref(), b[j].key.as_ref()))
+    }
+
+    #[test]
+    fn matching_lcs_equals_the_table_without_repeated_rules() {
+        // A small deterministic generator (no dependency): permutations with a few rules
+        // dropped and moved.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let n = 1 + next(40) as u32;
+            let planned: Vec<u32> = (0..n).collect();
+            let mut live: Vec<u32> = planned.iter().copied().filter(|_| next(5) != 0).collect();
+            for _ in 0..next(4) {
+                if live.len() > 1 {
+                    let (x, y) = (next(live.len() as u64) as usize, next(live.len() as u64) as usize);
+                    let v = live.remove(x);
+                    live.insert(y.min(live.len()), v);
+                }
+            }
+            live.extend((0..next(3)).map(|k| 1000 + k as u32));
+            let (a, b) = (items(&planned), items(&live));
+            let exact = lcs_table(&keys(&a), &keys(&b));
+            let fast = lcs_by_matching(&keys(&a), &keys(&b));
+            assert!(is_common_subsequence(&a, &b, &fast));
+            assert_eq!(fast.len(), exact.len(), "{planned:?} {live:?}");
+            let trimmed = common_subsequence(&keys(&a), &keys(&b));
+            assert!(is_common_subsequence(&a, &b, &trimmed));
+            assert_eq!(trimmed.len(), exact.len());
+        }
+    }
+
+    #[test]
+    fn long_chains_diff_in_near_linear_time_and_memory() {
+        // 20,000 rules: the table would need 1.6 GB; one rule moved from the end to the front.
+        let planned: Vec<u32> = (0..20_000).collect();
+        let mut live = planned.clone();
+        let last = live.pop().unwrap();
+        live.insert(0, last);
+        let (a, b) = (items(&planned), items(&live));
+        let pairs = common_subsequence(&keys(&a), &keys(&b));
+        assert_eq!(pairs.len(), 19_999);
+        let mut out = Vec::new();
+        diff_chain("nat", "ISTIO_OUTPUT", &a, &b, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, DriftKind::Misordered);
+        assert_eq!((out[0].planned_at, out[0].live_at), (Some(20_000), Some(1)));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod app;
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod docs;
 pub mod drift;

@@ -135,6 +135,17 @@ pub enum ChainName {
 }
 
 impl ChainName {
+    /// How many chain names there are ([`ChainName::index`] is below this).
+    pub const COUNT: usize = Hook::ALL.len() + IstioChain::ALL.len();
+
+    /// A dense number for the name (built-in hooks first), for per-chain arrays.
+    pub fn index(self) -> usize {
+        match self {
+            ChainName::Builtin(h) => h as usize,
+            ChainName::Istio(c) => Hook::ALL.len() + c as usize,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChainName::Builtin(h) => h.as_str(),
@@ -215,11 +226,16 @@ pub enum Match {
         negated: bool,
         port: PortSpec,
     },
-    /// Several destination ports in one rule (iptables `-m multiport --dports`).
+    /// Several destination ports in one rule (iptables `-m multiport --dports`, nft `dport
+    /// { … }`); iptables takes at most [`MULTIPORT_SLOTS`] (see [`Ruleset::validate_for`]).
     DestinationPorts {
         negated: bool,
         ports: Vec<PortSpec>,
     },
+    /// The destination is in one of these prefixes (nft `ip daddr { … }`). Only `compact`
+    /// writes it, and only for nft: iptables has no address sets (`-d a,b` becomes one kernel
+    /// rule per prefix), so [`Ruleset::validate_for`] refuses it for [`Backend::Iptables`].
+    DestinationIn(Vec<Cidr>),
     UidOwner {
         negated: bool,
         owner: Owner,
@@ -297,6 +313,7 @@ impl Rule {
                     negated: *negated,
                     cidr: cidr.network(),
                 },
+                Match::DestinationIn(cidrs) => Match::DestinationIn(cidrs.iter().map(Cidr::network).collect()),
                 other => other.clone(),
             })
             .collect();
@@ -369,17 +386,96 @@ impl Table {
         for c in self.declared_chains() {
             chains.insert(ChainName::Istio(c), Vec::new());
         }
-        for op in &self.ops {
-            let rules = chains.entry(op.chain).or_default();
-            match op.position {
-                Position::Append => rules.push(op.rule.clone()),
-                Position::Insert(n) => {
-                    let at = (n as usize).saturating_sub(1).min(rules.len());
-                    rules.insert(at, op.rule.clone());
-                }
-            }
+        for (chain, order) in self.resolved_order() {
+            chains.insert(chain, order.into_iter().map(|i| self.ops[i].rule.clone()).collect());
         }
         chains
+    }
+
+    /// For each chain with operations, the indices into `ops` of its rules in kernel order.
+    /// O(n log n) however many inserts there are (a plan may insert thousands of rules at the
+    /// head of PREROUTING; see [`final_order`]).
+    pub fn resolved_order(&self) -> BTreeMap<ChainName, Vec<usize>> {
+        let mut per_chain: BTreeMap<ChainName, Vec<usize>> = BTreeMap::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            per_chain.entry(op.chain).or_default().push(i);
+        }
+        for idxs in per_chain.values_mut() {
+            if idxs.iter().all(|&i| self.ops[i].position == Position::Append) {
+                continue;
+            }
+            // Insert index of each operation at the time it runs (0-based, clamped like the
+            // kernel clamps `-I CHAIN n` past the end — validate refuses those anyway).
+            let at: Vec<usize> = idxs
+                .iter()
+                .enumerate()
+                .map(|(len, &i)| match self.ops[i].position {
+                    Position::Append => len,
+                    Position::Insert(n) => (n as usize).saturating_sub(1).min(len),
+                })
+                .collect();
+            *idxs = final_order(&at).into_iter().map(|k| idxs[k]).collect();
+        }
+        per_chain
+    }
+}
+
+/// The final order of a chain built by inserting, one after the other, element `k` at 0-based
+/// index `at[k]` (at most the chain's length then; an append is `at[k] == k`): the positions
+/// `k` of the elements, first rule first. O(n log n): walking the inserts backwards, each
+/// takes the `at[k]`-th slot still free, since only later inserts can move it.
+pub fn final_order(at: &[usize]) -> Vec<usize> {
+    if at.iter().enumerate().all(|(k, &a)| a >= k) {
+        // Appends only.
+        return (0..at.len()).collect();
+    }
+    let mut free = FreeSlots::new(at.len());
+    let mut order = vec![usize::MAX; at.len()];
+    for (k, &a) in at.iter().enumerate().rev() {
+        order[free.take_nth(a.min(k))] = k;
+    }
+    order
+}
+
+/// Slots 0..n, all free at first; `take_nth(k)` takes the k-th (0-based) free slot. A Fenwick
+/// tree of free counts, O(log n) per call.
+struct FreeSlots {
+    tree: Vec<u32>,
+    top: usize,
+}
+
+impl FreeSlots {
+    fn new(n: usize) -> FreeSlots {
+        // Every slot free: node j covers (j - lowbit(j), j], so it counts lowbit(j) slots.
+        let tree = (0..=n).map(|j| (j & j.wrapping_neg()) as u32).collect();
+        let top = if n == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        FreeSlots { tree, top }
+    }
+
+    fn take_nth(&mut self, k: usize) -> usize {
+        let n = self.tree.len() - 1;
+        let (mut pos, mut rest) = (0usize, k as u32);
+        let mut step = self.top;
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && self.tree[next] <= rest {
+                pos = next;
+                rest -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        // `pos` is the last slot (1-based) with fewer than k+1 free slots up to it.
+        let slot = pos + 1;
+        let mut j = slot;
+        while j <= n {
+            self.tree[j] -= 1;
+            j += j & j.wrapping_neg();
+        }
+        slot - 1
     }
 }
 
@@ -404,6 +500,30 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// The rule language a ruleset is written in. What a set-valued match may hold depends on it:
+/// iptables' `multiport` takes at most 15 ports (a range counts twice) and iptables has no
+/// address sets (`-d a,b` is expanded into one kernel rule per prefix); nft's anonymous sets
+/// take any number of either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Iptables,
+    Nft,
+}
+
+/// iptables' `multiport` limit: 15 slots per rule, a port range `a:b` takes two.
+pub const MULTIPORT_SLOTS: usize = 15;
+
+/// The `multiport` slots a port list takes.
+pub fn multiport_slots(ports: &[PortSpec]) -> usize {
+    ports
+        .iter()
+        .map(|p| match p {
+            PortSpec::Single(_) => 1,
+            PortSpec::Range(..) => 2,
+        })
+        .sum()
+}
+
 impl Ruleset {
     pub fn is_empty(&self) -> bool {
         self.tables.iter().all(|t| t.ops.is_empty())
@@ -413,43 +533,68 @@ impl Ruleset {
         self.tables.iter().find(|t| t.name == name)
     }
 
+    /// [`Ruleset::validate_for`] the iptables backend (every plan's iptables view must pass).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.validate_for(Backend::Iptables)
+    }
+
     /// Checks the structure: tables sorted and unique, built-in chains exist in their table,
     /// every jump resolves to a chain of the same table, inserts land inside the chain, targets
-    /// are legal in their table, addresses belong to the ruleset's family, and no jump loops.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    /// are legal in their table, addresses belong to the ruleset's family, set-valued matches
+    /// fit the backend, and no jump loops. Linear in the number of operations.
+    pub fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
+        RulesetView {
+            family: self.family,
+            tables: self.tables.iter().map(|t| (t.name, t.ops.iter().collect())).collect(),
+        }
+        .validate_for(backend)
+    }
+}
+
+/// A ruleset's tables as operations by reference: what [`Ruleset::validate_for`] checks, built
+/// without copying rules (a plan validates its family views this way).
+#[derive(Debug, Clone)]
+pub struct RulesetView<'a> {
+    pub family: Family,
+    pub tables: Vec<(TableName, Vec<&'a Op>)>,
+}
+
+impl RulesetView<'_> {
+    /// See [`Ruleset::validate_for`].
+    pub fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
         for pair in self.tables.windows(2) {
-            if pair[0].name >= pair[1].name {
+            if pair[0].0 >= pair[1].0 {
                 return Err(Invalid {
-                    table: pair[1].name,
+                    table: pair[1].0,
                     chain: ChainName::Builtin(Hook::Output),
                     why: "tables are not unique and sorted".into(),
                 });
             }
         }
-        for table in &self.tables {
-            self.validate_table(table)?;
+        for (name, ops) in &self.tables {
+            self.validate_table(*name, ops, backend)?;
         }
         Ok(())
     }
 
-    fn validate_table(&self, table: &Table) -> Result<(), Invalid> {
+    fn validate_table(&self, name: TableName, ops: &[&Op], backend: Backend) -> Result<(), Invalid> {
         let fail = |chain: ChainName, why: String| Invalid {
-            table: table.name,
+            table: name,
             chain,
             why,
         };
-        let mut lengths: BTreeMap<ChainName, u32> = BTreeMap::new();
-        let with_rules: std::collections::BTreeSet<ChainName> = table.ops.iter().map(|o| o.chain).collect();
-        for op in &table.ops {
+        let mut lengths = [0u32; ChainName::COUNT];
+        let mut with_rules = [false; ChainName::COUNT];
+        for op in ops {
+            with_rules[op.chain.index()] = true;
+        }
+        for op in ops {
             if let ChainName::Builtin(h) = op.chain
-                && !table.name.hooks().contains(&h)
+                && !name.hooks().contains(&h)
             {
-                return Err(fail(
-                    op.chain,
-                    format!("the {} table has no {} chain", table.name, h.as_str()),
-                ));
+                return Err(fail(op.chain, format!("the {name} table has no {} chain", h.as_str())));
             }
-            let len = lengths.entry(op.chain).or_insert(0);
+            let len = &mut lengths[op.chain.index()];
             if let Position::Insert(n) = op.position
                 && (n == 0 || n > *len + 1)
             {
@@ -458,16 +603,16 @@ impl Ruleset {
             *len += 1;
             let rule = &op.rule;
             match &rule.target {
-                Target::Jump(c) if !with_rules.contains(&ChainName::Istio(*c)) => {
+                Target::Jump(c) if !with_rules[ChainName::Istio(*c).index()] => {
                     return Err(fail(
                         op.chain,
                         format!("jump to {} which has no rules in this table", c.as_str()),
                     ));
                 }
-                Target::Redirect { .. } if table.name != TableName::Nat => {
+                Target::Redirect { .. } if name != TableName::Nat => {
                     return Err(fail(op.chain, "REDIRECT outside the nat table".into()));
                 }
-                Target::Tproxy { .. } if table.name != TableName::Mangle => {
+                Target::Tproxy { .. } if name != TableName::Mangle => {
                     return Err(fail(op.chain, "TPROXY outside the mangle table".into()));
                 }
                 Target::Tproxy { .. }
@@ -475,67 +620,104 @@ impl Ruleset {
                 {
                     return Err(fail(op.chain, "TPROXY is only valid from PREROUTING".into()));
                 }
-                Target::CtZone(_) if table.name != TableName::Raw => {
+                Target::CtZone(_) if name != TableName::Raw => {
                     return Err(fail(op.chain, "CT outside the raw table".into()));
                 }
-                Target::SetMark(_) | Target::SaveMark | Target::RestoreMark if table.name != TableName::Mangle => {
+                Target::SetMark(_) | Target::SaveMark | Target::RestoreMark if name != TableName::Mangle => {
                     return Err(fail(op.chain, "MARK/CONNMARK outside the mangle table".into()));
                 }
                 _ => {}
             }
             for m in &rule.matches {
-                let family = match m {
-                    Match::Source { cidr, .. } | Match::Destination { cidr, .. } => Some(cidr.family()),
-                    _ => None,
-                };
-                if family.is_some_and(|f| f != self.family) {
-                    return Err(fail(
-                        op.chain,
-                        format!("a {} address in the {} ruleset", family.unwrap(), self.family),
-                    ));
-                }
-                let needs_proto = matches!(
-                    m,
-                    Match::SourcePort { .. } | Match::DestinationPort { .. } | Match::DestinationPorts { .. }
-                );
-                if needs_proto && rule.protocol().is_none() {
-                    return Err(fail(op.chain, "a port match without a protocol".into()));
-                }
-                if let Match::DestinationPorts { ports, .. } = m
-                    && (ports.is_empty() || ports.len() > 15)
-                {
-                    return Err(fail(op.chain, "multiport takes 1 to 15 ports".into()));
-                }
+                self.validate_match(m, rule, backend)
+                    .map_err(|why| fail(op.chain, why))?;
             }
         }
-        self.validate_no_loops(table)
-            .map_err(|c| fail(ChainName::Istio(c), "jumps form a loop".into()))
+        validate_no_loops(ops).map_err(|c| fail(ChainName::Istio(c), "jumps form a loop".into()))
     }
 
-    fn validate_no_loops(&self, table: &Table) -> Result<(), IstioChain> {
-        let resolved = table.resolved();
-        fn visit(
-            c: IstioChain,
-            resolved: &BTreeMap<ChainName, Vec<Rule>>,
-            stack: &mut Vec<IstioChain>,
-        ) -> Result<(), IstioChain> {
-            if stack.contains(&c) {
-                return Err(c);
-            }
-            stack.push(c);
-            for r in resolved.get(&ChainName::Istio(c)).into_iter().flatten() {
-                if let Target::Jump(next) = r.target {
-                    visit(next, resolved, stack)?;
+    fn validate_match(&self, m: &Match, rule: &Rule, backend: Backend) -> Result<(), String> {
+        let wrong_family = |cidr: &Cidr| {
+            (cidr.family() != self.family)
+                .then(|| format!("a {} address in the {} ruleset", cidr.family(), self.family))
+        };
+        match m {
+            Match::Source { cidr, .. } | Match::Destination { cidr, .. } => {
+                if let Some(why) = wrong_family(cidr) {
+                    return Err(why);
                 }
             }
-            stack.pop();
-            Ok(())
+            Match::DestinationIn(cidrs) => {
+                if backend == Backend::Iptables {
+                    return Err("an address set, which iptables would expand into one rule per prefix".into());
+                }
+                if cidrs.is_empty() {
+                    return Err("an empty address set".into());
+                }
+                if let Some(why) = cidrs.iter().find_map(wrong_family) {
+                    return Err(why);
+                }
+            }
+            Match::DestinationPorts { ports, .. } => {
+                let fits = match backend {
+                    Backend::Iptables => (1..=MULTIPORT_SLOTS).contains(&multiport_slots(ports)),
+                    Backend::Nft => !ports.is_empty(),
+                };
+                if !fits {
+                    return Err("multiport takes 1 to 15 ports (a range counts twice)".into());
+                }
+            }
+            Match::InIface(_)
+            | Match::OutIface(_)
+            | Match::Protocol(_)
+            | Match::SourcePort { .. }
+            | Match::DestinationPort { .. }
+            | Match::UidOwner { .. }
+            | Match::GidOwner { .. }
+            | Match::ConntrackState(_)
+            | Match::Mark { .. }
+            | Match::ConnMark(_) => {}
         }
-        for c in table.declared_chains() {
-            visit(c, &resolved, &mut Vec::new())?;
+        let needs_proto = matches!(
+            m,
+            Match::SourcePort { .. } | Match::DestinationPort { .. } | Match::DestinationPorts { .. }
+        );
+        if needs_proto && rule.protocol().is_none() {
+            return Err("a port match without a protocol".into());
         }
         Ok(())
     }
+}
+
+/// Loops need only the jump graph between meshcap's chains (built-in chains cannot be jumped
+/// to), not the rule order.
+fn validate_no_loops(ops: &[&Op]) -> Result<(), IstioChain> {
+    const N: usize = IstioChain::ALL.len();
+    let mut edges = [[false; N]; N];
+    for op in ops {
+        if let (ChainName::Istio(from), Target::Jump(to)) = (op.chain, &op.rule.target) {
+            edges[from as usize][*to as usize] = true;
+        }
+    }
+    // 0 unvisited, 1 on the stack, 2 done.
+    fn visit(c: usize, edges: &[[bool; N]; N], state: &mut [u8; N]) -> Result<(), IstioChain> {
+        match state[c] {
+            1 => return Err(IstioChain::ALL[c]),
+            2 => return Ok(()),
+            _ => {}
+        }
+        state[c] = 1;
+        for next in (0..N).filter(|&n| edges[c][n]) {
+            visit(next, edges, state)?;
+        }
+        state[c] = 2;
+        Ok(())
+    }
+    let mut state = [0u8; N];
+    for c in 0..N {
+        visit(c, &edges, &mut state)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -564,6 +746,98 @@ mod tests {
         let r = t.resolved();
         let targets: Vec<_> = r[&pre].iter().map(|r| r.target.clone()).collect();
         assert_eq!(targets, [Target::Accept, Target::Drop, Target::Return]);
+    }
+
+    #[test]
+    fn resolution_matches_inserting_one_by_one() {
+        let pre = ChainName::Builtin(Hook::Prerouting);
+        let out = ChainName::Builtin(Hook::Output);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..300 {
+            let mut ops = Vec::new();
+            let mut naive: BTreeMap<ChainName, Vec<Rule>> = BTreeMap::new();
+            for k in 0..next(60) {
+                let chain = if next(2) == 0 { pre } else { out };
+                let rules = naive.entry(chain).or_default();
+                let rule = Rule::new(vec![], Target::CtZone(k as u16));
+                let position = match next(3) {
+                    0 => Position::Append,
+                    _ => Position::Insert(1 + next(rules.len() as u64 + 1) as u32),
+                };
+                match position {
+                    Position::Append => rules.push(rule.clone()),
+                    Position::Insert(n) => rules.insert(n as usize - 1, rule.clone()),
+                }
+                ops.push(Op { chain, position, rule });
+            }
+            let t = Table {
+                name: TableName::Raw,
+                ops,
+            };
+            assert_eq!(t.resolved(), naive);
+        }
+        // Thousands of inserts at the head: the last one ends first.
+        let many: Vec<usize> = vec![0; 50_000];
+        let order = final_order(&many);
+        assert_eq!(order[0], 49_999);
+        assert_eq!(order[49_999], 0);
+    }
+
+    #[test]
+    fn multiport_counts_ranges_twice() {
+        let p = |s: &str| PortSpec::parse(s).unwrap();
+        let rule = |ports: Vec<PortSpec>| Ruleset {
+            family: Family::V4,
+            tables: vec![Table {
+                name: TableName::Nat,
+                ops: vec![Op {
+                    chain: ChainName::Builtin(Hook::Output),
+                    position: Position::Append,
+                    rule: Rule::new(
+                        vec![
+                            Match::Protocol(Proto::Tcp),
+                            Match::DestinationPorts { negated: false, ports },
+                        ],
+                        Target::Return,
+                    ),
+                }],
+            }],
+        };
+        // iptables 1.8.9: 7 ranges and a port fit, 8 ranges do not (checked with the binary).
+        let fits: Vec<PortSpec> = (0..7)
+            .map(|i| p(&format!("{}:{}", 10 * i + 1, 10 * i + 2)))
+            .chain([p("99")])
+            .collect();
+        assert_eq!(multiport_slots(&fits), 15);
+        assert!(rule(fits).validate().is_ok());
+        let over: Vec<PortSpec> = (0..8).map(|i| p(&format!("{}:{}", 10 * i + 1, 10 * i + 2))).collect();
+        assert!(rule(over.clone()).validate().is_err());
+        assert!(rule(over).validate_for(Backend::Nft).is_ok());
+        let set = Ruleset {
+            family: Family::V4,
+            tables: vec![Table {
+                name: TableName::Nat,
+                ops: vec![Op {
+                    chain: ChainName::Builtin(Hook::Output),
+                    position: Position::Append,
+                    rule: Rule::new(
+                        vec![Match::DestinationIn(vec![Cidr::parse("10.0.0.0/8").unwrap()])],
+                        Target::Return,
+                    ),
+                }],
+            }],
+        };
+        assert!(set.validate().unwrap_err().why.contains("address set"));
+        assert!(set.validate_for(Backend::Nft).is_ok());
+        let mut v6 = set.clone();
+        v6.family = Family::V6;
+        assert!(v6.validate_for(Backend::Nft).is_err());
     }
 
     #[test]

@@ -9,11 +9,14 @@
 
 use std::net::IpAddr;
 
+use crate::compact;
 use crate::config::{
     CidrSelection, Config, DNS_AGENT_PORT, DNS_PORT, InterceptionMode, OUTBOUND_MARK, OwnerGroups, PortSelection,
 };
+use crate::model::RulesetView;
 use crate::model::{
-    ChainName, CtState, Hook, IstioChain, Match, Op, Position, Proto, Rule, Ruleset, Table, TableName, Target,
+    Backend, ChainName, CtState, Hook, Invalid, IstioChain, Match, Op, Position, Proto, Rule, Ruleset, Table,
+    TableName, Target,
 };
 use crate::values::{Cidr, Family, Iface, Mark, Owner, PortSpec, RouteTable};
 
@@ -195,6 +198,81 @@ impl Plan {
     }
 }
 
+/// The plan the configuration asks for: [`build`], then, with `--compact`, [`compact::plan`]
+/// for the configuration's backend.
+pub fn build_for(cfg: &Config, ipv6: bool) -> Plan {
+    let plan = build(cfg, ipv6);
+    if cfg.compact {
+        compact::plan(plan, cfg.backend())
+    } else {
+        plan
+    }
+}
+
+impl Plan {
+    /// Checks every family's view for `backend` ([`Ruleset::validate_for`]).
+    pub fn validate(&self, backend: Backend) -> Result<(), (Family, Invalid)> {
+        for family in self.families() {
+            let tables = TableName::ALL
+                .into_iter()
+                .map(|name| {
+                    let ops: Vec<&Op> = self
+                        .ops
+                        .iter()
+                        .filter(|s| s.table == name && s.scope.includes(family))
+                        .map(|s| &s.op)
+                        .collect();
+                    (name, ops)
+                })
+                .filter(|(_, ops)| !ops.is_empty())
+                .collect();
+            RulesetView { family, tables }
+                .validate_for(backend)
+                .map_err(|e| (family, e))?;
+        }
+        Ok(())
+    }
+
+    /// Every family's view ([`Plan::ruleset`] for each of [`Plan::families`]), moving the
+    /// operations instead of cloning them (an operation for both families is cloned once).
+    pub fn into_rulesets(self) -> Vec<Ruleset> {
+        let families = self.families();
+        let mut per_family: Vec<[Vec<Op>; 4]> = families.iter().map(|_| Default::default()).collect();
+        let slot = |t: TableName| TableName::ALL.iter().position(|&n| n == t).expect("a known table");
+        for s in self.ops {
+            let t = slot(s.table);
+            match s.scope {
+                Scope::Both => {
+                    if let [v4, v6] = per_family.as_mut_slice() {
+                        v4[t].push(s.op.clone());
+                        v6[t].push(s.op);
+                    } else {
+                        per_family[0][t].push(s.op);
+                    }
+                }
+                Scope::Only(f) => {
+                    if let Some(i) = families.iter().position(|&x| x == f) {
+                        per_family[i][t].push(s.op);
+                    }
+                }
+            }
+        }
+        families
+            .into_iter()
+            .zip(per_family)
+            .map(|(family, tables)| Ruleset {
+                family,
+                tables: TableName::ALL
+                    .into_iter()
+                    .zip(tables)
+                    .filter(|(_, ops)| !ops.is_empty())
+                    .map(|(name, ops)| Table { name, ops })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 /// Records operations in order.
 struct Recorder {
     ipv6: bool,
@@ -361,7 +439,24 @@ enum OwnerKind {
 
 /// Builds the plan. `ipv6` is the resolved IPv6 enablement.
 pub fn build(cfg: &Config, ipv6: bool) -> Plan {
-    let mut r = Recorder { ipv6, ops: Vec::new() };
+    // The list-driven rules dominate long configurations: size the sequence once.
+    let lists = cfg.exclude_interfaces.len() * 4
+        + cfg.virtual_interfaces.len() * 2
+        + match &cfg.inbound_ports {
+            PortSelection::All => cfg.inbound_exclude_ports.len(),
+            PortSelection::List(l) => l.len() * 2,
+        }
+        + cfg.outbound_ports_exclude.len() * 2
+        + cfg.outbound_exclude.len()
+        + cfg.outbound_ports_include.len()
+        + match &cfg.outbound_include {
+            CidrSelection::All => 1,
+            CidrSelection::List(l) => l.len() * (1 + cfg.virtual_interfaces.len()),
+        };
+    let mut r = Recorder {
+        ipv6,
+        ops: Vec::with_capacity(64 + lists),
+    };
     let tproxy = cfg.mode == InterceptionMode::Tproxy;
     let loopback = |f: Family| match f {
         Family::V4 => cfg.loopback_v4,
@@ -948,5 +1043,40 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
         ipv6,
         ops: r.ops,
         routes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::{HostFiles, Ipv6Setting};
+    use crate::host::Env;
+    use clap::Parser;
+
+    #[test]
+    fn moved_rulesets_equal_the_family_views() {
+        for flags in [
+            &["-b", "*", "-i", "10.0.0.0/8,2001:db8::/32", "-k", "eth1"][..],
+            &["-m", "TPROXY", "-b", "80", "-x", "10.0.0.0/8"],
+            &["--redirect-dns", "--capture-all-dns", "--drop-invalid"],
+        ] {
+            for ipv6 in [false, true] {
+                let argv = ["meshcap", "render"].iter().chain(flags).copied();
+                let Some(Command::Render(args)) = Cli::try_parse_from(argv).unwrap().command else {
+                    panic!()
+                };
+                let files = HostFiles {
+                    passwd: "/nonexistent".into(),
+                    resolv_conf: "/dev/null".into(),
+                };
+                let cfg =
+                    Config::from_flags(&args.capture, &Env::default(), &files, Ipv6Setting::Explicit(ipv6)).unwrap();
+                let plan = build(&cfg, ipv6);
+                let views: Vec<Ruleset> = plan.families().into_iter().map(|f| plan.ruleset(f)).collect();
+                plan.validate(Backend::Iptables).unwrap();
+                assert_eq!(plan.into_rulesets(), views, "{flags:?} ipv6={ipv6}");
+            }
+        }
     }
 }

@@ -338,6 +338,16 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
                 });
                 None
             }
+            Stmt::AddrSet { direction, cidrs } => {
+                for c in cidrs {
+                    restrict(c.family())?;
+                }
+                match direction {
+                    nft::Direction::Destination => push(Match::DestinationIn(cidrs.clone())),
+                    nft::Direction::Source => return Err("a set of source addresses".into()),
+                }
+                None
+            }
             Stmt::Port {
                 proto,
                 direction,
@@ -1112,6 +1122,10 @@ impl Walker<'_> {
             Match::Source { negated, cidr } => xor(cidr.contains(&st.src), *negated),
             Match::Destination { negated, cidr } => match &st.dst {
                 Ok(ip) => xor(cidr.contains(ip), *negated),
+                Err(why) => Eval::Unknown(why.clone()),
+            },
+            Match::DestinationIn(cidrs) => match &st.dst {
+                Ok(ip) => yes_if(cidrs.iter().any(|c| c.contains(ip))),
                 Err(why) => Eval::Unknown(why.clone()),
             },
             Match::SourcePort { negated, port } => xor(port.contains(st.sport), *negated),

@@ -96,7 +96,13 @@ impl Port {
 
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(Decimal::new(u32::from(self.0)).as_str())
+    }
+}
+
+impl Spell for Port {
+    fn spell(&self, out: &mut String) {
+        push_decimal(out, u32::from(self.0));
     }
 }
 
@@ -142,6 +148,20 @@ impl fmt::Display for PortSpec {
     }
 }
 
+impl Spell for PortSpec {
+    /// `p` or `a:b` (iptables' spelling, as `Display`).
+    fn spell(&self, out: &mut String) {
+        match self {
+            PortSpec::Single(p) => p.spell(out),
+            PortSpec::Range(lo, hi) => {
+                lo.spell(out);
+                out.push(':');
+                hi.spell(out);
+            }
+        }
+    }
+}
+
 /// An address prefix. Host bits are kept (`10.1.2.3/8` stays as written, as Istio does); the
 /// address is printed in canonical form (`2001:DB8:0::/32` → `2001:db8::/32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -173,6 +193,9 @@ impl Cidr {
     /// Parses `address/bits` strictly: dotted IPv4 with four parts and no leading zeros, or
     /// IPv6 without a zone; bits in decimal without sign or leading zeros.
     pub fn parse(text: &str) -> Parsed<Cidr> {
+        if let Some(c) = parse_v4_prefix(text) {
+            return Ok(c);
+        }
         if text == "*" {
             return Err(Invalid::new(WILDCARD_ITEM));
         }
@@ -251,8 +274,143 @@ impl Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mut buf = [0u8; 18];
+                f.write_str(v4_prefix_text(a, self.len, &mut buf))
+            }
+            IpAddr::V6(a) => write!(f, "{a}/{}", self.len),
+        }
     }
+}
+
+impl Spell for Cidr {
+    fn spell(&self, out: &mut String) {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let [a, b, c, d] = a.octets();
+                out.reserve(18);
+                out.push_str(small_decimal(a));
+                out.push('.');
+                out.push_str(small_decimal(b));
+                out.push('.');
+                out.push_str(small_decimal(c));
+                out.push('.');
+                out.push_str(small_decimal(d));
+                out.push('/');
+                out.push_str(small_decimal(self.len));
+            }
+            IpAddr::V6(a) => {
+                use fmt::Write as _;
+                let _ = write!(out, "{a}/{}", self.len);
+            }
+        }
+    }
+}
+
+/// `a.b.c.d/len` written into `buf` (at most 18 bytes) without the formatting machinery: the
+/// render of thousands of prefixes spends most of its time here otherwise.
+fn v4_prefix_text(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> &str {
+    let n = v4_prefix_bytes(addr, len, buf);
+    std::str::from_utf8(&buf[..n]).expect("ASCII digits and dots")
+}
+
+/// The decimal text of every byte value, each in a 3-byte slot (left-aligned, space-padded),
+/// built at compile time.
+const SMALL_DECIMALS: &str = {
+    const BYTES: [u8; 768] = {
+        let mut b = [b' '; 768];
+        let mut i = 0;
+        while i < 256 {
+            let (h, t, u) = ((i / 100) as u8, ((i / 10) % 10) as u8, (i % 10) as u8);
+            let at = i * 3;
+            if i >= 100 {
+                (b[at], b[at + 1], b[at + 2]) = (b'0' + h, b'0' + t, b'0' + u);
+            } else if i >= 10 {
+                (b[at], b[at + 1]) = (b'0' + t, b'0' + u);
+            } else {
+                b[at] = b'0' + u;
+            }
+            i += 1;
+        }
+        b
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => panic!("ASCII"),
+    }
+};
+
+/// `n` in decimal, from [`SMALL_DECIMALS`].
+fn small_decimal(n: u8) -> &'static str {
+    let at = usize::from(n) * 3;
+    let len = if n >= 100 {
+        3
+    } else if n >= 10 {
+        2
+    } else {
+        1
+    };
+    &SMALL_DECIMALS[at..at + len]
+}
+
+/// The bytes of `a.b.c.d/len` at the start of `buf`; returns their number.
+fn v4_prefix_bytes(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> usize {
+    fn put(buf: &mut [u8; 18], n: &mut usize, v: u8) {
+        if v >= 100 {
+            buf[*n] = b'0' + v / 100;
+            *n += 1;
+        }
+        if v >= 10 {
+            buf[*n] = b'0' + (v / 10) % 10;
+            *n += 1;
+        }
+        buf[*n] = b'0' + v % 10;
+        *n += 1;
+    }
+    let mut n = 0;
+    for (i, octet) in addr.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        put(buf, &mut n, octet);
+    }
+    buf[n] = b'/';
+    n += 1;
+    put(buf, &mut n, len);
+    n
+}
+
+/// Strict dotted-quad `a.b.c.d/len` in one pass, without allocation: four decimal octets
+/// without leading zeros, a prefix length 0–32 without leading zeros. `None` for anything else
+/// (including valid IPv6 text), which then takes the general path and its error messages.
+fn parse_v4_prefix(text: &str) -> Option<Cidr> {
+    let mut octets = [0u8; 4];
+    // Octets done, the value and digit count of the current field (an octet, then the length).
+    let (mut done, mut value, mut digits) = (0usize, 0u32, 0u32);
+    for &b in text.as_bytes() {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 {
+            if digits == 3 || (digits == 1 && value == 0) {
+                return None;
+            }
+            value = value * 10 + u32::from(digit);
+            digits += 1;
+        } else if digits > 0 && value <= 255 && ((b == b'.' && done < 3) || (b == b'/' && done == 3)) {
+            octets[done] = value as u8;
+            (done, value, digits) = (done + 1, 0, 0);
+        } else {
+            return None;
+        }
+    }
+    if done != 4 || digits == 0 || value > 32 {
+        return None;
+    }
+    Some(Cidr {
+        addr: IpAddr::V4(Ipv4Addr::from(octets)),
+        len: value as u8,
+    })
 }
 
 /// Parses an IP address strictly (see [`Cidr::parse`]).
@@ -298,6 +456,15 @@ impl Owner {
             ));
         }
         Ok(Owner::Name(text.to_string()))
+    }
+}
+
+impl Spell for Owner {
+    fn spell(&self, out: &mut String) {
+        match self {
+            Owner::Id(n) => push_decimal(out, *n),
+            Owner::Name(s) => out.push_str(s),
+        }
     }
 }
 
@@ -385,7 +552,13 @@ impl Mark {
 
 impl fmt::Display for Mark {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(Decimal::new(self.0).as_str())
+    }
+}
+
+impl Spell for Mark {
+    fn spell(&self, out: &mut String) {
+        push_decimal(out, self.0);
     }
 }
 
@@ -436,7 +609,89 @@ pub fn parse_u32(text: &str) -> Parsed<u32> {
 /// Splits a comma-separated list: items are trimmed of surrounding whitespace and empty items
 /// are skipped. (Istio does not trim; it passes `" 443"` on verbatim. meshcap trims.)
 pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+    // A byte scan for the comma: `str::split` with a char pattern costs several times more per
+    // item on lists of thousands of short items.
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == b',') {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+    .map(trim)
+    .filter(|s| !s.is_empty())
+}
+
+/// An upper bound of the number of items [`split_list`] yields (to size a vector once).
+pub fn list_len_bound(text: &str) -> usize {
+    text.bytes().filter(|&b| b == b',').count() + 1
+}
+
+/// `str::trim`, with a fast path for the usual item that neither starts nor ends with a space.
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
+/// A value written onto the end of a string, without the formatting machinery (the renderers
+/// write tens of thousands of values; `Display` stays for everything else and agrees).
+pub trait Spell {
+    fn spell(&self, out: &mut String);
+}
+
+impl Spell for u16 {
+    fn spell(&self, out: &mut String) {
+        push_decimal(out, u32::from(*self));
+    }
+}
+
+impl Spell for u32 {
+    fn spell(&self, out: &mut String) {
+        push_decimal(out, *self);
+    }
+}
+
+/// A u32 in decimal, on the stack.
+pub struct Decimal {
+    buf: [u8; 10],
+    start: usize,
+}
+
+impl Decimal {
+    pub fn new(mut n: u32) -> Decimal {
+        let mut buf = [0u8; 10];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { buf, start }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).expect("ASCII digits")
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut String, n: u32) {
+    match u8::try_from(n) {
+        Ok(small) => out.push_str(small_decimal(small)),
+        Err(_) => out.push_str(Decimal::new(n).as_str()),
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +739,48 @@ mod tests {
         assert!(c.contains(&"10.200.0.1".parse().unwrap()));
         assert!(!c.contains(&"11.0.0.1".parse().unwrap()));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_general_ones() {
+        for text in [
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+            "10.1.2.3/8",
+            "1.20.255.9/24",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4/128",
+        ] {
+            let c = Cidr::parse(text).unwrap();
+            let general = format!("{}/{}", c.addr(), c.prefix_len());
+            assert_eq!(c.to_string(), general);
+            let mut s = String::new();
+            c.spell(&mut s);
+            assert_eq!(s, general);
+            assert_eq!(general, text);
+        }
+        for bad in [
+            "1.2.3.4/33",
+            "1.2.3.256/8",
+            "1.2.3.4.5/8",
+            "1..3.4/8",
+            "01.2.3.4/8",
+            "1.2.3.4/",
+            "1.2.3.4/+1",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        for n in (0u32..=300).chain([65535, 4_294_967_295]) {
+            let mut s = String::new();
+            n.spell(&mut s);
+            assert_eq!(s, n.to_string());
+            assert_eq!(Mark(n).to_string(), n.to_string());
+        }
+        let mut s = String::new();
+        PortSpec::parse("10:20").unwrap().spell(&mut s);
+        Owner::parse("java").unwrap().spell(&mut s);
+        assert_eq!(s, "10:20java");
+        assert_eq!(split_list(" a ,b,\u{a0}c\u{a0},,").collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]

@@ -83,12 +83,9 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     if config.skip_rule_apply {
         return validate::after_rules(&config, netns.as_ref());
     }
-    let plan = plan::build(&config, ipv6);
-    for family in plan.families() {
-        plan.ruleset(family)
-            .validate()
-            .map_err(|e| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
-    }
+    let plan = plan::build_for(&config, ipv6);
+    plan.validate(config.backend())
+        .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
         let code = if native_nft {

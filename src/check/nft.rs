@@ -21,6 +21,7 @@
 //! chain; nothing is re-tokenised.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -382,6 +383,18 @@ fn port_spec(v: &Value) -> Option<PortSpec> {
     (lo <= hi).then_some(PortSpec::Range(lo, hi))
 }
 
+/// A set element that is a prefix or a single address.
+fn set_cidr(e: &Value) -> Option<Cidr> {
+    match single(e) {
+        Some(("prefix", prefix)) if has_keys(prefix, &["addr", "len"]) => Cidr::new(
+            parse_ip(prefix.get("addr")?.as_str()?).ok()?,
+            u8::try_from(prefix.get("len")?.as_u64()?).ok()?,
+        )
+        .ok(),
+        _ => Some(Cidr::host(parse_ip(e.as_str()?).ok()?)),
+    }
+}
+
 fn match_stmt(m: &Value) -> Option<Stmt> {
     if !has_keys(m, &["op", "left", "right"]) {
         return None;
@@ -399,6 +412,40 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
         }
         let field = p.get("field")?.as_str()?;
         return match p.get("protocol")?.as_str()? {
+            protocol @ ("ip" | "ip6") if matches!(single(right), Some(("set", _))) => {
+                // An anonymous set (`--compact`): prefixes, addresses and the ranges nft's
+                // automerge makes of adjacent prefixes, read back as the fewest prefixes.
+                let family = if protocol == "ip" { Family::V4 } else { Family::V6 };
+                let Some(("set", Value::Array(set))) = single(right) else {
+                    return None;
+                };
+                if negated || field != "daddr" || set.is_empty() {
+                    return None;
+                }
+                let mut cidrs = Vec::new();
+                for e in set {
+                    match single(e) {
+                        Some(("range", Value::Array(range))) => {
+                            let [a, b] = range.as_slice() else { return None };
+                            let (a, b) = (parse_ip(a.as_str()?).ok()?, parse_ip(b.as_str()?).ok()?);
+                            let (lo, hi, bits) = match (a, b) {
+                                (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+                                (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+                                _ => return None,
+                            };
+                            if lo > hi || (bits == 32) != (family == Family::V4) {
+                                return None;
+                            }
+                            crate::compact::prefixes_of(lo, hi, family, bits, &mut cidrs);
+                        }
+                        _ => cidrs.push(set_cidr(e).filter(|c| c.family() == family)?),
+                    }
+                }
+                Some(Stmt::AddrSet {
+                    direction: nft::Direction::Destination,
+                    cidrs: crate::compact::normalise_cidrs(cidrs),
+                })
+            }
             protocol @ ("ip" | "ip6") => {
                 let cidr = match single(right) {
                     Some(("prefix", prefix)) if has_keys(prefix, &["addr", "len"]) => Cidr::new(
@@ -531,6 +578,7 @@ pub fn key(rule: &NftRule, ids: &Ids) -> Option<RuleKey> {
                 states.sort();
                 Match::ConntrackState(states)
             }
+            Match::DestinationIn(cidrs) => Match::DestinationIn(crate::compact::normalise_cidrs(cidrs.clone())),
             other => other.clone(),
         })
         .collect();
@@ -837,6 +885,32 @@ fn stmt_json(s: &Stmt) -> Value {
                 *negated,
                 json!({"payload": {"protocol": protocol, "field": field}}),
                 right,
+            )
+        }
+        Stmt::AddrSet { direction, cidrs } => {
+            let protocol = match cidrs.first().map_or(Family::V4, Cidr::family) {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            };
+            let field = match direction {
+                nft::Direction::Source => "saddr",
+                nft::Direction::Destination => "daddr",
+            };
+            let elements: Vec<Value> = cidrs
+                .iter()
+                .map(|c| {
+                    let full = if c.family() == Family::V4 { 32 } else { 128 };
+                    if c.prefix_len() == full {
+                        json!(c.addr().to_string())
+                    } else {
+                        json!({"prefix": {"addr": c.addr().to_string(), "len": c.prefix_len()}})
+                    }
+                })
+                .collect();
+            match_json(
+                false,
+                json!({"payload": {"protocol": protocol, "field": field}}),
+                json!({ "set": elements }),
             )
         }
         Stmt::Port {

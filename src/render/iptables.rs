@@ -5,28 +5,39 @@
 //! then as a jump target), the operations in generation order as `-A CHAIN …` / `-I CHAIN n …`,
 //! `COMMIT`; every line ends with `\n`; an empty ruleset is the empty string.
 
-use std::fmt::Write;
-
 use crate::model::{Match, Op, Position, Proto, Rule, Ruleset, Target};
+use crate::values::{Mark, Spell, push_decimal};
 
 /// The iptables-restore input for a ruleset (`--noflush`).
 pub fn restore_payload(rs: &Ruleset) -> String {
     let mut out = String::new();
+    write_restore_payload(&mut out, rs);
+    out
+}
+
+/// [`restore_payload`], appended to `out`.
+pub fn write_restore_payload(out: &mut String, rs: &Ruleset) {
+    // Lines are rarely longer than 64 bytes: one allocation instead of a dozen regrowths.
+    let ops: usize = rs.tables.iter().map(|t| t.ops.len()).sum();
+    out.reserve(64 + ops * 64);
     for table in &rs.tables {
         if table.ops.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "* {}", table.name);
+        out.push_str("* ");
+        out.push_str(table.name.as_str());
+        out.push('\n');
         for chain in table.declared_chains() {
-            let _ = writeln!(out, "-N {}", chain.as_str());
+            out.push_str("-N ");
+            out.push_str(chain.as_str());
+            out.push('\n');
         }
         for op in &table.ops {
-            write_op_line(&mut out, op);
+            write_op_line(out, op);
             out.push('\n');
         }
         out.push_str("COMMIT\n");
     }
-    out
 }
 
 /// `-A CHAIN <rule>` or `-I CHAIN n <rule>`.
@@ -39,181 +50,237 @@ pub fn op_line(op: &Op) -> String {
 fn write_op_line(out: &mut String, op: &Op) {
     match op.position {
         Position::Append => {
-            let _ = write!(out, "-A {}", op.chain);
+            out.push_str("-A ");
+            out.push_str(op.chain.as_str());
         }
         Position::Insert(n) => {
-            let _ = write!(out, "-I {} {}", op.chain, n);
+            out.push_str("-I ");
+            out.push_str(op.chain.as_str());
+            out.push(' ');
+            push_decimal(out, n);
         }
     }
-    for_each_arg(&op.rule, |word| {
-        out.push(' ');
-        out.push_str(word);
-    });
+    for_each_arg(&op.rule, &mut Line(out));
 }
 
 /// The rule as iptables arguments after the chain (matches, then `-j TARGET …`), joined by
 /// single spaces.
 pub fn rule_spec(rule: &Rule) -> String {
     let mut out = String::new();
-    for_each_arg(rule, |word| {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    });
-    out
+    for_each_arg(rule, &mut Line(&mut out));
+    // Every word was written with a space before it.
+    out.split_off(1.min(out.len()))
 }
 
 /// The rule as iptables arguments after the chain.
 pub fn rule_args(rule: &Rule) -> Vec<String> {
-    let mut args = Vec::new();
-    for_each_arg(rule, |word| args.push(word.to_string()));
-    args
+    let mut args = Args(Vec::new());
+    for_each_arg(rule, &mut args);
+    args.0
 }
 
-/// Feeds the rule's iptables arguments, one word at a time, to `emit`.
-fn for_each_arg(rule: &Rule, mut emit: impl FnMut(&str)) {
-    let mut buf = String::new();
-    let mut show = |emit: &mut dyn FnMut(&str), value: &dyn std::fmt::Display| {
-        buf.clear();
-        let _ = write!(buf, "{value}");
-        emit(&buf);
-    };
-    let not = |emit: &mut dyn FnMut(&str), negated: bool| {
+/// Where the words of a rule go. Values are spelled straight into the destination (no
+/// formatting machinery, no allocation per word): a render of thousands of rules spends its
+/// time here.
+trait Sink {
+    fn word(&mut self, word: &str);
+    fn value(&mut self, value: &dyn Spell);
+    fn not(&mut self, negated: bool) {
         if negated {
-            emit("!");
+            self.word("!");
         }
-    };
-    let e: &mut dyn FnMut(&str) = &mut emit;
+    }
+}
+
+/// Appends each word after a space.
+struct Line<'a>(&'a mut String);
+
+impl Sink for Line<'_> {
+    fn word(&mut self, word: &str) {
+        self.0.push(' ');
+        self.0.push_str(word);
+    }
+
+    fn value(&mut self, value: &dyn Spell) {
+        self.0.push(' ');
+        value.spell(self.0);
+    }
+}
+
+/// Collects the words.
+struct Args(Vec<String>);
+
+impl Sink for Args {
+    fn word(&mut self, word: &str) {
+        self.0.push(word.to_string());
+    }
+
+    fn value(&mut self, value: &dyn Spell) {
+        let mut s = String::new();
+        value.spell(&mut s);
+        self.0.push(s);
+    }
+}
+
+/// Feeds the rule's iptables arguments, one word at a time, to `sink`.
+fn for_each_arg(rule: &Rule, sink: &mut impl Sink) {
+    let s = sink;
     for m in &rule.matches {
         match m {
             Match::InIface(i) => {
-                e("-i");
-                e(i.as_str());
+                s.word("-i");
+                s.word(i.as_str());
             }
             Match::OutIface(i) => {
-                e("-o");
-                e(i.as_str());
+                s.word("-o");
+                s.word(i.as_str());
             }
             Match::Protocol(p) => {
-                e("-p");
-                e(p.as_str());
+                s.word("-p");
+                s.word(p.as_str());
             }
             Match::Source { negated, cidr } => {
-                not(e, *negated);
-                e("-s");
-                show(e, cidr);
+                s.not(*negated);
+                s.word("-s");
+                s.value(cidr);
             }
             Match::Destination { negated, cidr } => {
-                not(e, *negated);
-                e("-d");
-                show(e, cidr);
+                s.not(*negated);
+                s.word("-d");
+                s.value(cidr);
+            }
+            Match::DestinationIn(cidrs) => {
+                // iptables expands a list into one kernel rule per prefix, so a ruleset with
+                // this match never passes `validate_for(Backend::Iptables)`; the spelling is
+                // still the list iptables would accept.
+                s.word("-d");
+                s.value(&Joined(cidrs));
             }
             Match::SourcePort { negated, port } => {
-                not(e, *negated);
-                e("--sport");
-                show(e, port);
+                s.not(*negated);
+                s.word("--sport");
+                s.value(port);
             }
             Match::DestinationPort { negated, port } => {
-                not(e, *negated);
-                e("--dport");
-                show(e, port);
+                s.not(*negated);
+                s.word("--dport");
+                s.value(port);
             }
             Match::DestinationPorts { negated, ports } => {
-                e("-m");
-                e("multiport");
-                not(e, *negated);
-                e("--dports");
-                let list = ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-                e(&list);
+                s.word("-m");
+                s.word("multiport");
+                s.not(*negated);
+                s.word("--dports");
+                s.value(&Joined(ports));
             }
             Match::UidOwner { negated, owner } => {
-                e("-m");
-                e("owner");
-                not(e, *negated);
-                e("--uid-owner");
-                show(e, owner);
+                s.word("-m");
+                s.word("owner");
+                s.not(*negated);
+                s.word("--uid-owner");
+                s.value(owner);
             }
             Match::GidOwner { negated, owner } => {
-                e("-m");
-                e("owner");
-                not(e, *negated);
-                e("--gid-owner");
-                show(e, owner);
+                s.word("-m");
+                s.word("owner");
+                s.not(*negated);
+                s.word("--gid-owner");
+                s.value(owner);
             }
             Match::ConntrackState(states) => {
-                e("-m");
-                e("conntrack");
-                e("--ctstate");
+                s.word("-m");
+                s.word("conntrack");
+                s.word("--ctstate");
                 let list = states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-                e(&list);
+                s.word(&list);
             }
             Match::Mark { negated, mark } => {
-                e("-m");
-                e("mark");
-                not(e, *negated);
-                e("--mark");
-                show(e, mark);
+                s.word("-m");
+                s.word("mark");
+                s.not(*negated);
+                s.word("--mark");
+                s.value(mark);
             }
             Match::ConnMark(mark) => {
-                e("-m");
-                e("connmark");
-                e("--mark");
-                show(e, mark);
+                s.word("-m");
+                s.word("connmark");
+                s.word("--mark");
+                s.value(mark);
             }
         }
     }
-    e("-j");
+    s.word("-j");
     match &rule.target {
-        Target::Jump(c) => e(c.as_str()),
-        Target::Return => e("RETURN"),
-        Target::Accept => e("ACCEPT"),
-        Target::Drop => e("DROP"),
+        Target::Jump(c) => s.word(c.as_str()),
+        Target::Return => s.word("RETURN"),
+        Target::Accept => s.word("ACCEPT"),
+        Target::Drop => s.word("DROP"),
         Target::Redirect { port } => {
             // Istio spells the UDP (DNS) redirect `--to-port` and the TCP ones `--to-ports`;
             // iptables accepts both.
-            e("REDIRECT");
-            e(if rule.protocol() == Some(Proto::Udp) {
+            s.word("REDIRECT");
+            s.word(if rule.protocol() == Some(Proto::Udp) {
                 "--to-port"
             } else {
                 "--to-ports"
             });
-            show(e, port);
+            s.value(port);
         }
         Target::Tproxy { mark, port } => {
-            e("TPROXY");
-            e("--tproxy-mark");
-            e(&format!("{mark}/0xffffffff"));
-            e("--on-port");
-            show(e, port);
+            s.word("TPROXY");
+            s.word("--tproxy-mark");
+            s.value(&MaskedMark(*mark));
+            s.word("--on-port");
+            s.value(port);
         }
         Target::SetMark(mark) => {
-            e("MARK");
-            e("--set-mark");
-            show(e, mark);
+            s.word("MARK");
+            s.word("--set-mark");
+            s.value(mark);
         }
         Target::SaveMark => {
-            e("CONNMARK");
-            e("--save-mark");
+            s.word("CONNMARK");
+            s.word("--save-mark");
         }
         Target::RestoreMark => {
-            e("CONNMARK");
-            e("--restore-mark");
+            s.word("CONNMARK");
+            s.word("--restore-mark");
         }
         Target::CtZone(zone) => {
-            e("CT");
-            e("--zone");
-            show(e, zone);
+            s.word("CT");
+            s.word("--zone");
+            s.value(zone);
         }
     }
 }
 
 /// One match as iptables arguments (e.g. `["!", "-d", "127.0.0.1/32"]`).
 pub fn match_args(m: &Match) -> Vec<String> {
-    let mut args = Vec::new();
-    for_each_arg(&Rule::new(vec![m.clone()], Target::Return), |word| {
-        args.push(word.to_string())
-    });
+    let mut args = rule_args(&Rule::new(vec![m.clone()], Target::Return));
     args.truncate(args.len() - 2); // `-j RETURN`
     args
+}
+
+/// Values joined by commas (`-m multiport --dports 53,15008`).
+struct Joined<'a, T>(&'a [T]);
+
+impl<T: Spell> Spell for Joined<'_, T> {
+    fn spell(&self, out: &mut String) {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            p.spell(out);
+        }
+    }
+}
+
+/// `M/0xffffffff`, the TPROXY mark with Istio's explicit full mask.
+struct MaskedMark(Mark);
+
+impl Spell for MaskedMark {
+    fn spell(&self, out: &mut String) {
+        self.0.spell(out);
+        out.push_str("/0xffffffff");
+    }
 }

@@ -108,19 +108,57 @@ pub enum OwnerDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MatchDoc {
-    InInterface { name: String },
-    OutInterface { name: String },
-    Protocol { protocol: String },
-    Source { negated: bool, cidr: String },
-    Destination { negated: bool, cidr: String },
-    SourcePort { negated: bool, port: PortRange },
-    DestinationPort { negated: bool, port: PortRange },
-    DestinationPorts { negated: bool, ports: Vec<PortRange> },
-    UidOwner { negated: bool, owner: OwnerDoc },
-    GidOwner { negated: bool, owner: OwnerDoc },
-    ConntrackState { states: Vec<String> },
-    Mark { negated: bool, mark: u32 },
-    ConnMark { mark: u32 },
+    InInterface {
+        name: String,
+    },
+    OutInterface {
+        name: String,
+    },
+    Protocol {
+        protocol: String,
+    },
+    Source {
+        negated: bool,
+        cidr: String,
+    },
+    Destination {
+        negated: bool,
+        cidr: String,
+    },
+    /// The destination is in one of the prefixes (an nft anonymous set, `--compact` only).
+    DestinationIn {
+        cidrs: Vec<String>,
+    },
+    SourcePort {
+        negated: bool,
+        port: PortRange,
+    },
+    DestinationPort {
+        negated: bool,
+        port: PortRange,
+    },
+    DestinationPorts {
+        negated: bool,
+        ports: Vec<PortRange>,
+    },
+    UidOwner {
+        negated: bool,
+        owner: OwnerDoc,
+    },
+    GidOwner {
+        negated: bool,
+        owner: OwnerDoc,
+    },
+    ConntrackState {
+        states: Vec<String>,
+    },
+    Mark {
+        negated: bool,
+        mark: u32,
+    },
+    ConnMark {
+        mark: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +311,9 @@ fn match_doc(m: &Match) -> MatchDoc {
         Match::Destination { negated, cidr } => MatchDoc::Destination {
             negated: *negated,
             cidr: cidr.to_string(),
+        },
+        Match::DestinationIn(cidrs) => MatchDoc::DestinationIn {
+            cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
         },
         Match::SourcePort { negated, port } => MatchDoc::SourcePort {
             negated: *negated,
@@ -474,6 +515,9 @@ impl MatchDoc {
                 negated: *negated,
                 cidr: cidr(c)?,
             },
+            MatchDoc::DestinationIn { cidrs } => {
+                Match::DestinationIn(cidrs.iter().map(|c| cidr(c)).collect::<Result<_, _>>()?)
+            }
             MatchDoc::SourcePort { negated, port } => Match::SourcePort {
                 negated: *negated,
                 port: port_spec(port)?,

@@ -52,7 +52,7 @@ use std::fmt;
 
 use crate::model::{ChainName, CtState, Hook, Invalid, IstioChain, Match, Position, Proto, Rule, TableName, Target};
 use crate::plan::{Plan, Step};
-use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec};
+use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec, Spell};
 
 /// meshcap's nftables tables (all of family `inet`), in transaction order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -213,6 +213,11 @@ pub enum Stmt {
         negated: bool,
         cidr: Cidr,
     },
+    /// `ip|ip6 saddr|daddr { … }`: an anonymous set of prefixes of one family (`--compact`).
+    AddrSet {
+        direction: Direction,
+        cidrs: Vec<Cidr>,
+    },
     /// `tcp|udp sport|dport`; more than one port is an anonymous set.
     Port {
         proto: Proto,
@@ -258,30 +263,66 @@ pub enum Stmt {
 
 impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let not = |negated: bool| if negated { "!= " } else { "" };
+        f.write_str(&spelled(self))
+    }
+}
+
+/// `x` spelled into a new string.
+fn spelled(x: &dyn Spell) -> String {
+    let mut s = String::new();
+    x.spell(&mut s);
+    s
+}
+
+/// The nft words, written straight onto a string (a transaction of thousands of rules is built
+/// without the formatting machinery; `Display` delegates here).
+impl Spell for Stmt {
+    fn spell(&self, out: &mut String) {
+        let not = |out: &mut String, negated: bool| {
+            if negated {
+                out.push_str("!= ");
+            }
+        };
+        let addr_field = |out: &mut String, family: Family, direction: &Direction| {
+            out.push_str(match family {
+                Family::V4 => "ip ",
+                Family::V6 => "ip6 ",
+            });
+            out.push_str(match direction {
+                Direction::Source => "saddr ",
+                Direction::Destination => "daddr ",
+            });
+        };
         match self {
             Stmt::Iface { input, name } => {
-                write!(f, "{} {}", if *input { "iifname" } else { "oifname" }, iface_word(name))
+                out.push_str(if *input { "iifname " } else { "oifname " });
+                push_iface_word(out, name);
             }
-            Stmt::L4Proto(p) => write!(f, "meta l4proto {}", p.as_str()),
+            Stmt::L4Proto(p) => {
+                out.push_str("meta l4proto ");
+                out.push_str(p.as_str());
+            }
             Stmt::CtState(states) => {
-                let list: Vec<&str> = states.iter().map(|s| ct_state_word(*s)).collect();
-                write!(f, "ct state {}", list.join(","))
+                out.push_str("ct state ");
+                for (i, s) in states.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(ct_state_word(*s));
+                }
             }
             Stmt::Addr {
                 direction,
                 negated,
                 cidr,
             } => {
-                let family = match cidr.family() {
-                    Family::V4 => "ip",
-                    Family::V6 => "ip6",
-                };
-                let field = match direction {
-                    Direction::Source => "saddr",
-                    Direction::Destination => "daddr",
-                };
-                write!(f, "{family} {field} {}{cidr}", not(*negated))
+                addr_field(out, cidr.family(), direction);
+                not(out, *negated);
+                cidr.spell(out);
+            }
+            Stmt::AddrSet { direction, cidrs } => {
+                addr_field(out, cidrs.first().map_or(Family::V4, Cidr::family), direction);
+                push_set(out, cidrs, |out, c| c.spell(out));
             }
             Stmt::Port {
                 proto,
@@ -289,16 +330,16 @@ impl fmt::Display for Stmt {
                 negated,
                 ports,
             } => {
-                let field = match direction {
-                    Direction::Source => "sport",
-                    Direction::Destination => "dport",
-                };
-                let words: Vec<String> = ports.iter().map(|p| port_word(*p)).collect();
-                let value = match words.as_slice() {
-                    [one] => one.clone(),
-                    many => format!("{{ {} }}", many.join(", ")),
-                };
-                write!(f, "{} {field} {}{value}", proto.as_str(), not(*negated))
+                out.push_str(proto.as_str());
+                out.push_str(match direction {
+                    Direction::Source => " sport ",
+                    Direction::Destination => " dport ",
+                });
+                not(out, *negated);
+                match ports.as_slice() {
+                    [one] => push_port_word(out, *one),
+                    many => push_set(out, many, |out, p| push_port_word(out, *p)),
+                }
             }
             Stmt::Owner {
                 kind,
@@ -306,32 +347,69 @@ impl fmt::Display for Stmt {
                 owner,
                 meta,
             } => {
-                let key = match kind {
-                    OwnerKind::Uid => "skuid",
-                    OwnerKind::Gid => "skgid",
-                };
-                let meta = if *meta { "meta " } else { "" };
-                write!(f, "{meta}{key} {}{owner}", not(*negated))
+                if *meta {
+                    out.push_str("meta ");
+                }
+                out.push_str(match kind {
+                    OwnerKind::Uid => "skuid ",
+                    OwnerKind::Gid => "skgid ",
+                });
+                not(out, *negated);
+                owner.spell(out);
             }
-            Stmt::Mark { negated, mark } => write!(f, "mark {}{mark}", not(*negated)),
-            Stmt::CtMark(mark) => write!(f, "ct mark {mark}"),
-            Stmt::Counter => f.write_str("counter"),
-            Stmt::Jump(c) => write!(f, "jump {c}"),
-            Stmt::Return => f.write_str("return"),
-            Stmt::Accept => f.write_str("accept"),
-            Stmt::Drop => f.write_str("drop"),
-            Stmt::Redirect(port) => write!(f, "redirect to :{port}"),
-            Stmt::Tproxy { family, port } => match family {
-                Some(Family::V4) => write!(f, "tproxy ip to :{port}"),
-                Some(Family::V6) => write!(f, "tproxy ip6 to :{port}"),
-                None => write!(f, "tproxy to :{port}"),
-            },
-            Stmt::SetMark(mark) => write!(f, "meta mark set {mark}"),
-            Stmt::SaveMark => f.write_str("ct mark set mark"),
-            Stmt::RestoreMark => f.write_str("meta mark set ct mark"),
-            Stmt::CtZone(zone) => write!(f, "ct zone set {zone}"),
+            Stmt::Mark { negated, mark } => {
+                out.push_str("mark ");
+                not(out, *negated);
+                mark.spell(out);
+            }
+            Stmt::CtMark(mark) => {
+                out.push_str("ct mark ");
+                mark.spell(out);
+            }
+            Stmt::Counter => out.push_str("counter"),
+            Stmt::Jump(c) => {
+                out.push_str("jump ");
+                out.push_str(c.name());
+            }
+            Stmt::Return => out.push_str("return"),
+            Stmt::Accept => out.push_str("accept"),
+            Stmt::Drop => out.push_str("drop"),
+            Stmt::Redirect(port) => {
+                out.push_str("redirect to :");
+                port.spell(out);
+            }
+            Stmt::Tproxy { family, port } => {
+                out.push_str(match family {
+                    Some(Family::V4) => "tproxy ip to :",
+                    Some(Family::V6) => "tproxy ip6 to :",
+                    None => "tproxy to :",
+                });
+                port.spell(out);
+            }
+            Stmt::SetMark(mark) => {
+                out.push_str("meta mark set ");
+                mark.spell(out);
+            }
+            Stmt::SaveMark => out.push_str("ct mark set mark"),
+            Stmt::RestoreMark => out.push_str("meta mark set ct mark"),
+            Stmt::CtZone(zone) => {
+                out.push_str("ct zone set ");
+                zone.spell(out);
+            }
         }
     }
+}
+
+/// `{ a, b, c }`.
+fn push_set<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push_str("{ ");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        each(out, item);
+    }
+    out.push_str(" }");
 }
 
 fn ct_state_word(s: CtState) -> &'static str {
@@ -343,17 +421,22 @@ fn ct_state_word(s: CtState) -> &'static str {
     }
 }
 
-fn port_word(p: PortSpec) -> String {
+/// A port, or a range `a-b` (nft's spelling of iptables' `a:b`).
+fn push_port_word(out: &mut String, p: PortSpec) {
     match p {
-        PortSpec::Single(p) => p.to_string(),
-        PortSpec::Range(lo, hi) => format!("{lo}-{hi}"),
+        PortSpec::Single(p) => p.spell(out),
+        PortSpec::Range(lo, hi) => {
+            lo.spell(out);
+            out.push('-');
+            hi.spell(out);
+        }
     }
 }
 
 /// An interface name as an nft word: iptables' trailing `+` wildcard is nft's `*`; a name that
 /// is not a plain word (letters first, then letters, digits, `-`, `_`, `.`) is quoted, so nft
 /// neither rejects it nor reads `&`, `|` or `^` as operators.
-fn iface_word(name: &Iface) -> String {
+fn push_iface_word(out: &mut String, name: &Iface) {
     let (body, wildcard) = match name.as_str().strip_suffix('+') {
         Some(body) => (body, "*"),
         None => (name.as_str(), ""),
@@ -362,11 +445,11 @@ fn iface_word(name: &Iface) -> String {
         && body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if plain {
-        format!("{body}{wildcard}")
-    } else {
-        format!("\"{body}{wildcard}\"")
-    }
+    let quote = if plain { "" } else { "\"" };
+    out.push_str(quote);
+    out.push_str(body);
+    out.push_str(wildcard);
+    out.push_str(quote);
 }
 
 /// A rule: its statements in order, joined by single spaces.
@@ -377,13 +460,18 @@ pub struct NftRule {
 
 impl fmt::Display for NftRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelled(self))
+    }
+}
+
+impl Spell for NftRule {
+    fn spell(&self, out: &mut String) {
         for (i, s) in self.stmts.iter().enumerate() {
             if i > 0 {
-                f.write_str(" ")?;
+                out.push(' ');
             }
-            write!(f, "{s}")?;
+            s.spell(out);
         }
-        Ok(())
     }
 }
 
@@ -412,29 +500,60 @@ pub enum NftOp {
 
 impl fmt::Display for NftOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelled(self))
+    }
+}
+
+impl Spell for NftOp {
+    fn spell(&self, out: &mut String) {
+        let head = |out: &mut String, verb: &str, t: &NftTable| {
+            out.push_str(verb);
+            out.push_str(" inet ");
+            out.push_str(t.name());
+        };
+        let chain_head = |out: &mut String, verb: &str, t: &NftTable, c: &NftChain| {
+            head(out, verb, t);
+            out.push(' ');
+            out.push_str(c.name());
+        };
         match self {
-            NftOp::AddTable(t) => write!(f, "add table inet {t}"),
-            NftOp::FlushTable(t) => write!(f, "flush table inet {t}"),
-            NftOp::DeleteTable(t) => write!(f, "delete table inet {t}"),
-            NftOp::AddChain(t, c) => match c {
-                NftChain::Base(hook) => {
+            NftOp::AddTable(t) => head(out, "add table", t),
+            NftOp::FlushTable(t) => head(out, "flush table", t),
+            NftOp::DeleteTable(t) => head(out, "delete table", t),
+            NftOp::AddChain(t, c) => {
+                chain_head(out, "add chain", t, c);
+                if let NftChain::Base(hook) = c {
                     let (kind, priority) = t.base_spec(*hook);
-                    write!(
-                        f,
-                        "add chain inet {t} {c} {{ type {kind} hook {} priority {priority} ; }}",
-                        hook_name(*hook)
-                    )
+                    out.push_str(" { type ");
+                    out.push_str(kind);
+                    out.push_str(" hook ");
+                    out.push_str(hook_name(*hook));
+                    out.push_str(" priority ");
+                    if priority < 0 {
+                        out.push('-');
+                    }
+                    priority.unsigned_abs().spell(out);
+                    out.push_str(" ; }");
                 }
-                NftChain::Regular(_) => write!(f, "add chain inet {t} {c}"),
-            },
-            NftOp::DeleteChain(t, c) => write!(f, "delete chain inet {t} {c}"),
-            NftOp::AddRule { table, chain, rule } => write!(f, "add rule inet {table} {chain} {rule}"),
+            }
+            NftOp::DeleteChain(t, c) => chain_head(out, "delete chain", t, c),
+            NftOp::AddRule { table, chain, rule } => {
+                chain_head(out, "add rule", table, chain);
+                out.push(' ');
+                rule.spell(out);
+            }
             NftOp::InsertRule {
                 table,
                 chain,
                 index,
                 rule,
-            } => write!(f, "insert rule inet {table} {chain} index {index} {rule}"),
+            } => {
+                chain_head(out, "insert rule", table, chain);
+                out.push_str(" index ");
+                index.spell(out);
+                out.push(' ');
+                rule.spell(out);
+            }
         }
     }
 }
@@ -467,10 +586,19 @@ impl Transaction {
 /// The `nft -f` input: one operation per line, each ending in `\n`; empty for no operations.
 impl fmt::Display for Transaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl Transaction {
+    /// The `nft -f` input (the same as `Display`), built in one string.
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(64 + self.ops.len() * 96);
         for op in &self.ops {
-            writeln!(f, "{op}")?;
+            op.spell(&mut out);
+            out.push('\n');
         }
-        Ok(())
+        out
     }
 }
 
@@ -487,10 +615,14 @@ pub fn transaction(plan: &Plan) -> Result<Transaction, Invalid> {
 /// get no rules and of the chains of kept tables that get none, so the result is the rendered
 /// ruleset whatever an earlier run left behind (spec §10.2 item 6).
 pub fn apply_transaction(plan: &Plan) -> Result<Transaction, Invalid> {
-    let tables = build_tables(plan)?;
+    let mut tables: Vec<Option<TableRules>> = build_tables(plan)?.into_iter().map(Some).collect();
     let mut ops = Vec::new();
     for name in NftTable::ALL {
-        match tables.iter().find(|t| t.table == name) {
+        match tables
+            .iter_mut()
+            .find(|t| t.as_ref().is_some_and(|t| t.table == name))
+            .and_then(Option::take)
+        {
             Some(table) => table.emit(&mut ops, true),
             None => ops.extend([NftOp::AddTable(name), NftOp::DeleteTable(name)]),
         }
@@ -518,7 +650,7 @@ struct TableRules {
 }
 
 impl TableRules {
-    fn emit(&self, ops: &mut Vec<NftOp>, remove_stale: bool) {
+    fn emit(self, ops: &mut Vec<NftOp>, remove_stale: bool) {
         ops.push(NftOp::AddTable(self.table));
         ops.push(NftOp::FlushTable(self.table));
         if remove_stale {
@@ -528,7 +660,7 @@ impl TableRules {
             }
         }
         ops.extend(self.chains.iter().map(|&c| NftOp::AddChain(self.table, c)));
-        ops.extend(self.rules.iter().cloned());
+        ops.extend(self.rules);
     }
 }
 
@@ -586,16 +718,14 @@ fn build_tables(plan: &Plan) -> Result<Vec<TableRules>, Invalid> {
                 });
             }
             let k = written.entry(chain).or_insert(0);
-            let op = match position {
-                // iptables' `-I CHAIN n` is nft's `index n-1`; Istio degrades it to an append
-                // when the chain is still empty here or the index is not below its length.
-                Position::Insert(n) if *k > 0 && n.saturating_sub(1) < *k => NftOp::InsertRule {
+            let op = match insert_index(position, *k) {
+                Some(index) => NftOp::InsertRule {
                     table,
                     chain,
-                    index: n - 1,
+                    index,
                     rule,
                 },
-                Position::Insert(_) | Position::Append => NftOp::AddRule { table, chain, rule },
+                None => NftOp::AddRule { table, chain, rule },
             };
             *k += 1;
             rules.push(op);
@@ -603,6 +733,17 @@ fn build_tables(plan: &Plan) -> Result<Vec<TableRules>, Invalid> {
         out.push(TableRules { table, chains, rules });
     }
     Ok(out)
+}
+
+/// Where an operation lands in an nft chain that has `written` rules from this transaction:
+/// `Some(i)` is an insert before the rule at 0-based `i`, `None` an append. iptables' `-I CHAIN
+/// n` is nft's `index n-1`; Istio degrades it to an append when the chain is still empty or the
+/// index is not below its length (spec §8.4).
+pub fn insert_index(position: Position, written: u32) -> Option<u32> {
+    match position {
+        Position::Insert(n) if n > 0 && n - 1 < written => Some(n - 1),
+        Position::Insert(_) | Position::Append => None,
+    }
 }
 
 /// How Istio's nft backend spells the rules of one step (it writes each by hand).
@@ -687,6 +828,7 @@ fn spelling(step: Step, rule: &Rule) -> Spelling {
 fn address_family(rule: &Rule) -> Option<Family> {
     rule.matches.iter().find_map(|m| match m {
         Match::Source { cidr, .. } | Match::Destination { cidr, .. } => Some(cidr.family()),
+        Match::DestinationIn(cidrs) => cidrs.first().map(Cidr::family),
         Match::InIface(_)
         | Match::OutIface(_)
         | Match::Protocol(_)
@@ -715,7 +857,7 @@ fn nft_rule(step: Step, table: NftTable, rule: &Rule) -> Result<NftRule, String>
     });
     let port_proto = || proto.ok_or_else(|| "a port match without a protocol".to_string());
     let (addr_rank, port_rank) = if spell.ports_before_addresses { (4, 3) } else { (3, 4) };
-    let mut ranked: Vec<(u8, Stmt)> = Vec::new();
+    let mut ranked: Vec<(u8, Stmt)> = Vec::with_capacity(rule.matches.len() + 1);
     if spell.tcp_only && proto.is_none() {
         ranked.push((1, Stmt::L4Proto(Proto::Tcp)));
     }
@@ -756,6 +898,13 @@ fn nft_rule(step: Step, table: NftTable, rule: &Rule) -> Result<NftRule, String>
                     direction: Direction::Destination,
                     negated: *negated,
                     cidr: *cidr,
+                },
+            ),
+            Match::DestinationIn(cidrs) => (
+                addr_rank,
+                Stmt::AddrSet {
+                    direction: Direction::Destination,
+                    cidrs: cidrs.clone(),
                 },
             ),
             Match::SourcePort { negated, port } => (
@@ -815,29 +964,31 @@ fn nft_rule(step: Step, table: NftTable, rule: &Rule) -> Result<NftRule, String>
         ranked.push(item);
     }
     ranked.sort_by_key(|(rank, _)| *rank);
-    let mut stmts: Vec<Stmt> = ranked.into_iter().map(|(_, s)| s).collect();
-    let counted = |action: Stmt| [Stmt::Counter, action].to_vec();
-    stmts.extend(match &rule.target {
-        Target::Jump(c) => counted(Stmt::Jump(NftChain::Regular(*c))),
-        Target::Return => counted(Stmt::Return),
-        Target::Accept => counted(Stmt::Accept),
-        Target::Drop => counted(Stmt::Drop),
-        Target::Redirect { port } => counted(Stmt::Redirect(*port)),
+    let mut stmts: Vec<Stmt> = Vec::with_capacity(ranked.len() + 4);
+    stmts.extend(ranked.into_iter().map(|(_, s)| s));
+    let action = match &rule.target {
+        Target::Jump(c) => Stmt::Jump(NftChain::Regular(*c)),
+        Target::Return => Stmt::Return,
+        Target::Accept => Stmt::Accept,
+        Target::Drop => Stmt::Drop,
+        Target::Redirect { port } => Stmt::Redirect(*port),
         // One rule for iptables' TPROXY target: deliver, mark, count, accept.
-        Target::Tproxy { mark, port } => vec![
-            Stmt::Tproxy {
-                family: address_family(rule),
-                port: *port,
-            },
-            Stmt::SetMark(*mark),
-            Stmt::Counter,
-            Stmt::Accept,
-        ],
-        Target::SetMark(mark) => counted(Stmt::SetMark(*mark)),
-        Target::SaveMark => counted(Stmt::SaveMark),
-        Target::RestoreMark => counted(Stmt::RestoreMark),
-        Target::CtZone(zone) => counted(Stmt::CtZone(*zone)),
-    });
+        Target::Tproxy { mark, port } => {
+            stmts.extend([
+                Stmt::Tproxy {
+                    family: address_family(rule),
+                    port: *port,
+                },
+                Stmt::SetMark(*mark),
+            ]);
+            Stmt::Accept
+        }
+        Target::SetMark(mark) => Stmt::SetMark(*mark),
+        Target::SaveMark => Stmt::SaveMark,
+        Target::RestoreMark => Stmt::RestoreMark,
+        Target::CtZone(zone) => Stmt::CtZone(*zone),
+    };
+    stmts.extend([Stmt::Counter, action]);
     Ok(NftRule { stmts })
 }
 

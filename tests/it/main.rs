@@ -5,6 +5,7 @@
 
 mod apply;
 mod check_netns;
+mod compact_equivalence;
 mod docs;
 mod golden;
 mod hardening;

@@ -248,7 +248,16 @@ fn rendered_transactions_load_into_the_kernel_and_clean_up() {
     }
     let resolv = TempFile::new("resolv", "nameserver 198.51.100.53\nnameserver fd00::53\n");
     let resolv_v6 = TempFile::new("resolv6", "nameserver fd00::53\n");
-    for (name, args) in configurations(&resolv, &resolv_v6) {
+    // Every configuration as Istio's rules and with --compact (anonymous sets), which must load
+    // the same way.
+    let both = configurations(&resolv, &resolv_v6)
+        .into_iter()
+        .flat_map(|(name, args)| {
+            let mut compact = args.clone();
+            compact.push("--compact".into());
+            [(name, args), (name, compact)]
+        });
+    for (name, args) in both {
         let text = render(&args);
         let ns = NetNs::new(name);
         // A table that is not meshcap's must survive everything below.

@@ -283,25 +283,86 @@ pub fn dual_stack_without_flag() -> Scenario {
         .case(tcp(From::Proxy, sa(POD6, 8080), Outcome::Direct))
 }
 
+/// Lists long enough for `--compact` to merge rules (ports into one multiport rule or set,
+/// prefixes into one nft set), with the ports the lab serves on both sides of each decision.
+pub fn lists_exclude() -> Scenario {
+    scenario(
+        "lists_exclude",
+        Stack::V4,
+        &[
+            "-x",
+            "10.0.0.0/8,198.51.100.3/32,192.0.2.0/24,203.0.113.7/32",
+            "-o",
+            "22,8080,9000:9100",
+            "-d",
+            "15090,15021,15020,8081,7000:7010",
+        ],
+    )
+    .case(tcp(From::App, sa(ALT4, 80), Outcome::Direct))
+    .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
+    .case(tcp(From::App, sa(PEER4, 8080), Outcome::Direct))
+    .case(tcp(From::App, sa(PEER4, 8443), redirected(15001, sa(PEER4, 8443))))
+    .case(tcp(From::Peer, sa(POD4, 8081), Outcome::Direct))
+    .case(tcp(From::Peer, sa(POD4, 8080), redirected(15006, sa(POD4, 8080))))
+    .case(tcp(From::Peer, sa(POD4, 15008), Outcome::Direct))
+}
+
+pub fn lists_include_ports() -> Scenario {
+    scenario(
+        "lists_include_ports",
+        Stack::V4,
+        &["-i", "", "-q", "8443,22,8080,9000:9100"],
+    )
+    .case(tcp(From::App, sa(PEER4, 8443), redirected(15001, sa(PEER4, 8443))))
+    .case(tcp(From::App, sa(PEER4, 8080), redirected(15001, sa(PEER4, 8080))))
+    .case(tcp(From::App, sa(PEER4, 80), Outcome::Direct))
+}
+
+pub fn lists_dual_stack() -> Scenario {
+    scenario(
+        "lists_dual_stack",
+        Stack::Dual,
+        &[
+            "--dual-stack",
+            "-x",
+            "198.51.100.3/32,192.0.2.0/24,fd00::3/128,2001:db8::/32",
+            "-i",
+            "10.0.0.0/8,198.51.100.0/24,fd00::/64,2001:db8:1::/48",
+        ],
+    )
+    .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
+    .case(tcp(From::App, sa(PEER6, 80), redirected(15001, sa(PEER6, 80))))
+    .case(tcp(From::App, sa(ALT4, 80), Outcome::Direct))
+    .case(tcp(From::App, sa(ALT6, 80), Outcome::Direct))
+    .case(tcp(From::Peer, sa(POD6, 8080), redirected(15006, sa(POD6, 8080))))
+}
+
 /// Runs one scenario with one installer (skipped where namespaces cannot be created), then
-/// asks the tracer about every case: its verdict must be what the kernel did.
-fn check(scenario: fn() -> Scenario, installer: Installer) {
+/// asks the tracer about every case: its verdict must be what the kernel did. With `compact`,
+/// meshcap also gets `--compact` (fewer rules, same verdicts): every case must end exactly as
+/// without it, in the kernel and in the tracer (which then walks the compact rules).
+pub fn check(scenario: fn() -> Scenario, installer: Installer, compact: bool) {
     if !netns_available() {
         return;
     }
-    let scenario = scenario();
+    let mut scenario = scenario();
+    if compact {
+        scenario.flags.push("--compact".into());
+    }
     let ran = run(&scenario, installer);
     let n = crate::tracer_vs_kernel::agree(&scenario, installer, &ran);
+    let mode = if compact { " --compact" } else { "" };
     eprintln!(
-        "tracer agrees with the kernel: {} [{installer}]: {n} cases",
+        "tracer agrees with the kernel: {} [{installer}{mode}]: {n} cases",
         scenario.name
     );
 }
 
-/// One `#[test]` per scenario for the given installer; the scenario list lives here only.
+/// One `#[test]` per scenario for the given installer and mode; the scenario list lives here
+/// only.
 macro_rules! scenario_tests {
-    ($installer:expr) => {
-        scenario_tests!(@ $installer;
+    ($installer:expr, $compact:expr) => {
+        scenario_tests!(@ $installer, $compact;
             outbound_app_captured,
             outbound_proxy_uid_not_captured,
             outbound_proxy_gid_not_captured,
@@ -325,45 +386,59 @@ macro_rules! scenario_tests {
             dual_stack,
             dual_stack_tproxy,
             dual_stack_without_flag,
+            lists_exclude,
+            lists_include_ports,
+            lists_dual_stack,
         );
     };
-    (@ $installer:expr; $($name:ident),* $(,)?) => {
+    (@ $installer:expr, $compact:expr; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                super::check(super::$name, $installer);
+                crate::traffic::check(crate::traffic::$name, $installer, $compact);
             }
         )*
     };
 }
 
-// The installers every scenario runs with (one module each; the test names say which).
-mod apply_legacy {
-    use crate::lab::{Installer, Variant};
-    scenario_tests!(Installer::Apply(Variant::Legacy));
+/// The installers every scenario runs with (one module each; the test names say which), as
+/// Istio's rules and, under `compact::`, with `--compact`.
+macro_rules! installer_modules {
+    ($compact:expr) => {
+        mod apply_legacy {
+            use crate::lab::{Installer, Variant};
+            scenario_tests!(Installer::Apply(Variant::Legacy), $compact);
+        }
+
+        mod apply_nft {
+            use crate::lab::{Installer, Variant};
+            scenario_tests!(Installer::Apply(Variant::Nft), $compact);
+        }
+
+        mod restore_legacy {
+            use crate::lab::{Installer, Variant};
+            scenario_tests!(Installer::Restore(Variant::Legacy), $compact);
+        }
+
+        mod restore_nft {
+            use crate::lab::{Installer, Variant};
+            scenario_tests!(Installer::Restore(Variant::Nft), $compact);
+        }
+
+        mod native_nft {
+            use crate::lab::Installer;
+            scenario_tests!(Installer::NativeNft, $compact);
+        }
+
+        mod apply_native_nft {
+            use crate::lab::Installer;
+            scenario_tests!(Installer::ApplyNft, $compact);
+        }
+    };
 }
 
-mod apply_nft {
-    use crate::lab::{Installer, Variant};
-    scenario_tests!(Installer::Apply(Variant::Nft));
-}
+installer_modules!(false);
 
-mod restore_legacy {
-    use crate::lab::{Installer, Variant};
-    scenario_tests!(Installer::Restore(Variant::Legacy));
-}
-
-mod restore_nft {
-    use crate::lab::{Installer, Variant};
-    scenario_tests!(Installer::Restore(Variant::Nft));
-}
-
-mod native_nft {
-    use crate::lab::Installer;
-    scenario_tests!(Installer::NativeNft);
-}
-
-mod apply_native_nft {
-    use crate::lab::Installer;
-    scenario_tests!(Installer::ApplyNft);
+mod compact {
+    installer_modules!(true);
 }
