@@ -7,8 +7,11 @@ root, on a machine where `ip netns add` works. Every namespace it touches is one
 198.51.100.2 inside those namespaces only and is redirected to a local listener.
 
 Method, per section (all ratios are of medians over interleaved rounds: each round runs every
-command of the section once, in turn, so load drifting on a shared machine hits all of them
-alike; CPU is user+system time of the command and its children, from getrusage):
+command of the section once, in a shuffled order, so load drifting on a shared machine hits all
+of them alike and none always follows the same command; where a section prepares a namespace
+before each command, the command is timed after SETTLE_MS (100) ms of quiet, so the kernel's
+asynchronous cleanup of the previous namespace does not land on it; CPU is user+system time of
+the command and its children, from getrusage):
 
 (a) apply: a fresh namespace per run (lo, eth0 198.51.100.1/24 on a veth, as a fresh IPv4 pod),
     then the command is timed: bare `iptables-nft-restore --noflush` of the same payload, meshcap
@@ -29,6 +32,7 @@ alike; CPU is user+system time of the command and its children, from getrusage):
 
 import json
 import os
+import random
 import resource
 import shlex
 import statistics
@@ -46,6 +50,11 @@ CONNBENCH = os.path.join(ROOT, "target", "release", "examples", "connbench")
 ROUNDS = int(os.environ.get("ROUNDS", "30"))
 CONN_REPEATS = int(os.environ.get("CONN_REPEATS", "5"))
 CONN_COUNT = int(os.environ.get("CONN_COUNT", "1000"))
+# Quiet time after a section's prepare step, before the command is timed: deleting the previous
+# round's namespace (with its rules) finishes asynchronously in the kernel, and that cleanup,
+# run on the same two cores (its RCU callbacks partly charged to whatever process is current),
+# would slow the next command down (measured: ≈ 0.1× on the apply ratios without it).
+SETTLE_MS = int(os.environ.get("SETTLE_MS", "100"))
 
 # What Istio's injector passes to istio-init (sidecar defaults).
 STD = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
@@ -105,13 +114,22 @@ def timed(argv, stdin=None):
 
 
 def interleaved(cmds, rounds, prepare=None):
-    """{name: argv} -> {name: (median wall, median cpu, min wall)}, rounds interleaved."""
+    """{name: argv} -> {name: (median wall, median cpu, min wall)}, rounds interleaved.
+
+    Each round runs every command once, in a shuffled order (fixed seed, so runs are
+    comparable), so no command always follows the same one; with a prepare step, the command
+    is timed after SETTLE_MS of quiet."""
     walls = {k: [] for k in cmds}
     cpus = {k: [] for k in cmds}
+    order = list(cmds)
+    shuffle = random.Random(7).shuffle
     for _ in range(rounds):
-        for k, argv in cmds.items():
+        shuffle(order)
+        for k in order:
+            argv = cmds[k]
             if prepare:
                 prepare()
+                time.sleep(SETTLE_MS / 1000)
             w, c = timed(argv)
             walls[k].append(w)
             cpus[k].append(c)
@@ -297,7 +315,7 @@ def main():
             sys.exit(f"missing tool: {tool}")
     only = sys.argv[1:] or ["apply", "render", "connections", "memory"]
     report = [f"## meshcap benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-              f"{ROUNDS} interleaved rounds)\n"]
+              f"{ROUNDS} interleaved rounds, settle {SETTLE_MS} ms)\n"]
     results = {}
     try:
         if "apply" in only:

@@ -4,7 +4,9 @@
 #   2. checks that network namespaces can be created (required when CI=true: the netns tests
 #      would otherwise be skipped);
 #   3. cargo fmt --check, cargo clippy (warnings are errors), cargo build --release,
-#      cargo test --release (unit, golden, property and netns tests).
+#      cargo test --release (unit, golden, property and netns tests);
+#   4. fails if the tests changed the netfilter rules, ip rules or table-133 routes of the
+#      namespace the suite runs in (every test must work in namespaces it created).
 # Run it from anywhere; it works on the repository containing it. Needs root (or sudo) for
 # apt-get and for the netns tests.
 set -euo pipefail
@@ -53,7 +55,36 @@ else
     echo "test.sh: warning: cannot create network namespaces here; the netns tests will be skipped" >&2
 fi
 
+# The netfilter and policy-routing state of this (the caller's) namespace, without counters,
+# timestamps or handles, to prove afterwards that no test touched it.
+host_state() {
+    {
+        for save in iptables-legacy-save ip6tables-legacy-save iptables-nft-save ip6tables-nft-save; do
+            echo "== $save"
+            command -v "$save" >/dev/null 2>&1 && as_root "$save" 2>/dev/null | grep -v '^#' |
+                sed -E 's/\[[0-9]+:[0-9]+\]//'
+        done
+        echo "== nft"
+        as_root nft list ruleset 2>/dev/null | sed -E 's/ packets [0-9]+ bytes [0-9]+//'
+        echo "== ip rule"
+        ip rule 2>/dev/null
+        ip -6 rule 2>/dev/null
+        echo "== table 133"
+        ip route show table 133 2>/dev/null
+        ip -6 route show table 133 2>/dev/null
+    } || true
+}
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo build --release
-exec cargo test --release
+before=$(host_state)
+status=0
+cargo test --release || status=$?
+after=$(host_state)
+if [ "$before" != "$after" ]; then
+    echo "test.sh: FAILED: the tests changed the netfilter/routing state of the namespace they ran in:" >&2
+    diff <(echo "$before") <(echo "$after") >&2 || true
+    exit 1
+fi
+exit "$status"

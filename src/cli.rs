@@ -2,7 +2,9 @@
 //! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
 //! flags and their environment fallbacks alike and names the source of a bad value.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ops::{Deref, DerefMut};
+
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str = "Set up the traffic capture of a service-mesh sidecar (a drop-in istio-iptables).";
 
@@ -51,11 +53,11 @@ pub struct Cli {
 pub enum Command {
     /// Apply the capture (the default command; Istio's istio-init argument list works as is).
     #[command(name = "istio-iptables", args_override_self = true)]
-    IstioIptables(ApplyArgs),
+    IstioIptables(Lazy<ApplyArgs>),
 
     /// Remove every ISTIO_* chain and jump (Istio 1.20's cleanup command).
     #[command(name = "istio-clean-iptables", args_override_self = true)]
-    IstioCleanIptables(ApplyArgs),
+    IstioCleanIptables(Lazy<ApplyArgs>),
 
     /// Print the rules the flags produce; touches nothing.
     ///
@@ -63,23 +65,71 @@ pub enum Command {
     /// header, or one payload with --family. With --native-nftables (or NATIVE_NFTABLES=true):
     /// the `nft -f` transaction Istio's nftables mode builds, byte for byte, with no headers.
     #[command(args_override_self = true)]
-    Render(RenderArgs),
+    Render(Lazy<RenderArgs>),
 
     /// Print a shell completion script for meshcap.
     #[command(after_help = COMPLETIONS_HELP)]
-    Completions(CompletionsArgs),
+    Completions(Lazy<CompletionsArgs>),
 
     /// Print meshcap's man page (roff), or the page of one command.
     #[command(after_help = MAN_HELP)]
-    Man(ManArgs),
+    Man(Lazy<ManArgs>),
 
     /// Follow one packet through the planned rules (or an iptables-save dump); touches nothing.
     #[command(args_override_self = true, after_help = TRACE_HELP)]
-    Trace(TraceArgs),
+    Trace(Lazy<TraceArgs>),
 
     /// Compare the live rules of a network namespace with the plan; changes nothing.
     #[command(args_override_self = true, after_help = CHECK_HELP)]
-    Check(CheckArgs),
+    Check(Lazy<CheckArgs>),
+}
+
+/// A subcommand's arguments, added to clap's command only when the parser enters that
+/// subcommand (`clap::Command::defer`). Every subcommand flattens the ~45 capture flags, and
+/// building all seven subcommands' arguments (and dropping them again) was half of the
+/// instructions a standard `meshcap istio-iptables` ran; now only the chosen one is built.
+/// Help, completions and man pages build the whole tree as before (`Command::build`).
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Lazy<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(matches)
+    }
 }
 
 const CHECK_HELP: &str = "\
@@ -230,7 +280,10 @@ pub enum Format {
     Json,
 }
 
-/// The istio-iptables flags (Istio 1.29 plus the removed 1.20 ones). Raw text; see `config`.
+// The istio-iptables flags (Istio 1.29 plus the removed 1.20 ones). Raw text; see `config`.
+// A plain comment, not a doc comment: clap's derive would make a doc comment the `about` of
+// every command that flattens these flags, and a deferred subcommand (`Lazy`) adds its
+// arguments after its own `about` is set.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Args)]
 pub struct CaptureFlags {
     /// Envoy port to which all outbound TCP traffic is redirected [default: 15001]
