@@ -433,9 +433,171 @@ fn push_port_word(out: &mut String, p: PortSpec) {
     }
 }
 
+/// Words nft's scanner reads as keywords where a rule expects a value (its initial scanner
+/// state, nftables 1.0.6 to 1.1): `iifname counter` is a syntax error, `iifname "counter"` the
+/// interface. Checked against nft 1.0.6 (every word here that it knows fails there bare), plus
+/// the keywords newer versions added. Sorted, for `binary_search`.
+const NFT_KEYWORDS: &[&str] = &[
+    "accept",
+    "add",
+    "ah",
+    "all",
+    "and",
+    "arp",
+    "auto-merge",
+    "bridge",
+    "cgroup",
+    "chain",
+    "comment",
+    "comp",
+    "constant",
+    "continue",
+    "counter",
+    "cpu",
+    "create",
+    "ct",
+    "day",
+    "dccp",
+    "define",
+    "delete",
+    "describe",
+    "destroy",
+    "device",
+    "devices",
+    "dnat",
+    "drop",
+    "dst",
+    "dup",
+    "dynamic",
+    "ecn",
+    "element",
+    "elements",
+    "esp",
+    "ether",
+    "exists",
+    "expires",
+    "export",
+    "exthdr",
+    "fib",
+    "flags",
+    "flow",
+    "flowtable",
+    "flush",
+    "frag",
+    "fwd",
+    "gc-interval",
+    "geneve",
+    "get",
+    "goto",
+    "gre",
+    "gretap",
+    "handle",
+    "hbh",
+    "hook",
+    "hour",
+    "ibriport",
+    "ibrname",
+    "icmp",
+    "icmpv6",
+    "igmp",
+    "iif",
+    "iifgroup",
+    "iifname",
+    "iiftype",
+    "import",
+    "include",
+    "index",
+    "inet",
+    "insert",
+    "interval",
+    "ip",
+    "ip6",
+    "ipsec",
+    "jhash",
+    "jump",
+    "last",
+    "limit",
+    "list",
+    "log",
+    "lshift",
+    "map",
+    "mark",
+    "masquerade",
+    "meta",
+    "meter",
+    "mh",
+    "missing",
+    "monitor",
+    "netdev",
+    "nftrace",
+    "notrack",
+    "numgen",
+    "obriport",
+    "obrname",
+    "offload",
+    "oif",
+    "oifgroup",
+    "oifname",
+    "oiftype",
+    "or",
+    "osf",
+    "pkttype",
+    "policy",
+    "position",
+    "priority",
+    "queue",
+    "quota",
+    "random",
+    "redefine",
+    "redirect",
+    "reject",
+    "rename",
+    "replace",
+    "reset",
+    "return",
+    "rshift",
+    "rt",
+    "rt0",
+    "rt2",
+    "rtclassid",
+    "rule",
+    "ruleset",
+    "sctp",
+    "secmark",
+    "set",
+    "size",
+    "skgid",
+    "skuid",
+    "snat",
+    "socket",
+    "srh",
+    "symhash",
+    "synproxy",
+    "table",
+    "tcp",
+    "th",
+    "time",
+    "timeout",
+    "tproxy",
+    "tunnel",
+    "type",
+    "typeof",
+    "udp",
+    "udplite",
+    "undefine",
+    "update",
+    "vlan",
+    "vmap",
+    "vni",
+    "vxlan",
+    "xor",
+    "xt",
+];
+
 /// An interface name as an nft word: iptables' trailing `+` wildcard is nft's `*`; a name that
-/// is not a plain word (letters first, then letters, digits, `-`, `_`, `.`) is quoted, so nft
-/// neither rejects it nor reads `&`, `|` or `^` as operators.
+/// is not a plain word (letters first, then letters, digits, `-`, `_`, `.`) or that nft reads
+/// as a keyword ([`NFT_KEYWORDS`]) is quoted, so nft neither rejects it nor reads `&`, `|` or
+/// `^` as operators. (`counter*` is one wildcard word to nft, so wildcards stay bare.)
 fn push_iface_word(out: &mut String, name: &Iface) {
     let (body, wildcard) = match name.as_str().strip_suffix('+') {
         Some(body) => (body, "*"),
@@ -444,7 +606,8 @@ fn push_iface_word(out: &mut String, name: &Iface) {
     let plain = body.starts_with(|c: char| c.is_ascii_alphabetic())
         && body
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && (!wildcard.is_empty() || NFT_KEYWORDS.binary_search(&body).is_err());
     let quote = if plain { "" } else { "\"" };
     out.push_str(quote);
     out.push_str(body);
@@ -1238,6 +1401,11 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
     }
 
     #[test]
+    fn nft_keywords_are_sorted_for_binary_search() {
+        assert!(NFT_KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn interfaces_ports_and_tproxy_spelling() {
         let p = plan_with(
             &[
@@ -1248,7 +1416,7 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
                 "-d",
                 "8000:8100",
                 "-c",
-                "veth+,a@b",
+                "veth+,a@b,counter,ip,return+",
                 "-o",
                 "1000:2000",
             ],
@@ -1265,6 +1433,14 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
             t.contains("add rule inet istio-proxy-mangle output oifname \"a@b\" counter return\n"),
             "{t}"
         );
+        // nft keywords are quoted (bare, `iifname counter` is a syntax error); a keyword with the
+        // wildcard is one word to nft and stays bare.
+        assert!(
+            t.contains("add rule inet istio-proxy-nat prerouting iifname \"counter\" counter return\n"),
+            "{t}"
+        );
+        assert!(t.contains("prerouting iifname \"ip\" counter return\n"), "{t}");
+        assert!(t.contains("prerouting iifname return* counter return\n"), "{t}");
         assert!(
             t.contains("istio-inbound meta l4proto tcp tcp dport 8000-8100 counter return\n"),
             "{t}"
