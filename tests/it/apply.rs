@@ -8,24 +8,7 @@ use std::process::Output;
 
 use crate::support::{NetNs, meshcap, netns_available};
 
-pub(crate) const SIDECAR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+pub(crate) use crate::support::SIDECAR;
 pub(crate) const TPROXY: &[&str] = &[
     "-p", "15001", "-z", "15006", "-u", "1337", "-m", "TPROXY", "-i", "*", "-b", "*", "-d", "15090", "-c", "eth9",
     "-q", "9000",

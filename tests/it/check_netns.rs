@@ -18,24 +18,7 @@ const VARIANTS: [&str; 2] = ["legacy", "nft"];
 
 /// Flag sets covering every table and target meshcap writes.
 const CONFIGS: &[&[&str]] = &[
-    &[
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-    ],
+    crate::support::SIDECAR,
     &[
         "-m",
         "TPROXY",

@@ -25,27 +25,14 @@ const MAX_SIZE: u64 = 8 * 1024 * 1024;
 /// The golden case of the standard istio-init arguments (spec §4.3).
 const SIDECAR_CASE: &str = "golden/istio-init-sidecar";
 
-/// What Istio's injector passes to istio-init for a default sidecar (the seed arguments).
-const SEED_ARGS: [&str; 18] = [
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
+/// What Istio's injector passes to istio-init for a default sidecar (the seed arguments): the
+/// subcommand, the standard flags and the log level.
+fn seed_args() -> Vec<&'static str> {
+    let mut args = vec!["istio-iptables"];
+    args.extend_from_slice(crate::support::SIDECAR);
+    args.push("--log_output_level=default:info");
+    args
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -306,7 +293,7 @@ fn static_binary_dry_runs_the_istio_init_arguments_alone_in_an_empty_chroot() {
         root.0.clone().into_os_string(),
         "/meshcap".into(),
     ];
-    args.extend(SEED_ARGS.iter().map(Into::into));
+    args.extend(seed_args().into_iter().map(Into::into));
     args.push("--dry-run".into());
     let out = Command::new("ip")
         .args(["netns", "exec", &pod.name])
@@ -472,9 +459,9 @@ fn example_pod_runs_meshcap_with_the_istio_init_arguments_verbatim() {
     assert!(init.image.contains("/meshcap:"), "istio-init image {}", init.image);
     // `args` only: the image's entrypoint is meshcap, as Istio's injected istio-init expects.
     assert!(init.command.is_empty(), "istio-init must not override the entrypoint");
-    assert_eq!(init.args, SEED_ARGS);
+    assert_eq!(init.args, seed_args());
 
-    let config = parse_apply_args(&SEED_ARGS);
+    let config = parse_apply_args(&seed_args());
     assert_eq!(config.proxy_port.to_string(), "15001");
     assert_eq!(config.inbound_capture_port.to_string(), "15006");
 
@@ -551,7 +538,7 @@ fn every_argument_istio_injection_can_pass_is_accepted() {
     ];
     parse_apply_args(&full);
     // With Istio CNI the same image runs as istio-validation.
-    let mut validation: Vec<&str> = SEED_ARGS.to_vec();
+    let mut validation = seed_args();
     validation.extend(["--run-validation", "--skip-rule-apply"]);
     let config = parse_apply_args(&validation);
     assert!(config.run_validation && config.skip_rule_apply);

@@ -6,6 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The flags Istio's injector gives istio-init for a default sidecar (the standard apply).
+pub const SIDECAR: &[&str] = &[
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+];
+
 /// Path of the `meshcap` binary cargo built for these tests.
 pub fn meshcap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshcap"))

@@ -32,25 +32,7 @@
 use crate::lab::*;
 use crate::support::netns_available;
 
-/// The argument list Istio's injector gives istio-init (sidecar defaults).
-const SIDECAR: [&str; 16] = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+use crate::support::SIDECAR;
 
 /// The sidecar flags followed by `extra` (a later flag overrides an earlier one).
 fn scenario(name: &'static str, stack: Stack, extra: &[&str]) -> Scenario {
