@@ -6,6 +6,7 @@
 //! way apply does (`apply::read_live`), so `check` answers "would apply find drift?".
 
 pub mod nft;
+pub mod routes;
 
 use serde::Serialize;
 
@@ -68,11 +69,15 @@ pub struct Report {
     pub families: Vec<FamilyReport>,
     /// With `--native-nftables`: meshcap's `inet` tables.
     pub nft: Option<nft::NftDrift>,
+    /// TPROXY policy routing and `::6` (read from a live namespace only, not with --from-save).
+    pub routes: Option<routes::RoutesDrift>,
 }
 
 impl Report {
     pub fn in_sync(&self) -> bool {
-        self.families.iter().all(FamilyReport::in_sync) && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
+        self.families.iter().all(FamilyReport::in_sync)
+            && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
+            && self.routes.as_ref().is_none_or(routes::RoutesDrift::is_clean)
     }
 
     /// 0 in sync, 1 drift.
@@ -93,6 +98,10 @@ impl Report {
         if let Some(d) = &self.nft {
             out.push_str(&format!("# {}\n", d.summary()));
             out.push_str(&d.lines());
+        }
+        if let Some(r) = &self.routes {
+            out.push_str(&format!("# {}\n", r.summary()));
+            out.push_str(&r.lines());
         }
         out
     }
@@ -159,6 +168,11 @@ impl Report {
                 unexpected_tables: d.unexpected_tables.clone(),
                 unexpected_objects: d.unexpected_objects.clone(),
             }),
+            routes: self.routes.as_ref().map(|r| RoutesDoc {
+                in_sync: r.is_clean(),
+                missing: r.missing.clone(),
+                unexpected: r.unexpected.clone(),
+            }),
         };
         let mut s = serde_json::to_string_pretty(&doc).expect("a report serialises");
         s.push('\n');
@@ -183,6 +197,18 @@ struct ReportDoc {
     /// With `--native-nftables` (the families are then empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     nftables: Option<NftDoc>,
+    /// Read from a live namespace only (not with `--from-save`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<RoutesDoc>,
+}
+
+#[derive(Serialize)]
+struct RoutesDoc {
+    in_sync: bool,
+    /// `ip` command spellings of planned routing state that is absent.
+    missing: Vec<String>,
+    /// Present but not planned (and extra copies of the policy rule).
+    unexpected: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -272,6 +298,7 @@ pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
     Report {
         families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
         nft: None,
+        routes: None,
     }
 }
 
@@ -300,6 +327,12 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let sys = RealSystem::new(netns.as_ref());
     let ns_path = netns.as_ref().map(Netns::path);
+    let routes = Some(routes::compare(
+        &kernel,
+        &plan.routes,
+        config.tproxy_mark,
+        config.tproxy_route_table,
+    )?);
     if config.native_nftables {
         let tx = crate::render::nft::apply_transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
@@ -308,6 +341,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         return Ok(Report {
             families: Vec::new(),
             nft: Some(drift),
+            routes,
         });
     }
     let mut families = Vec::new();
@@ -326,7 +360,11 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         families.push(report);
     }
     tracing::debug!("{} processes spawned", sys.spawns());
-    Ok(Report { families, nft: None })
+    Ok(Report {
+        families,
+        nft: None,
+        routes,
+    })
 }
 
 #[cfg(test)]

@@ -286,6 +286,20 @@ fn check_of_an_empty_namespace_is_all_missing() {
 }
 
 /// `meshcap check --network-namespace NS ARGS` → (exit, stdout, stderr).
+/// What apply programs besides the rules (spec §5.8, default mark 1337 and table 133): TPROXY's
+/// policy rule and local route per enabled family, and `::6` on `lo` with IPv6. For tests that
+/// load rules without meshcap's apply.
+fn add_apply_routes(ns: &NetNs, tproxy: bool, ipv6: bool) {
+    let families: &[&str] = if ipv6 { &["-4", "-6"] } else { &["-4"] };
+    for family in families.iter().filter(|_| tproxy) {
+        ns.ip(&[family, "rule", "add", "fwmark", "1337", "lookup", "133"]);
+        ns.ip(&[family, "route", "add", "local", "default", "dev", "lo", "table", "133"]);
+    }
+    if ipv6 {
+        ns.ip(&["-6", "addr", "add", "::6/128", "dev", "lo"]);
+    }
+}
+
 fn check_ns(ns: &str, args: &[&str]) -> (i32, String, String) {
     let mut argv = vec!["check", "--network-namespace", ns];
     argv.extend_from_slice(args);
@@ -313,7 +327,7 @@ fn check_reads_the_namespace_both_variants() {
         assert_eq!(code, 1, "{out}{err}");
         let planned = render(args, "v4").lines().filter(|l| l.starts_with("-A ")).count();
         assert_eq!(out.lines().filter(|l| l.starts_with("+ ")).count(), planned, "{out}");
-        assert!(out.ends_with("# IPv6: in sync\n"), "{out}");
+        assert!(out.ends_with("# IPv6: in sync\n# routes: in sync\n"), "{out}");
 
         // Istio's payload loaded by the variant's own restore: in sync, read with that variant.
         load(&ns, variant, "v4", &render(args, "v4"));
@@ -321,7 +335,7 @@ fn check_reads_the_namespace_both_variants() {
         assert_eq!((code, err.as_str()), (0, ""), "{variant}: {out}");
         assert_eq!(
             out,
-            format!("# IPv4 (iptables-{variant}-save): in sync\n# IPv6: in sync\n")
+            format!("# IPv4 (iptables-{variant}-save): in sync\n# IPv6: in sync\n# routes: in sync\n")
         );
         // By path too, and as JSON.
         let path = ns.path();
@@ -454,6 +468,80 @@ fn check_agrees_with_apply() {
 }
 
 #[test]
+fn check_compares_tproxy_routes_and_the_passthrough_address() {
+    if !netns_available() {
+        return;
+    }
+    let ns = NetNs::new("ckroutes");
+    ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
+    ns.ip(&["addr", "add", "fd00::2/128", "dev", "lo"]);
+    let tproxy = ["-m", "TPROXY", "-b", "*", "-i", "*", "--ipv6=true"];
+    let mut apply = vec!["istio-iptables", "--network-namespace", ns.name.as_str()];
+    apply.extend_from_slice(&tproxy[..6]);
+    let apply_cmd = |argv: &[&str]| {
+        let mut cmd = meshcap(argv);
+        cmd.env("ENABLE_INBOUND_IPV6", "true");
+        cmd
+    };
+    let out = apply_cmd(&apply).output().unwrap();
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let (code, out, err) = check_ns(&ns.name, &tproxy);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.ends_with("# routes: in sync\n"), "{out}");
+
+    // A lost route and a policy rule added twice (as a second Istio run would).
+    ns.ip(&["-6", "route", "del", "local", "default", "dev", "lo", "table", "133"]);
+    ns.ip(&["rule", "add", "fwmark", "1337", "lookup", "133"]);
+    let (code, out, _) = check_ns(&ns.name, &tproxy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.ends_with(
+            "# routes: 1 missing, 1 unexpected\n\
+             + ip -6 route local default dev lo table 133\n\
+             - ip -4 rule fwmark 1337 lookup 133  # duplicate\n"
+        ),
+        "{out}"
+    );
+    let mut json = vec!["--format", "json"];
+    json.extend_from_slice(&tproxy);
+    let (code, out, _) = check_ns(&ns.name, &json);
+    assert_eq!(code, 1, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["routes"]["missing"][0], "ip -6 route local default dev lo table 133",
+        "{out}"
+    );
+    assert_eq!(doc["routes"]["in_sync"], false, "{out}");
+
+    // A re-run of apply puts the route back; the duplicate stays (apply adds, never removes).
+    let out = apply_cmd(&apply).output().unwrap();
+    assert!(
+        out.status.success(),
+        "re-apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, out, _) = check_ns(&ns.name, &tproxy);
+    assert!(
+        out.ends_with("# routes: 0 missing, 1 unexpected\n- ip -4 rule fwmark 1337 lookup 133  # duplicate\n"),
+        "{out}"
+    );
+
+    // After cleanup, checking REDIRECT flags finds no routing leftovers; TPROXY ones are missing.
+    apply.push("--cleanup-only");
+    let out = apply_cmd(&apply).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, out, _) = check_ns(&ns.name, &["-b", "*", "-i", "*", "--ipv6=false"]);
+    assert!(out.ends_with("# routes: in sync\n"), "{out}");
+    let (_, out, _) = check_ns(&ns.name, &tproxy);
+    assert!(out.contains("# routes: 5 missing, 0 unexpected\n"), "{out}");
+    assert!(out.contains("+ ip -6 addr ::6/128 dev lo\n"), "{out}");
+}
+
+#[test]
 fn check_native_nftables_against_the_kernel() {
     if !netns_available() {
         return;
@@ -500,14 +588,16 @@ fn check_native_nftables_against_the_kernel() {
             "{out}"
         );
 
-        // Loaded by nft itself (which normalises what it lists): in sync.
+        // Loaded by nft itself (which normalises what it lists), plus the routing state apply
+        // adds besides the rules: in sync.
         let load = ns.run_with_stdin("nft", &["-f", "-"], &tx);
         assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+        add_apply_routes(&ns, args.contains(&"TPROXY"), args.contains(&"--ipv6"));
         // A foreign table is none of check's business.
         assert!(ns.run("nft", &["add", "table", "inet", "kube-proxy"]).status.success());
         let (code, out, err) = check(&[]);
         assert_eq!((code, err.as_str()), (0, ""), "{args:?}: {out}");
-        assert_eq!(out, "# nftables: in sync\n");
+        assert_eq!(out, "# nftables: in sync\n# routes: in sync\n");
 
         // A rule added, a chain added.
         let nft = |words: &[&str]| assert!(ns.run("nft", words).status.success(), "nft {words:?}");
@@ -592,6 +682,8 @@ fn check_compact_rules_against_the_kernel() {
     assert!(tx.contains("ip daddr { "), "{tx}");
     let load = ns.run_with_stdin("nft", &["-f", "-"], &tx);
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    // What apply adds besides the rules (check compares it too).
+    add_apply_routes(&ns, args.contains(&"TPROXY"), true);
     let mut check_args: Vec<&str> = args.to_vec();
     check_args.extend_from_slice(&["--native-nftables", "--ipv6=true"]);
     let (code, out, err) = check_ns(&ns.name, &check_args);

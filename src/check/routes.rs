@@ -1,0 +1,96 @@
+//! `check` for the routing state the capture needs besides rules (spec §5.8, programmed by
+//! [`crate::routes`]): with TPROXY, `fwmark <mark> lookup <table>` and `local default dev lo
+//! table <table>` per planned family; with IPv6, `::6/128` on `lo`. Planned but absent is
+//! missing; present but not planned (left by an earlier TPROXY run under a REDIRECT plan, or by
+//! an IPv6 run when IPv6 is now off) is unexpected, and so is every extra copy of the policy rule
+//! (Istio adds one per run). The items are spelled as the `ip` commands that show them.
+
+use crate::error::Result;
+use crate::kernel::Kernel;
+use crate::plan::Routes;
+use crate::routes::PASSTHROUGH_V6;
+use crate::values::{Family, Mark, RouteTable};
+
+/// The routing comparison: `ip` command spellings of what is missing and what is unexpected.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutesDrift {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+}
+
+impl RoutesDrift {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty()
+    }
+
+    /// `routes: in sync`, or the counts.
+    pub fn summary(&self) -> String {
+        if self.is_clean() {
+            "routes: in sync".to_string()
+        } else {
+            format!(
+                "routes: {} missing, {} unexpected",
+                self.missing.len(),
+                self.unexpected.len()
+            )
+        }
+    }
+
+    /// `+` lines (planned, absent), then `-` lines (present, not planned).
+    pub fn lines(&self) -> String {
+        let mut out = String::new();
+        for m in &self.missing {
+            out.push_str(&format!("+ {m}\n"));
+        }
+        for u in &self.unexpected {
+            out.push_str(&format!("- {u}\n"));
+        }
+        out
+    }
+}
+
+fn ip_flag(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "-4",
+        Family::V6 => "-6",
+    }
+}
+
+/// Compares the namespace `kernel` reads with the plan's `routes`. `mark` and `table` are the
+/// configured TPROXY values, looked for in every family even when the plan has no TPROXY (as
+/// cleanup removes them).
+pub fn compare(kernel: &dyn Kernel, routes: &Routes, mark: Mark, table: RouteTable) -> Result<RoutesDrift> {
+    let mut drift = RoutesDrift::default();
+    for family in Family::ALL {
+        let planned = routes.tproxy.as_ref().filter(|t| t.families.contains(&family));
+        let (mark, table) = planned.map_or((mark, table), |t| (t.mark, t.table));
+        let rule = format!("ip {} rule fwmark {mark} lookup {table}", ip_flag(family));
+        let copies = kernel.fwmark_rules(family, mark.0, table.0)?;
+        match (planned.is_some(), copies) {
+            (true, 0) => drift.missing.push(rule),
+            (true, n) => {
+                for _ in 1..n {
+                    drift.unexpected.push(format!("{rule}  # duplicate"));
+                }
+            }
+            (false, n) => {
+                for _ in 0..n {
+                    drift.unexpected.push(rule.clone());
+                }
+            }
+        }
+        let route = format!("ip {} route local default dev lo table {table}", ip_flag(family));
+        match (planned.is_some(), kernel.has_local_default(family, table.0)?) {
+            (true, false) => drift.missing.push(route),
+            (false, true) => drift.unexpected.push(route),
+            _ => {}
+        }
+    }
+    let address = format!("ip -6 addr {PASSTHROUGH_V6}/128 dev lo");
+    match (routes.v6_passthrough_address, kernel.lo_has_address(PASSTHROUGH_V6)?) {
+        (true, false) => drift.missing.push(address),
+        (false, true) => drift.unexpected.push(address),
+        _ => {}
+    }
+    Ok(drift)
+}
