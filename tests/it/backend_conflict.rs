@@ -7,8 +7,8 @@
 
 use std::process::Output;
 
-use crate::apply::{SIDECAR, V, render, show, text, v4_ns};
-use crate::support::{NetNs, meshcap, netns_available};
+use crate::apply::{V, render, show, text, v4_ns};
+use crate::support::{NetNs, SIDECAR, meshcap, netns_available};
 
 /// Everything a capture can live in: both variants' saves of both families (raw text, minus
 /// the `#` lines with timestamps) and the whole nft ruleset (counter values removed).
