@@ -71,6 +71,9 @@ pub struct Report {
     pub nft: Option<nft::NftDrift>,
     /// TPROXY policy routing and `::6` (read from a live namespace only, not with --from-save).
     pub routes: Option<routes::RoutesDrift>,
+    /// With the iptables backend: the nftables backend's tables found live (e.g.
+    /// `istio-proxy-nat`), a second capture of every packet.
+    pub also_in_nftables: Vec<String>,
 }
 
 impl Report {
@@ -78,6 +81,7 @@ impl Report {
         self.families.iter().all(FamilyReport::in_sync)
             && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
             && self.routes.as_ref().is_none_or(routes::RoutesDrift::is_clean)
+            && self.also_in_nftables.is_empty()
     }
 
     /// 0 in sync, 1 drift.
@@ -99,6 +103,13 @@ impl Report {
             out.push_str(&format!("# {}\n", d.summary()));
             out.push_str(&d.lines());
         }
+        if !self.also_in_nftables.is_empty() {
+            // The nftables check's own spelling of a table that should not be there.
+            out.push_str("# nftables: meshcap's istio-proxy-* tables also exist, packets are captured twice\n");
+            for t in &self.also_in_nftables {
+                out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
+            }
+        }
         if let Some(r) = &self.routes {
             out.push_str(&format!("# {}\n", r.summary()));
             out.push_str(&r.lines());
@@ -110,6 +121,7 @@ impl Report {
         let doc = ReportDoc {
             version: 1,
             in_sync: self.in_sync(),
+            also_in_nftables: self.also_in_nftables.clone(),
             families: self
                 .families
                 .iter()
@@ -194,6 +206,10 @@ struct ReportDoc {
     version: u32,
     in_sync: bool,
     families: Vec<FamilyDoc>,
+    /// With the iptables backend: the nftables backend's tables that are live too (left out
+    /// when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also_in_nftables: Vec<String>,
     /// With `--native-nftables` (the families are then empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     nftables: Option<NftDoc>,
@@ -299,6 +315,7 @@ pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
         families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
         nft: None,
         routes: None,
+        also_in_nftables: Vec::new(),
     }
 }
 
@@ -342,6 +359,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
             families: Vec::new(),
             nft: Some(drift),
             routes,
+            also_in_nftables: Vec::new(),
         });
     }
     let mut families = Vec::new();
@@ -359,11 +377,18 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         };
         families.push(report);
     }
+    // As apply refuses over them: the nftables backend's tables (netlink, no process).
+    let also_in_nftables = apply::nft::live_tables(&kernel)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.name().to_string())
+        .collect();
     tracing::debug!("{} processes spawned", sys.spawns());
     Ok(Report {
         families,
         nft: None,
         routes,
+        also_in_nftables,
     })
 }
 
@@ -439,5 +464,26 @@ mod tests {
         );
         let r = check(&p, &[(Family::V4, dump(&v4))]);
         assert!(r.in_sync(), "{}", r.text());
+    }
+
+    #[test]
+    fn the_nftables_backends_tables_are_drift_in_the_iptables_check() {
+        let p = plan(&["-b", "*"]);
+        let v4 = restore_payload(&p.ruleset(Family::V4));
+        let mut r = check(&p, &[(Family::V4, dump(&v4))]);
+        assert!(!r.json().contains("also_in_nftables"), "left out when empty");
+        r.also_in_nftables = vec!["istio-proxy-nat".into(), "istio-proxy-raw".into()];
+        assert!(r.families[0].in_sync());
+        assert_eq!(r.exit_code(), 1);
+        assert_eq!(
+            r.text(),
+            "# IPv4: in sync\n\
+             # nftables: meshcap's istio-proxy-* tables also exist, packets are captured twice\n\
+             - add table inet istio-proxy-nat  # unexpected table\n\
+             - add table inet istio-proxy-raw  # unexpected table\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["in_sync"], false);
+        assert_eq!(v["also_in_nftables"][1], "istio-proxy-raw");
     }
 }

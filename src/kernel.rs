@@ -115,6 +115,25 @@ impl LinuxKernel {
     }
 }
 
+fn inet_names(sock: &Socket) -> Option<Vec<String>> {
+    let tables = sock.nft_tables().ok()?;
+    Some(
+        tables
+            .into_iter()
+            .filter(|(f, _)| *f == crate::netlink::NFPROTO_INET)
+            .map(|(_, n)| n)
+            .collect(),
+    )
+}
+
+/// The names of the `inet` nftables tables of `netns` (or this namespace), from one netlink
+/// socket and nothing else (a dry run that has no [`LinuxKernel`] open): `None` when they
+/// cannot be listed (the namespace cannot be entered, no nf_tables, no `CAP_NET_ADMIN`).
+pub fn nft_inet_tables_in(netns: Option<&Netns>) -> Option<Vec<String>> {
+    let sock = netns::within(netns, Socket::netfilter).ok()?.ok()?;
+    inet_names(&sock)
+}
+
 impl Kernel for LinuxKernel {
     fn addresses(&self) -> Result<Vec<IpAddr>> {
         self.route
@@ -144,15 +163,7 @@ impl Kernel for LinuxKernel {
     }
 
     fn nft_inet_tables(&self) -> Option<Vec<String>> {
-        let sock = self.netfilter.as_ref().ok()?;
-        let tables = sock.nft_tables().ok()?;
-        Some(
-            tables
-                .into_iter()
-                .filter(|(f, _)| *f == crate::netlink::NFPROTO_INET)
-                .map(|(_, n)| n)
-                .collect(),
-        )
+        inet_names(self.netfilter.as_ref().ok()?)
     }
 
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize> {

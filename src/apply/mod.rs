@@ -2,7 +2,9 @@
 //! the plan into the kernel of the target network namespace with the iptables backend, safely
 //! and idempotently (spec §5, with the improvements of §10.2).
 //!
-//! Flow: validate → open the namespace → detect IPv6 → plan → per family choose the binaries
+//! Flow: validate → open the namespace → detect IPv6 → plan → refuse where the nftables
+//! backend's `inet istio-proxy-*` tables exist (listed over netlink, no process; both would
+//! capture every packet; the cleanup leaves them and says so) → per family choose the binaries
 //! ([`binaries`]) and read the live state with one `<variant>-save` (only when a table exists)
 //! → compare it with the plan, order-sensitively ([`live::verdict`]) → nothing (equal), apply
 //! (absent), refuse (different, without `--reconcile`), or rebuild under guardrails (cleanup of
@@ -31,6 +33,7 @@ use crate::netns::Netns;
 use crate::parse::{SaveDump, Strictness, parse_save};
 use crate::plan::{self, Plan};
 use crate::render::iptables::restore_payload;
+use crate::render::nft::NftTable;
 use crate::routes;
 use crate::validate;
 use crate::values::Family;
@@ -91,7 +94,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         let code = if native_nft {
             nft::dry_run(&plan, ns_path, cleanup)?
         } else {
-            dry_run(&config, &plan, ns_path, cleanup)?
+            // Listed over netlink (no process; skipped silently without the rights to ask).
+            let theirs = match &kernel {
+                Some(k) => nft::live_tables(k),
+                None => crate::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| nft::tables_named(&names)),
+            };
+            dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?
         };
         return if code == 0 {
             validate::after_rules(&config, netns.as_ref())
@@ -257,8 +265,27 @@ fn lock_mode(cmd: &Cmd) -> &'static str {
     }
 }
 
+/// The refusal of the iptables backend where the nftables backend's tables are live (`tables`
+/// not empty): both would capture every packet. Worded like the nftables backend's refusal of
+/// the iptables backend's rules (what was found; nothing was changed; the remedy).
+pub fn nft_backend_refusal(tables: &[NftTable]) -> String {
+    format!(
+        "{}; with the iptables rules too, packets would be captured twice; nothing was changed; remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), or rerun with --native-nftables to keep the nftables backend",
+        nft::tables_note(tables)
+    )
+}
+
+/// What the iptables backend's cleanup says about the nftables backend's tables it leaves.
+pub fn nft_backend_left(tables: &[NftTable]) -> String {
+    format!(
+        "{}; the iptables cleanup does not remove them and they still capture packets: remove them with --cleanup-only --native-nftables",
+        nft::tables_note(tables)
+    )
+}
+
 /// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
-fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+/// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
+fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<i32> {
     let rec = Recorder::default();
     let bins = |f: Family| match config.force_iptables_binary {
         Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
@@ -269,6 +296,13 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Re
         tracing::info!("Running command (dry run, {}): {cmd}", lock_mode(cmd));
         let _ = rec.run(cmd);
     };
+    if !theirs.is_empty() {
+        if cleanup {
+            tracing::warn!("{}", nft_backend_left(theirs));
+        } else {
+            tracing::warn!("a real run would refuse: {}", nft_backend_refusal(theirs));
+        }
+    }
     tracing::info!("Clean-state detected, new iptables are needed");
     if cleanup {
         tracing::info!("Performing cleanup of existing iptables");
@@ -503,7 +537,25 @@ impl Ctx<'_> {
         }))
     }
 
+    /// The nftables backend's live tables (none when the kernel cannot list them: then
+    /// nf_tables is unusable and none can exist, or the rights to ask are missing, and
+    /// iptables-nft would fail as well).
+    fn nft_backend_tables(&self) -> Vec<NftTable> {
+        nft::live_tables(self.kernel).unwrap_or_else(|| {
+            tracing::debug!(
+                "the kernel does not list the nftables tables; meshcap's istio-proxy-* tables were not looked for"
+            );
+            Vec::new()
+        })
+    }
+
     fn apply(&self, plan: &Plan) -> Result<()> {
+        // Before anything is read or written: the nftables backend's tables are there (netlink,
+        // no process), so these rules would capture every packet a second time.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            return Err(Error::Other(nft_backend_refusal(&theirs)));
+        }
         let mut states = Vec::new();
         for family in Family::ALL {
             let enabled = plan.families().contains(&family);
@@ -782,6 +834,12 @@ impl Ctx<'_> {
                 self.restore(&bins, &input, true)
                     .map_err(|e| Error::Other(e.to_string()))?;
             }
+        }
+        // The nftables backend's tables are not this backend's to remove (its cleanup is one
+        // atomic nft transaction); said, so the capture they keep is no surprise.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            tracing::warn!("{}", nft_backend_left(&theirs));
         }
         Ok(())
     }

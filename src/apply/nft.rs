@@ -24,6 +24,8 @@
 //! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
 //! such family and variant looks for `ISTIO_*` chains; `--reconcile` removes them with the
 //! iptables backend's cleanup after the nft transaction succeeded, so capture never lapses.
+//! The other way round the iptables backend refuses over this backend's tables ([`live_tables`],
+//! [`tables_note`]), even with `--reconcile`: removing them is this backend's cleanup.
 
 use std::path::Path;
 
@@ -126,6 +128,30 @@ impl IptablesResidue {
     }
 }
 
+/// meshcap's `inet` tables that exist, in transaction order, when the kernel can tell without
+/// a process (`None`: nf_tables unavailable or not listable, so nothing is known).
+pub fn live_tables(kernel: &dyn Kernel) -> Option<Vec<NftTable>> {
+    kernel.nft_inet_tables().map(|names| tables_named(&names))
+}
+
+/// meshcap's tables among the `inet` table `names`, in transaction order.
+pub fn tables_named(names: &[String]) -> Vec<NftTable> {
+    NftTable::ALL
+        .into_iter()
+        .filter(|t| names.iter().any(|n| n == t.name()))
+        .collect()
+}
+
+/// The note naming this backend's live tables, as the iptables backend reports them (the
+/// counterpart of the `ISTIO_*` chains note above): with both live, packets are captured twice.
+pub fn tables_note(tables: &[NftTable]) -> String {
+    let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+    format!(
+        "meshcap's istio-proxy-* tables also exist in nftables (inet): {}",
+        names.join(", ")
+    )
+}
+
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
     pub sys: &'a dyn System,
@@ -137,9 +163,7 @@ pub(super) struct NftCtx<'a> {
 impl NftCtx<'_> {
     /// meshcap's tables that exist, when the kernel can tell without a process.
     fn our_tables(&self) -> Option<Vec<NftTable>> {
-        self.kernel
-            .nft_inet_tables()
-            .map(|names| names.iter().filter_map(|n| NftTable::from_name(n)).collect())
+        live_tables(self.kernel)
     }
 
     fn require_nft(&self) -> Result<()> {

@@ -354,3 +354,73 @@ fn tproxy_routes_follow_the_plan() {
         ]
     );
 }
+
+#[test]
+fn the_nftables_backends_tables_are_refused_before_anything_runs() {
+    let (c, p) = config(sidecar(), false);
+    let kernel = FakeKernel {
+        nft: [Some(vec![TableName::Nat]), Some(vec![])],
+        nft_inet: Some(vec![
+            "foreign".into(),
+            "istio-proxy-raw".into(),
+            "istio-proxy-nat".into(),
+        ]),
+        ..FakeKernel::default()
+    };
+    let want = "meshcap's istio-proxy-* tables also exist in nftables (inet): istio-proxy-nat, istio-proxy-raw; \
+                with the iptables rules too, packets would be captured twice; nothing was changed; \
+                remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), \
+                or rerun with --native-nftables to keep the nftables backend";
+    for (reconcile, force_apply) in [(false, false), (true, false), (false, true)] {
+        let c = Config {
+            reconcile,
+            force_apply,
+            ..c.clone()
+        };
+        let rec = Recorder::default();
+        let e = run_apply(&rec, &kernel, &c, &p).unwrap_err().to_string();
+        assert_eq!(e, want, "reconcile {reconcile}, force {force_apply}");
+        assert!(rec.commands().is_empty(), "nothing read or written: {:?}", lines(&rec));
+    }
+    // Tables of other names (an `ip istio-proxy-nat` is not listed as inet) are not meshcap's.
+    let kernel = FakeKernel {
+        nft_inet: Some(vec!["istio-proxy".into(), "kube-proxy".into()]),
+        ..nft_kernel()
+    };
+    let rec = Recorder::default();
+    run_apply(&rec, &kernel, &c, &p).unwrap();
+    assert_eq!(
+        lines(&rec),
+        ["iptables-nft-restore --noflush"],
+        "a fresh apply, one process"
+    );
+}
+
+#[test]
+fn cleanup_removes_its_own_rules_and_leaves_the_nftables_backends_tables() {
+    let (c, p) = config(sidecar(), false);
+    let live = restore_payload(&p.ruleset(Family::V4));
+    let kernel = FakeKernel {
+        nft: [Some(vec![TableName::Nat]), Some(vec![])],
+        nft_inet: Some(vec!["istio-proxy-mangle".into()]),
+        ..FakeKernel::default()
+    };
+    let rec = Recorder::new(move |_| Ok(Output::ok(live.clone())));
+    Ctx {
+        sys: &rec,
+        kernel: &kernel,
+        config: &c,
+        ns: None,
+    }
+    .cleanup(&p)
+    .unwrap();
+    assert_eq!(lines(&rec), ["iptables-nft-save", "iptables-nft-restore --noflush"]);
+    assert!(
+        rec.commands().iter().all(|c| !c.program.starts_with("nft")),
+        "no nft process"
+    );
+    assert_eq!(
+        nft_backend_left(&[NftTable::Mangle]),
+        "meshcap's istio-proxy-* tables also exist in nftables (inet): istio-proxy-mangle; the iptables cleanup does not remove them and they still capture packets: remove them with --cleanup-only --native-nftables"
+    );
+}

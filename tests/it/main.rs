@@ -4,6 +4,7 @@
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
 mod apply;
+mod backend_conflict;
 mod check_netns;
 mod compact_equivalence;
 mod docs;
