@@ -16,6 +16,7 @@ pub mod binaries;
 pub mod diagnose;
 pub mod live;
 pub mod nft;
+pub mod stream;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,6 +29,7 @@ use crate::host::Env;
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::model::{Ruleset, TableName};
 use crate::netns::Netns;
+use crate::outfile::Pending;
 use crate::parse::{SaveDump, Strictness, parse_save};
 use crate::plan::{self, Plan};
 use crate::render::iptables::restore_payload;
@@ -44,6 +46,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
     let native_nft = config.native_nftables;
     let cleanup = cleanup_cmd || config.cleanup_only;
+    // Checked before anything else happens; written once the stream is complete.
+    let stream_file = config
+        .dry_run_file
+        .as_ref()
+        .map(|f| Pending::open(f, "DRY_RUN_FILE_PATH"))
+        .transpose()?;
     if native_nft {
         tracing::info!("native nftables enabled, using nft rules for traffic redirection.");
     }
@@ -81,6 +89,10 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     );
     tracing::info!("{}", config_dump(&config, ipv6));
     if config.skip_rule_apply {
+        // No rules step, no command: the stream is empty.
+        if let Some(file) = stream_file {
+            file.commit(b"")?;
+        }
         return validate::after_rules(&config, netns.as_ref());
     }
     let plan = plan::build_for(&config, ipv6);
@@ -88,16 +100,16 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
-        let code = if native_nft {
+        let recorded = if native_nft {
             nft::dry_run(&plan, ns_path, cleanup)?
         } else {
-            dry_run(&config, &plan, ns_path, cleanup)?
+            dry_run(&config, &plan, ns_path, cleanup)?;
+            stream::iptables(&plan, cleanup)
         };
-        return if code == 0 {
-            validate::after_rules(&config, netns.as_ref())
-        } else {
-            Ok(code)
-        };
+        if let Some(file) = stream_file {
+            file.commit(crate::exec::recorded_stream(&recorded).as_bytes())?;
+        }
+        return validate::after_rules(&config, netns.as_ref());
     }
     let kernel = kernel.expect("opened for real runs");
     let sys = RealSystem::new(netns.as_ref());
@@ -258,7 +270,7 @@ fn lock_mode(cmd: &Cmd) -> &'static str {
 }
 
 /// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
-fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<()> {
     let rec = Recorder::default();
     let bins = |f: Family| match config.force_iptables_binary {
         Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
@@ -306,7 +318,7 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Re
         tracing::debug!("Final iptables state ({family}):\n");
     }
     tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(0)
+    Ok(())
 }
 
 /// One family's live state in the variant in use.

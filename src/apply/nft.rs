@@ -87,8 +87,8 @@ fn missing_nft(cni: bool) -> Error {
 }
 
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
-/// command; nothing is run.
-pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+/// command; nothing is run. Returns the command (its payload is the recorded stream).
+pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<Vec<Cmd>> {
     let tx = if cleanup {
         tracing::info!("Performing cleanup of existing nftables rules");
         cleanup_transaction()
@@ -96,10 +96,11 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i
         tracing::info!("Clean-state detected, new nftables rules are needed");
         planned_transaction(plan)?
     };
-    tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
+    let cmd = transaction_cmd(&tx, ns);
+    tracing::info!("Running command (dry run, without lock): {cmd}");
     tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
     tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(0)
+    Ok(vec![cmd])
 }
 
 /// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and
