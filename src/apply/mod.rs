@@ -101,7 +101,8 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
         let recorded = if native_nft {
-            nft::dry_run(&plan, ns_path, cleanup)?
+            nft::dry_run(&plan, ns_path, cleanup)?;
+            stream::nft(&plan, cleanup)?
         } else {
             dry_run(&config, &plan, ns_path, cleanup)?;
             stream::iptables(&plan, cleanup)

@@ -87,8 +87,8 @@ fn missing_nft(cni: bool) -> Error {
 }
 
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
-/// command; nothing is run. Returns the command (its payload is the recorded stream).
-pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<Vec<Cmd>> {
+/// command; nothing is run.
+pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<()> {
     let tx = if cleanup {
         tracing::info!("Performing cleanup of existing nftables rules");
         cleanup_transaction()
@@ -96,11 +96,10 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<V
         tracing::info!("Clean-state detected, new nftables rules are needed");
         planned_transaction(plan)?
     };
-    let cmd = transaction_cmd(&tx, ns);
-    tracing::info!("Running command (dry run, without lock): {cmd}");
+    tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
     tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
     tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(vec![cmd])
+    Ok(())
 }
 
 /// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and

@@ -8,11 +8,17 @@
 //! Sequence: `iptables-save`, `ip6tables-save` (state verification, v6 always), then per
 //! enabled family the restore payload — or, for a cleanup, the deletes of spec §5.6 — then the
 //! final `*-save` of each enabled family.
+//!
+//! Istio's nftables mode records nothing (it ignores `--dry-run`); meshcap's stream there is the
+//! one command Istio runs, `nft -f -` with Istio's transaction (spec §8.4, the text `render`
+//! prints), recorded as its lines.
 
+use crate::error::{Error, Result};
 use crate::exec::Cmd;
 use crate::model::{ChainName, TableName, Target};
 use crate::plan::Plan;
 use crate::render::iptables::{restore_payload, rule_args};
+use crate::render::nft::{cleanup_transaction, transaction};
 use crate::values::Family;
 
 use super::binaries::Binaries;
@@ -31,6 +37,17 @@ pub fn iptables(plan: &Plan, cleanup: bool) -> Vec<Cmd> {
     }
     cmds.extend(plan.families().into_iter().map(save));
     cmds
+}
+
+/// The nftables dry run's stream: Istio's transaction as one `nft -f -`.
+pub fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
+    let tx = if cleanup {
+        cleanup_transaction()
+    } else {
+        transaction(plan)
+            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?
+    };
+    Ok(vec![super::nft::transaction_cmd(&tx, None)])
 }
 
 /// Istio's cleanup of one family (spec §5.6), derived from the planned operations in generation
@@ -190,6 +207,17 @@ mod tests {
             "-t nat -F ISTIO_INBOUND",
         ];
         assert_eq!(flushes, want_flushes);
+    }
+
+    #[test]
+    fn nft_stream_is_istios_transaction() {
+        let p = plan(CaptureFlags::default(), false);
+        let tx = transaction(&p).unwrap().to_string();
+        assert!(tx.starts_with("add table inet istio-proxy-nat\n"), "{tx}");
+        assert_eq!(recorded_stream(&nft(&p, false).unwrap()), tx);
+        let cleanup = recorded_stream(&nft(&p, true).unwrap());
+        assert_eq!(cleanup.lines().count(), 6);
+        assert!(cleanup.ends_with("add table inet istio-proxy-raw\ndelete table inet istio-proxy-raw\n"));
     }
 
     #[test]
