@@ -7,6 +7,7 @@ mod apply;
 mod check_netns;
 mod compact_equivalence;
 mod docs;
+mod dry_run_file;
 mod golden;
 mod hardening;
 mod lab;
