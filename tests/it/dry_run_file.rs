@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use crate::apply::{SIDECAR, show, text};
-use crate::support::{NetNs, meshcap, netns_available};
+use crate::apply::{show, text};
+use crate::support::{NetNs, SIDECAR, meshcap, netns_available};
 
 /// A fresh directory under the system temp directory, removed on drop.
 struct TempDir(PathBuf);
@@ -50,7 +50,8 @@ fn an_unwritable_directory_is_refused_before_the_run() {
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o555)).unwrap();
     let target = dir.0.join("out.file");
     let mut cmd = meshcap(&dry_run_args());
-    cmd.env("DRY_RUN_FILE_PATH", &target).env("ENABLE_INBOUND_IPV6", "false");
+    cmd.env("DRY_RUN_FILE_PATH", &target)
+        .env("ENABLE_INBOUND_IPV6", "false");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         // Root writes anywhere: run as `nobody`, for whom the directory is read-only.
@@ -85,7 +86,11 @@ fn without_a_dry_run_the_variable_is_not_read() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
-    assert!(text(&refused.stderr).contains("for 'DRY_RUN_FILE_PATH'"), "{}", show(&refused));
+    assert!(
+        text(&refused.stderr).contains("for 'DRY_RUN_FILE_PATH'"),
+        "{}",
+        show(&refused)
+    );
 
     let ns = NetNs::new("dryrunfile");
     let mut args = vec!["istio-iptables"];
