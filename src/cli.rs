@@ -416,6 +416,9 @@ pub struct CaptureFlags {
     pub tproxy_route_table: Option<String>,
 
     /// Print what would be done; change nothing [env DRY_RUN]
+    ///
+    /// With DRY_RUN_FILE_PATH set, the dry run also writes Istio's recorded command stream to
+    /// that file (replaced whole, once complete). DRY_RUN_FILE_PATH is ignored without a dry run.
     #[arg(short = 'n', long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dry_run: Option<String>,
 

@@ -14,7 +14,9 @@ use crate::cli::CaptureFlags;
 use crate::error::{Error, Result};
 use crate::host::{self, Env};
 use crate::model::Backend;
-use crate::values::{Cidr, Iface, Invalid, Mark, Owner, Port, PortSpec, RouteTable, list_len_bound, split_list};
+use crate::values::{
+    Cidr, Iface, Invalid, Mark, OutFile, Owner, Port, PortSpec, RouteTable, list_len_bound, split_list,
+};
 
 /// The outbound mark the proxy's own loopback traffic gets in TPROXY mode (fixed by Istio).
 pub const OUTBOUND_MARK: Mark = Mark(1338);
@@ -136,6 +138,9 @@ pub struct Config {
     pub dual_stack: bool,
     pub ipv6: Ipv6Setting,
     pub dry_run: bool,
+    /// `DRY_RUN_FILE_PATH`: where a dry run also writes its command stream in Istio's recorded
+    /// format (spec §4.6). Read only for a dry run (ignored otherwise, as Istio); empty is unset.
+    pub dry_run_file: Option<OutFile>,
     pub skip_rule_apply: bool,
     pub run_validation: bool,
     pub probe_port: Port,
@@ -526,6 +531,15 @@ impl Config {
         };
 
         let dry_run = flag_bool(&f.dry_run, "dry-run", env, "DRY_RUN", None)?;
+        // Not read at all without a dry run (a real apply never fails over it).
+        let dry_run_file = match dry_run
+            .then(|| env_only(env, "DRY_RUN_FILE_PATH"))
+            .transpose()?
+            .flatten()
+        {
+            Some(s) if !s.text.is_empty() => Some(s.parse(OutFile::parse)?),
+            _ => None,
+        };
         let skip_rule_apply = flag_bool(&f.skip_rule_apply, "skip-rule-apply", env, "SKIP_RULE_APPLY", None)?;
         let run_validation = flag_bool(&f.run_validation, "run-validation", env, "RUN_VALIDATION", None)?;
         let redirect_dns = flag_bool(
@@ -702,6 +716,7 @@ impl Config {
             dual_stack,
             ipv6,
             dry_run,
+            dry_run_file,
             skip_rule_apply,
             run_validation,
             probe_port,
@@ -854,6 +869,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg(flags, &[]).unwrap().proxy_uids, [Owner::Id(1337)]);
+    }
+
+    #[test]
+    fn dry_run_file_is_read_only_for_a_dry_run() {
+        let dry = |v: &str| {
+            cfg(
+                CaptureFlags::default(),
+                &[("DRY_RUN", "true"), ("DRY_RUN_FILE_PATH", v)],
+            )
+        };
+        assert_eq!(dry("out/stream").unwrap().dry_run_file.unwrap().as_str(), "out/stream");
+        assert_eq!(dry("").unwrap().dry_run_file, None);
+        assert_eq!(
+            dry("out/").unwrap_err().to_string(),
+            "invalid value 'out/' for 'DRY_RUN_FILE_PATH': the path names a directory; name a file"
+        );
+        let e = dry("s\ntream").unwrap_err().to_string();
+        assert!(e.contains("for 'DRY_RUN_FILE_PATH': control characters"), "{e}");
+        // The flag counts as the dry run too.
+        let flags = CaptureFlags {
+            dry_run: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(
+            cfg(flags, &[("DRY_RUN_FILE_PATH", "s")])
+                .unwrap()
+                .dry_run_file
+                .is_some()
+        );
+        // Not a dry run: ignored, not even validated (as Istio ignores it).
+        for env in [
+            &[("DRY_RUN_FILE_PATH", "s\n")][..],
+            &[("DRY_RUN", "false"), ("DRY_RUN_FILE_PATH", "d/")],
+        ] {
+            assert_eq!(cfg(CaptureFlags::default(), env).unwrap().dry_run_file, None);
+        }
     }
 
     #[test]

@@ -8,6 +8,12 @@ pub enum Error {
     InvalidValue { source: String, value: String, why: String },
     /// A file meshcap had to read could not be read.
     Read { path: String, err: std::io::Error },
+    /// A file meshcap writes could not be written; `source` is the setting that named it.
+    Write {
+        path: String,
+        source: String,
+        err: std::io::Error,
+    },
     /// Anything else, already phrased (lowercase, offending value quoted).
     Other(String),
 }
@@ -70,6 +76,7 @@ impl fmt::Display for Error {
                 write!(f, "invalid value {} for '{}': {}", quote(value), source, printable(why))
             }
             Error::Read { path, err } => write!(f, "cannot read {}: {}", quote(path), err),
+            Error::Write { path, source, err } => write!(f, "cannot write {} ({source}): {err}", quote(path)),
             Error::Other(msg) => f.write_str(msg),
         }
     }

@@ -308,6 +308,28 @@ fn payload_file(payload: &str) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Commands as Istio's dry-run recorder writes them (spec §4.6): a command with a stdin payload
+/// (a restore, an `nft -f -`) as the lines of its payload, any other as `program arg…` joined by
+/// single spaces; every entry ends with `\n` (an empty payload records nothing).
+pub fn recorded_stream(cmds: &[Cmd]) -> String {
+    let mut out = String::new();
+    for cmd in cmds {
+        match &cmd.stdin {
+            Some(payload) => {
+                for line in payload.lines() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(&cmd.line());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 type Responder = Box<dyn Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync>;
 
 /// Records commands instead of running them. Answers with `respond` (default: success with
@@ -397,6 +419,21 @@ mod tests {
         let err = sys.run(&cmd).unwrap_err();
         assert!(err.to_string().contains("was not opened"), "{err}");
         assert_eq!(sys.spawns(), 0);
+    }
+
+    #[test]
+    fn recorded_stream_spells_payload_lines_and_argv() {
+        let cmds = [
+            Cmd::new("iptables-save", [""; 0]),
+            Cmd::new("iptables-restore", ["--noflush"]).stdin("* nat\n-N ISTIO_INBOUND\nCOMMIT\n"),
+            Cmd::new("ip6tables-restore", [""; 0]).stdin(""),
+            Cmd::new("iptables", ["-t", "nat", "-X", "ISTIO_INBOUND"]),
+        ];
+        assert_eq!(
+            recorded_stream(&cmds),
+            "iptables-save\n* nat\n-N ISTIO_INBOUND\nCOMMIT\niptables -t nat -X ISTIO_INBOUND\n"
+        );
+        assert_eq!(recorded_stream(&[]), "");
     }
 
     #[test]

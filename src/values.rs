@@ -585,6 +585,37 @@ impl fmt::Display for RouteTable {
     }
 }
 
+/// A file meshcap writes (`DRY_RUN_FILE_PATH`): a non-empty path naming a file, not a
+/// directory. Whether its directory exists and is writable is the writer's concern (it needs the
+/// OS); this is the syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFile(String);
+
+impl OutFile {
+    pub fn parse(text: &str) -> Parsed<OutFile> {
+        if text.is_empty() {
+            return Err(Invalid::new("expected a file path"));
+        }
+        if text.contains('\u{fffd}') {
+            // The environment snapshot replaced bytes that are not UTF-8: the name meant is unknown.
+            return Err(Invalid::new("not valid UTF-8"));
+        }
+        let path = std::path::Path::new(text);
+        if text.ends_with('/') || path.file_name().is_none() || text.ends_with("/.") || text == "." {
+            return Err(Invalid::new("the path names a directory; name a file"));
+        }
+        Ok(OutFile(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
 fn parse_decimal(text: &str, what: &str) -> Parsed<u32> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 10 {
         return Err(Invalid::new(format!("expected {what} in decimal digits")));
@@ -697,6 +728,20 @@ pub fn push_decimal(out: &mut String, n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_files_name_a_file() {
+        for good in ["stream.txt", "/tmp/x/stream", "./s", "a/../b", " spaced name"] {
+            assert_eq!(OutFile::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", ".", "..", "/", "dir/", "dir/.", "dir/..", "a\u{fffd}b"] {
+            assert!(OutFile::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            OutFile::parse("d/").unwrap_err().0,
+            "the path names a directory; name a file"
+        );
+    }
 
     #[test]
     fn ports_and_ranges() {

@@ -18,6 +18,7 @@ pub mod binaries;
 pub mod diagnose;
 pub mod live;
 pub mod nft;
+pub mod stream;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -30,6 +31,7 @@ use crate::host::Env;
 use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::model::{Ruleset, TableName};
 use crate::netns::Netns;
+use crate::outfile::Pending;
 use crate::parse::{SaveDump, Strictness, parse_save};
 use crate::plan::{self, Plan};
 use crate::render::iptables::restore_payload;
@@ -47,6 +49,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
     let native_nft = config.native_nftables;
     let cleanup = cleanup_cmd || config.cleanup_only;
+    // Checked before anything else happens; written once the stream is complete.
+    let stream_file = config
+        .dry_run_file
+        .as_ref()
+        .map(|f| Pending::open(f, "DRY_RUN_FILE_PATH"))
+        .transpose()?;
     if native_nft {
         tracing::info!("native nftables enabled, using nft rules for traffic redirection.");
     }
@@ -84,6 +92,10 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     );
     tracing::info!("{}", config_dump(&config, ipv6));
     if config.skip_rule_apply {
+        // No rules step, no command: the stream is empty.
+        if let Some(file) = stream_file {
+            file.commit(b"")?;
+        }
         return validate::after_rules(&config, netns.as_ref());
     }
     let plan = plan::build_for(&config, ipv6);
@@ -91,21 +103,22 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
-        let code = if native_nft {
-            nft::dry_run(&plan, ns_path, cleanup)?
+        let recorded = if native_nft {
+            nft::dry_run(&plan, ns_path, cleanup)?;
+            stream::nft(&plan, cleanup)?
         } else {
             // Listed over netlink (no process; skipped silently without the rights to ask).
             let theirs = match &kernel {
                 Some(k) => nft::live_tables(k),
                 None => crate::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| nft::tables_named(&names)),
             };
-            dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?
+            dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?;
+            stream::iptables(&plan, cleanup)
         };
-        return if code == 0 {
-            validate::after_rules(&config, netns.as_ref())
-        } else {
-            Ok(code)
-        };
+        if let Some(file) = stream_file {
+            file.commit(crate::exec::recorded_stream(&recorded).as_bytes())?;
+        }
+        return validate::after_rules(&config, netns.as_ref());
     }
     let kernel = kernel.expect("opened for real runs");
     let sys = RealSystem::new(netns.as_ref());
@@ -285,7 +298,7 @@ pub fn nft_backend_left(tables: &[NftTable]) -> String {
 
 /// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
 /// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
-fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<i32> {
+fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<()> {
     let rec = Recorder::default();
     let bins = |f: Family| match config.force_iptables_binary {
         Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
@@ -340,7 +353,7 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
         tracing::debug!("Final iptables state ({family}):\n");
     }
     tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(0)
+    Ok(())
 }
 
 /// One family's live state in the variant in use.

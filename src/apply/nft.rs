@@ -90,7 +90,7 @@ fn missing_nft(cni: bool) -> Error {
 
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
 /// command; nothing is run.
-pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i32> {
+pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<()> {
     let tx = if cleanup {
         tracing::info!("Performing cleanup of existing nftables rules");
         cleanup_transaction()
@@ -101,7 +101,7 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<i
     tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
     tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
     tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(0)
+    Ok(())
 }
 
 /// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and

@@ -9,7 +9,12 @@
 //!   - `expected.v4` / `expected.v6`: exact stdout of `meshcap <args> --family v4|v6`, exit 0;
 //!   - `expected.nft`: exact stdout of `meshcap <args>`, exit 0;
 //!   - `expected.out`: `exit: N\n--- stdout\n<stdout>--- stderr\n<stderr>` of `meshcap <args>`,
-//!     with log timestamps (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) replaced by `<time>`.
+//!     with log timestamps (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) replaced by `<time>`;
+//!   - `expected.file`: the exact content of the file `out.file` that `meshcap <args>` leaves in
+//!     its working directory (the args or env name it, e.g. `DRY_RUN_FILE_PATH=out.file`). A case
+//!     with this file runs every command in a fresh scratch copy of its directory, so the case
+//!     may also hold an `out.file` as the file found before the run; the case directory is
+//!     never written. Blessing rewrites an existing `expected.file` (create it empty first).
 //!
 //! A case without any expected file fails. `MESHCAP_BLESS=1 cargo test --test it golden`
 //! rewrites the expected files from the current binary instead of comparing; a case without
@@ -25,12 +30,22 @@ use std::time::Duration;
 use crate::support;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-const KINDS: [&str; 4] = ["expected.v4", "expected.v6", "expected.nft", "expected.out"];
+const KINDS: [&str; 5] = [
+    "expected.v4",
+    "expected.v6",
+    "expected.nft",
+    "expected.out",
+    "expected.file",
+];
+/// The file an `expected.file` case compares, in the run's working directory.
+const OUT_FILE: &str = "out.file";
 
 struct Case {
     dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The case compares a file it writes: it runs in scratch copies of its directory.
+    writes: bool,
 }
 
 fn golden_root() -> PathBuf {
@@ -71,19 +86,73 @@ fn load(dir: &Path) -> Result<Case, String> {
         dir: dir.to_path_buf(),
         args: parse_args(&args),
         env,
+        writes: dir.join("expected.file").is_file(),
     })
 }
 
-fn run(case: &Case, extra: &[&str]) -> Result<Output, String> {
+/// A fresh copy of the case directory's files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn copy_of(dir: &Path) -> Result<Scratch, String> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("meshcap-golden-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let scratch = Scratch(path);
+        for entry in fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            if entry.file_type().map_err(|e| e.to_string())?.is_file() {
+                fs::copy(entry.path(), scratch.0.join(entry.file_name()))
+                    .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
+            }
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `meshcap <args> <extra>` in `dir`.
+fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Output, String> {
     let mut cmd = Command::new(support::meshcap_bin());
     cmd.args(&case.args)
         .args(extra)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(case.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&case.dir)
+        .current_dir(dir)
         .stdin(Stdio::null());
     support::output_with_timeout(&mut cmd, TIMEOUT).map_err(|e| format!("cannot run meshcap {extra:?}: {e}"))
+}
+
+fn run(case: &Case, extra: &[&str]) -> Result<Output, String> {
+    if case.writes {
+        let scratch = Scratch::copy_of(&case.dir)?;
+        return run_in(case, &scratch.0, extra);
+    }
+    run_in(case, &case.dir, extra)
+}
+
+/// The `out.file` a run of `meshcap <args>` leaves (in a scratch copy of the case directory).
+fn written_file(case: &Case) -> Result<Vec<u8>, String> {
+    let scratch = Scratch::copy_of(&case.dir)?;
+    let out = run_in(case, &scratch.0, &[])?;
+    fs::read(scratch.0.join(OUT_FILE)).map_err(|e| {
+        format!(
+            "[expected.file] cannot read {OUT_FILE} after meshcap {} (exit {:?}): {e}; stderr:\n{}",
+            case.args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Replaces log timestamps (`2026-08-22T15:00:18.123456Z`) with `<time>`.
@@ -126,6 +195,9 @@ fn record(out: &Output) -> String {
 
 /// What `meshcap` produced for one kind of expected file.
 fn actual(case: &Case, kind: &str) -> Result<Vec<u8>, String> {
+    if kind == "expected.file" {
+        return written_file(case);
+    }
     let extra: &[&str] = match kind {
         "expected.v4" => &["--family", "v4"],
         "expected.v6" => &["--family", "v6"],
@@ -169,7 +241,8 @@ fn check(dir: &Path, bless: bool) -> Result<Vec<String>, String> {
     if kinds.is_empty() {
         if !bless {
             return Err(
-                "no expected file (expected.v4/.v6/.nft/.out); create them with MESHCAP_BLESS=1 and review them".into(),
+                "no expected file (expected.v4/.v6/.nft/.out/.file); create them with MESHCAP_BLESS=1 and review them"
+                    .into(),
             );
         }
         kinds = new_kinds(&case)?;

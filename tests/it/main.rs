@@ -8,6 +8,7 @@ mod backend_conflict;
 mod check_netns;
 mod compact_equivalence;
 mod docs;
+mod dry_run_file;
 mod golden;
 mod hardening;
 mod lab;
