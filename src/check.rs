@@ -74,6 +74,19 @@ pub struct Report {
     /// With the iptables backend: the nftables backend's tables found live (e.g.
     /// `istio-proxy-nat`), a second capture of every packet.
     pub also_in_nftables: Vec<String>,
+    /// With `--native-nftables`: the iptables backend's `ISTIO_*` chains found live (per
+    /// family and variant), a second capture of every packet.
+    pub also_in_iptables: Vec<IptablesChains>,
+}
+
+/// The iptables backend's chains in one family and variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IptablesChains {
+    /// The save program that listed them (e.g. `iptables-nft-save`).
+    pub source: String,
+    pub family: Family,
+    /// (table, chain).
+    pub chains: Vec<(String, String)>,
 }
 
 impl Report {
@@ -82,6 +95,7 @@ impl Report {
             && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
             && self.routes.as_ref().is_none_or(routes::RoutesDrift::is_clean)
             && self.also_in_nftables.is_empty()
+            && self.also_in_iptables.is_empty()
     }
 
     /// 0 in sync, 1 drift.
@@ -110,6 +124,16 @@ impl Report {
                 out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
             }
         }
+        for found in &self.also_in_iptables {
+            // The iptables check's own spelling of a chain that should not be there.
+            out.push_str(&format!(
+                "# iptables ({}, {}): meshcap's ISTIO_* chains also exist, packets are captured twice\n",
+                found.source, found.family
+            ));
+            for (table, chain) in &found.chains {
+                out.push_str(&format!("- -t {table} -N {chain}  # unexpected chain\n"));
+            }
+        }
         if let Some(r) = &self.routes {
             out.push_str(&format!("# {}\n", r.summary()));
             out.push_str(&r.lines());
@@ -122,6 +146,22 @@ impl Report {
             version: 1,
             in_sync: self.in_sync(),
             also_in_nftables: self.also_in_nftables.clone(),
+            also_in_iptables: self
+                .also_in_iptables
+                .iter()
+                .map(|found| IptablesChainsDoc {
+                    source: found.source.clone(),
+                    family: found.family.name(),
+                    chains: found
+                        .chains
+                        .iter()
+                        .map(|(table, chain)| ChainDoc {
+                            table: table.clone(),
+                            chain: chain.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
             families: self
                 .families
                 .iter()
@@ -210,12 +250,23 @@ struct ReportDoc {
     /// when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     also_in_nftables: Vec<String>,
+    /// With `--native-nftables`: the iptables backend's chains that are live too (left out
+    /// when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also_in_iptables: Vec<IptablesChainsDoc>,
     /// With `--native-nftables` (the families are then empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     nftables: Option<NftDoc>,
     /// Read from a live namespace only (not with `--from-save`).
     #[serde(skip_serializing_if = "Option::is_none")]
     routes: Option<RoutesDoc>,
+}
+
+#[derive(Serialize)]
+struct IptablesChainsDoc {
+    source: String,
+    family: &'static str,
+    chains: Vec<ChainDoc>,
 }
 
 #[derive(Serialize)]
@@ -316,6 +367,7 @@ pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
         nft: None,
         routes: None,
         also_in_nftables: Vec::new(),
+        also_in_iptables: Vec::new(),
     }
 }
 
@@ -355,11 +407,16 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
         let live = nft::read_live(&sys, ns_path)?;
         let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
+        let also_in_iptables = apply::nft::iptables_residue_chains(&sys, &kernel, config, ns_path)?
+            .into_iter()
+            .map(|(source, family, chains)| IptablesChains { source, family, chains })
+            .collect();
         return Ok(Report {
             families: Vec::new(),
             nft: Some(drift),
             routes,
             also_in_nftables: Vec::new(),
+            also_in_iptables,
         });
     }
     let mut families = Vec::new();
@@ -389,6 +446,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         nft: None,
         routes,
         also_in_nftables,
+        also_in_iptables: Vec::new(),
     })
 }
 

@@ -128,6 +128,28 @@ impl IptablesResidue {
     }
 }
 
+/// The iptables backend's `ISTIO_*` chains where the nftables backend is checked (`check
+/// --native-nftables`): per family and variant that holds any, the save program read and the
+/// (table, chain) names. Read as the nft apply reads them (only tables the kernel lists).
+pub fn iptables_residue_chains(
+    sys: &dyn System,
+    kernel: &dyn Kernel,
+    config: &Config,
+    ns: Option<&Path>,
+) -> Result<Vec<(String, Family, Vec<(String, String)>)>> {
+    let ctx = NftCtx {
+        sys,
+        kernel,
+        config,
+        ns,
+    };
+    Ok(ctx
+        .iptables_residue()?
+        .into_iter()
+        .map(|r| (r.bins.save(), r.bins.family, r.dump.istio_chains()))
+        .collect())
+}
+
 /// meshcap's `inet` tables that exist, in transaction order, when the kernel can tell without
 /// a process (`None`: nf_tables unavailable or not listable, so nothing is known).
 pub fn live_tables(kernel: &dyn Kernel) -> Option<Vec<NftTable>> {

@@ -240,3 +240,39 @@ fn a_fresh_namespace_still_costs_one_restore_per_family() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(spawns(&o), 2, "{}", show(&o));
 }
+
+#[test]
+fn check_native_nftables_reports_the_iptables_backends_chains_as_drift() {
+    if !netns_available() {
+        return;
+    }
+    let ns = v4_ns("nft-check-ipt");
+    let o = run(&ns, SIDECAR, &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut args = vec!["check", "--native-nftables", "--network-namespace", &ns.name];
+    args.extend_from_slice(SIDECAR);
+    let o = meshcap(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(
+            "# iptables (iptables-nft-save, IPv4): meshcap's ISTIO_* chains also exist, packets are captured twice\n- -t nat -N ISTIO_INBOUND  # unexpected chain\n"
+        ),
+        "{out}"
+    );
+    args.extend_from_slice(&["--format", "json"]);
+    let o = meshcap(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["also_in_iptables"][0]["source"], "iptables-nft-save", "{v}");
+    assert_eq!(v["also_in_iptables"][0]["family"], "ipv4", "{v}");
+    assert_eq!(v["also_in_iptables"][0]["chains"][0]["chain"], "ISTIO_INBOUND", "{v}");
+
+    // In sync once the nftables backend is the only one (its apply --reconcile removes the
+    // iptables backend's rules after its own are in place).
+    let o = run(&ns, SIDECAR, &["--native-nftables", "--reconcile"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = meshcap(&args[..args.len() - 2]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("# iptables"), "{}", show(&o));
+}
