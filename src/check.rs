@@ -407,10 +407,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
         let live = nft::read_live(&sys, ns_path)?;
         let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
-        let also_in_iptables = apply::nft::iptables_residue_chains(&sys, &kernel, config, ns_path)?
-            .into_iter()
-            .map(|(source, family, chains)| IptablesChains { source, family, chains })
-            .collect();
+        let also_in_iptables = apply::nft::iptables_residue_chains(&sys, &kernel, config, ns_path)?;
         return Ok(Report {
             families: Vec::new(),
             nft: Some(drift),

@@ -136,7 +136,7 @@ pub fn iptables_residue_chains(
     kernel: &dyn Kernel,
     config: &Config,
     ns: Option<&Path>,
-) -> Result<Vec<(String, Family, Vec<(String, String)>)>> {
+) -> Result<Vec<crate::check::IptablesChains>> {
     let ctx = NftCtx {
         sys,
         kernel,
@@ -146,7 +146,11 @@ pub fn iptables_residue_chains(
     Ok(ctx
         .iptables_residue()?
         .into_iter()
-        .map(|r| (r.bins.save(), r.bins.family, r.dump.istio_chains()))
+        .map(|r| crate::check::IptablesChains {
+            source: r.bins.save(),
+            family: r.bins.family,
+            chains: r.dump.istio_chains(),
+        })
         .collect())
 }
 
