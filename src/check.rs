@@ -64,7 +64,7 @@ impl FamilyReport {
 }
 
 /// The comparison of every checked family, or of the nftables ruleset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
     pub families: Vec<FamilyReport>,
     /// With `--native-nftables`: meshcap's `inet` tables.
@@ -364,10 +364,7 @@ pub fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyRepor
 pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
     Report {
         families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
-        nft: None,
-        routes: None,
-        also_in_nftables: Vec::new(),
-        also_in_iptables: Vec::new(),
+        ..Report::default()
     }
 }
 
@@ -409,11 +406,10 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
         let also_in_iptables = apply::nft::iptables_residue_chains(&sys, &kernel, config, ns_path)?;
         return Ok(Report {
-            families: Vec::new(),
             nft: Some(drift),
             routes,
-            also_in_nftables: Vec::new(),
             also_in_iptables,
+            ..Report::default()
         });
     }
     let mut families = Vec::new();
@@ -440,10 +436,9 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     tracing::debug!("{} processes spawned", sys.spawns());
     Ok(Report {
         families,
-        nft: None,
         routes,
         also_in_nftables,
-        also_in_iptables: Vec::new(),
+        ..Report::default()
     })
 }
 

@@ -80,6 +80,26 @@ fn spawns(o: &Output) -> usize {
     n.rsplit(|c: char| c.is_whitespace()).next().unwrap().parse().unwrap()
 }
 
+/// `meshcap check BACKEND --network-namespace NS SIDECAR EXTRA`.
+fn check(ns: &NetNs, backend: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec!["check"];
+    args.extend_from_slice(backend);
+    args.extend_from_slice(&["--network-namespace", &ns.name]);
+    args.extend_from_slice(SIDECAR);
+    args.extend_from_slice(extra);
+    meshcap(&args).output().unwrap()
+}
+
+/// [`check`] as text and as JSON, both exiting 1 (drift): the text and the JSON document.
+fn check_drift(ns: &NetNs, backend: &[&str]) -> (String, serde_json::Value) {
+    let o = check(ns, backend, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = text(&o.stdout);
+    let o = check(ns, backend, &["--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    (out, serde_json::from_slice(&o.stdout).unwrap())
+}
+
 const REFUSAL: &str = "meshcap's istio-proxy-* tables also exist in nftables (inet): istio-proxy-nat; with the iptables rules too, packets would be captured twice; nothing was changed; remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), or rerun with --native-nftables to keep the nftables backend";
 
 /// A namespace holding the nftables backend's rules for SIDECAR.
@@ -198,21 +218,13 @@ fn check_reports_the_nftables_backends_tables_as_drift() {
         return;
     }
     let ns = nft_captured("ipt-check");
-    let mut args = vec!["check", "--network-namespace", &ns.name];
-    args.extend_from_slice(SIDECAR);
-    let o = meshcap(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let out = text(&o.stdout);
+    let (out, v) = check_drift(&ns, &[]);
     assert!(
         out.contains(
             "# nftables: meshcap's istio-proxy-* tables also exist, packets are captured twice\n- add table inet istio-proxy-nat  # unexpected table\n"
         ),
         "{out}"
     );
-    args.extend_from_slice(&["--format", "json"]);
-    let o = meshcap(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["also_in_nftables"], serde_json::json!(["istio-proxy-nat"]));
     assert_eq!(v["in_sync"], false);
 
@@ -221,7 +233,7 @@ fn check_reports_the_nftables_backends_tables_as_drift() {
     assert!(o.status.success(), "{}", show(&o));
     let o = run(&ns, SIDECAR, &[]);
     assert!(o.status.success(), "{}", show(&o));
-    let o = meshcap(&args[..args.len() - 2]).output().unwrap();
+    let o = check(&ns, &[], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
 }
 
@@ -249,21 +261,13 @@ fn check_native_nftables_reports_the_iptables_backends_chains_as_drift() {
     let ns = v4_ns("nft-check-ipt");
     let o = run(&ns, SIDECAR, &[]);
     assert!(o.status.success(), "{}", show(&o));
-    let mut args = vec!["check", "--native-nftables", "--network-namespace", &ns.name];
-    args.extend_from_slice(SIDECAR);
-    let o = meshcap(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let out = text(&o.stdout);
+    let (out, v) = check_drift(&ns, &["--native-nftables"]);
     assert!(
         out.contains(
             "# iptables (iptables-nft-save, IPv4): meshcap's ISTIO_* chains also exist, packets are captured twice\n- -t nat -N ISTIO_INBOUND  # unexpected chain\n"
         ),
         "{out}"
     );
-    args.extend_from_slice(&["--format", "json"]);
-    let o = meshcap(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["also_in_iptables"][0]["source"], "iptables-nft-save", "{v}");
     assert_eq!(v["also_in_iptables"][0]["family"], "ipv4", "{v}");
     assert_eq!(v["also_in_iptables"][0]["chains"][0]["chain"], "ISTIO_INBOUND", "{v}");
@@ -272,7 +276,7 @@ fn check_native_nftables_reports_the_iptables_backends_chains_as_drift() {
     // iptables backend's rules after its own are in place).
     let o = run(&ns, SIDECAR, &["--native-nftables", "--reconcile"]);
     assert!(o.status.success(), "{}", show(&o));
-    let o = meshcap(&args[..args.len() - 2]).output().unwrap();
+    let o = check(&ns, &["--native-nftables"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(!text(&o.stdout).contains("# iptables"), "{}", show(&o));
 }
