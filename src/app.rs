@@ -4,17 +4,18 @@
 use std::ffi::OsString;
 use std::io::Write;
 
+use crate::cli::manual as docs;
 use crate::cli::{CaptureFlags, CheckArgs, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
-use crate::config::{Config, HostFiles, Ipv6Setting};
-use crate::docs;
+use crate::config::{Config, HostFiles};
 use crate::error::{Error, Result};
-use crate::host::Env;
+use crate::iptables::parse;
 use crate::logging::LogSettings;
-use crate::model::{Backend, Invalid};
-use crate::plan::{self, Plan};
-use crate::render;
+use crate::model::Backend;
+use crate::plan;
+use crate::sys::host::Env;
 use crate::values::Family;
-use crate::{check, parse, trace};
+use crate::{check, trace};
+use crate::{iptables, json, nft};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
@@ -125,50 +126,8 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
     }
 }
 
-/// Validates flags and builds the plan for `render` (no host scans), compacted with
-/// `--compact`, and checks it for the configuration's backend.
-pub fn plan_for_render(args: &RenderArgs, env: &Env) -> Result<(Config, Plan)> {
-    plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)
-}
-
-/// Validates capture flags and builds the plan without scanning the host: IPv6 from the
-/// `--ipv6` value (or `ENABLE_INBOUND_IPV6`), DNS servers from `resolv_conf`; compacted with
-/// `--compact` and checked for the configuration's backend. Shared by `render`, `trace` and
-/// `check`.
-pub fn plan_for_flags(
-    capture: &CaptureFlags,
-    ipv6: Option<&str>,
-    resolv_conf: &str,
-    env: &Env,
-) -> Result<(Config, Plan)> {
-    let (config, plan) = unchecked_plan(capture, ipv6, resolv_conf, env)?;
-    plan.validate(config.backend())
-        .map_err(|(family, e)| inconsistent(family, e))?;
-    Ok((config, plan))
-}
-
-/// [`plan_for_flags`] without the check (the caller checks what it renders).
-fn unchecked_plan(capture: &CaptureFlags, ipv6: Option<&str>, resolv_conf: &str, env: &Env) -> Result<(Config, Plan)> {
-    let ipv6 = Config::ipv6_setting(&ipv6.map(str::to_string), env)?;
-    let files = HostFiles {
-        resolv_conf: resolv_conf.to_string(),
-        ..HostFiles::default()
-    };
-    let config = Config::from_flags(capture, env, &files, ipv6)?;
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
-    let ipv6 = matches!(ipv6, Ipv6Setting::Explicit(true));
-    let plan = plan::build_for(&config, ipv6);
-    Ok((config, plan))
-}
-
-fn inconsistent(family: Family, e: Invalid) -> Error {
-    Error::Other(format!("internal error: the {family} plan is inconsistent: {e}"))
-}
-
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
-    let (config, plan) = unchecked_plan(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+    let (config, plan) = plan::unchecked(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
     let out = if config.native_nftables {
         if args.format == Format::Json {
             return Err(Error::invalid(
@@ -185,8 +144,8 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             ));
         }
         plan.validate(Backend::Nft)
-            .map_err(|(family, e)| inconsistent(family, e))?;
-        let tx = render::nft::transaction(&plan)
+            .map_err(|(family, e)| plan::inconsistent(family, e))?;
+        let tx = nft::text::transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
         let text = tx.text();
         // As below: the process ends after printing; the kernel reclaims the memory.
@@ -199,13 +158,13 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                 let rulesets = plan.into_rulesets();
                 for rs in &rulesets {
                     rs.validate_for(Backend::Iptables)
-                        .map_err(|e| inconsistent(rs.family, e))?;
+                        .map_err(|e| plan::inconsistent(rs.family, e))?;
                 }
                 let payload = |family: Family| {
                     rulesets
                         .iter()
                         .find(|rs| rs.family == family)
-                        .map(render::iptables::restore_payload)
+                        .map(iptables::render::restore_payload)
                         .unwrap_or_default()
                 };
                 let out = match args.family {
@@ -217,7 +176,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                             out.push_str("# ");
                             out.push_str(rs.family.name());
                             out.push('\n');
-                            render::iptables::write_restore_payload(&mut out, rs);
+                            iptables::render::write_restore_payload(&mut out, rs);
                         }
                         out
                     }
@@ -229,13 +188,13 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             }
             Format::Json => {
                 plan.validate(Backend::Iptables)
-                    .map_err(|(family, e)| inconsistent(family, e))?;
+                    .map_err(|(family, e)| plan::inconsistent(family, e))?;
                 let families = match args.family {
                     Some(FamilyArg::V4) => vec![Family::V4],
                     Some(FamilyArg::V6) => vec![Family::V6],
                     None => plan.families(),
                 };
-                render::json::render(&plan, &families)
+                json::render(&plan, &families)
             }
         }
     };
@@ -265,14 +224,14 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
             ));
         }
         Some(path) => {
-            let text = crate::host::read_file(path)?;
+            let text = crate::sys::host::read_file(path)?;
             let dump = parse::parse_save(&text, parse::Strictness::Lenient)
                 .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
             trace::Netfilter::from_save(&dump, family)
                 .map_err(|e| Error::Other(format!("cannot trace through {}: {e}", crate::error::quote(path))))?
         }
         None => {
-            let (config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+            let (config, plan) = plan::for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
             // One inet ruleset with nftables: an IPv6 packet meets the rules written for both
             // families even when the IPv6-only ones are off.
             if !config.native_nftables && family == Family::V6 && !plan.ipv6 {
@@ -323,12 +282,12 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
                 "a dump is iptables-save output; drop --native-nftables to compare it",
             ));
         }
-        let (_config, plan) = plan_for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+        let (_config, plan) = plan::for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
         let family = match args.family {
             Some(FamilyArg::V6) => Family::V6,
             _ => Family::V4,
         };
-        let text = crate::host::read_file(path)?;
+        let text = crate::sys::host::read_file(path)?;
         let dump = parse::parse_save(&text, parse::Strictness::Lenient)
             .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
         return Ok(check::check(&plan, &[(family, dump)]));
@@ -391,7 +350,7 @@ mod tests {
             panic!("render expected")
         };
         assert_eq!(args.capture.tproxy_route_table.as_deref(), Some("-1"));
-        let e = plan_for_render(&args, &Env::default()).unwrap_err();
+        let e = plan::for_render(&args, &Env::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid value '-1' for '--istio-inbound-tproxy-route-table': expected a 32-bit number in decimal digits"

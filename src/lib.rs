@@ -1,28 +1,24 @@
 //! meshcap: the traffic capture of a service-mesh sidecar, as a typed rule model.
 //!
-//! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → renderers ([`render`]).
+//! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → codecs ([`iptables`], [`nft`],
+//! [`json`]) / [`trace`] / [`drift`] / [`live`] / [`apply`]. The layers and their one-way order
+//! are in `docs/architecture.md`.
 
 pub mod app;
 pub mod apply;
 pub mod check;
 pub mod cli;
-pub mod compact;
 pub mod config;
-pub mod docs;
 pub mod drift;
 pub mod error;
-pub mod exec;
-pub mod host;
-pub mod kernel;
+pub mod iptables;
+pub mod json;
+pub mod live;
 pub mod logging;
 pub mod model;
-pub mod netlink;
-pub mod netns;
-pub mod outfile;
-pub mod parse;
+pub mod nft;
 pub mod plan;
-pub mod render;
-pub mod routes;
+pub mod probe;
+pub mod sys;
 pub mod trace;
-pub mod validate;
 pub mod values;

@@ -8,10 +8,10 @@
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use meshcap::cli::{Cli, Command};
-use meshcap::host::Env;
-use meshcap::parse::{Strictness, parse_save};
-use meshcap::render::iptables::restore_payload;
-use meshcap::render::nft::Transaction;
+use meshcap::sys::host::Env;
+use meshcap::iptables::parse::{Strictness, parse_save};
+use meshcap::iptables::render::restore_payload;
+use meshcap::nft::text::Transaction;
 use meshcap::values::Family;
 
 fn one_op_per_line(tx: &Transaction) {
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let env = Env::from_pairs(env_part.lines().filter_map(|l| l.split_once('=')));
     let Ok(cli) = Cli::try_parse_from(&argv) else { return };
     let Some(Command::Render(args)) = cli.command else { return };
-    let Ok((_config, plan)) = meshcap::app::plan_for_render(&args, &env) else { return };
+    let Ok((_config, plan)) = meshcap::plan::for_render(&args, &env) else { return };
     for family in [Family::V4, Family::V6] {
         let rs = plan.ruleset(family);
         rs.validate().expect("an accepted configuration renders a valid ruleset");
@@ -46,8 +46,8 @@ fuzz_target!(|data: &[u8]| {
         let back = parse_save(&payload, Strictness::Strict).expect("payload parses back");
         assert_eq!(back.to_ruleset(family).expect("payload converts back"), rs);
     }
-    let tx = meshcap::render::nft::transaction(&plan).expect("an accepted configuration renders an nft transaction");
+    let tx = meshcap::nft::text::transaction(&plan).expect("an accepted configuration renders an nft transaction");
     one_op_per_line(&tx);
-    let tx = meshcap::render::nft::apply_transaction(&plan).expect("and its apply transaction");
+    let tx = meshcap::nft::text::apply_transaction(&plan).expect("and its apply transaction");
     one_op_per_line(&tx);
 });

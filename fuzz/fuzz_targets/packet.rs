@@ -7,7 +7,7 @@
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 use meshcap::cli::{Cli, Command};
-use meshcap::host::Env;
+use meshcap::sys::host::Env;
 use meshcap::trace::packet::Packet;
 use meshcap::trace::{Ids, Netfilter, trace};
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(cli) = Cli::try_parse_from(&argv) else { return };
     let Some(Command::Render(args)) = cli.command else { return };
-    let Ok((_config, plan)) = meshcap::app::plan_for_render(&args, &Env::default()) else { return };
+    let Ok((_config, plan)) = meshcap::plan::for_render(&args, &Env::default()) else { return };
     let family = packet.family();
     let ipt = Netfilter::from_plan(&plan, family, false).expect("an accepted plan has an iptables view");
     let nft = Netfilter::from_plan(&plan, family, true).expect("an accepted plan has an nft view");

@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use meshcap::check::nft::{Ruleset, compare, key, listing_json, parse_listing, planned};
+use meshcap::nft::listing::{Ruleset, compare, key, listing_json, parse_listing, planned};
 use meshcap::cli::{Cli, Command};
-use meshcap::host::Env;
+use meshcap::sys::host::Env;
 use meshcap::trace::Ids;
 
 /// The state a TPROXY + DNS + drop-invalid configuration with IPv6 leaves (every table).
@@ -24,8 +24,8 @@ fn plan_state() -> &'static Ruleset {
         ];
         let Ok(cli) = Cli::try_parse_from(argv) else { panic!("argv") };
         let Some(Command::Render(args)) = cli.command else { panic!("render") };
-        let (_, plan) = meshcap::app::plan_for_render(&args, &Env::default()).expect("plan");
-        planned(&meshcap::render::nft::apply_transaction(&plan).expect("transaction"))
+        let (_, plan) = meshcap::plan::for_render(&args, &Env::default()).expect("plan");
+        planned(&meshcap::nft::text::apply_transaction(&plan).expect("transaction"))
     })
 }
 

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshcap::parse::{Strictness, parse_save};
-use meshcap::render::iptables::restore_payload;
+use meshcap::iptables::parse::{Strictness, parse_save};
+use meshcap::iptables::render::restore_payload;
 use meshcap::values::Family;
 
 fuzz_target!(|data: &[u8]| {

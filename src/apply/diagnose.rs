@@ -6,7 +6,7 @@
 //! the tool's own message, never replaces it.
 
 use crate::error::quote;
-use crate::exec::ExecError;
+use crate::sys::exec::ExecError;
 
 /// Targets that are verdicts, not extensions.
 const VERDICTS: [&str; 4] = ["ACCEPT", "DROP", "RETURN", "QUEUE"];

@@ -6,18 +6,18 @@
 //! backend's `inet istio-proxy-*` tables exist (listed over netlink, no process; both would
 //! capture every packet; the cleanup leaves them and says so) → per family choose the binaries
 //! ([`binaries`]) and read the live state with one `<variant>-save` (only when a table exists)
-//! → compare it with the plan, order-sensitively ([`live::verdict`]) → nothing (equal), apply
+//! → compare it with the plan, order-sensitively ([`payloads::verdict`]) → nothing (equal), apply
 //! (absent), refuse (different, without `--reconcile`), or rebuild under guardrails (cleanup of
 //! what is actually live and the new rules in one restore per family, each table atomic) →
-//! roll every touched table back if any restore fails → TPROXY routing ([`crate::routes`])
-//! → `--run-validation` ([`crate::validate`]).
+//! roll every touched table back if any restore fails → TPROXY routing ([`crate::apply::routes`])
+//! → `--run-validation` ([`crate::probe`]).
 //! `--dry-run` prints the commands and changes nothing. With `--native-nftables` the rules go
 //! through the nft backend ([`nft`]) instead; everything around them is shared.
 
-pub mod binaries;
 pub mod diagnose;
-pub mod live;
 pub mod nft;
+pub mod payloads;
+pub mod routes;
 pub mod stream;
 
 use std::fmt::Write as _;
@@ -26,22 +26,25 @@ use std::path::Path;
 use crate::cli::CaptureFlags;
 use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
 use crate::error::{Error, Result};
-use crate::exec::{Cmd, ExecError, RealSystem, Recorder, System, run_ok};
-use crate::host::Env;
-use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::iptables::parse::{SaveDump, Strictness, parse_save};
+use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
-use crate::netns::Netns;
-use crate::outfile::Pending;
-use crate::parse::{SaveDump, Strictness, parse_save};
+use crate::nft::text::NftTable;
 use crate::plan::{self, Plan};
-use crate::render::iptables::restore_payload;
-use crate::render::nft::NftTable;
-use crate::routes;
-use crate::validate;
+use crate::sys::exec::{Cmd, ExecError, RealSystem, Recorder, System, run_ok};
+use crate::sys::host::Env;
+use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::sys::netns::Netns;
+use crate::sys::outfile::Pending;
+
+use crate::probe as validate;
 use crate::values::Family;
 
-use binaries::{Binaries, Variant};
-use live::Verdict;
+use crate::live::{
+    self,
+    binaries::{Binaries, Variant},
+};
+use payloads::Verdict;
 
 /// Runs the command; `cleanup_cmd` is `istio-clean-iptables`. Returns the exit code.
 pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
@@ -71,7 +74,10 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     let _lock = if config.dry_run {
         None
     } else {
-        Some(crate::netns::lock(netns.as_ref(), std::time::Duration::from_secs(60))?)
+        Some(crate::sys::netns::lock(
+            netns.as_ref(),
+            std::time::Duration::from_secs(60),
+        )?)
     };
     let detect = ipv6_setting == Ipv6Setting::Detect && !cleanup;
     let kernel = if !config.dry_run || detect {
@@ -109,14 +115,16 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
         } else {
             // Listed over netlink (no process; skipped silently without the rights to ask).
             let theirs = match &kernel {
-                Some(k) => nft::live_tables(k),
-                None => crate::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| nft::tables_named(&names)),
+                Some(k) => live::nft::our_tables(k),
+                None => {
+                    crate::sys::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| live::nft::tables_named(&names))
+                }
             };
             dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?;
             stream::iptables(&plan, cleanup)
         };
         if let Some(file) = stream_file {
-            file.commit(crate::exec::recorded_stream(&recorded).as_bytes())?;
+            file.commit(crate::sys::exec::recorded_stream(&recorded).as_bytes())?;
         }
         return validate::after_rules(&config, netns.as_ref());
     }
@@ -284,7 +292,7 @@ fn lock_mode(cmd: &Cmd) -> &'static str {
 pub fn nft_backend_refusal(tables: &[NftTable]) -> String {
     format!(
         "{}; with the iptables rules too, packets would be captured twice; nothing was changed; remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), or rerun with --native-nftables to keep the nftables backend",
-        nft::tables_note(tables)
+        live::nft::tables_note(tables)
     )
 }
 
@@ -292,7 +300,7 @@ pub fn nft_backend_refusal(tables: &[NftTable]) -> String {
 pub fn nft_backend_left(tables: &[NftTable]) -> String {
     format!(
         "{}; the iptables cleanup does not remove them and they still capture packets: remove them with --cleanup-only --native-nftables",
-        nft::tables_note(tables)
+        live::nft::tables_note(tables)
     )
 }
 
@@ -324,7 +332,7 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
             let rs = plan.ruleset(family);
             let live = parse_save(&restore_payload(&rs), Strictness::Lenient)
                 .map_err(|e| Error::Other(format!("internal error: {e}")))?;
-            let input = live::restore_input(&live::cleanup_lines(&rs, &live), None);
+            let input = payloads::restore_input(&payloads::cleanup_lines(&rs, &live), None);
             if !input.is_empty() {
                 let b = bins(family);
                 show(&restore_cmd(&b, &input, true, ns, config.cni_mode, config.xtables_wait));
@@ -377,40 +385,6 @@ enum Action {
     Rebuild,
 }
 
-/// The live iptables state of one family, read exactly as apply reads it before deciding.
-#[derive(Debug, Clone)]
-pub struct LiveFamily {
-    /// The binaries apply would use (and whose save was read).
-    pub bins: Binaries,
-    pub live: SaveDump,
-    /// Other variants that hold meshcap's rules too.
-    pub others: Vec<(Binaries, SaveDump)>,
-}
-
-/// Reads one family's live state as apply would (same binary choice, same reads), for `check`.
-/// `None` when the family is off and nothing of it can exist.
-pub fn read_live(
-    sys: &dyn System,
-    kernel: &dyn Kernel,
-    config: &Config,
-    ns: Option<&Path>,
-    family: Family,
-    planned: Ruleset,
-    enabled: bool,
-) -> Result<Option<LiveFamily>> {
-    let ctx = Ctx {
-        sys,
-        kernel,
-        config,
-        ns,
-    };
-    Ok(ctx.read_family(family, planned, enabled)?.map(|s| LiveFamily {
-        bins: s.bins,
-        live: s.live,
-        others: s.others.into_iter().map(|(b, _, d)| (b, d)).collect(),
-    }))
-}
-
 /// Tables a restore touched, to put back if a later step fails.
 struct Touched {
     bins: Binaries,
@@ -426,14 +400,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn save(&self, bins: &Binaries) -> Result<String> {
-        let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
-        tracing::debug!("Running command (without lock): {cmd}");
-        run_ok(self.sys, &cmd)
-            .map(|o| o.stdout)
-            .map_err(|e| Error::Other(format!("cannot read the live {} rules: {e}", bins.family)))
-    }
-
     fn restore(&self, bins: &Binaries, input: &str, noflush: bool) -> Result<(), ExecError> {
         let cmd = restore_cmd(
             bins,
@@ -449,78 +415,24 @@ impl Ctx<'_> {
             .map_err(|e| diagnose::annotate(e, input, self.config.xtables_wait))
     }
 
-    fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
-        parse_save(text, Strictness::Lenient)
-            .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))
+    /// The reader of the live iptables state, as `check` uses it too.
+    fn reader(&self) -> live::iptables::Reader<'_> {
+        live::iptables::Reader {
+            sys: self.sys,
+            kernel: self.kernel,
+            force: self.config.force_iptables_binary,
+            ns: self.ns,
+        }
     }
 
-    /// Whether any of the four tables exists for `family` in either variant.
-    fn any_tables(&self, family: Family) -> bool {
-        !self.kernel.legacy_tables(family).is_empty() || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
-    }
-
-    /// Chooses the binaries and reads the live state of `family`. `None` when the family is
-    /// off and no usable binary exists (a warning is logged) or nothing can be there.
+    /// Reads `family`'s live state and compares it with the plan. `None` when the family is
+    /// off and nothing of it can be there.
     fn read_family(&self, family: Family, planned: Ruleset, enabled: bool) -> Result<Option<FamilyState>> {
-        if !enabled && !self.any_tables(family) {
+        let Some(l) = self.reader().read_family(family, enabled)? else {
             return Ok(None);
-        }
-        let choice = match binaries::select(
-            self.sys,
-            self.kernel,
-            family,
-            self.config.force_iptables_binary,
-            self.ns,
-        ) {
-            Ok(c) => c,
-            Err(e) if !enabled && family == Family::V6 => {
-                tracing::warn!(
-                    "Failed to detect a working ip6tables binary; continuing because IPv6 support is disabled (ENABLE_INBOUND_IPV6=false): {e}"
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
         };
-        let bins = choice.bins;
-        let plain = bins.base == binaries::prefix(family);
-        let before = if plain {
-            self.save(&bins)?
-        } else {
-            match bins.variant {
-                Variant::Legacy => choice.legacy_save.clone().unwrap_or_default(),
-                Variant::Nft if self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()) => self.save(&bins)?,
-                Variant::Nft => String::new(),
-            }
-        };
-        let live = self.parse(&bins, &before)?;
-        let mut others = Vec::new();
-        if !plain {
-            let other = match bins.variant {
-                Variant::Legacy => {
-                    let nft = Binaries::of(family, Variant::Nft);
-                    let has = self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty());
-                    if has && self.sys.has_program(&nft.save()) {
-                        let text = self.save(&nft)?;
-                        Some((nft, text))
-                    } else {
-                        None
-                    }
-                }
-                Variant::Nft => choice
-                    .legacy_save
-                    .clone()
-                    .map(|text| (Binaries::of(family, Variant::Legacy), text)),
-            };
-            if let Some((mut ob, text)) = other {
-                let dump = self.parse(&ob, &text)?;
-                if dump.has_istio_state() {
-                    ob.version = binaries::parse_version(&text);
-                    others.push((ob, text, dump));
-                }
-            }
-        }
-        let mut verdict = live::verdict(&planned, &live);
-        for (ob, _, _) in &others {
+        let mut verdict = payloads::verdict(&planned, &l.live);
+        for (ob, _, _) in &l.others {
             let note = format!("meshcap's chains also exist in the {} tables", ob.base);
             verdict = match verdict {
                 Verdict::Differs { summary, diff } => Verdict::Differs {
@@ -535,17 +447,17 @@ impl Ctx<'_> {
         }
         tracing::debug!(
             "[{family}] using {} ({:?}); live state: {:?}",
-            bins.base,
-            bins.version,
+            l.bins.base,
+            l.bins.version,
             verdict
         );
         Ok(Some(FamilyState {
             planned,
             enabled,
-            bins,
-            before,
-            live,
-            others,
+            bins: l.bins,
+            before: l.before,
+            live: l.live,
+            others: l.others,
             verdict,
         }))
     }
@@ -554,7 +466,7 @@ impl Ctx<'_> {
     /// nf_tables is unusable and none can exist, or the rights to ask are missing, and
     /// iptables-nft would fail as well).
     fn nft_backend_tables(&self) -> Vec<NftTable> {
-        nft::live_tables(self.kernel).unwrap_or_else(|| {
+        live::nft::our_tables(self.kernel).unwrap_or_else(|| {
             tracing::debug!(
                 "the kernel does not list the nftables tables; meshcap's istio-proxy-* tables were not looked for"
             );
@@ -595,7 +507,7 @@ impl Ctx<'_> {
         // place; kept (failing closed) while they are not.
         let leftovers: Vec<&FamilyState> = states
             .iter()
-            .filter(|s| s.enabled && live::guardrails_present(&s.live))
+            .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
             .collect();
         if states.iter().all(|s| s.verdict == Verdict::Absent) {
             tracing::info!("Clean-state detected, new iptables are needed");
@@ -635,7 +547,7 @@ impl Ctx<'_> {
         if rebuild {
             tracing::info!("Setting up guardrails");
             for s in states.iter().filter(|s| s.enabled) {
-                let input = live::guardrails_input(&s.live);
+                let input = payloads::guardrails_input(&s.live);
                 if let Err(e) = self.restore(&s.bins, &input, true) {
                     let removal = self.remove_guardrails(&guarded);
                     return Err(Error::Other(format!("failed to set up the guardrails: {e}{removal}")));
@@ -654,10 +566,11 @@ impl Ctx<'_> {
                 Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
                 Action::Rebuild => {
                     for (ob, text, dump) in &s.others {
-                        let input = live::restore_input(&live::cleanup_lines(&s.planned, dump), None);
+                        let input = payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None);
                         steps.push((ob.clone(), text.clone(), input));
                     }
-                    let input = live::restore_input(&live::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
+                    let input =
+                        payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
                     steps.push((s.bins.clone(), s.before.clone(), input));
                 }
             }
@@ -671,7 +584,7 @@ impl Ctx<'_> {
                     input.trim()
                 );
                 touched.push(Touched {
-                    tables: live::tables_of(&input),
+                    tables: payloads::tables_of(&input),
                     bins: bins.clone(),
                     before,
                 });
@@ -716,8 +629,10 @@ impl Ctx<'_> {
 
     /// Whether the tables of `t` still hold what was read before (counters and comments aside).
     fn unchanged(&self, t: &Touched) -> bool {
-        let Ok(now) = self.save(&t.bins) else { return false };
-        let keep = |text: &str| live::rollback_input(text, &t.tables, false);
+        let Ok(now) = self.reader().save(&t.bins) else {
+            return false;
+        };
+        let keep = |text: &str| payloads::rollback_input(text, &t.tables, false);
         let strip = |text: String| -> String {
             text.lines()
                 .map(|l| match l.rfind(" [") {
@@ -735,7 +650,7 @@ impl Ctx<'_> {
         let mut failed = Vec::new();
         for t in touched.iter().rev() {
             let guard = guarded.iter().any(|g| g.bins == t.bins);
-            let input = live::rollback_input(&t.before, &t.tables, guard);
+            let input = payloads::rollback_input(&t.before, &t.tables, guard);
             tracing::info!(
                 "Rolling back with: {} and the following input:\n{}",
                 t.bins.restore(),
@@ -771,11 +686,12 @@ impl Ctx<'_> {
                 "removing the guardrails an interrupted meshcap run left in the {} filter table",
                 s.bins.family
             );
-            self.restore(&s.bins, &live::guardrails_removal(), true).map_err(|e| {
-                Error::Other(format!(
-                    "cannot remove the guardrails an interrupted run left (TCP and UDP are dropped): {e}"
-                ))
-            })?;
+            self.restore(&s.bins, &payloads::guardrails_removal(), true)
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "cannot remove the guardrails an interrupted run left (TCP and UDP are dropped): {e}"
+                    ))
+                })?;
         }
         Ok(())
     }
@@ -784,7 +700,7 @@ impl Ctx<'_> {
     fn remove_guardrails(&self, guarded: &[&FamilyState]) -> String {
         let mut failed = Vec::new();
         for s in guarded {
-            if let Err(e) = self.restore(&s.bins, &live::guardrails_removal(), true) {
+            if let Err(e) = self.restore(&s.bins, &payloads::guardrails_removal(), true) {
                 failed.push(e.to_string());
             }
         }
@@ -821,11 +737,11 @@ impl Ctx<'_> {
                     );
                     continue;
                 }
-                let text = self.save(&bins)?;
-                bins.version = binaries::parse_version(&text);
-                let dump = self.parse(&bins, &text)?;
-                let mut lines = live::cleanup_lines(&planned, &dump);
-                if live::guardrails_present(&dump) {
+                let text = self.reader().save(&bins)?;
+                bins.version = live::binaries::parse_version(&text);
+                let dump = self.reader().parse(&bins, &text)?;
+                let mut lines = payloads::cleanup_lines(&planned, &dump);
+                if payloads::guardrails_present(&dump) {
                     tracing::warn!(
                         "removing the guardrails an interrupted meshcap run left in {}",
                         bins.base
@@ -833,9 +749,9 @@ impl Ctx<'_> {
                     lines
                         .entry(TableName::Filter)
                         .or_default()
-                        .extend(live::guardrail_deletes());
+                        .extend(payloads::guardrail_deletes());
                 }
-                let input = live::restore_input(&lines, None);
+                let input = payloads::restore_input(&lines, None);
                 if input.is_empty() {
                     continue;
                 }
@@ -859,7 +775,7 @@ impl Ctx<'_> {
 
     fn final_state_dump(&self, plan: &Plan) {
         for family in plan.families() {
-            let Ok(choice) = binaries::select(
+            let Ok(choice) = live::binaries::select(
                 self.sys,
                 self.kernel,
                 family,
@@ -868,7 +784,7 @@ impl Ctx<'_> {
             ) else {
                 continue;
             };
-            if let Ok(text) = self.save(&choice.bins) {
+            if let Ok(text) = self.reader().save(&choice.bins) {
                 tracing::debug!("Final iptables state ({family}):\n{text}");
             }
         }

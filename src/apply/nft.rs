@@ -5,7 +5,7 @@
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
 //! meshcap's exists is the live state read, with one `nft -j list ruleset inet`, and compared
-//! with the state the transaction produces — both with [`crate::check::nft`], the one reader
+//! with the state the transaction produces — both with [`crate::nft::listing`], the one reader
 //! and comparator of nftables state (`check --native-nftables` uses it too): equal → nothing
 //! is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
@@ -24,23 +24,21 @@
 //! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
 //! such family and variant looks for `ISTIO_*` chains; `--reconcile` removes them with the
 //! iptables backend's cleanup after the nft transaction succeeded, so capture never lapses.
-//! The other way round the iptables backend refuses over this backend's tables ([`live_tables`],
-//! [`tables_note`]), even with `--reconcile`: removing them is this backend's cleanup.
+//! The other way round the iptables backend refuses over this backend's tables ([`live::nft::our_tables`],
+//! [`live::nft::tables_note`]), even with `--reconcile`: removing them is this backend's cleanup.
 
 use std::path::Path;
 
-use crate::check::nft::{self as state, Ruleset};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::exec::{Cmd, System, run_ok};
-use crate::kernel::Kernel;
+use crate::nft::listing::{self as state, Ruleset};
+use crate::nft::text::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
 use crate::plan::Plan;
-use crate::render::nft::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
+use crate::sys::exec::{Cmd, System, run_ok};
+use crate::sys::kernel::Kernel;
 
-use super::binaries::{Binaries, Variant, parse_version};
-use super::live;
-use crate::parse::{SaveDump, Strictness, parse_save};
-use crate::values::Family;
+use super::payloads;
+use crate::live::{self, iptables::Residue};
 
 /// The program, looked up in `PATH`.
 pub const NFT: &str = "nft";
@@ -62,7 +60,8 @@ pub fn planned_transaction(plan: &Plan) -> Result<Transaction> {
 /// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
 pub fn check_version(text: &str) -> Result<()> {
     let text = text.trim();
-    let parsed = parse_version(text).or_else(|| parse_version(&format!("v{text}")));
+    let parsed = crate::live::binaries::parse_version(text)
+        .or_else(|| crate::live::binaries::parse_version(&format!("v{text}")));
     match parsed {
         Some(v) if v >= MIN_VERSION => Ok(()),
         Some(_) => Err(Error::Other(format!(
@@ -104,80 +103,6 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<(
     Ok(())
 }
 
-/// meshcap's iptables rules (the other backend's `ISTIO_*` chains) found in one family and
-/// variant: with both backends live, packets would be captured twice.
-struct IptablesResidue {
-    bins: Binaries,
-    dump: SaveDump,
-}
-
-impl IptablesResidue {
-    fn note(&self) -> String {
-        let chains: Vec<String> = self
-            .dump
-            .istio_chains()
-            .into_iter()
-            .map(|(t, c)| format!("{t}/{c}"))
-            .collect();
-        format!(
-            "meshcap's ISTIO_* chains also exist in the {} tables ({}): {}",
-            self.bins.base,
-            self.bins.family,
-            chains.join(", ")
-        )
-    }
-}
-
-/// The iptables backend's `ISTIO_*` chains where the nftables backend is checked (`check
-/// --native-nftables`): per family and variant that holds any, the save program read and the
-/// (table, chain) names. Read as the nft apply reads them (only tables the kernel lists).
-pub fn iptables_residue_chains(
-    sys: &dyn System,
-    kernel: &dyn Kernel,
-    config: &Config,
-    ns: Option<&Path>,
-) -> Result<Vec<crate::check::IptablesChains>> {
-    let ctx = NftCtx {
-        sys,
-        kernel,
-        config,
-        ns,
-    };
-    Ok(ctx
-        .iptables_residue()?
-        .into_iter()
-        .map(|r| crate::check::IptablesChains {
-            source: r.bins.save(),
-            family: r.bins.family,
-            chains: r.dump.istio_chains(),
-        })
-        .collect())
-}
-
-/// meshcap's `inet` tables that exist, in transaction order, when the kernel can tell without
-/// a process (`None`: nf_tables unavailable or not listable, so nothing is known).
-pub fn live_tables(kernel: &dyn Kernel) -> Option<Vec<NftTable>> {
-    kernel.nft_inet_tables().map(|names| tables_named(&names))
-}
-
-/// meshcap's tables among the `inet` table `names`, in transaction order.
-pub fn tables_named(names: &[String]) -> Vec<NftTable> {
-    NftTable::ALL
-        .into_iter()
-        .filter(|t| names.iter().any(|n| n == t.name()))
-        .collect()
-}
-
-/// The note naming this backend's live tables, as the iptables backend reports them (the
-/// counterpart of the `ISTIO_*` chains note above): with both live, packets are captured twice.
-pub fn tables_note(tables: &[NftTable]) -> String {
-    let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
-    format!(
-        "meshcap's istio-proxy-* tables also exist in nftables (inet): {}",
-        names.join(", ")
-    )
-}
-
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
     pub sys: &'a dyn System,
@@ -187,9 +112,18 @@ pub(super) struct NftCtx<'a> {
 }
 
 impl NftCtx<'_> {
+    fn reader(&self) -> live::iptables::Reader<'_> {
+        live::iptables::Reader {
+            sys: self.sys,
+            kernel: self.kernel,
+            force: self.config.force_iptables_binary,
+            ns: self.ns,
+        }
+    }
+
     /// meshcap's tables that exist, when the kernel can tell without a process.
     fn our_tables(&self) -> Option<Vec<NftTable>> {
-        live_tables(self.kernel)
+        live::nft::our_tables(self.kernel)
     }
 
     fn require_nft(&self) -> Result<()> {
@@ -227,49 +161,11 @@ impl NftCtx<'_> {
         Ok(())
     }
 
-    /// The iptables backend's rules, looked for only in the iptables tables the kernel lists
-    /// (a fresh pod costs no process).
-    fn iptables_residue(&self) -> Result<Vec<IptablesResidue>> {
-        let mut out = Vec::new();
-        for family in Family::ALL {
-            for variant in [Variant::Legacy, Variant::Nft] {
-                let has_tables = match variant {
-                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
-                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
-                };
-                if !has_tables {
-                    continue;
-                }
-                let mut bins = Binaries::of(family, variant);
-                if !self.sys.has_program(&bins.save()) {
-                    tracing::warn!(
-                        "{} tables exist but {} is not installed: meshcap's iptables rules there cannot be checked",
-                        variant.name(),
-                        bins.save()
-                    );
-                    continue;
-                }
-                let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
-                tracing::debug!("Running command (without lock): {cmd}");
-                let text = run_ok(self.sys, &cmd)
-                    .map_err(|e| Error::Other(format!("cannot read the live {family} iptables rules: {e}")))?
-                    .stdout;
-                let dump = parse_save(&text, Strictness::Lenient)
-                    .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))?;
-                if dump.has_istio_state() {
-                    bins.version = parse_version(&text);
-                    out.push(IptablesResidue { bins, dump });
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Removes the iptables backend's rules (after the nft rules are in place, so capture
     /// never lapses).
-    fn remove_iptables_residue(&self, plan: &Plan, residue: &[IptablesResidue]) -> Result<()> {
+    fn remove_iptables_residue(&self, plan: &Plan, residue: &[Residue]) -> Result<()> {
         for r in residue {
-            let input = live::restore_input(&live::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
+            let input = payloads::restore_input(&payloads::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
             tracing::info!(
                 "Running iptables restore with: {} and the following input:\n{}",
                 r.bins.restore(),
@@ -299,10 +195,10 @@ impl NftCtx<'_> {
         let planned = state::planned(&tx);
         let live = match self.our_tables() {
             Some(t) if t.is_empty() => Ruleset::default(),
-            _ => state::read_live(self.sys, self.ns)?,
+            _ => live::nft::read_listing(self.sys, self.ns)?,
         };
-        let drift = state::compare(&planned, &live, &crate::trace::Ids::from_host());
-        let residue = self.iptables_residue()?;
+        let drift = crate::drift::nft::compare(&planned, &live, &crate::trace::Ids::from_host());
+        let residue = self.reader().residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {
             tracing::info!("Clean-state detected, new nftables rules are needed");
@@ -365,8 +261,8 @@ impl NftCtx<'_> {
 mod tests {
     use super::*;
     use crate::apply::tests::{FakeKernel, config};
-    use crate::check::nft::listing_json;
-    use crate::exec::{ExecError, Output, Recorder};
+    use crate::nft::listing::listing_json;
+    use crate::sys::exec::{ExecError, Output, Recorder};
 
     fn lines(rec: &Recorder) -> Vec<String> {
         rec.commands().iter().map(|c| c.line()).collect()
@@ -507,7 +403,7 @@ mod tests {
     #[test]
     fn the_iptables_backends_rules_are_drift_and_reconcile_removes_them() {
         let (c, p) = sidecar();
-        let save = crate::render::iptables::restore_payload(&p.ruleset(crate::values::Family::V4));
+        let save = crate::iptables::render::restore_payload(&p.ruleset(crate::values::Family::V4));
         let k = FakeKernel {
             nft: [Some(vec![crate::model::TableName::Nat]), Some(vec![])],
             nft_inet: Some(vec![]),

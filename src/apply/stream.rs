@@ -14,16 +14,16 @@
 //! prints), recorded as its lines.
 
 use crate::error::{Error, Result};
-use crate::exec::Cmd;
+use crate::iptables::render::{restore_payload, rule_args};
 use crate::model::{ChainName, TableName, Target};
+use crate::nft::text::{cleanup_transaction, transaction};
 use crate::plan::Plan;
-use crate::render::iptables::{restore_payload, rule_args};
-use crate::render::nft::{cleanup_transaction, transaction};
+use crate::sys::exec::Cmd;
 use crate::values::Family;
 
-use super::binaries::Binaries;
+use crate::live::binaries::Binaries;
 
-/// The iptables dry run's stream as commands; render it with [`crate::exec::recorded_stream`].
+/// The iptables dry run's stream as commands; render it with [`crate::sys::exec::recorded_stream`].
 pub fn iptables(plan: &Plan, cleanup: bool) -> Vec<Cmd> {
     let save = |family: Family| Cmd::new(Binaries::plain(family).save(), [""; 0]);
     let mut cmds = vec![save(Family::V4), save(Family::V6)];
@@ -100,8 +100,8 @@ mod tests {
     use super::*;
     use crate::cli::CaptureFlags;
     use crate::config::{Config, HostFiles, Ipv6Setting};
-    use crate::exec::recorded_stream;
-    use crate::host::Env;
+    use crate::sys::exec::recorded_stream;
+    use crate::sys::host::Env;
 
     fn plan(flags: CaptureFlags, ipv6: bool) -> Plan {
         plan_with(flags, ipv6, "/nonexistent")

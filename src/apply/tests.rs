@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 
 use super::*;
-use crate::exec::Output;
+use crate::sys::exec::Output;
 
 #[derive(Default)]
 pub(crate) struct FakeKernel {
@@ -220,7 +220,7 @@ fn reconcile_runs_under_guardrails_and_removes_them_when_the_restore_fails() {
         inputs[2].contains("--to-ports 15002"),
         "rollback restores the old rules"
     );
-    assert_eq!(inputs[3], live::guardrails_removal());
+    assert_eq!(inputs[3], payloads::guardrails_removal());
 }
 
 #[test]

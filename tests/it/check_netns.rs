@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use meshcap::iptables::parse::{Strictness, parse_save};
 use meshcap::model::{Rule, TableName};
-use meshcap::parse::{Strictness, parse_save};
 
 use crate::support::{NetNs, meshcap, netns_available};
 

@@ -7,10 +7,10 @@
 //!
 //! In-process, through the library; no namespace needed.
 
-use meshcap::app::plan_for_flags;
 use meshcap::cli::CaptureFlags;
-use meshcap::host::Env;
 use meshcap::plan::Plan;
+use meshcap::plan::for_flags as plan_for_flags;
+use meshcap::sys::host::Env;
 use meshcap::trace::{self, Effect, Ids, Netfilter, Packet, Trace};
 use meshcap::values::Family;
 

@@ -471,7 +471,7 @@ fn dry_run_prints_the_transaction_and_changes_nothing() {
 /// appends a line nft rejects to the transaction and hands it to the real nft (so the kernel
 /// sees a failing transaction); anything else goes to the real nft.
 fn nft_wrapper(tag: &str, version: &str, break_transactions: bool) -> (PathBuf, String) {
-    let real = meshcap::exec::find_in_path("nft", std::env::var_os("PATH").as_deref()).expect("nft in PATH");
+    let real = meshcap::sys::exec::find_in_path("nft", std::env::var_os("PATH").as_deref()).expect("nft in PATH");
     let real = real.display();
     let dir = std::env::temp_dir().join(format!("meshcap-nftw-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

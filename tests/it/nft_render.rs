@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use clap::Parser;
-use meshcap::app::plan_for_render;
 use meshcap::cli::{Cli, Command};
-use meshcap::host::Env;
+use meshcap::nft::text::{Transaction, apply_transaction, cleanup_transaction};
 use meshcap::plan::Plan;
-use meshcap::render::nft::{Transaction, apply_transaction, cleanup_transaction};
+use meshcap::plan::for_render as plan_for_render;
+use meshcap::sys::host::Env;
 
 use crate::support::{NetNs, meshcap, netns_available};
 
@@ -356,8 +356,8 @@ fn apply_transaction_converges_from_an_earlier_configuration() {
             assert_eq!(apply(&ns, to, &apply_transaction(p_to).unwrap()), listing);
 
             let ns = NetNs::new("istio");
-            apply(&ns, from, &meshcap::render::nft::transaction(p_from).unwrap());
-            let istio = apply(&ns, to, &meshcap::render::nft::transaction(p_to).unwrap());
+            apply(&ns, from, &meshcap::nft::text::transaction(p_from).unwrap());
+            let istio = apply(&ns, to, &meshcap::nft::text::transaction(p_to).unwrap());
             istio_style_differs |= normalized(&istio) != normalized(&fresh[j]);
         }
     }

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use meshcap::cli::{Cli, Command as Sub};
 use meshcap::config::{Config, HostFiles, Ipv6Setting};
-use meshcap::host::Env;
 use meshcap::logging::LogSettings;
+use meshcap::sys::host::Env;
 
 use crate::support::{NetNs, meshcap, meshcap_bin, netns_available};
 

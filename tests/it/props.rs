@@ -24,7 +24,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use meshcap::cli::{Cli, Command};
-use meshcap::host::Env;
+use meshcap::sys::host::Env;
 use meshcap::values::{Family, Owner};
 
 use crate::support::{self, NetNs};
@@ -181,13 +181,13 @@ fn check(dir: &Path, case: &Case) -> Result<(), TestCaseError> {
     };
     let env = Env::from_pairs(case.env.iter().cloned());
     let (_config, plan) =
-        meshcap::app::plan_for_render(&render, &env).map_err(|e| fail("configuration refused", case, e))?;
+        meshcap::plan::for_render(&render, &env).map_err(|e| fail("configuration refused", case, e))?;
     let mut expected = Vec::new();
     for family in [Family::V4, Family::V6] {
         let rs = plan.ruleset(family);
         rs.validate()
             .map_err(|e| fail("Ruleset::validate failed", case, format!("{family}: {e}")))?;
-        expected.push(meshcap::render::iptables::restore_payload(&rs));
+        expected.push(meshcap::iptables::render::restore_payload(&rs));
     }
 
     let ns = NetNs::new("props");

@@ -14,15 +14,15 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use meshcap::app::plan_for_flags;
 use meshcap::cli::CaptureFlags;
-use meshcap::host::Env;
+use meshcap::iptables::parse::{Strictness, parse_save};
 use meshcap::model::Ruleset;
-use meshcap::parse::{Strictness, parse_save};
 use meshcap::plan::Plan;
-use meshcap::render::{iptables::restore_payload, json};
+use meshcap::plan::for_flags as plan_for_flags;
+use meshcap::sys::host::Env;
 use meshcap::trace::{self, Action, Ids, Netfilter, Packet};
 use meshcap::values::Family;
+use meshcap::{iptables::render::restore_payload, json};
 
 fn golden_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
@@ -108,7 +108,7 @@ fn golden_plan(dir: &Path, args: &[&str]) -> Option<Plan> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
-    meshcap::app::plan_for_render(&r, &Env::from_pairs(env))
+    meshcap::plan::for_render(&r, &Env::from_pairs(env))
         .ok()
         .map(|(_, plan)| plan)
 }

@@ -881,7 +881,7 @@ fn build_tables(plan: &Plan) -> Result<Vec<TableRules>, Invalid> {
                 });
             }
             let k = written.entry(chain).or_insert(0);
-            let op = match insert_index(position, *k) {
+            let op = match crate::model::nft_insert_index(position, *k) {
                 Some(index) => NftOp::InsertRule {
                     table,
                     chain,
@@ -896,17 +896,6 @@ fn build_tables(plan: &Plan) -> Result<Vec<TableRules>, Invalid> {
         out.push(TableRules { table, chains, rules });
     }
     Ok(out)
-}
-
-/// Where an operation lands in an nft chain that has `written` rules from this transaction:
-/// `Some(i)` is an insert before the rule at 0-based `i`, `None` an append. iptables' `-I CHAIN
-/// n` is nft's `index n-1`; Istio degrades it to an append when the chain is still empty or the
-/// index is not below its length (spec §8.4).
-pub fn insert_index(position: Position, written: u32) -> Option<u32> {
-    match position {
-        Position::Insert(n) if n > 0 && n - 1 < written => Some(n - 1),
-        Position::Insert(_) | Position::Append => None,
-    }
 }
 
 /// How Istio's nft backend spells the rules of one step (it writes each by hand).
@@ -1160,9 +1149,9 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::config::{Config, HostFiles, Ipv6Setting};
-    use crate::host::Env;
     use crate::model::Op;
     use crate::plan::{self, Scope, ScopedOp};
+    use crate::sys::host::Env;
     use clap::Parser;
 
     /// The plan for `meshcap render FLAGS` with `env`, then `tweak` on the config (DNS servers).
@@ -1568,5 +1557,63 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
                 }
             }
         }
+    }
+}
+
+/// How `--compact` plans are spelled: anonymous sets of normalised values.
+#[cfg(test)]
+mod compact_tests {
+    use super::{apply_transaction, transaction};
+    use crate::model::Backend;
+    use crate::plan::compact::plan;
+    use crate::plan::testing::{KNOBS, plan_of};
+
+    #[test]
+    fn compact_plans_render_as_transactions() {
+        for flags in KNOBS {
+            for ipv6 in [false, true] {
+                let nf = plan(plan_of(flags, ipv6), Backend::Nft);
+                transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+                apply_transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn nft_sets_hold_normalised_values_per_family_and_provenance() {
+        let p = plan(plan_of(KNOBS[4], true), Backend::Nft);
+        let text = transaction(&p).unwrap().to_string();
+        // Host bits cleared, covered prefixes dropped, one set per family.
+        assert!(
+            text.contains("istio-output ip daddr { 10.0.0.0/8, 192.168.0.0/16 } counter return\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("istio-output ip6 daddr 2001:db8::/32 counter return\n"),
+            "{text}"
+        );
+        let p = plan(plan_of(KNOBS[3], false), Backend::Nft);
+        let text = transaction(&p).unwrap().to_string();
+        assert!(
+            text.contains("istio-output tcp dport { 22, 53, 1000-2002 } counter return\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("istio-output udp dport { 22, 53, 1000-2002 } counter return\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("istio-output tcp dport { 1-3, 443, 8443 } counter jump istio-redirect\n"),
+            "{text}"
+        );
+        // Virtual interfaces: the inserted PREROUTING rules, one set per interface.
+        let p = plan(plan_of(KNOBS[5], true), Backend::Nft);
+        let text = transaction(&p).unwrap().to_string();
+        assert!(
+            text.contains(
+                "prerouting iifname eth1 ip daddr { 10.0.0.0/8, 192.168.1.0/24 } counter jump istio-redirect\n"
+            ),
+            "{text}"
+        );
     }
 }

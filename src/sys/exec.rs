@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::quote;
-use crate::netns::Netns;
+use crate::sys::netns::Netns;
 
 /// One external command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 
 use crate::drift::{self, Drift};
+use crate::iptables::parse::{SaveDump, SavedEntry};
+use crate::iptables::render::{op_line, rule_spec};
 use crate::model::{ChainName, Match, Proto, Rule, Ruleset, TableName, Target};
-use crate::parse::{SaveDump, SavedEntry};
-use crate::render::iptables::{op_line, rule_spec};
 
 /// How the live state relates to the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,19 +290,12 @@ pub fn rollback_input(before: &str, tables: &[TableName], guardrails_on: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Strictness, parse_save};
-    use crate::render::iptables::restore_payload;
+    use crate::iptables::parse::{Strictness, parse_save};
+    use crate::iptables::render::restore_payload;
     use crate::values::Family;
 
     fn plan(args: &[&str]) -> Ruleset {
-        use clap::Parser;
-        let mut argv = vec!["meshcap", "render"];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let Some(crate::cli::Command::Render(r)) = cli.command else {
-            panic!()
-        };
-        let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
+        let plan = crate::plan::testing::plan(args);
         plan.ruleset(Family::V4)
     }
 

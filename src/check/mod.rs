@@ -3,23 +3,24 @@
 //! chains, foreign rules ignored); this module runs it per family over dumps the caller read,
 //! and spells the result for people (`+`/`-` lines) and programs (JSON). Exit codes: 0 in sync,
 //! 1 drift, 2 error (decided by the caller for errors). [`live`] reads a namespace's state the
-//! way apply does (`apply::read_live`), so `check` answers "would apply find drift?".
+//! way apply does ([`crate::live`]), so `check` answers "would apply find drift?".
 
-pub mod nft;
 pub mod routes;
 
 use serde::Serialize;
 
-use crate::apply;
 use crate::config::{Config, Ipv6Setting};
+use crate::drift::nft as nft_drift;
 use crate::drift::{self, Drift, DriftKind};
 use crate::error::{Error, Result};
-use crate::exec::{RealSystem, System};
-use crate::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::iptables::parse::SaveDump;
+use crate::live;
 use crate::model::TableName;
-use crate::netns::{self, Netns};
-use crate::parse::SaveDump;
+use crate::nft::listing as nft;
 use crate::plan::{self, Plan};
+use crate::sys::exec::{RealSystem, System};
+use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
+use crate::sys::netns::{self, Netns};
 use crate::values::Family;
 
 /// One family's comparison.
@@ -68,7 +69,7 @@ impl FamilyReport {
 pub struct Report {
     pub families: Vec<FamilyReport>,
     /// With `--native-nftables`: meshcap's `inet` tables.
-    pub nft: Option<nft::NftDrift>,
+    pub nft: Option<nft_drift::NftDrift>,
     /// TPROXY policy routing and `::6` (read from a live namespace only, not with --from-save).
     pub routes: Option<routes::RoutesDrift>,
     /// With the iptables backend: the nftables backend's tables found live (e.g.
@@ -92,7 +93,7 @@ pub struct IptablesChains {
 impl Report {
     pub fn in_sync(&self) -> bool {
         self.families.iter().all(FamilyReport::in_sync)
-            && self.nft.as_ref().is_none_or(nft::NftDrift::is_clean)
+            && self.nft.as_ref().is_none_or(nft_drift::NftDrift::is_clean)
             && self.routes.as_ref().is_none_or(routes::RoutesDrift::is_clean)
             && self.also_in_nftables.is_empty()
             && self.also_in_iptables.is_empty()
@@ -285,7 +286,7 @@ struct NftDoc {
     unexpected: usize,
     misordered: usize,
     entries: Vec<NftEntryDoc>,
-    chains: Vec<nft::ChainDrift>,
+    chains: Vec<nft_drift::ChainDrift>,
     missing_tables: Vec<String>,
     unexpected_tables: Vec<String>,
     /// Sets, maps and other objects in meshcap's tables, as `<kind> <table> <name>`.
@@ -399,12 +400,26 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         config.tproxy_mark,
         config.tproxy_route_table,
     )?);
+    let reader = live::iptables::Reader {
+        sys: &sys,
+        kernel: &kernel,
+        force: config.force_iptables_binary,
+        ns: ns_path,
+    };
     if config.native_nftables {
-        let tx = crate::render::nft::apply_transaction(&plan)
+        let tx = crate::nft::text::apply_transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
-        let live = nft::read_live(&sys, ns_path)?;
-        let drift = nft::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
-        let also_in_iptables = apply::nft::iptables_residue_chains(&sys, &kernel, config, ns_path)?;
+        let live = live::nft::read_listing(&sys, ns_path)?;
+        let drift = nft_drift::compare(&nft::planned(&tx), &live, &crate::trace::Ids::from_host());
+        let also_in_iptables = reader
+            .residue()?
+            .into_iter()
+            .map(|r| IptablesChains {
+                source: r.bins.save(),
+                family: r.bins.family,
+                chains: r.dump.istio_chains(),
+            })
+            .collect();
         return Ok(Report {
             nft: Some(drift),
             routes,
@@ -415,11 +430,10 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     let mut families = Vec::new();
     for family in Family::ALL {
         let enabled = family == Family::V4 || ipv6;
-        let planned = plan.ruleset(family);
-        let report = match apply::read_live(&sys, &kernel, config, ns_path, family, planned, enabled)? {
+        let report = match reader.read_family(family, enabled)? {
             Some(live) => FamilyReport {
                 source: Some(live.bins.save()),
-                also_in: live.others.iter().map(|(b, _)| b.base.clone()).collect(),
+                also_in: live.others.iter().map(|(b, _, _)| b.base.clone()).collect(),
                 ..check_family(&plan, family, &live.live)
             },
             // The family is off and none of its tables exists: nothing of meshcap's there.
@@ -428,7 +442,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         families.push(report);
     }
     // As apply refuses over them: the nftables backend's tables (netlink, no process).
-    let also_in_nftables = apply::nft::live_tables(&kernel)
+    let also_in_nftables = live::nft::our_tables(&kernel)
         .unwrap_or_default()
         .into_iter()
         .map(|t| t.name().to_string())
@@ -445,18 +459,11 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Strictness, parse_save};
-    use crate::render::iptables::restore_payload;
+    use crate::iptables::parse::{Strictness, parse_save};
+    use crate::iptables::render::restore_payload;
 
     fn plan(args: &[&str]) -> Plan {
-        use clap::Parser;
-        let mut argv = vec!["meshcap", "render"];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let Some(crate::cli::Command::Render(r)) = cli.command else {
-            panic!("not render")
-        };
-        crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap().1
+        crate::plan::testing::plan(args)
     }
 
     fn dump(text: &str) -> SaveDump {

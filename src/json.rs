@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::iptables::render as iptables;
 use crate::model::{
     ChainName, CtState, Hook, IstioChain, Match, Op, Position, Proto, Rule, Ruleset, Table, TableName, Target,
 };
 use crate::plan::{Plan, Routes};
-use crate::render::iptables;
 use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec};
 
 /// The document version this module writes and reads.
@@ -594,9 +594,9 @@ impl TargetDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::plan_for_flags;
     use crate::cli::CaptureFlags;
-    use crate::host::Env;
+    use crate::plan::for_flags as plan_for_flags;
+    use crate::sys::host::Env;
 
     fn plan(flags: CaptureFlags, ipv6: bool) -> Plan {
         let env = Env::from_pairs([("ENABLE_INBOUND_IPV6", if ipv6 { "true" } else { "false" })]);

@@ -29,11 +29,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::host;
+use crate::iptables::parse::SaveDump;
 use crate::model::{CtState, Hook, IstioChain, Match, Rule, Ruleset, TableName, Target};
-use crate::parse::SaveDump;
-use crate::render::{iptables, nft};
-use crate::values::{Family, Owner};
+pub use crate::sys::host::Ids;
+use crate::values::Family;
+use crate::{iptables::render as iptables, nft::text as nft};
 
 pub use packet::{ConnState, Direction, Packet};
 
@@ -274,170 +274,11 @@ impl Netfilter {
     }
 }
 
-/// An nftables rule in the model's terms: its matches (with the words that spell each) and
-/// its action, and the one family its `ip`/`ip6` matches or TPROXY restrict it to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftModel {
-    pub rule: Rule,
-    pub shown: Vec<String>,
-    pub family: Option<Family>,
-}
-
-/// Reads an nftables rule in the model's terms. A port match brings its implied protocol
-/// (`tcp dport` is `meta l4proto tcp tcp dport`); `tproxy … meta mark set M … accept` is
-/// iptables' TPROXY target. Anything else the model cannot say is an error saying what.
-pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
-    use nft::Stmt;
-    let mut matches = Vec::new();
-    let mut shown = Vec::new();
-    let mut target: Option<Target> = None;
-    let mut family: Option<Family> = None;
-    let mut restrict = |f: Family| match family.replace(f) {
-        Some(other) if other != f => Err("matches of both address families".to_string()),
-        _ => Ok(()),
-    };
-    let mut stmts = rule.stmts.iter();
-    while let Some(stmt) = stmts.next() {
-        let word = stmt.to_string();
-        let mut push = |m: Match| {
-            matches.push(m);
-            shown.push(word.clone());
-        };
-        let action = match stmt {
-            Stmt::Iface { input: true, name } => {
-                push(Match::InIface(name.clone()));
-                None
-            }
-            Stmt::Iface { input: false, name } => {
-                push(Match::OutIface(name.clone()));
-                None
-            }
-            Stmt::L4Proto(p) => {
-                push(Match::Protocol(*p));
-                None
-            }
-            Stmt::CtState(states) => {
-                push(Match::ConntrackState(states.clone()));
-                None
-            }
-            Stmt::Addr {
-                direction,
-                negated,
-                cidr,
-            } => {
-                restrict(cidr.family())?;
-                push(match direction {
-                    nft::Direction::Source => Match::Source {
-                        negated: *negated,
-                        cidr: *cidr,
-                    },
-                    nft::Direction::Destination => Match::Destination {
-                        negated: *negated,
-                        cidr: *cidr,
-                    },
-                });
-                None
-            }
-            Stmt::AddrSet { direction, cidrs } => {
-                for c in cidrs {
-                    restrict(c.family())?;
-                }
-                match direction {
-                    nft::Direction::Destination => push(Match::DestinationIn(cidrs.clone())),
-                    nft::Direction::Source => return Err("a set of source addresses".into()),
-                }
-                None
-            }
-            Stmt::Port {
-                proto,
-                direction,
-                negated,
-                ports,
-            } => {
-                push(Match::Protocol(*proto));
-                let negated = *negated;
-                match (direction, ports.as_slice()) {
-                    (nft::Direction::Source, [port]) => push(Match::SourcePort { negated, port: *port }),
-                    (nft::Direction::Destination, [port]) => push(Match::DestinationPort { negated, port: *port }),
-                    (nft::Direction::Destination, _) => push(Match::DestinationPorts {
-                        negated,
-                        ports: ports.clone(),
-                    }),
-                    (nft::Direction::Source, _) => return Err("a set of source ports".into()),
-                }
-                None
-            }
-            Stmt::Owner {
-                kind, negated, owner, ..
-            } => {
-                let (negated, owner) = (*negated, owner.clone());
-                push(match kind {
-                    nft::OwnerKind::Uid => Match::UidOwner { negated, owner },
-                    nft::OwnerKind::Gid => Match::GidOwner { negated, owner },
-                });
-                None
-            }
-            Stmt::Mark { negated, mark } => {
-                push(Match::Mark {
-                    negated: *negated,
-                    mark: *mark,
-                });
-                None
-            }
-            Stmt::CtMark(mark) => {
-                push(Match::ConnMark(*mark));
-                None
-            }
-            Stmt::Counter => None,
-            Stmt::Jump(nft::NftChain::Regular(c)) => Some(Target::Jump(*c)),
-            Stmt::Jump(nft::NftChain::Base(_)) => return Err("a jump to a base chain".into()),
-            Stmt::Return => Some(Target::Return),
-            Stmt::Accept => Some(Target::Accept),
-            Stmt::Drop => Some(Target::Drop),
-            Stmt::Redirect(port) => Some(Target::Redirect { port: *port }),
-            Stmt::Tproxy { family: f, port } => {
-                if let Some(f) = f {
-                    restrict(*f)?;
-                }
-                let (mut mark, mut accepted) = (None, false);
-                for next in stmts.by_ref() {
-                    match next {
-                        Stmt::SetMark(m) if mark.is_none() => mark = Some(*m),
-                        Stmt::Counter => {}
-                        Stmt::Accept if !accepted => accepted = true,
-                        _ => return Err("statements after tproxy other than a mark, counter and accept".into()),
-                    }
-                }
-                match (mark, accepted) {
-                    (Some(mark), true) => Some(Target::Tproxy { mark, port: *port }),
-                    _ => return Err("tproxy without both a mark and accept".into()),
-                }
-            }
-            Stmt::SetMark(m) => Some(Target::SetMark(*m)),
-            Stmt::SaveMark => Some(Target::SaveMark),
-            Stmt::RestoreMark => Some(Target::RestoreMark),
-            Stmt::CtZone(z) => Some(Target::CtZone(*z)),
-        };
-        if let Some(a) = action {
-            if target.is_some() {
-                return Err("more than one action in a rule".into());
-            }
-            target = Some(a);
-        }
-    }
-    let target = target.ok_or("a rule without a verdict or action")?;
-    Ok(NftModel {
-        rule: Rule::new(matches, target),
-        shown,
-        family,
-    })
-}
-
 /// An nftables rule as the tracer sees it for a packet of `family`; `None` when the rule can
 /// never see such a packet (an `ip`/`ip6` match or TPROXY of the other family).
 fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
     let text = rule.to_string();
-    match nft_rule_model(rule) {
+    match crate::nft::model::nft_rule_model(rule) {
         Ok(m) if m.family.is_some_and(|f| f != family) => None,
         Ok(m) => Some(Entry::Rule {
             rule: m.rule,
@@ -454,46 +295,6 @@ fn shown_token(t: &str) -> String {
         format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         t.to_string()
-    }
-}
-
-/// User and group names for `-m owner` matches that name them (iptables resolves names when it
-/// loads a rule; the tracer resolves them the same way, from the files' text).
-#[derive(Debug, Clone, Default)]
-pub struct Ids {
-    pub passwd: Option<String>,
-    pub group: Option<String>,
-}
-
-impl Ids {
-    /// Reads `/etc/passwd` and `/etc/group`; a missing file resolves nothing.
-    pub fn from_host() -> Ids {
-        Ids {
-            passwd: std::fs::read_to_string("/etc/passwd").ok(),
-            group: std::fs::read_to_string("/etc/group").ok(),
-        }
-    }
-
-    /// The numeric id of an owner (`group`: a group), or why it does not resolve.
-    pub fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
-        match owner {
-            Owner::Id(n) => Ok(*n),
-            Owner::Name(name) => {
-                let (text, file, what) = if group {
-                    (&self.group, "/etc/group", "group")
-                } else {
-                    (&self.passwd, "/etc/passwd", "user")
-                };
-                let found = text.as_deref().and_then(|t| {
-                    if group {
-                        host::gid_of(t, name)
-                    } else {
-                        host::uid_of(t, name)
-                    }
-                });
-                found.ok_or_else(|| format!("{what} '{name}' is not in {file}, so iptables could not load this rule"))
-            }
-        }
     }
 }
 
@@ -1178,18 +979,11 @@ impl Walker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Strictness, parse_save};
+    use crate::iptables::parse::{Strictness, parse_save};
 
     /// The planned rules of `meshcap render ARGS` for `family`.
     fn planned(args: &[&str], family: Family) -> Netfilter {
-        use clap::Parser;
-        let mut argv = vec!["meshcap", "render"];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let Some(crate::cli::Command::Render(r)) = cli.command else {
-            panic!("not a render command")
-        };
-        let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
+        let plan = crate::plan::testing::plan(args);
         Netfilter::from_plan(&plan, family, false).unwrap()
     }
 
@@ -1579,12 +1373,12 @@ mod tests {
         // Include list: groups outside it are not captured.
         let p = |gid: u32| format!("out tcp 198.51.100.2:4 -> 203.0.113.7:80 uid=1000 gid={gid} oif=eth0");
         let nf = |env: (&str, &str)| {
-            let env = crate::host::Env::from_pairs([env]);
+            let env = crate::sys::host::Env::from_pairs([env]);
             let flags = crate::cli::CaptureFlags {
                 service_cidr: Some("*".into()),
                 ..Default::default()
             };
-            let (_, plan) = crate::app::plan_for_flags(&flags, None, "/nonexistent", &env).unwrap();
+            let (_, plan) = crate::plan::for_flags(&flags, None, "/nonexistent", &env).unwrap();
             Netfilter::from_ruleset(&plan.ruleset(Family::V4))
         };
         let only = nf(("ISTIO_OUTBOUND_OWNER_GROUPS", "202,java"));
@@ -1723,14 +1517,7 @@ COMMIT
     }
 
     fn planned_nft(args: &[&str], family: Family) -> Netfilter {
-        use clap::Parser;
-        let mut argv = vec!["meshcap", "render"];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let Some(crate::cli::Command::Render(r)) = cli.command else {
-            panic!("not a render command")
-        };
-        let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
+        let plan = crate::plan::testing::plan(args);
         Netfilter::from_plan(&plan, family, true).unwrap()
     }
 

@@ -2,6 +2,8 @@
 //! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
 //! flags and their environment fallbacks alike and names the source of a bad value.
 
+pub mod manual;
+
 use std::ops::{Deref, DerefMut};
 
 use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};

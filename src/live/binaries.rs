@@ -14,8 +14,8 @@ use std::path::Path;
 
 use crate::config::IptablesVariant;
 use crate::error::{Error, Result};
-use crate::exec::{Cmd, System};
-use crate::kernel::Kernel;
+use crate::sys::exec::{Cmd, System};
+use crate::sys::kernel::Kernel;
 use crate::values::Family;
 
 /// The kernel side a binary programs.

@@ -44,8 +44,8 @@ use nix::sys::socket::{
 use nix::unistd::{Gid, Uid};
 
 use crate::config::{Config, DNS_AGENT_PORT, DNS_PORT, OwnerGroups};
-use crate::kernel::detect_ipv6;
-use crate::netns::{self, Netns};
+use crate::sys::kernel::detect_ipv6;
+use crate::sys::netns::{self, Netns};
 use crate::values::{Family, Owner};
 
 /// What Istio prints (at error level) before exiting 126.
@@ -205,7 +205,7 @@ enum As {
 fn first_id(owners: &[Owner]) -> Option<u32> {
     owners.iter().find_map(|o| match o {
         Owner::Id(n) => Some(*n),
-        Owner::Name(name) => crate::host::lookup_uid("/etc/passwd", name),
+        Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name),
     })
 }
 
@@ -214,7 +214,7 @@ fn owner_ids(owners: &[Owner]) -> Vec<u32> {
         .iter()
         .filter_map(|o| match o {
             Owner::Id(n) => Some(*n),
-            Owner::Name(name) => crate::host::lookup_uid("/etc/passwd", name),
+            Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name),
         })
         .collect()
 }

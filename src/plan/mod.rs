@@ -7,9 +7,10 @@
 //! (the iptables view); the nft renderer reads the whole sequence, where a rule scoped to both
 //! families is written once.
 
+pub mod compact;
+
 use std::net::IpAddr;
 
-use crate::compact;
 use crate::config::{
     CidrSelection, Config, DNS_AGENT_PORT, DNS_PORT, InterceptionMode, OUTBOUND_MARK, OwnerGroups, PortSelection,
 };
@@ -1046,12 +1047,134 @@ pub fn build(cfg: &Config, ipv6: bool) -> Plan {
     }
 }
 
+/// Validates flags and builds the plan for `render` (no host scans), compacted with
+/// `--compact`, and checks it for the configuration's backend.
+pub fn for_render(args: &crate::cli::RenderArgs, env: &crate::sys::host::Env) -> crate::error::Result<(Config, Plan)> {
+    for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)
+}
+
+/// Validates capture flags and builds the plan without scanning the host: IPv6 from the
+/// `--ipv6` value (or `ENABLE_INBOUND_IPV6`), DNS servers from `resolv_conf`; compacted with
+/// `--compact` and checked for the configuration's backend. Shared by `render`, `trace` and
+/// `check`.
+pub fn for_flags(
+    capture: &crate::cli::CaptureFlags,
+    ipv6: Option<&str>,
+    resolv_conf: &str,
+    env: &crate::sys::host::Env,
+) -> crate::error::Result<(Config, Plan)> {
+    let (config, plan) = unchecked(capture, ipv6, resolv_conf, env)?;
+    plan.validate(config.backend())
+        .map_err(|(family, e)| inconsistent(family, e))?;
+    Ok((config, plan))
+}
+
+/// [`for_flags`] without the check (the caller checks what it renders).
+pub fn unchecked(
+    capture: &crate::cli::CaptureFlags,
+    ipv6: Option<&str>,
+    resolv_conf: &str,
+    env: &crate::sys::host::Env,
+) -> crate::error::Result<(Config, Plan)> {
+    let ipv6 = crate::config::Config::ipv6_setting(&ipv6.map(str::to_string), env)?;
+    let files = crate::config::HostFiles {
+        resolv_conf: resolv_conf.to_string(),
+        ..crate::config::HostFiles::default()
+    };
+    let config = Config::from_flags(capture, env, &files, ipv6)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let ipv6 = matches!(ipv6, crate::config::Ipv6Setting::Explicit(true));
+    let plan = build_for(&config, ipv6);
+    Ok((config, plan))
+}
+
+pub fn inconsistent(family: Family, e: crate::model::Invalid) -> crate::error::Error {
+    crate::error::Error::Other(format!("internal error: the {family} plan is inconsistent: {e}"))
+}
+
+/// Plans for unit tests: `meshcap render ARGS` as the binary would build it (no host scans).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Plan;
+    use crate::config::Config;
+
+    /// The configuration and plan of `meshcap render ARGS` with an empty environment.
+    pub fn config_and_plan(args: &[&str]) -> (Config, Plan) {
+        use clap::Parser;
+        let argv = ["meshcap", "render"].iter().chain(args).copied();
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("flags parse");
+        let Some(crate::cli::Command::Render(r)) = cli.command else {
+            panic!("not a render command")
+        };
+        super::for_render(&r, &crate::sys::host::Env::default()).expect("a valid configuration")
+    }
+
+    /// Configurations with every kind of list, insert and chain.
+    pub const KNOBS: [&[&str]; 9] = [
+        &[],
+        &["-b", "*", "-d", "15090,15021,15020,8000:8100,22"],
+        &["-b", "80,443,8080,9000:9010", "-m", "TPROXY"],
+        &["-o", "22,53,1000:2000,2001:2002", "-q", "443,8443,1:3"],
+        &[
+            "-x",
+            "10.0.0.0/8,10.1.0.0/16,192.168.0.0/16,2001:db8::/32,2001:db8:1::/48",
+            "-i",
+            "*",
+        ],
+        &["-i", "10.0.0.0/8,192.168.1.0/24,2001:db8::/32", "-k", "eth1,eth2"],
+        &["-i", "*", "-k", "eth1", "-c", "eth9,veth+"],
+        &["--redirect-dns", "-u", "1,2", "-g", "3", "-o", "53"],
+        &[
+            "--redirect-dns",
+            "--capture-all-dns",
+            "-m",
+            "TPROXY",
+            "-b",
+            "*",
+            "-d",
+            "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17",
+        ],
+    ];
+
+    /// The plan for `meshcap render FLAGS` (no --compact: the tests compact it themselves).
+    pub fn plan_of(flags: &[&str], ipv6: bool) -> Plan {
+        use crate::cli::{Cli, Command};
+        use crate::config::{HostFiles, Ipv6Setting};
+        use clap::Parser;
+        let argv = ["meshcap", "render"].iter().chain(flags).copied();
+        let Some(Command::Render(args)) = Cli::try_parse_from(argv).expect("flags parse").command else {
+            panic!("not a render command");
+        };
+        let files = HostFiles {
+            passwd: "/nonexistent".into(),
+            resolv_conf: "/dev/null".into(),
+        };
+        let mut cfg = Config::from_flags(
+            &args.capture,
+            &crate::sys::host::Env::default(),
+            &files,
+            Ipv6Setting::Explicit(ipv6),
+        )
+        .expect("config");
+        cfg.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap(), "10.0.0.54".parse().unwrap()];
+        cfg.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
+        super::build(&cfg, ipv6)
+    }
+
+    /// The plan of `meshcap render ARGS` with an empty environment.
+    pub fn plan(args: &[&str]) -> Plan {
+        config_and_plan(args).1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::config::{HostFiles, Ipv6Setting};
-    use crate::host::Env;
+    use crate::sys::host::Env;
     use clap::Parser;
 
     #[test]

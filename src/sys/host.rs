@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
+use crate::values::Owner;
 
 /// A snapshot of environment variables. Taken once in `main`; tests build their own.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +98,42 @@ pub fn read_file(path: &str) -> Result<String> {
         path: path.to_string(),
         err,
     })
+}
+
+/// User and group names for `-m owner` matches that name them (iptables resolves names when it
+/// loads a rule; the tracer resolves them the same way, from the files' text).
+#[derive(Debug, Clone, Default)]
+pub struct Ids {
+    pub passwd: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Ids {
+    /// Reads `/etc/passwd` and `/etc/group`; a missing file resolves nothing.
+    pub fn from_host() -> Ids {
+        Ids {
+            passwd: std::fs::read_to_string("/etc/passwd").ok(),
+            group: std::fs::read_to_string("/etc/group").ok(),
+        }
+    }
+
+    /// The numeric id of an owner (`group`: a group), or why it does not resolve.
+    pub fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
+        match owner {
+            Owner::Id(n) => Ok(*n),
+            Owner::Name(name) => {
+                let (text, file, what) = if group {
+                    (&self.group, "/etc/group", "group")
+                } else {
+                    (&self.passwd, "/etc/passwd", "user")
+                };
+                let found = text
+                    .as_deref()
+                    .and_then(|t| if group { gid_of(t, name) } else { uid_of(t, name) });
+                found.ok_or_else(|| format!("{what} '{name}' is not in {file}, so iptables could not load this rule"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

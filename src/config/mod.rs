@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::cli::CaptureFlags;
 use crate::error::{Error, Result};
-use crate::host::{self, Env};
 use crate::model::Backend;
+use crate::sys::host::{self, Env};
 use crate::values::{
     Cidr, Iface, Invalid, Mark, OutFile, Owner, Port, PortSpec, RouteTable, list_len_bound, split_list,
 };

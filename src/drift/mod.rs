@@ -7,13 +7,15 @@
 //! not count as drift. A rule that is both missing at its planned place and present elsewhere
 //! is reported once, as misordered.
 
+pub mod nft;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 
+use crate::iptables::parse::{SaveDump, SavedEntry, is_istio_name};
+use crate::iptables::render::rule_spec;
 use crate::model::{ChainName, Rule, Ruleset, TableName};
-use crate::parse::{SaveDump, SavedEntry, is_istio_name};
-use crate::render::iptables::rule_spec;
 use crate::values::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -345,18 +347,11 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Strictness, parse_save};
-    use crate::render::iptables::restore_payload;
+    use crate::iptables::parse::{Strictness, parse_save};
+    use crate::iptables::render::restore_payload;
 
     fn plan_v4(args: &[&str]) -> Ruleset {
-        use clap::Parser;
-        let mut argv = vec!["meshcap", "render"];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let Some(crate::cli::Command::Render(r)) = cli.command else {
-            panic!()
-        };
-        let (_, plan) = crate::app::plan_for_render(&r, &crate::host::Env::default()).unwrap();
+        let plan = crate::plan::testing::plan(args);
         plan.ruleset(Family::V4)
     }
 

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::error::Result;
-use crate::kernel::Kernel;
 use crate::plan::Routes;
+use crate::sys::kernel::Kernel;
 use crate::values::{Family, Mark, RouteTable};
 
 /// The IPv6 inbound passthrough source the proxy binds (`::6`).

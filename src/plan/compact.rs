@@ -9,7 +9,7 @@
 //!
 //! Each chain is taken in the order the kernel will hold it (inserts resolved: with
 //! [`Table::resolved_order`]'s rule for iptables, with Istio's insert degradation of
-//! [`render::nft::insert_index`] for nft) and cut into *runs*: maximal sequences of adjacent
+//! [`crate::model::nft_insert_index`] for nft) and cut into *runs*: maximal sequences of adjacent
 //! rules with the same target, where the target is a final verdict (`RETURN`, `ACCEPT`, `DROP`,
 //! `REDIRECT`, `TPROXY`) or a jump into a chain without side effects (every rule it reaches ends
 //! in such a target, so entering it twice is the same as entering it once). Inside a run a
@@ -37,18 +37,18 @@
 
 use std::collections::HashMap;
 
+use crate::model::nft_insert_index;
 use crate::model::{
     Backend, ChainName, IstioChain, MULTIPORT_SLOTS, Match, Op, Position, Rule, TableName, Target, final_order,
     multiport_slots,
 };
 use crate::plan::{Plan, Scope, ScopedOp, Step};
-use crate::render::nft::insert_index;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::values::{Cidr, Family, Port, PortSpec};
 
 #[cfg(doc)]
-use crate::{model::Ruleset, model::Table, render};
+use crate::model::{Ruleset, Table};
 
 /// The compacted plan for `backend` (see the module documentation).
 pub fn plan(plan: Plan, backend: Backend) -> Plan {
@@ -169,7 +169,7 @@ fn nft_insert_indices(ops: &[ScopedOp], members: &[usize]) -> Vec<usize> {
         .iter()
         .map(|&i| {
             let l = &mut len[ops[i].op.chain.index()];
-            let at = insert_index(ops[i].op.position, *l).unwrap_or(*l);
+            let at = nft_insert_index(ops[i].op.position, *l).unwrap_or(*l);
             *l += 1;
             at as usize
         })
@@ -554,60 +554,13 @@ pub fn normalise_ports(ports: Vec<PortSpec>) -> Vec<PortSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use crate::config::{Config, HostFiles, Ipv6Setting};
-    use crate::host::Env;
-    use crate::model::Ruleset;
-    use crate::render::{iptables, nft};
-    use clap::Parser;
 
-    /// The plan for `meshcap render FLAGS` (no --compact: the tests compact it themselves).
-    fn plan_of(flags: &[&str], ipv6: bool) -> Plan {
-        let argv = ["meshcap", "render"].iter().chain(flags).copied();
-        let Some(Command::Render(args)) = Cli::try_parse_from(argv).expect("flags parse").command else {
-            panic!("not a render command");
-        };
-        let files = HostFiles {
-            passwd: "/nonexistent".into(),
-            resolv_conf: "/dev/null".into(),
-        };
-        let mut cfg =
-            Config::from_flags(&args.capture, &Env::default(), &files, Ipv6Setting::Explicit(ipv6)).expect("config");
-        cfg.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap(), "10.0.0.54".parse().unwrap()];
-        cfg.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
-        crate::plan::build(&cfg, ipv6)
-    }
+    use crate::model::Ruleset;
+    use crate::plan::testing::{KNOBS, plan_of};
 
     fn rules(p: &Plan, family: Family) -> usize {
         p.ruleset(family).tables.iter().map(|t| t.ops.len()).sum()
     }
-
-    /// Configurations with every kind of list, insert and chain.
-    const KNOBS: [&[&str]; 9] = [
-        &[],
-        &["-b", "*", "-d", "15090,15021,15020,8000:8100,22"],
-        &["-b", "80,443,8080,9000:9010", "-m", "TPROXY"],
-        &["-o", "22,53,1000:2000,2001:2002", "-q", "443,8443,1:3"],
-        &[
-            "-x",
-            "10.0.0.0/8,10.1.0.0/16,192.168.0.0/16,2001:db8::/32,2001:db8:1::/48",
-            "-i",
-            "*",
-        ],
-        &["-i", "10.0.0.0/8,192.168.1.0/24,2001:db8::/32", "-k", "eth1,eth2"],
-        &["-i", "*", "-k", "eth1", "-c", "eth9,veth+"],
-        &["--redirect-dns", "-u", "1,2", "-g", "3", "-o", "53"],
-        &[
-            "--redirect-dns",
-            "--capture-all-dns",
-            "-m",
-            "TPROXY",
-            "-b",
-            "*",
-            "-d",
-            "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17",
-        ],
-    ];
 
     #[test]
     fn compact_plans_are_valid_for_their_backend_and_smaller() {
@@ -619,8 +572,6 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{flags:?}: {e:?}"));
                 let nf = plan(plain.clone(), Backend::Nft);
                 nf.validate(Backend::Nft).unwrap_or_else(|e| panic!("{flags:?}: {e:?}"));
-                nft::transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
-                nft::apply_transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
                 for family in plain.families() {
                     assert!(rules(&ipt, family) <= rules(&plain, family), "{flags:?}");
                     assert!(rules(&nf, family) <= rules(&plain, family), "{flags:?}");
@@ -636,91 +587,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn iptables_ports_become_multiport_rules_of_at_most_15_slots() {
-        let p = plan(plan_of(KNOBS[8], false), Backend::Iptables);
-        let text = iptables::restore_payload(&p.ruleset(Family::V4));
-        // TPROXY: the excluded ports live in mangle ISTIO_INBOUND (the tunnel port's RETURN in
-        // nat); adjacent ports join into one range, which needs no multiport.
-        assert!(
-            text.contains("-A ISTIO_INBOUND -p tcp --dport 1:17 -j RETURN\n"),
-            "{text}"
-        );
-        let p = plan(
-            plan_of(
-                &[
-                    "-b",
-                    "*",
-                    "-d",
-                    &(1..=40).map(|n| (n * 2).to_string()).collect::<Vec<_>>().join(","),
-                ],
-                false,
-            ),
-            Backend::Iptables,
-        );
-        let rs = p.ruleset(Family::V4);
-        let lines: Vec<String> = iptables::restore_payload(&rs)
-            .lines()
-            .filter(|l| l.contains("--dports"))
-            .map(str::to_string)
-            .collect();
-        // 40 ports and the tunnel port: 15 + 15 + 11.
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        for t in &rs.tables {
-            for op in &t.ops {
-                for m in &op.rule.matches {
-                    if let Match::DestinationPorts { ports, .. } = m {
-                        assert!(multiport_slots(ports) <= MULTIPORT_SLOTS);
-                    }
-                    assert!(!matches!(m, Match::DestinationIn(_)), "no address sets for iptables");
-                }
-            }
-        }
-        // Ranges take two slots: 8 ranges need two rules.
-        let ranges: Vec<String> = (0..8).map(|i| format!("{}:{}", 100 * i + 1, 100 * i + 50)).collect();
-        let p = plan(plan_of(&["-b", "*", "-d", &ranges.join(",")], false), Backend::Iptables);
-        let text = iptables::restore_payload(&p.ruleset(Family::V4));
-        assert_eq!(text.matches("--dports").count(), 2, "{text}");
-    }
-
-    #[test]
-    fn nft_sets_hold_normalised_values_per_family_and_provenance() {
-        let p = plan(plan_of(KNOBS[4], true), Backend::Nft);
-        let text = nft::transaction(&p).unwrap().to_string();
-        // Host bits cleared, covered prefixes dropped, one set per family.
-        assert!(
-            text.contains("istio-output ip daddr { 10.0.0.0/8, 192.168.0.0/16 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output ip6 daddr 2001:db8::/32 counter return\n"),
-            "{text}"
-        );
-        let p = plan(plan_of(KNOBS[3], false), Backend::Nft);
-        let text = nft::transaction(&p).unwrap().to_string();
-        assert!(
-            text.contains("istio-output tcp dport { 22, 53, 1000-2002 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output udp dport { 22, 53, 1000-2002 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output tcp dport { 1-3, 443, 8443 } counter jump istio-redirect\n"),
-            "{text}"
-        );
-        // Virtual interfaces: the inserted PREROUTING rules, one set per interface.
-        let p = plan(plan_of(KNOBS[5], true), Backend::Nft);
-        let text = nft::transaction(&p).unwrap().to_string();
-        assert!(
-            text.contains(
-                "prerouting iifname eth1 ip daddr { 10.0.0.0/8, 192.168.1.0/24 } counter jump istio-redirect\n"
-            ),
-            "{text}"
-        );
     }
 
     #[test]

@@ -284,3 +284,61 @@ impl Spell for MaskedMark {
         out.push_str("/0xffffffff");
     }
 }
+
+/// How `--compact` plans are spelled: multiport rules within iptables' 15 slots.
+#[cfg(test)]
+mod compact_tests {
+    use super::restore_payload;
+    use crate::model::{Backend, Match};
+    use crate::model::{MULTIPORT_SLOTS, multiport_slots};
+    use crate::plan::compact::plan;
+    use crate::plan::testing::{KNOBS, plan_of};
+    use crate::values::Family;
+
+    #[test]
+    fn iptables_ports_become_multiport_rules_of_at_most_15_slots() {
+        let p = plan(plan_of(KNOBS[8], false), Backend::Iptables);
+        let text = restore_payload(&p.ruleset(Family::V4));
+        // TPROXY: the excluded ports live in mangle ISTIO_INBOUND (the tunnel port's RETURN in
+        // nat); adjacent ports join into one range, which needs no multiport.
+        assert!(
+            text.contains("-A ISTIO_INBOUND -p tcp --dport 1:17 -j RETURN\n"),
+            "{text}"
+        );
+        let p = plan(
+            plan_of(
+                &[
+                    "-b",
+                    "*",
+                    "-d",
+                    &(1..=40).map(|n| (n * 2).to_string()).collect::<Vec<_>>().join(","),
+                ],
+                false,
+            ),
+            Backend::Iptables,
+        );
+        let rs = p.ruleset(Family::V4);
+        let lines: Vec<String> = restore_payload(&rs)
+            .lines()
+            .filter(|l| l.contains("--dports"))
+            .map(str::to_string)
+            .collect();
+        // 40 ports and the tunnel port: 15 + 15 + 11.
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for t in &rs.tables {
+            for op in &t.ops {
+                for m in &op.rule.matches {
+                    if let Match::DestinationPorts { ports, .. } = m {
+                        assert!(multiport_slots(ports) <= MULTIPORT_SLOTS);
+                    }
+                    assert!(!matches!(m, Match::DestinationIn(_)), "no address sets for iptables");
+                }
+            }
+        }
+        // Ranges take two slots: 8 ranges need two rules.
+        let ranges: Vec<String> = (0..8).map(|i| format!("{}:{}", 100 * i + 1, 100 * i + 50)).collect();
+        let p = plan(plan_of(&["-b", "*", "-d", &ranges.join(",")], false), Backend::Iptables);
+        let text = restore_payload(&p.ruleset(Family::V4));
+        assert_eq!(text.matches("--dports").count(), 2, "{text}");
+    }
+}

@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use crate::error::{Error, Result};
 use crate::model::TableName;
-use crate::netlink::Socket;
-use crate::netns::{self, Netns};
+use crate::sys::netlink::Socket;
+use crate::sys::netns::{self, Netns};
 use crate::values::Family;
 
 /// The kernel of the target namespace.
@@ -120,7 +120,7 @@ fn inet_names(sock: &Socket) -> Option<Vec<String>> {
     Some(
         tables
             .into_iter()
-            .filter(|(f, _)| *f == crate::netlink::NFPROTO_INET)
+            .filter(|(f, _)| *f == crate::sys::netlink::NFPROTO_INET)
             .map(|(_, n)| n)
             .collect(),
     )
@@ -150,7 +150,7 @@ impl Kernel for LinuxKernel {
 
     fn nft_tables(&self, family: Family) -> Option<Vec<TableName>> {
         let sock = self.netfilter.as_ref().ok()?;
-        let want = crate::netlink::af(family);
+        let want = crate::sys::netlink::af(family);
         let tables = sock.nft_tables().ok()?;
         let mut out: Vec<TableName> = tables
             .iter()

@@ -1,0 +1,429 @@
+//! Drift for the nftables backend: meshcap's three `inet` tables as the kernel lists them
+//! ([`crate::nft::listing`]) against the ruleset the plan's transaction leaves
+//! ([`crate::nft::listing::planned`]), chain by chain and in order, as for iptables
+//! ([`super::diff_chain`]).
+//!
+//! Rules are compared in a canonical form ([`key`]) that undoes what nft normalises when it
+//! lists a ruleset (the `meta l4proto` a port match implies, host bits and `/32`, the order of
+//! a `ct state` set, `meta` before `skuid`). Chains and tables that should not exist, missing
+//! chains and base chains with another type, hook, priority or policy count too, and so do
+//! sets, maps and other objects in meshcap's tables (meshcap makes none). `check
+//! --native-nftables` and the nft apply backend's state check both use [`compare`].
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::{DriftEntry, DriftKind, Item, diff_chain};
+use crate::model::{Match, Rule};
+use crate::nft::listing::{BaseSpec, ChainState, LiveRule, Ruleset};
+use crate::nft::model::nft_rule_model;
+use crate::nft::text::NftRule;
+use crate::sys::host::Ids;
+use crate::values::{Family, Owner};
+
+/// A rule's canonical form and the family it is restricted to.
+pub type RuleKey = (Option<Family>, Rule);
+
+/// The canonical form two spellings of one rule share: the model rule (owner names resolved
+/// where `ids` can, matches sorted and deduplicated, prefixes without host bits, `ct state`
+/// sets sorted) and the family it is restricted to. `None` for a rule the model cannot say.
+pub fn key(rule: &NftRule, ids: &Ids) -> Option<RuleKey> {
+    let m = nft_rule_model(rule).ok()?;
+    let resolve = |owner: &Owner, group: bool| match owner {
+        Owner::Name(_) => ids
+            .resolve(owner, group)
+            .map(Owner::Id)
+            .unwrap_or_else(|_| owner.clone()),
+        id => id.clone(),
+    };
+    let matches = m
+        .rule
+        .matches
+        .iter()
+        .map(|x| match x {
+            Match::UidOwner { negated, owner } => Match::UidOwner {
+                negated: *negated,
+                owner: resolve(owner, false),
+            },
+            Match::GidOwner { negated, owner } => Match::GidOwner {
+                negated: *negated,
+                owner: resolve(owner, true),
+            },
+            Match::ConntrackState(states) => {
+                let mut states = states.clone();
+                states.sort();
+                Match::ConntrackState(states)
+            }
+            Match::DestinationIn(cidrs) => Match::DestinationIn(crate::plan::compact::normalise_cidrs(cidrs.clone())),
+            other => other.clone(),
+        })
+        .collect();
+    let mut canonical = Rule::new(matches, m.rule.target).canonical();
+    canonical.matches.dedup();
+    Some((m.family, canonical))
+}
+
+/// What is wrong with a chain as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainIssue {
+    Missing,
+    Unexpected,
+    /// A base chain with another type, hook or priority.
+    Differs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainDrift {
+    pub table: String,
+    pub chain: String,
+    pub issue: ChainIssue,
+    /// `add chain …` as planned (missing, differs) or as live (unexpected).
+    pub text: String,
+}
+
+/// One rule's difference (the same shape as the iptables backend's).
+pub type RuleDrift = DriftEntry;
+
+/// The difference between the planned and the live nftables ruleset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NftDrift {
+    pub rules: Vec<RuleDrift>,
+    pub chains: Vec<ChainDrift>,
+    /// meshcap's tables that exist but should not.
+    pub unexpected_tables: Vec<String>,
+    /// meshcap's tables that should exist but do not.
+    pub missing_tables: Vec<String>,
+    /// Sets, maps and other objects in meshcap's tables, as `<kind> <table> <name>`.
+    pub unexpected_objects: Vec<String>,
+}
+
+impl NftDrift {
+    pub fn is_clean(&self) -> bool {
+        self.rules.is_empty()
+            && self.chains.is_empty()
+            && self.unexpected_tables.is_empty()
+            && self.missing_tables.is_empty()
+            && self.unexpected_objects.is_empty()
+    }
+
+    /// `nftables: in sync`, or e.g. `nftables: 1 missing, 2 unexpected, 0 misordered, 1
+    /// chain(s) and 0 table(s) differ` (`, 1 unexpected object(s)` when there are any).
+    pub fn summary(&self) -> String {
+        if self.is_clean() {
+            return "nftables: in sync".to_string();
+        }
+        let mut s = format!(
+            "nftables: {} missing, {} unexpected, {} misordered, {} chain(s) and {} table(s) differ",
+            self.count(DriftKind::Missing),
+            self.count(DriftKind::Unexpected),
+            self.count(DriftKind::Misordered),
+            self.chains.len(),
+            self.missing_tables.len() + self.unexpected_tables.len()
+        );
+        if !self.unexpected_objects.is_empty() {
+            s.push_str(&format!(", {} unexpected object(s)", self.unexpected_objects.len()));
+        }
+        s
+    }
+
+    pub fn count(&self, kind: DriftKind) -> usize {
+        self.rules.iter().filter(|r| r.kind == kind).count()
+    }
+
+    /// `+`/`-` lines in `nft -f` syntax.
+    pub fn lines(&self) -> String {
+        let mut out = String::new();
+        for t in &self.missing_tables {
+            out.push_str(&format!("+ add table inet {t}  # missing table\n"));
+        }
+        for t in &self.unexpected_tables {
+            out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
+        }
+        for o in &self.unexpected_objects {
+            let (kind, rest) = o.split_once(' ').unwrap_or((o.as_str(), ""));
+            out.push_str(&format!("- add {kind} inet {rest}  # unexpected {kind}\n"));
+        }
+        for c in &self.chains {
+            let (sign, why) = match c.issue {
+                ChainIssue::Missing => ('+', "missing chain"),
+                ChainIssue::Unexpected => ('-', "unexpected chain"),
+                ChainIssue::Differs => ('+', "chain differs"),
+            };
+            out.push_str(&format!("{sign} {}  # {why}\n", c.text));
+        }
+        for r in &self.rules {
+            let line = format!("add rule inet {} {} {}", r.table, r.chain, r.rule);
+            match r.kind {
+                DriftKind::Missing => out.push_str(&format!(
+                    "+ {line}  # missing, planned #{}\n",
+                    r.planned_at.unwrap_or(0)
+                )),
+                DriftKind::Unexpected => {
+                    out.push_str(&format!("- {line}  # unexpected, live #{}\n", r.live_at.unwrap_or(0)))
+                }
+                DriftKind::Misordered => {
+                    out.push_str(&format!("- {line}  # misordered, live #{}\n", r.live_at.unwrap_or(0)));
+                    out.push_str(&format!(
+                        "+ {line}  # misordered, planned #{}\n",
+                        r.planned_at.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn chain_text(table: &str, chain: &str, base: &Option<BaseSpec>) -> String {
+    match base {
+        Some((kind, hook, prio, policy)) => {
+            // meshcap's base chains accept; another policy is shown.
+            let policy = if policy == "accept" {
+                String::new()
+            } else {
+                format!(" policy {policy} ;")
+            };
+            format!("add chain inet {table} {chain} {{ type {kind} hook {hook} priority {prio} ;{policy} }}")
+        }
+        None => format!("add chain inet {table} {chain}"),
+    }
+}
+
+/// Compares the planned ruleset with the live one.
+pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
+    let mut d = NftDrift {
+        unexpected_tables: live.tables.difference(&planned.tables).cloned().collect(),
+        missing_tables: planned.tables.difference(&live.tables).cloned().collect(),
+        unexpected_objects: live
+            .objects
+            .iter()
+            .map(|(table, kind, name)| format!("{kind} {table} {name}"))
+            .collect(),
+        ..NftDrift::default()
+    };
+    let names: BTreeSet<&(String, String)> = planned
+        .chains
+        .keys()
+        .chain(live.chains.keys().filter(|(t, _)| planned.tables.contains(t)))
+        .collect();
+    for name in names {
+        let (table, chain) = name;
+        let empty = ChainState::default();
+        let (p, l) = (planned.chains.get(name), live.chains.get(name));
+        match (p, l) {
+            (Some(p), None) => d.chains.push(ChainDrift {
+                table: table.clone(),
+                chain: chain.clone(),
+                issue: ChainIssue::Missing,
+                text: chain_text(table, chain, &p.base),
+            }),
+            (None, Some(l)) => d.chains.push(ChainDrift {
+                table: table.clone(),
+                chain: chain.clone(),
+                issue: ChainIssue::Unexpected,
+                text: chain_text(table, chain, &l.base),
+            }),
+            (Some(p), Some(l)) if p.base != l.base => d.chains.push(ChainDrift {
+                table: table.clone(),
+                chain: chain.clone(),
+                issue: ChainIssue::Differs,
+                text: format!(
+                    "{} (live: {})",
+                    chain_text(table, chain, &p.base),
+                    chain_text(table, chain, &l.base)
+                ),
+            }),
+            _ => {}
+        }
+        let keyed = |rules: &[LiveRule]| -> Vec<Item<RuleKey>> {
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Item {
+                    key: r.stmts.as_ref().ok().and_then(|s| key(s, ids)),
+                    text: r.text.clone(),
+                    at: i + 1,
+                })
+                .collect()
+        };
+        let planned_rules = keyed(&p.unwrap_or(&empty).rules);
+        let live_rules = keyed(&l.unwrap_or(&empty).rules);
+        diff_chain(table, chain, &planned_rules, &live_rules, &mut d.rules);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Proto;
+    use crate::nft::listing::{listing_json, parse_listing, planned};
+    use crate::nft::text::{self as nft, Stmt, Transaction};
+    use crate::values::{Port, PortSpec};
+
+    fn tx(args: &[&str]) -> Transaction {
+        let plan = crate::plan::testing::plan(args);
+        nft::apply_transaction(&plan).unwrap()
+    }
+
+    #[test]
+    fn keys_undo_nft_normalisation() {
+        let ids = Ids::default();
+        let planned = planned(&tx(&["-b", "*", "-m", "TPROXY", "--ipv6"]));
+        let mangle_inbound = &planned.chains[&("istio-proxy-mangle".to_string(), "istio-inbound".to_string())];
+        // `meta l4proto tcp tcp dport 15008` and `tcp dport 15008` are one rule.
+        let spelled = |stmts: Vec<Stmt>| key(&NftRule { stmts }, &ids);
+        let dport = Stmt::Port {
+            proto: Proto::Tcp,
+            direction: nft::Direction::Destination,
+            negated: false,
+            ports: vec![PortSpec::Single(Port::new_const(15008))],
+        };
+        assert_eq!(
+            spelled(vec![
+                Stmt::L4Proto(Proto::Tcp),
+                dport.clone(),
+                Stmt::Counter,
+                Stmt::Return
+            ]),
+            spelled(vec![dport, Stmt::Return])
+        );
+        // TPROXY mode's istio-inbound starts with the three inserted RETURN rules, IPv6 one second.
+        let texts: Vec<&str> = mangle_inbound.rules.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts[1], "iifname lo meta l4proto tcp ip6 saddr ::6/128 counter return");
+        assert_eq!(
+            texts[3],
+            "iifname lo meta l4proto tcp ip saddr 127.0.0.6/32 counter return"
+        );
+    }
+
+    #[test]
+    fn compares_in_order() {
+        let ids = Ids::default();
+        let p = planned(&tx(&["-b", "*", "-i", "*"]));
+        assert!(compare(&p, &p, &ids).is_clean());
+        // One rule gone, one added, two swapped, a chain and a table too many.
+        let mut live = p.clone();
+        let out = live
+            .chains
+            .get_mut(&("istio-proxy-nat".to_string(), "istio-output".to_string()))
+            .unwrap();
+        let gone = out.rules.remove(0);
+        out.rules.swap(1, 2);
+        out.rules.push(LiveRule {
+            stmts: Err("x".into()),
+            text: "meta nfproto ipv4 counter return".into(),
+        });
+        live.chains
+            .insert(("istio-proxy-nat".into(), "istio-extra".into()), ChainState::default());
+        live.tables.insert("istio-proxy-raw".into());
+        let d = compare(&p, &live, &ids);
+        assert_eq!(d.count(DriftKind::Missing), 1, "{}", d.lines());
+        assert_eq!(d.count(DriftKind::Misordered), 1, "{}", d.lines());
+        assert_eq!(d.count(DriftKind::Unexpected), 1, "{}", d.lines());
+        assert_eq!(d.unexpected_tables, ["istio-proxy-raw"]);
+        let lines = d.lines();
+        assert!(
+            lines.contains(&format!(
+                "+ add rule inet istio-proxy-nat istio-output {}  # missing, planned #1\n",
+                gone.text
+            )),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("- add chain inet istio-proxy-nat istio-extra  # unexpected chain\n"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("- add table inet istio-proxy-raw  # unexpected table\n"),
+            "{lines}"
+        );
+        // An empty live ruleset: every table missing.
+        let d = compare(&p, &Ruleset::default(), &ids);
+        assert_eq!(d.missing_tables, ["istio-proxy-nat"]);
+        assert!(!d.is_clean());
+    }
+
+    #[test]
+    fn every_statement_meshcap_writes_reads_back_from_nfts_json() {
+        let ids = Ids::default();
+        for args in [
+            &[
+                "-m",
+                "TPROXY",
+                "-b",
+                "*",
+                "-d",
+                "8000:8100",
+                "-c",
+                "veth+,a@b",
+                "--drop-invalid",
+                "--ipv6",
+            ][..],
+            &[
+                "--redirect-dns",
+                "--capture-all-dns",
+                "-u",
+                "1,2",
+                "-g",
+                "3",
+                "-o",
+                "53,1000:2000",
+                "--ipv6",
+            ],
+            &[
+                "-b",
+                "80,443",
+                "-k",
+                "eth1",
+                "-i",
+                "10.1.2.3/8,2001:db8::/32",
+                "-x",
+                "10.9.0.0/16",
+                "--ipv6",
+            ],
+        ] {
+            let p = planned(&tx(args));
+            let back = parse_listing(&listing_json(&p)).unwrap();
+            let d = compare(&p, &back, &ids);
+            assert!(d.is_clean(), "{args:?}: {}", d.lines());
+            assert_eq!(parse_listing(&listing_json(&back)).unwrap(), back, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn objects_and_policies_are_drift() {
+        let ids = Ids::default();
+        let p = planned(&tx(&["-b", "*", "-i", "*"]));
+        let mut live = p.clone();
+        live.objects
+            .insert(("istio-proxy-nat".into(), "set".into(), "extra".into()));
+        let out = live
+            .chains
+            .get_mut(&("istio-proxy-nat".to_string(), "output".to_string()))
+            .unwrap();
+        out.base.as_mut().unwrap().3 = "drop".into();
+        let d = compare(&p, &live, &ids);
+        assert_eq!(d.unexpected_objects, ["set istio-proxy-nat extra"]);
+        let lines = d.lines();
+        assert!(
+            lines.contains("- add set inet istio-proxy-nat extra  # unexpected set\n"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains(
+                "(live: add chain inet istio-proxy-nat output { type nat hook output priority -100 ; policy drop ; })"
+            ),
+            "{lines}"
+        );
+        assert_eq!(
+            d.summary(),
+            "nftables: 0 missing, 0 unexpected, 0 misordered, 1 chain(s) and 0 table(s) differ, 1 unexpected object(s)"
+        );
+        // Through nft's JSON and back: the same differences.
+        let back = parse_listing(&listing_json(&live)).unwrap();
+        assert_eq!(compare(&p, &back, &ids), d);
+    }
+}

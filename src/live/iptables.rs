@@ -1,0 +1,183 @@
+//! The live iptables state of a namespace, read exactly as apply reads it before deciding —
+//! and as `check` reads it, so that `check` answers "would apply find drift?": per family the
+//! variant apply would use ([`super::binaries`]), one `<variant>-save` only where the kernel
+//! lists a table, and the other variant's dump when it holds meshcap's chains too.
+
+use std::path::Path;
+
+use crate::config::IptablesVariant;
+use crate::error::{Error, Result};
+use crate::iptables::parse::{SaveDump, Strictness, parse_save};
+use crate::sys::exec::{Cmd, System, run_ok};
+use crate::sys::kernel::Kernel;
+use crate::values::Family;
+
+use super::binaries::{Binaries, Variant, parse_version, prefix, select};
+
+/// One family's live state in the variant apply would use.
+#[derive(Debug, Clone)]
+pub struct LiveFamily {
+    /// The binaries apply would use (and whose save was read).
+    pub bins: Binaries,
+    /// The save output read ("" when the variant had no table).
+    pub before: String,
+    pub live: SaveDump,
+    /// Another variant that holds meshcap's rules too: its binaries, save output and dump.
+    pub others: Vec<(Binaries, String, SaveDump)>,
+}
+
+/// meshcap's iptables rules (the iptables backend's `ISTIO_*` chains) found in one family and
+/// variant, where the nftables backend looks: with both backends live, packets would be
+/// captured twice.
+#[derive(Debug, Clone)]
+pub struct Residue {
+    pub bins: Binaries,
+    pub dump: SaveDump,
+}
+
+impl Residue {
+    /// The note the nftables backend logs and reports for this residue.
+    pub fn note(&self) -> String {
+        let chains: Vec<String> = self
+            .dump
+            .istio_chains()
+            .into_iter()
+            .map(|(t, c)| format!("{t}/{c}"))
+            .collect();
+        format!(
+            "meshcap's ISTIO_* chains also exist in the {} tables ({}): {}",
+            self.bins.base,
+            self.bins.family,
+            chains.join(", ")
+        )
+    }
+}
+
+/// Reads iptables state in one namespace (`ns`; `None` is the current one).
+pub struct Reader<'a> {
+    pub sys: &'a dyn System,
+    pub kernel: &'a dyn Kernel,
+    /// `--force-iptables-binary`.
+    pub force: Option<IptablesVariant>,
+    pub ns: Option<&'a Path>,
+}
+
+impl Reader<'_> {
+    pub fn save(&self, bins: &Binaries) -> Result<String> {
+        let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
+        tracing::debug!("Running command (without lock): {cmd}");
+        run_ok(self.sys, &cmd)
+            .map(|o| o.stdout)
+            .map_err(|e| Error::Other(format!("cannot read the live {} rules: {e}", bins.family)))
+    }
+
+    pub fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
+        parse_save(text, Strictness::Lenient)
+            .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))
+    }
+
+    /// Whether any of the four tables exists for `family` in either variant.
+    fn any_tables(&self, family: Family) -> bool {
+        !self.kernel.legacy_tables(family).is_empty() || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
+    }
+
+    /// Chooses the binaries and reads the live state of `family`. `None` when the family is
+    /// off and no usable binary exists (a warning is logged) or nothing can be there.
+    pub fn read_family(&self, family: Family, enabled: bool) -> Result<Option<LiveFamily>> {
+        if !enabled && !self.any_tables(family) {
+            return Ok(None);
+        }
+        let choice = match select(self.sys, self.kernel, family, self.force, self.ns) {
+            Ok(c) => c,
+            Err(e) if !enabled && family == Family::V6 => {
+                tracing::warn!(
+                    "Failed to detect a working ip6tables binary; continuing because IPv6 support is disabled (ENABLE_INBOUND_IPV6=false): {e}"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let bins = choice.bins;
+        let plain = bins.base == prefix(family);
+        let before = if plain {
+            self.save(&bins)?
+        } else {
+            match bins.variant {
+                Variant::Legacy => choice.legacy_save.clone().unwrap_or_default(),
+                Variant::Nft if self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()) => self.save(&bins)?,
+                Variant::Nft => String::new(),
+            }
+        };
+        let live = self.parse(&bins, &before)?;
+        let mut others = Vec::new();
+        if !plain {
+            let other = match bins.variant {
+                Variant::Legacy => {
+                    let nft = Binaries::of(family, Variant::Nft);
+                    let has = self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty());
+                    if has && self.sys.has_program(&nft.save()) {
+                        let text = self.save(&nft)?;
+                        Some((nft, text))
+                    } else {
+                        None
+                    }
+                }
+                Variant::Nft => choice
+                    .legacy_save
+                    .clone()
+                    .map(|text| (Binaries::of(family, Variant::Legacy), text)),
+            };
+            if let Some((mut ob, text)) = other {
+                let dump = self.parse(&ob, &text)?;
+                if dump.has_istio_state() {
+                    ob.version = parse_version(&text);
+                    others.push((ob, text, dump));
+                }
+            }
+        }
+        Ok(Some(LiveFamily {
+            bins,
+            before,
+            live,
+            others,
+        }))
+    }
+
+    /// The iptables backend's rules, looked for only in the iptables tables the kernel lists
+    /// (a fresh pod costs no process): what the nftables backend treats as the other backend.
+    pub fn residue(&self) -> Result<Vec<Residue>> {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            for variant in [Variant::Legacy, Variant::Nft] {
+                let has_tables = match variant {
+                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                };
+                if !has_tables {
+                    continue;
+                }
+                let mut bins = Binaries::of(family, variant);
+                if !self.sys.has_program(&bins.save()) {
+                    tracing::warn!(
+                        "{} tables exist but {} is not installed: meshcap's iptables rules there cannot be checked",
+                        variant.name(),
+                        bins.save()
+                    );
+                    continue;
+                }
+                let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
+                tracing::debug!("Running command (without lock): {cmd}");
+                let text = run_ok(self.sys, &cmd)
+                    .map_err(|e| Error::Other(format!("cannot read the live {family} iptables rules: {e}")))?
+                    .stdout;
+                let dump = parse_save(&text, Strictness::Lenient)
+                    .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))?;
+                if dump.has_istio_state() {
+                    bins.version = parse_version(&text);
+                    out.push(Residue { bins, dump });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
