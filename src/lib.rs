@@ -22,3 +22,6 @@ pub mod probe;
 pub mod sys;
 pub mod trace;
 pub mod values;
+
+#[cfg(test)]
+mod architecture_tests;

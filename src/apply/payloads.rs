@@ -1,4 +1,4 @@
-//! The live state of one family in one iptables variant, and the restore inputs built from it:
+//! What the iptables backend does with one family's live state ([`crate::live::iptables`]):
 //! the verdict against the plan (absent, equal, different), the cleanup of everything of
 //! meshcap's that is actually there (every `ISTIO_*` chain, every jump to one, and the planned
 //! rules of built-in chains), the guardrails, and the rollback to the state read before.

@@ -3,15 +3,10 @@
 //! plus `local default dev lo table <table>` per family. Unlike Istio, a re-run adds no
 //! duplicate policy rule (an identical rule is looked for first), and cleanup removes them.
 
-use std::net::{IpAddr, Ipv6Addr};
-
 use crate::error::Result;
-use crate::plan::Routes;
+use crate::plan::{PASSTHROUGH_V6, Routes};
 use crate::sys::kernel::Kernel;
 use crate::values::{Family, Mark, RouteTable};
-
-/// The IPv6 inbound passthrough source the proxy binds (`::6`).
-pub const PASSTHROUGH_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
 
 /// Programs `routes`; returns what was changed, for the log.
 pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {

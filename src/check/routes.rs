@@ -1,12 +1,12 @@
 //! `check` for the routing state the capture needs besides rules (spec §5.8, programmed by
-//! [`crate::apply::routes`]): with TPROXY, `fwmark <mark> lookup <table>` and `local default dev lo
+//! `apply::routes`): with TPROXY, `fwmark <mark> lookup <table>` and `local default dev lo
 //! table <table>` per planned family; with IPv6, `::6/128` on `lo`. Planned but absent is
 //! missing; present but not planned (left by an earlier TPROXY run under a REDIRECT plan, or by
 //! an IPv6 run when IPv6 is now off) is unexpected, and so is every extra copy of the policy rule
 //! (Istio adds one per run). The items are spelled as the `ip` commands that show them.
 
-use crate::apply::routes::PASSTHROUGH_V6;
 use crate::error::Result;
+use crate::plan::PASSTHROUGH_V6;
 use crate::plan::Routes;
 use crate::sys::kernel::Kernel;
 use crate::values::{Family, Mark, RouteTable};

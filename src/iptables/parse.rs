@@ -1,4 +1,4 @@
-//! The inverse of `render::iptables`: iptables-save output (or a restore payload) → model.
+//! The inverse of [`super::render`]: iptables-save output (or a restore payload) → model.
 //!
 //! [`parse_save`] reads the text into a [`SaveDump`]: tables → declared chains → rule entries in
 //! order (appends and inserts), each with its tokens and, where understood, a typed

@@ -151,6 +151,9 @@ pub struct TproxyRoutes {
     pub families: Vec<Family>,
 }
 
+/// The IPv6 inbound passthrough source the proxy binds (`::6`), put on `lo` with IPv6.
+pub const PASSTHROUGH_V6: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
+
 /// Routing state the capture needs besides rules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Routes {
