@@ -216,7 +216,7 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     let family = packet.family();
     let mut notes = Vec::new();
     let nf = match &args.from_save {
-        Some(_) if args.capture.native_nftables.as_deref().is_some_and(|v| v != "false") => {
+        Some(_) if Config::native_nftables(&args.capture, env)? => {
             return Err(Error::invalid(
                 "--from-save",
                 args.from_save.clone().unwrap_or_default(),
@@ -275,7 +275,7 @@ fn check_error(e: &Error) -> i32 {
 
 fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
     if let Some(path) = &args.from_save {
-        if args.capture.native_nftables.as_deref().is_some_and(|v| v != "false") {
+        if Config::native_nftables(&args.capture, env)? {
             return Err(Error::invalid(
                 "--from-save",
                 path,

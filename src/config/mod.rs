@@ -755,6 +755,12 @@ impl Config {
         }
     }
 
+    /// `--native-nftables` / `NATIVE_NFTABLES`, parsed as every boolean is (for commands that
+    /// must know the backend before a whole configuration exists, such as `--from-save`).
+    pub fn native_nftables(flags: &CaptureFlags, env: &Env) -> Result<bool> {
+        flag_bool(&flags.native_nftables, "native-nftables", env, "NATIVE_NFTABLES", None)
+    }
+
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.
     pub fn ipv6_setting(flag: &Option<String>, env: &Env) -> Result<Ipv6Setting> {
         match pick(flag, "ipv6", env, Some("ENABLE_INBOUND_IPV6"), None)? {
