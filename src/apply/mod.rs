@@ -31,7 +31,7 @@ use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
 use crate::nft::text::NftTable;
 use crate::plan::{self, Plan};
-use crate::sys::exec::{Cmd, ExecError, RealSystem, Recorder, System, run_ok};
+use crate::sys::exec::{Cmd, ExecError, RealSystem, System, run_ok};
 use crate::sys::host::Env;
 use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::sys::netns::Netns;
@@ -186,12 +186,8 @@ fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool)
     Ok(())
 }
 
-/// Istio's environment dump (spec §6.1).
-pub fn env_dump(env: &Env) -> String {
-    env_dump_titled(env, "iptables")
-}
-
-/// The environment dump with its header naming the backend (`iptables`, `nftables`).
+/// Istio's environment dump (spec §6.1), its header naming the backend (`iptables`,
+/// `nftables`).
 pub fn env_dump_titled(env: &Env, backend: &str) -> String {
     let mut s = format!("Istio {backend} environment:\n");
     for name in ECHOED_ENV {
@@ -307,7 +303,6 @@ pub fn nft_backend_left(tables: &[NftTable]) -> String {
 /// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
 /// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
 fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<()> {
-    let rec = Recorder::default();
     let bins = |f: Family| match config.force_iptables_binary {
         Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
         Some(IptablesVariant::Nft) => Binaries::of(f, Variant::Nft),
@@ -315,7 +310,6 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
     };
     let show = |cmd: &Cmd| {
         tracing::info!("Running command (dry run, {}): {cmd}", lock_mode(cmd));
-        let _ = rec.run(cmd);
     };
     if !theirs.is_empty() {
         if cleanup {
@@ -356,9 +350,6 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
                 payload.trim()
             );
         }
-    }
-    for family in plan.families() {
-        tracing::debug!("Final iptables state ({family}):\n");
     }
     tracing::info!("skipping configuring routes due to dry run mode");
     Ok(())

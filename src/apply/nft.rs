@@ -212,7 +212,14 @@ impl NftCtx<'_> {
                 return Ok(());
             }
         } else {
-            tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
+            if !live.is_empty() && !drift.is_clean() {
+                tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
+            }
+            if !residue.is_empty() {
+                tracing::info!(
+                    "Found residues of the iptables backend's rules (ISTIO_* chains), reconciliation is recommended"
+                );
+            }
             let mut summary = vec![drift.summary()];
             if !drift.is_clean() {
                 tracing::info!("{}\n{}", drift.summary(), drift.lines());

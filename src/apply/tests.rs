@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 
 use super::*;
-use crate::sys::exec::Output;
+use crate::sys::exec::{Output, Recorder};
 
 #[derive(Default)]
 pub(crate) struct FakeKernel {

@@ -124,91 +124,100 @@ impl Sink for Args {
 
 /// Feeds the rule's iptables arguments, one word at a time, to `sink`.
 fn for_each_arg(rule: &Rule, sink: &mut impl Sink) {
-    let s = sink;
     for m in &rule.matches {
-        match m {
-            Match::InIface(i) => {
-                s.word("-i");
-                s.word(i.as_str());
-            }
-            Match::OutIface(i) => {
-                s.word("-o");
-                s.word(i.as_str());
-            }
-            Match::Protocol(p) => {
-                s.word("-p");
-                s.word(p.as_str());
-            }
-            Match::Source { negated, cidr } => {
-                s.not(*negated);
-                s.word("-s");
-                s.value(cidr);
-            }
-            Match::Destination { negated, cidr } => {
-                s.not(*negated);
-                s.word("-d");
-                s.value(cidr);
-            }
-            Match::DestinationIn(cidrs) => {
-                // iptables expands a list into one kernel rule per prefix, so a ruleset with
-                // this match never passes `validate_for(Backend::Iptables)`; the spelling is
-                // still the list iptables would accept.
-                s.word("-d");
-                s.value(&Joined(cidrs));
-            }
-            Match::SourcePort { negated, port } => {
-                s.not(*negated);
-                s.word("--sport");
-                s.value(port);
-            }
-            Match::DestinationPort { negated, port } => {
-                s.not(*negated);
-                s.word("--dport");
-                s.value(port);
-            }
-            Match::DestinationPorts { negated, ports } => {
-                s.word("-m");
-                s.word("multiport");
-                s.not(*negated);
-                s.word("--dports");
-                s.value(&Joined(ports));
-            }
-            Match::UidOwner { negated, owner } => {
-                s.word("-m");
-                s.word("owner");
-                s.not(*negated);
-                s.word("--uid-owner");
-                s.value(owner);
-            }
-            Match::GidOwner { negated, owner } => {
-                s.word("-m");
-                s.word("owner");
-                s.not(*negated);
-                s.word("--gid-owner");
-                s.value(owner);
-            }
-            Match::ConntrackState(states) => {
-                s.word("-m");
-                s.word("conntrack");
-                s.word("--ctstate");
-                let list = states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-                s.word(&list);
-            }
-            Match::Mark { negated, mark } => {
-                s.word("-m");
-                s.word("mark");
-                s.not(*negated);
-                s.word("--mark");
-                s.value(mark);
-            }
-            Match::ConnMark(mark) => {
-                s.word("-m");
-                s.word("connmark");
-                s.word("--mark");
-                s.value(mark);
-            }
+        match_words(m, sink);
+    }
+    target_words(rule, sink);
+}
+
+/// The words of one match.
+fn match_words(m: &Match, s: &mut impl Sink) {
+    match m {
+        Match::InIface(i) => {
+            s.word("-i");
+            s.word(i.as_str());
+        }
+        Match::OutIface(i) => {
+            s.word("-o");
+            s.word(i.as_str());
+        }
+        Match::Protocol(p) => {
+            s.word("-p");
+            s.word(p.as_str());
+        }
+        Match::Source { negated, cidr } => {
+            s.not(*negated);
+            s.word("-s");
+            s.value(cidr);
+        }
+        Match::Destination { negated, cidr } => {
+            s.not(*negated);
+            s.word("-d");
+            s.value(cidr);
+        }
+        Match::DestinationIn(cidrs) => {
+            // iptables expands a list into one kernel rule per prefix, so a ruleset with
+            // this match never passes `validate_for(Backend::Iptables)`; the spelling is
+            // still the list iptables would accept.
+            s.word("-d");
+            s.value(&Joined(cidrs));
+        }
+        Match::SourcePort { negated, port } => {
+            s.not(*negated);
+            s.word("--sport");
+            s.value(port);
+        }
+        Match::DestinationPort { negated, port } => {
+            s.not(*negated);
+            s.word("--dport");
+            s.value(port);
+        }
+        Match::DestinationPorts { negated, ports } => {
+            s.word("-m");
+            s.word("multiport");
+            s.not(*negated);
+            s.word("--dports");
+            s.value(&Joined(ports));
+        }
+        Match::UidOwner { negated, owner } => {
+            s.word("-m");
+            s.word("owner");
+            s.not(*negated);
+            s.word("--uid-owner");
+            s.value(owner);
+        }
+        Match::GidOwner { negated, owner } => {
+            s.word("-m");
+            s.word("owner");
+            s.not(*negated);
+            s.word("--gid-owner");
+            s.value(owner);
+        }
+        Match::ConntrackState(states) => {
+            s.word("-m");
+            s.word("conntrack");
+            s.word("--ctstate");
+            let list = states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+            s.word(&list);
+        }
+        Match::Mark { negated, mark } => {
+            s.word("-m");
+            s.word("mark");
+            s.not(*negated);
+            s.word("--mark");
+            s.value(mark);
+        }
+        Match::ConnMark(mark) => {
+            s.word("-m");
+            s.word("connmark");
+            s.word("--mark");
+            s.value(mark);
         }
     }
+}
+
+/// `-j` and the words of the rule's target (REDIRECT's spelling depends on the protocol).
+fn target_words(rule: &Rule, s: &mut impl Sink) {
     s.word("-j");
     match &rule.target {
         Target::Jump(c) => s.word(c.as_str()),
@@ -256,9 +265,9 @@ fn for_each_arg(rule: &Rule, sink: &mut impl Sink) {
 
 /// One match as iptables arguments (e.g. `["!", "-d", "127.0.0.1/32"]`).
 pub fn match_args(m: &Match) -> Vec<String> {
-    let mut args = rule_args(&Rule::new(vec![m.clone()], Target::Return));
-    args.truncate(args.len() - 2); // `-j RETURN`
-    args
+    let mut args = Args(Vec::new());
+    match_words(m, &mut args);
+    args.0
 }
 
 /// Values joined by commas (`-m multiport --dports 53,15008`).

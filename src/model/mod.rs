@@ -277,16 +277,6 @@ pub enum Target {
     CtZone(u16),
 }
 
-impl Target {
-    /// Whether the target ends the walk of the current chain for a matching packet.
-    pub fn is_terminal(&self) -> bool {
-        !matches!(
-            self,
-            Target::SetMark(_) | Target::SaveMark | Target::RestoreMark | Target::CtZone(_)
-        )
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     pub matches: Vec<Match>,
