@@ -83,7 +83,7 @@ impl fmt::Display for ProbePath {
 
 /// How one path of one family ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Outcome {
     Passed(String),
     Skipped(String),
     Failed(String),
@@ -93,7 +93,7 @@ pub enum Verdict {
 pub struct Check {
     pub path: ProbePath,
     pub family: Family,
-    pub verdict: Verdict,
+    pub outcome: Outcome,
 }
 
 /// Every path checked (passed or skipped; failures make a [`ValidationError`]).
@@ -150,7 +150,7 @@ pub fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<
         Err(e) => {
             if let ValidationError::Timeout(failed) = &e {
                 for check in failed {
-                    if let Verdict::Failed(why) = &check.verdict {
+                    if let Outcome::Failed(why) = &check.outcome {
                         tracing::error!("validation path {} ({}) failed: {why}", check.path, check.family);
                     }
                 }
@@ -473,7 +473,7 @@ impl<'a> Validator<'a> {
                 None => done.push(Check {
                     path: ProbePath::Inbound,
                     family: *family,
-                    verdict: Verdict::Skipped(format!("the pod has no {family} address")),
+                    outcome: Outcome::Skipped(format!("the pod has no {family} address")),
                 }),
             }
             if cfg.dns.effective() {
@@ -485,7 +485,7 @@ impl<'a> Validator<'a> {
                     Err(why) => done.push(Check {
                         path: ProbePath::Dns,
                         family: *family,
-                        verdict: Verdict::Skipped(why),
+                        outcome: Outcome::Skipped(why),
                     }),
                 }
             }
@@ -518,7 +518,7 @@ impl<'a> Validator<'a> {
                         self.done.push(Check {
                             path: p.path,
                             family: p.family,
-                            verdict: Verdict::Passed(detail),
+                            outcome: Outcome::Passed(detail),
                         });
                     }
                     Err(e) => {
@@ -537,7 +537,7 @@ impl<'a> Validator<'a> {
             std::thread::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
         }
         for c in &self.done {
-            if let Verdict::Skipped(why) = &c.verdict {
+            if let Outcome::Skipped(why) = &c.outcome {
                 tracing::info!("validation path {} ({}) skipped: {why}", c.path, c.family);
             }
         }
@@ -551,7 +551,7 @@ impl<'a> Validator<'a> {
             .map(|p| Check {
                 path: p.path,
                 family: p.family,
-                verdict: Verdict::Failed(p.last_error),
+                outcome: Outcome::Failed(p.last_error),
             })
             .collect();
         Err(ValidationError::Timeout(failed))

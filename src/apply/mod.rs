@@ -6,7 +6,7 @@
 //! backend's `inet istio-proxy-*` tables exist (listed over netlink, no process; both would
 //! capture every packet; the cleanup leaves them and says so) → per family choose the binaries
 //! ([`binaries`]) and read the live state with one `<variant>-save` (only when a table exists)
-//! → compare it with the plan, order-sensitively ([`payloads::verdict`]) → nothing (equal), apply
+//! → compare it with the plan, order-sensitively ([`payloads::found`]) → nothing (equal), apply
 //! (absent), refuse (different, without `--reconcile`), or rebuild under guardrails (cleanup of
 //! what is actually live and the new rules in one restore per family, each table atomic) →
 //! roll every touched table back if any restore fails → TPROXY routing ([`crate::apply::routes`])
@@ -40,11 +40,8 @@ use crate::sys::outfile::Pending;
 use crate::probe as validate;
 use crate::values::Family;
 
-use crate::live::{
-    self,
-    binaries::{Binaries, Variant},
-};
-use payloads::Verdict;
+use crate::live::{self, binaries::Binaries};
+use payloads::Found;
 
 /// Runs the command; `cleanup_cmd` is `istio-clean-iptables`. Returns the exit code.
 pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
@@ -203,11 +200,7 @@ pub fn config_dump(c: &Config, ipv6: bool) -> String {
     let list = |v: &[crate::values::Owner]| v.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",");
     let ips = |v: Vec<String>| v.join(" ");
     let d = &c.dump;
-    let force = match c.force_iptables_binary {
-        None => "",
-        Some(IptablesVariant::Legacy) => "legacy",
-        Some(IptablesVariant::Nft) => "nft",
-    };
+    let force = c.force_iptables_binary.map_or("", IptablesVariant::name);
     let mut s = String::from("Istio config:\n");
     let pairs: Vec<(&str, String)> = vec![
         ("PROXY_PORT", c.proxy_port.to_string()),
@@ -300,12 +293,11 @@ pub fn nft_backend_left(tables: &[NftTable]) -> String {
     )
 }
 
-/// Dry run: the commands a clean namespace gets, recorded and printed, nothing executed.
+/// Dry run: the commands a clean namespace gets, printed, nothing executed.
 /// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
 fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<()> {
     let bins = |f: Family| match config.force_iptables_binary {
-        Some(IptablesVariant::Legacy) => Binaries::of(f, Variant::Legacy),
-        Some(IptablesVariant::Nft) => Binaries::of(f, Variant::Nft),
+        Some(variant) => Binaries::of(f, variant),
         None => Binaries::plain(f),
     };
     let show = |cmd: &Cmd| {
@@ -366,7 +358,7 @@ struct FamilyState {
     live: SaveDump,
     /// Another variant that holds meshcap's rules too: its binaries, save output and dump.
     others: Vec<(Binaries, String, SaveDump)>,
-    verdict: Verdict,
+    found: Found,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,15 +414,15 @@ impl Ctx<'_> {
         let Some(l) = self.reader().read_family(family, enabled)? else {
             return Ok(None);
         };
-        let mut verdict = payloads::verdict(&planned, &l.live);
+        let mut found = payloads::found(&planned, &l.live);
         for (ob, _, _) in &l.others {
             let note = format!("meshcap's chains also exist in the {} tables", ob.base);
-            verdict = match verdict {
-                Verdict::Differs { summary, diff } => Verdict::Differs {
+            found = match found {
+                Found::Differs { summary, diff } => Found::Differs {
                     summary: format!("{summary}; {note}"),
                     diff,
                 },
-                _ => Verdict::Differs {
+                _ => Found::Differs {
                     summary: format!("{family}: {note}"),
                     diff: String::new(),
                 },
@@ -440,7 +432,7 @@ impl Ctx<'_> {
             "[{family}] using {} ({:?}); live state: {:?}",
             l.bins.base,
             l.bins.version,
-            verdict
+            found
         );
         Ok(Some(FamilyState {
             planned,
@@ -449,7 +441,7 @@ impl Ctx<'_> {
             before: l.before,
             live: l.live,
             others: l.others,
-            verdict,
+            found,
         }))
     }
 
@@ -482,17 +474,17 @@ impl Ctx<'_> {
         let force = self.config.force_apply;
         let actions: Vec<Action> = states
             .iter()
-            .map(|s| match &s.verdict {
-                Verdict::Equal if force => Action::Rebuild,
-                Verdict::Equal => Action::Nothing,
-                Verdict::Absent if s.planned.is_empty() => Action::Nothing,
-                Verdict::Absent => Action::Apply,
-                Verdict::Differs { .. } => Action::Rebuild,
+            .map(|s| match &s.found {
+                Found::Equal if force => Action::Rebuild,
+                Found::Equal => Action::Nothing,
+                Found::Absent if s.planned.is_empty() => Action::Nothing,
+                Found::Absent => Action::Apply,
+                Found::Differs { .. } => Action::Rebuild,
             })
             .collect();
         let differs: Vec<&FamilyState> = states
             .iter()
-            .filter(|s| matches!(s.verdict, Verdict::Differs { .. }))
+            .filter(|s| matches!(s.found, Found::Differs { .. }))
             .collect();
         // Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in
         // place; kept (failing closed) while they are not.
@@ -500,22 +492,22 @@ impl Ctx<'_> {
             .iter()
             .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
             .collect();
-        if states.iter().all(|s| s.verdict == Verdict::Absent) {
+        if states.iter().all(|s| s.found == Found::Absent) {
             tracing::info!("Clean-state detected, new iptables are needed");
         } else if differs.is_empty() {
             tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
         } else {
             tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
             for s in &differs {
-                if let Verdict::Differs { diff, summary } = &s.verdict {
+                if let Found::Differs { diff, summary } = &s.found {
                     tracing::info!("{summary}\n{diff}");
                 }
             }
             if !self.config.reconcile && !force {
                 let summaries: Vec<String> = differs
                     .iter()
-                    .filter_map(|s| match &s.verdict {
-                        Verdict::Differs { summary, .. } => Some(summary.clone()),
+                    .filter_map(|s| match &s.found {
+                        Found::Differs { summary, .. } => Some(summary.clone()),
                         _ => None,
                     })
                     .collect();
@@ -610,7 +602,7 @@ impl Ctx<'_> {
             // (A rebuild replaced them with its own, removed above.)
             self.remove_leftover_guardrails(&leftovers)?;
         }
-        if force && states.iter().any(|s| s.verdict == Verdict::Equal) {
+        if force && states.iter().any(|s| s.found == Found::Equal) {
             tracing::warn!(
                 "The forced apply of iptables changes succeeded despite the presence of conflicting rules or chains. If you encounter this message, please consider reporting it as an issue."
             );
@@ -711,10 +703,10 @@ impl Ctx<'_> {
         tracing::info!("Performing cleanup of existing iptables");
         for family in Family::ALL {
             let planned = plan.ruleset(family);
-            for variant in [Variant::Legacy, Variant::Nft] {
+            for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
                 let has_tables = match variant {
-                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
-                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                    IptablesVariant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    IptablesVariant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
                 };
                 if !has_tables {
                     continue;

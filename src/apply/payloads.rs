@@ -1,5 +1,5 @@
 //! What the iptables backend does with one family's live state ([`crate::live::iptables`]):
-//! the verdict against the plan (absent, equal, different), the cleanup of everything of
+//! what is found against the plan (absent, equal, different), the cleanup of everything of
 //! meshcap's that is actually there (every `ISTIO_*` chain, every jump to one, and the planned
 //! rules of built-in chains), the guardrails, and the rollback to the state read before.
 //!
@@ -15,7 +15,7 @@ use crate::model::{ChainName, Match, Proto, Rule, Ruleset, TableName, Target};
 
 /// How the live state relates to the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Found {
     /// Nothing of meshcap's is there.
     Absent,
     /// Exactly the planned rules, in order.
@@ -68,14 +68,14 @@ fn stale_chains(planned: &Ruleset, live: &SaveDump) -> Vec<(String, String)> {
 }
 
 /// Compares the plan of one family with the live dump of the variant in use.
-pub fn verdict(planned: &Ruleset, live: &SaveDump) -> Verdict {
+pub fn found(planned: &Ruleset, live: &SaveDump) -> Found {
     if !live.has_istio_state() && planned_builtin_present(planned, live).is_empty() {
-        return Verdict::Absent;
+        return Found::Absent;
     }
     let d: Drift = drift::compare(planned, live);
     let stale = stale_chains(planned, live);
     if d.is_clean() && stale.is_empty() {
-        return Verdict::Equal;
+        return Found::Equal;
     }
     let mut diff = d.to_string();
     for (t, c) in &stale {
@@ -85,7 +85,7 @@ pub fn verdict(planned: &Ruleset, live: &SaveDump) -> Verdict {
     if !stale.is_empty() {
         summary.push_str(&format!(", {} unexpected chain(s)", stale.len()));
     }
-    Verdict::Differs { summary, diff }
+    Found::Differs { summary, diff }
 }
 
 /// A token as iptables-restore reads it back (quoted when it holds spaces or quotes).
@@ -307,19 +307,19 @@ mod tests {
     fn verdicts() {
         let rs = plan(&["-b", "*", "-i", "*"]);
         let payload = restore_payload(&rs);
-        assert_eq!(verdict(&rs, &dump("")), Verdict::Absent);
+        assert_eq!(found(&rs, &dump("")), Found::Absent);
         assert_eq!(
-            verdict(&rs, &dump("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n")),
-            Verdict::Absent
+            found(&rs, &dump("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n")),
+            Found::Absent
         );
-        assert_eq!(verdict(&rs, &dump(&payload)), Verdict::Equal);
+        assert_eq!(found(&rs, &dump(&payload)), Found::Equal);
         let with_stale = payload.replace("COMMIT", "-N ISTIO_DIVERT\nCOMMIT");
-        let Verdict::Differs { diff, .. } = verdict(&rs, &dump(&with_stale)) else {
+        let Found::Differs { diff, .. } = found(&rs, &dump(&with_stale)) else {
             panic!("a stale empty chain is drift")
         };
         assert!(diff.contains("ISTIO_DIVERT"), "{diff}");
         let other = restore_payload(&plan(&["-b", "*", "-i", "*", "-p", "15002"]));
-        assert!(matches!(verdict(&rs, &dump(&other)), Verdict::Differs { .. }));
+        assert!(matches!(found(&rs, &dump(&other)), Found::Differs { .. }));
     }
 
     #[test]

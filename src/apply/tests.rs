@@ -321,7 +321,7 @@ fn istio_rules_in_the_other_variant_are_drift() {
 fn cni_mode_sets_a_pod_scoped_lock_without_wiping_the_environment() {
     let b = Binaries {
         version: Some((1, 8, 9)),
-        ..Binaries::of(Family::V4, Variant::Legacy)
+        ..Binaries::of(Family::V4, IptablesVariant::Legacy)
     };
     let cmd = restore_cmd(&b, "", true, Some(Path::new("/var/run/netns/p")), true, 30);
     assert_eq!(
@@ -329,7 +329,14 @@ fn cni_mode_sets_a_pod_scoped_lock_without_wiping_the_environment() {
         [("XTABLES_LOCKFILE".to_string(), "/var/run/netns/p".to_string())]
     );
     assert_eq!(cmd.args, ["--noflush", "--wait=30"]);
-    let cmd = restore_cmd(&Binaries::of(Family::V4, Variant::Nft), "", true, None, true, 30);
+    let cmd = restore_cmd(
+        &Binaries::of(Family::V4, IptablesVariant::Nft),
+        "",
+        true,
+        None,
+        true,
+        30,
+    );
     assert!(cmd.env.is_empty());
 }
 

@@ -62,10 +62,21 @@ pub enum OwnerGroups {
     Only(Vec<Owner>),
 }
 
+/// The kernel side an iptables binary programs: the legacy x_tables or nf_tables
+/// (`--force-iptables-binary`, and the variant apply chooses per family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IptablesVariant {
     Legacy,
     Nft,
+}
+
+impl IptablesVariant {
+    pub fn name(self) -> &'static str {
+        match self {
+            IptablesVariant::Legacy => "legacy",
+            IptablesVariant::Nft => "nft",
+        }
+    }
 }
 
 /// Whether IPv6 rules are wanted: explicitly (`--ipv6`, `ENABLE_INBOUND_IPV6`) or detected from

@@ -18,29 +18,13 @@ use crate::sys::exec::{Cmd, System};
 use crate::sys::kernel::Kernel;
 use crate::values::Family;
 
-/// The kernel side a binary programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    Legacy,
-    Nft,
-}
-
-impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Legacy => "legacy",
-            Variant::Nft => "nft",
-        }
-    }
-}
-
 /// One family's chosen binaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binaries {
     pub family: Family,
     /// `iptables-nft`, `ip6tables-legacy`, `iptables`, …
     pub base: String,
-    pub variant: Variant,
+    pub variant: IptablesVariant,
     /// `(major, minor, patch)` when known.
     pub version: Option<(u32, u32, u32)>,
 }
@@ -54,7 +38,7 @@ pub fn prefix(family: Family) -> &'static str {
 }
 
 impl Binaries {
-    pub fn of(family: Family, variant: Variant) -> Binaries {
+    pub fn of(family: Family, variant: IptablesVariant) -> Binaries {
         Binaries {
             family,
             base: format!("{}-{}", prefix(family), variant.name()),
@@ -68,7 +52,7 @@ impl Binaries {
         Binaries {
             family,
             base: prefix(family).to_string(),
-            variant: Variant::Nft,
+            variant: IptablesVariant::Nft,
             version: None,
         }
     }
@@ -84,14 +68,14 @@ impl Binaries {
     /// Legacy takes the xtables lock from 1.6.2 on (waiting up to `secs`); nft needs none.
     pub fn wait_flag(&self, secs: u32) -> Option<String> {
         match (self.variant, self.version) {
-            (Variant::Legacy, Some(v)) if v >= (1, 6, 2) => Some(format!("--wait={secs}")),
+            (IptablesVariant::Legacy, Some(v)) if v >= (1, 6, 2) => Some(format!("--wait={secs}")),
             _ => None,
         }
     }
 
     /// Whether a pod-scoped lock file (`XTABLES_LOCKFILE`) is honoured (legacy ≥ 1.8.6).
     pub fn lockfile_env(&self) -> bool {
-        self.variant == Variant::Legacy && self.version.is_some_and(|v| v >= (1, 8, 6))
+        self.variant == IptablesVariant::Legacy && self.version.is_some_and(|v| v >= (1, 8, 6))
     }
 }
 
@@ -142,8 +126,8 @@ pub fn select(
     netns: Option<&Path>,
 ) -> Result<Choice> {
     let p = prefix(family);
-    let legacy = Binaries::of(family, Variant::Legacy);
-    let nft = Binaries::of(family, Variant::Nft);
+    let legacy = Binaries::of(family, IptablesVariant::Legacy);
+    let nft = Binaries::of(family, IptablesVariant::Nft);
     let read_legacy = || -> Result<Option<String>> {
         if kernel.legacy_tables(family).is_empty() {
             return Ok(None);
@@ -163,7 +147,7 @@ pub fn select(
     };
     let with_version = |mut bins: Binaries, save: &Option<String>| -> Result<Binaries> {
         bins.version = save.as_deref().and_then(parse_version);
-        if bins.variant == Variant::Legacy && bins.version.is_none() {
+        if bins.variant == IptablesVariant::Legacy && bins.version.is_none() {
             // Only when no legacy table exists yet (no save header to read it from).
             let out = sys
                 .run(&Cmd::new(bins.save(), ["--version"]))
@@ -235,9 +219,9 @@ pub fn select(
                 .run(&Cmd::new(plain.save(), ["--version"]))
                 .map_err(|e| Error::Other(e.to_string()))?;
             let variant = if out.stdout.contains("nf_tables") {
-                Variant::Nft
+                IptablesVariant::Nft
             } else {
-                Variant::Legacy
+                IptablesVariant::Legacy
             };
             Ok(Choice {
                 bins: Binaries {
@@ -265,13 +249,13 @@ mod tests {
         assert_eq!(parse_version("nothing here"), None);
         let b = Binaries {
             version: Some((1, 6, 2)),
-            ..Binaries::of(Family::V4, Variant::Legacy)
+            ..Binaries::of(Family::V4, IptablesVariant::Legacy)
         };
         assert_eq!(b.wait_flag(30).as_deref(), Some("--wait=30"));
         assert!(!b.lockfile_env());
-        assert_eq!(Binaries::of(Family::V6, Variant::Nft).wait_flag(30), None);
+        assert_eq!(Binaries::of(Family::V6, IptablesVariant::Nft).wait_flag(30), None);
         assert_eq!(
-            Binaries::of(Family::V6, Variant::Nft).restore(),
+            Binaries::of(Family::V6, IptablesVariant::Nft).restore(),
             "ip6tables-nft-restore"
         );
     }

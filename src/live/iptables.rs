@@ -12,7 +12,7 @@ use crate::sys::exec::{Cmd, System, run_ok};
 use crate::sys::kernel::Kernel;
 use crate::values::Family;
 
-use super::binaries::{Binaries, Variant, parse_version, prefix, select};
+use super::binaries::{Binaries, parse_version, prefix, select};
 
 /// One family's live state in the variant apply would use.
 #[derive(Debug, Clone)]
@@ -103,17 +103,19 @@ impl Reader<'_> {
             self.save(&bins)?
         } else {
             match bins.variant {
-                Variant::Legacy => choice.legacy_save.clone().unwrap_or_default(),
-                Variant::Nft if self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()) => self.save(&bins)?,
-                Variant::Nft => String::new(),
+                IptablesVariant::Legacy => choice.legacy_save.clone().unwrap_or_default(),
+                IptablesVariant::Nft if self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()) => {
+                    self.save(&bins)?
+                }
+                IptablesVariant::Nft => String::new(),
             }
         };
         let live = self.parse(&bins, &before)?;
         let mut others = Vec::new();
         if !plain {
             let other = match bins.variant {
-                Variant::Legacy => {
-                    let nft = Binaries::of(family, Variant::Nft);
+                IptablesVariant::Legacy => {
+                    let nft = Binaries::of(family, IptablesVariant::Nft);
                     let has = self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty());
                     if has && self.sys.has_program(&nft.save()) {
                         let text = self.save(&nft)?;
@@ -122,10 +124,10 @@ impl Reader<'_> {
                         None
                     }
                 }
-                Variant::Nft => choice
+                IptablesVariant::Nft => choice
                     .legacy_save
                     .clone()
-                    .map(|text| (Binaries::of(family, Variant::Legacy), text)),
+                    .map(|text| (Binaries::of(family, IptablesVariant::Legacy), text)),
             };
             if let Some((mut ob, text)) = other {
                 let dump = self.parse(&ob, &text)?;
@@ -148,10 +150,10 @@ impl Reader<'_> {
     pub fn residue(&self) -> Result<Vec<Residue>> {
         let mut out = Vec::new();
         for family in Family::ALL {
-            for variant in [Variant::Legacy, Variant::Nft] {
+            for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
                 let has_tables = match variant {
-                    Variant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
-                    Variant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+                    IptablesVariant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+                    IptablesVariant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
                 };
                 if !has_tables {
                     continue;

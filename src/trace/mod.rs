@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::iptables::parse::SaveDump;
-use crate::model::{CtState, Hook, IstioChain, Match, Rule, Ruleset, TableName, Target};
+use crate::model::{Backend, CtState, Hook, IstioChain, Match, Rule, Ruleset, TableName, Target};
 pub use crate::sys::host::Ids;
 use crate::values::Family;
 use crate::{iptables::render as iptables, nft::text as nft};
@@ -62,36 +62,30 @@ pub enum Policy {
     Drop,
 }
 
-/// Which spelling the chains and tables have: iptables (`nat`, `OUTPUT`, `ISTIO_OUTPUT`) or
-/// meshcap's nftables tables (`istio-proxy-nat`, `output`, `istio-output`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    Iptables,
-    Nft,
+/// The name of `t` in the backend's spelling: iptables (`nat`) or meshcap's nftables tables
+/// (`istio-proxy-nat`).
+fn table_name(backend: Backend, t: TableName) -> String {
+    match (backend, t) {
+        (Backend::Nft, TableName::Nat) => nft::NftTable::Nat.name().into(),
+        (Backend::Nft, TableName::Mangle) => nft::NftTable::Mangle.name().into(),
+        (Backend::Nft, TableName::Raw) => nft::NftTable::Raw.name().into(),
+        _ => t.as_str().into(),
+    }
 }
 
-impl Naming {
-    fn table(self, t: TableName) -> String {
-        match (self, t) {
-            (Naming::Nft, TableName::Nat) => nft::NftTable::Nat.name().into(),
-            (Naming::Nft, TableName::Mangle) => nft::NftTable::Mangle.name().into(),
-            (Naming::Nft, TableName::Raw) => nft::NftTable::Raw.name().into(),
-            _ => t.as_str().into(),
-        }
+/// The name of the built-in chain of `h` (`OUTPUT`, nft `output`).
+fn hook_name(backend: Backend, h: Hook) -> &'static str {
+    match backend {
+        Backend::Iptables => h.as_str(),
+        Backend::Nft => nft::NftChain::Base(h).name(),
     }
+}
 
-    fn hook(self, h: Hook) -> &'static str {
-        match self {
-            Naming::Iptables => h.as_str(),
-            Naming::Nft => nft::NftChain::Base(h).name(),
-        }
-    }
-
-    fn chain(self, c: IstioChain) -> &'static str {
-        match self {
-            Naming::Iptables => c.as_str(),
-            Naming::Nft => nft::NftChain::Regular(c).name(),
-        }
+/// The name of an Istio chain (`ISTIO_OUTPUT`, nft `istio-output`).
+fn chain_name(backend: Backend, c: IstioChain) -> &'static str {
+    match backend {
+        Backend::Iptables => c.as_str(),
+        Backend::Nft => nft::NftChain::Regular(c).name(),
     }
 }
 
@@ -106,7 +100,7 @@ pub struct Netfilter {
     /// Whether `local_marks` is all the policy routing there is (a plan's routes), so another
     /// mark keeps the packet's route; from a dump nothing is known about routing.
     routes_known: bool,
-    naming: Naming,
+    backend: Backend,
     chains: BTreeMap<(TableName, String), Vec<Entry>>,
     policies: BTreeMap<(TableName, String), Policy>,
 }
@@ -136,7 +130,7 @@ impl Netfilter {
             family: rs.family,
             local_marks: Vec::new(),
             routes_known: false,
-            naming: Naming::Iptables,
+            backend: Backend::Iptables,
             chains,
             policies: BTreeMap::new(),
         }
@@ -176,7 +170,7 @@ impl Netfilter {
             family,
             local_marks: Vec::new(),
             routes_known: false,
-            naming: Naming::Iptables,
+            backend: Backend::Iptables,
             chains,
             policies,
         })
@@ -248,7 +242,7 @@ impl Netfilter {
             family,
             local_marks: Vec::new(),
             routes_known: false,
-            naming: Naming::Nft,
+            backend: Backend::Nft,
             chains: live
                 .into_iter()
                 .map(|(k, rules)| (k, rules.into_iter().flatten().collect()))
@@ -259,7 +253,7 @@ impl Netfilter {
 
     /// Whether the ruleset has any chain on `hook` in `table`.
     fn has_hook(&self, table: TableName, hook: Hook) -> bool {
-        self.chain(table, self.naming.hook(hook)).is_some()
+        self.chain(table, hook_name(self.backend, hook)).is_some()
     }
 
     fn chain(&self, table: TableName, name: &str) -> Option<&[Entry]> {
@@ -431,7 +425,7 @@ impl fmt::Display for Effect {
 
 /// One line of a trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Step {
+pub struct Visit {
     pub table: String,
     pub chain: String,
     /// 1-based rule number in the chain; none for a chain's end or a skipped chain.
@@ -441,7 +435,7 @@ pub struct Step {
     pub effect: Effect,
 }
 
-impl fmt::Display for Step {
+impl fmt::Display for Visit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.rule, &self.text) {
             _ if self.effect == Effect::Loopback => write!(f, "loopback: {}", self.effect),
@@ -454,7 +448,7 @@ impl fmt::Display for Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Trace {
     pub verdict: Verdict,
-    pub steps: Vec<Step>,
+    pub steps: Vec<Visit>,
     /// Facts about the trace as a whole, said before the verdict (e.g. IPv6 is off).
     pub notes: Vec<String>,
 }
@@ -480,7 +474,7 @@ impl Trace {
 struct TraceDoc<'a> {
     packet: String,
     verdict: &'a Verdict,
-    steps: &'a [Step],
+    steps: &'a [Visit],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     notes: &'a [String],
 }
@@ -565,7 +559,7 @@ struct Walker<'a> {
     packet: &'a Packet,
     ids: &'a Ids,
     state: State,
-    steps: Vec<Step>,
+    steps: Vec<Visit>,
 }
 
 /// Traces `packet` through `nf`.
@@ -656,9 +650,9 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
                     None
                 };
                 if let Some(why) = skip {
-                    w.steps.push(Step {
-                        table: nf.naming.table(table),
-                        chain: nf.naming.hook(hook).into(),
+                    w.steps.push(Visit {
+                        table: table_name(nf.backend, table),
+                        chain: hook_name(nf.backend, hook).into(),
                         rule: None,
                         text: None,
                         effect: Effect::Skipped { why },
@@ -684,7 +678,7 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
         if packet.dir == Direction::Out && passes.len() == 1 {
             match &w.state.oif {
                 Dev::Named(o) if o == "lo" => {
-                    w.steps.push(Step {
+                    w.steps.push(Visit {
                         table: "lo".into(),
                         chain: String::new(),
                         rule: None,
@@ -714,8 +708,8 @@ pub fn trace(nf: &Netfilter, packet: &Packet, ids: &Ids) -> Result<Trace, TraceE
 
 impl Walker<'_> {
     fn step(&mut self, table: TableName, chain: &str, rule: Option<(usize, &str)>, effect: Effect) {
-        self.steps.push(Step {
-            table: self.nf.naming.table(table),
+        self.steps.push(Visit {
+            table: table_name(self.nf.backend, table),
             chain: chain.into(),
             rule: rule.map(|r| r.0),
             text: rule.map(|r| r.1.to_string()),
@@ -726,7 +720,7 @@ impl Walker<'_> {
     /// One table's pass over one hook.
     fn walk(&mut self, table: TableName, hook: Hook) -> Result<Outcome, TraceError> {
         let nf = self.nf;
-        let builtin = nf.naming.hook(hook);
+        let builtin = hook_name(nf.backend, hook);
         // (chain name, index of the next rule)
         let mut stack: Vec<(String, usize)> = vec![(builtin.to_string(), 0)];
         loop {
@@ -760,7 +754,7 @@ impl Walker<'_> {
             let fail = |why: String| TraceError { at: at(text), why };
             match &rule.target {
                 Target::Jump(c) => {
-                    let next = nf.naming.chain(*c);
+                    let next = chain_name(nf.backend, *c);
                     if nf.chain(table, next).is_none() {
                         return Err(fail(format!("chain {next} does not exist in the {table} table")));
                     }
