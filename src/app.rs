@@ -24,7 +24,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
         let _ = writeln!(std::io::stderr(), "meshcap: {e}");
         return e.exit_code();
     }
-    let cli = match parse_args(args) {
+    let cli = match crate::speed::parse_args::<Cli>(args) {
         Ok(cli) => cli,
         Err(e) => {
             if let Some(invalid) = invalid_value(&e) {
@@ -43,16 +43,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
             e.exit_code()
         }
     }
-}
-
-/// Parses argv with clap. The command tree is not dropped (`ManuallyDrop`): freeing its few
-/// hundred allocations is work for a process that exits moments later (≈ 8 % of a standard
-/// apply's instructions); the memory goes back with the process.
-fn parse_args(args: Vec<OsString>) -> std::result::Result<Cli, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
-    let mut command = std::mem::ManuallyDrop::new(Cli::command());
-    let mut matches = command.try_get_matches_from_mut(args)?;
-    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
 /// A flag value clap itself refused (a value outside a fixed set such as `--family v5`, or a
@@ -148,8 +138,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
         let tx = nft::text::transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
         let text = tx.text();
-        // As below: the process ends after printing; the kernel reclaims the memory.
-        std::mem::forget((plan, tx));
+        crate::speed::keep_until_exit((plan, tx));
         text
     } else {
         match args.format {
@@ -181,9 +170,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                         out
                     }
                 };
-                // The process ends right after printing: freeing thousands of rules one by one
-                // would cost a tenth of a large render, and the kernel reclaims the memory anyway.
-                std::mem::forget(rulesets);
+                crate::speed::keep_until_exit(rulesets);
                 out
             }
             Format::Json => {

@@ -19,6 +19,7 @@ pub mod model;
 pub mod nft;
 pub mod plan;
 pub mod probe;
+pub mod speed;
 pub mod sys;
 pub mod trace;
 pub mod values;

@@ -8,6 +8,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::speed::{self, Decimal};
+
 /// Why a piece of text is not a valid value. The caller adds the value and its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub String);
@@ -102,7 +104,7 @@ impl fmt::Display for Port {
 
 impl Spell for Port {
     fn spell(&self, out: &mut String) {
-        push_decimal(out, u32::from(self.0));
+        speed::push_decimal(out, u32::from(self.0));
     }
 }
 
@@ -193,7 +195,11 @@ impl Cidr {
     /// Parses `address/bits` strictly: dotted IPv4 with four parts and no leading zeros, or
     /// IPv6 without a zone; bits in decimal without sign or leading zeros.
     pub fn parse(text: &str) -> Parsed<Cidr> {
-        if let Some(c) = parse_v4_prefix(text) {
+        if let Some((addr, len)) = speed::parse_v4_prefix(text) {
+            let c = Cidr {
+                addr: IpAddr::V4(addr),
+                len,
+            };
             return Ok(c);
         }
         if text == "*" {
@@ -277,7 +283,7 @@ impl fmt::Display for Cidr {
         match self.addr {
             IpAddr::V4(a) => {
                 let mut buf = [0u8; 18];
-                f.write_str(v4_prefix_text(a, self.len, &mut buf))
+                f.write_str(speed::v4_prefix_text(a, self.len, &mut buf))
             }
             IpAddr::V6(a) => write!(f, "{a}/{}", self.len),
         }
@@ -290,15 +296,15 @@ impl Spell for Cidr {
             IpAddr::V4(a) => {
                 let [a, b, c, d] = a.octets();
                 out.reserve(18);
-                out.push_str(small_decimal(a));
+                out.push_str(speed::small_decimal(a));
                 out.push('.');
-                out.push_str(small_decimal(b));
+                out.push_str(speed::small_decimal(b));
                 out.push('.');
-                out.push_str(small_decimal(c));
+                out.push_str(speed::small_decimal(c));
                 out.push('.');
-                out.push_str(small_decimal(d));
+                out.push_str(speed::small_decimal(d));
                 out.push('/');
-                out.push_str(small_decimal(self.len));
+                out.push_str(speed::small_decimal(self.len));
             }
             IpAddr::V6(a) => {
                 use fmt::Write as _;
@@ -306,111 +312,6 @@ impl Spell for Cidr {
             }
         }
     }
-}
-
-/// `a.b.c.d/len` written into `buf` (at most 18 bytes) without the formatting machinery: the
-/// render of thousands of prefixes spends most of its time here otherwise.
-fn v4_prefix_text(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> &str {
-    let n = v4_prefix_bytes(addr, len, buf);
-    std::str::from_utf8(&buf[..n]).expect("ASCII digits and dots")
-}
-
-/// The decimal text of every byte value, each in a 3-byte slot (left-aligned, space-padded),
-/// built at compile time.
-const SMALL_DECIMALS: &str = {
-    const BYTES: [u8; 768] = {
-        let mut b = [b' '; 768];
-        let mut i = 0;
-        while i < 256 {
-            let (h, t, u) = ((i / 100) as u8, ((i / 10) % 10) as u8, (i % 10) as u8);
-            let at = i * 3;
-            if i >= 100 {
-                (b[at], b[at + 1], b[at + 2]) = (b'0' + h, b'0' + t, b'0' + u);
-            } else if i >= 10 {
-                (b[at], b[at + 1]) = (b'0' + t, b'0' + u);
-            } else {
-                b[at] = b'0' + u;
-            }
-            i += 1;
-        }
-        b
-    };
-    match std::str::from_utf8(&BYTES) {
-        Ok(s) => s,
-        Err(_) => panic!("ASCII"),
-    }
-};
-
-/// `n` in decimal, from [`SMALL_DECIMALS`].
-fn small_decimal(n: u8) -> &'static str {
-    let at = usize::from(n) * 3;
-    let len = if n >= 100 {
-        3
-    } else if n >= 10 {
-        2
-    } else {
-        1
-    };
-    &SMALL_DECIMALS[at..at + len]
-}
-
-/// The bytes of `a.b.c.d/len` at the start of `buf`; returns their number.
-fn v4_prefix_bytes(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> usize {
-    fn put(buf: &mut [u8; 18], n: &mut usize, v: u8) {
-        if v >= 100 {
-            buf[*n] = b'0' + v / 100;
-            *n += 1;
-        }
-        if v >= 10 {
-            buf[*n] = b'0' + (v / 10) % 10;
-            *n += 1;
-        }
-        buf[*n] = b'0' + v % 10;
-        *n += 1;
-    }
-    let mut n = 0;
-    for (i, octet) in addr.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        put(buf, &mut n, octet);
-    }
-    buf[n] = b'/';
-    n += 1;
-    put(buf, &mut n, len);
-    n
-}
-
-/// Strict dotted-quad `a.b.c.d/len` in one pass, without allocation: four decimal octets
-/// without leading zeros, a prefix length 0–32 without leading zeros. `None` for anything else
-/// (including valid IPv6 text), which then takes the general path and its error messages.
-fn parse_v4_prefix(text: &str) -> Option<Cidr> {
-    let mut octets = [0u8; 4];
-    // Octets done, the value and digit count of the current field (an octet, then the length).
-    let (mut done, mut value, mut digits) = (0usize, 0u32, 0u32);
-    for &b in text.as_bytes() {
-        let digit = b.wrapping_sub(b'0');
-        if digit < 10 {
-            if digits == 3 || (digits == 1 && value == 0) {
-                return None;
-            }
-            value = value * 10 + u32::from(digit);
-            digits += 1;
-        } else if digits > 0 && value <= 255 && ((b == b'.' && done < 3) || (b == b'/' && done == 3)) {
-            octets[done] = value as u8;
-            (done, value, digits) = (done + 1, 0, 0);
-        } else {
-            return None;
-        }
-    }
-    if done != 4 || digits == 0 || value > 32 {
-        return None;
-    }
-    Some(Cidr {
-        addr: IpAddr::V4(Ipv4Addr::from(octets)),
-        len: value as u8,
-    })
 }
 
 /// Parses an IP address strictly (see [`Cidr::parse`]).
@@ -462,7 +363,7 @@ impl Owner {
 impl Spell for Owner {
     fn spell(&self, out: &mut String) {
         match self {
-            Owner::Id(n) => push_decimal(out, *n),
+            Owner::Id(n) => speed::push_decimal(out, *n),
             Owner::Name(s) => out.push_str(s),
         }
     }
@@ -558,7 +459,7 @@ impl fmt::Display for Mark {
 
 impl Spell for Mark {
     fn spell(&self, out: &mut String) {
-        push_decimal(out, self.0);
+        speed::push_decimal(out, self.0);
     }
 }
 
@@ -681,47 +582,13 @@ pub trait Spell {
 
 impl Spell for u16 {
     fn spell(&self, out: &mut String) {
-        push_decimal(out, u32::from(*self));
+        speed::push_decimal(out, u32::from(*self));
     }
 }
 
 impl Spell for u32 {
     fn spell(&self, out: &mut String) {
-        push_decimal(out, *self);
-    }
-}
-
-/// A u32 in decimal, on the stack.
-pub struct Decimal {
-    buf: [u8; 10],
-    start: usize,
-}
-
-impl Decimal {
-    pub fn new(mut n: u32) -> Decimal {
-        let mut buf = [0u8; 10];
-        let mut start = buf.len();
-        loop {
-            start -= 1;
-            buf[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal { buf, start }
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).expect("ASCII digits")
-    }
-}
-
-/// Appends `n` in decimal.
-pub fn push_decimal(out: &mut String, n: u32) {
-    match u8::try_from(n) {
-        Ok(small) => out.push_str(small_decimal(small)),
-        Err(_) => out.push_str(Decimal::new(n).as_str()),
+        speed::push_decimal(out, *self);
     }
 }
 

@@ -4,9 +4,9 @@
 
 pub mod manual;
 
-use std::ops::{Deref, DerefMut};
+use crate::speed::Lazy;
 
-use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str = "Set up the traffic capture of a service-mesh sidecar (a drop-in istio-iptables).";
 
@@ -84,54 +84,6 @@ pub enum Command {
     /// Compare the live rules of a network namespace with the plan; changes nothing.
     #[command(args_override_self = true, after_help = CHECK_HELP)]
     Check(Lazy<CheckArgs>),
-}
-
-/// A subcommand's arguments, added to clap's command only when the parser enters that
-/// subcommand (`clap::Command::defer`). Every subcommand flattens the ~45 capture flags, and
-/// building all seven subcommands' arguments (and dropping them again) was half of the
-/// instructions a standard `meshcap istio-iptables` ran; now only the chosen one is built.
-/// Help, completions and man pages build the whole tree as before (`Command::build`).
-#[derive(Debug)]
-pub struct Lazy<T>(pub T);
-
-impl<T> Deref for Lazy<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> DerefMut for Lazy<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
-impl<T: Args> Args for Lazy<T> {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args)
-    }
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args_for_update)
-    }
-    fn group_id() -> Option<clap::Id> {
-        T::group_id()
-    }
-}
-
-impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
-    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches(matches).map(Lazy)
-    }
-    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches_mut(matches).map(Lazy)
-    }
-    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches(matches)
-    }
-    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches_mut(matches)
-    }
 }
 
 const CHECK_HELP: &str = "\

@@ -6,7 +6,8 @@
 //! `COMMIT`; every line ends with `\n`; an empty ruleset is the empty string.
 
 use crate::model::{Match, Op, Position, Proto, Rule, Ruleset, Target};
-use crate::values::{Mark, Spell, push_decimal};
+use crate::speed::push_decimal;
+use crate::values::{Mark, Spell};
 
 /// The iptables-restore input for a ruleset (`--noflush`).
 pub fn restore_payload(rs: &Ruleset) -> String {
