@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""meshcap's benchmark (issue 7): apply, render, per-connection cost, memory and size.
+"""meshcap's benchmark: apply, render, per-connection cost, memory and size.
 
 Run through bench/run.sh (it builds the release binary and the connbench example first), as
 root, on a machine where `ip netns add` works. Every namespace it touches is one it created

@@ -137,3 +137,59 @@ fn the_scanner_sees_grouped_and_plain_paths() {
         ["iptables", "nft", "plan"]
     );
 }
+
+/// Every `§N.N` (and `§N.N item K`) cited in src/ names a heading (and a numbered item under
+/// it) of docs/istio-compat.md, the project's own account of Istio compatibility.
+#[test]
+fn every_cited_section_resolves_in_the_compatibility_document() {
+    let doc = std::fs::read_to_string(Path::new(ROOT).join("docs/istio-compat.md")).expect("docs/istio-compat.md");
+    // Section → the item numbers listed under its heading.
+    let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in doc.lines() {
+        if line.starts_with('#') {
+            current = line
+                .split_whitespace()
+                .find(|w| w.starts_with('§'))
+                .map(|w| w[2..].to_string());
+            if let Some(s) = &current {
+                sections.entry(s.clone()).or_default();
+            }
+        } else if let Some(s) = &current {
+            let item: String = line.chars().take_while(char::is_ascii_digit).collect();
+            if !item.is_empty() && line[item.len()..].starts_with(['.', 'a', 'b', 'c']) {
+                sections.get_mut(s).unwrap().push(item);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for files in modules().values() {
+        for file in files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (i, _) in text.match_indices('§') {
+                let rest = text[i + '§'.len_utf8()..].trim_start();
+                let number: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let number = number.trim_end_matches('.').to_string();
+                let shown = file.strip_prefix(ROOT).unwrap().display();
+                let Some(items) = sections.get(&number) else {
+                    missing.push(format!("{shown}: §{number}"));
+                    continue;
+                };
+                let after = rest[number.len()..].trim_start();
+                if let Some(item) = after.strip_prefix("item ").or_else(|| after.strip_prefix("step ")) {
+                    let item: String = item.chars().take_while(char::is_ascii_digit).collect();
+                    if !items.contains(&item) {
+                        missing.push(format!("{shown}: §{number} item {item}"));
+                    }
+                }
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "cited but not in docs/istio-compat.md:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,8 +1,8 @@
 //! The JSON spelling of a plan (`meshcap render --format json`): a versioned, stable wire shape.
 //!
 //! The wire types here are their own serde structs, decoupled from the model: renaming or
-//! reshaping a model type must not change the document. Version 1 is documented in README.md
-//! ("JSON output"). Fields are only ever added within a version; consumers should ignore fields
+//! reshaping a model type must not change the document. Version 1 is documented in docs/json.md.
+//! Fields are only ever added within a version; consumers should ignore fields
 //! they do not know. [`Document::rulesets`] reads a document back into the model, so
 //! `from_json(to_json(plan)) == plan` is testable and the format is a usable input.
 

@@ -230,7 +230,7 @@ impl FamilyArg {
 pub enum Format {
     /// iptables-restore input.
     Iptables,
-    /// A versioned JSON document of the plan (see README, "JSON output").
+    /// A versioned JSON document of the plan (see docs/json.md).
     Json,
 }
 
