@@ -18,6 +18,7 @@ pub mod logging;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod outfile;
 pub mod parse;
 pub mod plan;
