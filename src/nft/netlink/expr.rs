@@ -571,10 +571,10 @@ fn decode_cmp(data: &[Attr<'_>]) -> Option<Expr> {
 fn decode_bitwise(data: &[Attr<'_>]) -> Option<Expr> {
     const NFT_BITWISE_MASK_XOR: u32 = 0;
     let f = fields(data, 6, None)?;
-    if let Some(op) = f[6] {
-        if op.be32()? != NFT_BITWISE_MASK_XOR {
-            return None;
-        }
+    if let Some(op) = f[6]
+        && op.be32()? != NFT_BITWISE_MASK_XOR
+    {
+        return None;
     }
     Some(Expr::Bitwise {
         sreg: reg_of(f[1])?,

@@ -149,6 +149,10 @@ pub struct Set {
     pub size: Option<u32>,
     pub id: Option<u32>,
     pub userdata: Option<Vec<u8>>,
+    /// Reported by newer kernels (`NFTA_SET_TYPE`): the set backend in use. Not encoded.
+    pub backend: Option<String>,
+    /// Reported by newer kernels (`NFTA_SET_COUNT`): the number of elements. Not encoded.
+    pub count: Option<u32>,
     pub unknown: Vec<RawAttr>,
 }
 
@@ -464,6 +468,36 @@ impl Message {
     pub fn describe(&self) -> String {
         self.to_string()
     }
+
+    /// Names the part of this message that starts at or contains byte `offset` of its first
+    /// frame (the kernel's extended-ack offset): for a rule the expression, e.g.
+    /// `expression 2 (immediate)`, otherwise the top-level attribute type.
+    pub fn locate(&self, offset: u32) -> Option<String> {
+        let mut out = Vec::new();
+        self.encode(&mut out, 0, 0).ok()?;
+        let first = frames(&out).ok()?.into_iter().next()?;
+        // The payload starts after nlmsghdr (16) + nfgenmsg (4).
+        let mut pos = 20usize;
+        let offset = offset as usize;
+        for a in attr::parse(first.payload.get(4..)?).ok()? {
+            let len = 4 + a.value.len();
+            if (pos..pos + len).contains(&offset) {
+                if let (Message::NewRule(r), 4) = (self, a.ty()) {
+                    let mut inner = pos + 4;
+                    for (i, e) in attr::parse(a.value).ok()?.iter().enumerate() {
+                        let elen = 4 + e.value.len();
+                        if (inner..inner + elen).contains(&offset) {
+                            return Some(format!("expression {} ({})", i + 1, r.exprs.get(i)?.name()));
+                        }
+                        inner += attr::align(elen);
+                    }
+                }
+                return Some(format!("attribute type {}", a.ty()));
+            }
+            pos += attr::align(len);
+        }
+        None
+    }
 }
 
 impl fmt::Display for Message {
@@ -677,11 +711,18 @@ fn decode_rule(family: u8, flags: u16, attrs: &[Attr<'_>]) -> Result<Rule, Decod
 }
 
 fn decode_set(family: u8, attrs: &[Attr<'_>]) -> Result<Set, DecodeError> {
-    let mut s = sort(attrs, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 16], Some(14));
-    let size = s.take(9, |a| {
-        let inner = a.nested().ok()?;
-        super::expr::fields(&inner, 1, None)?[1]?.be32()
-    });
+    let mut s = sort(attrs, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 16, 19, 20], Some(14));
+    // An empty description (the kernel reports one for a set created without a size)
+    // carries nothing: it reads as no size.
+    let size = s
+        .take(9, |a| {
+            let inner = a.nested().ok()?;
+            match inner.as_slice() {
+                [] => Some(None),
+                _ => super::expr::fields(&inner, 1, None)?[1]?.be32().map(Some),
+            }
+        })
+        .flatten();
     Ok(Set {
         family,
         table: s.string(1),
@@ -696,6 +737,8 @@ fn decode_set(family: u8, attrs: &[Attr<'_>]) -> Result<Set, DecodeError> {
         id: s.be32(10),
         userdata: s.bytes(13),
         handle: s.be64(16),
+        backend: s.take(19, Attr::string),
+        count: s.be32(20),
         unknown: s.unknown,
     })
 }
@@ -1009,6 +1052,8 @@ pub(super) mod tests {
                     size,
                     id,
                     userdata,
+                    backend: None,
+                    count: None,
                     unknown,
                 },
             )
@@ -1169,6 +1214,36 @@ pub(super) mod tests {
         frame(&mut out, nft_type(kind::GETGEN_FOR_TEST), 0, 1, 0, 0, |_| {});
         let f = frames(&out).unwrap();
         assert!(matches!(Message::decode(&f[0]).unwrap(), Message::Unknown { .. }));
+    }
+
+    #[test]
+    fn an_ack_offset_names_the_rule_expression() {
+        use super::super::expr::{Data, Register, Verdict};
+        let m = Message::NewRule(Rule {
+            family: NFPROTO_INET,
+            table: "t".into(),
+            chain: "c".into(),
+            append: true,
+            exprs: vec![
+                Expr::Counter { packets: 0, bytes: 0 },
+                Expr::Immediate {
+                    dreg: Register::VERDICT,
+                    data: Data::Verdict(Verdict::Jump("nowhere".into())),
+                },
+            ],
+            ..Rule::default()
+        });
+        let mut out = Vec::new();
+        m.encode(&mut out, 1, 0).unwrap();
+        // nlmsghdr + nfgenmsg, table "t", chain "c": the expression list starts at 36.
+        assert_eq!(m.locate(20).as_deref(), Some("attribute type 1"));
+        assert_eq!(m.locate(36).as_deref(), Some("attribute type 4"));
+        assert_eq!(m.locate(41).as_deref(), Some("expression 1 (counter)"));
+        assert_eq!(
+            m.locate(out.len() as u32 - 4).as_deref(),
+            Some("expression 2 (immediate)")
+        );
+        assert_eq!(m.locate(out.len() as u32), None);
     }
 
     mod kind {

@@ -53,6 +53,8 @@ pub struct Refusal {
     pub extack: Option<String>,
     /// The extended-ack offset of the offending attribute within that message, if given.
     pub offset: Option<u32>,
+    /// That offset as a part of the message (`expression 2 (immediate)`), when it maps.
+    pub part: Option<String>,
 }
 
 impl fmt::Display for Refusal {
@@ -66,8 +68,10 @@ impl fmt::Display for Refusal {
         if let Some(m) = &self.extack {
             write!(f, " ({m})")?;
         }
-        if let Some(o) = self.offset {
-            write!(f, " at byte {o} of that message")?;
+        match (&self.part, self.offset) {
+            (Some(p), _) => write!(f, " in {p}")?,
+            (None, Some(o)) => write!(f, " at byte {o} of that message")?,
+            (None, None) => {}
         }
         Ok(())
     }
@@ -294,11 +298,13 @@ impl Socket {
                     continue;
                 }
                 let index = batch.message_of(ack.seq);
+                let message = index.and_then(|i| messages.get(i));
                 refusals.push(Refusal {
                     index,
-                    what: index.map_or_else(|| "the batch".to_string(), |i| messages[i].describe()),
+                    what: message.map_or_else(|| "the batch".to_string(), Message::describe),
                     errno: ack.errno,
                     extack: ack.extack,
+                    part: message.zip(ack.offset).and_then(|(m, o)| m.locate(o)),
                     offset: ack.offset,
                 });
             }
@@ -351,6 +357,7 @@ impl Socket {
                             errno: ack.errno,
                             extack: ack.extack,
                             offset: ack.offset,
+                            part: None,
                         }]));
                     }
                     _ => out.push(Message::decode(&f)?),
@@ -410,5 +417,79 @@ impl Socket {
             })?,
         );
         Ok(rs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An `NLMSG_ERROR` as the kernel writes it with `NETLINK_CAP_ACK` and `NETLINK_EXT_ACK`.
+    fn error_frame(seq: u32, code: i32, msg: Option<&str>, offs: Option<u32>) -> Vec<u8> {
+        let mut p = code.to_ne_bytes().to_vec();
+        // The echoed request header: length, type, flags, seq, pid.
+        p.extend_from_slice(&200u32.to_ne_bytes());
+        p.extend_from_slice(&0x0a06u16.to_ne_bytes());
+        p.extend_from_slice(&0x0c05u16.to_ne_bytes());
+        p.extend_from_slice(&seq.to_ne_bytes());
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        if let Some(m) = msg {
+            attr::put_str(&mut p, NLMSGERR_ATTR_MSG, m);
+        }
+        if let Some(o) = offs {
+            attr::put(&mut p, NLMSGERR_ATTR_OFFS, &o.to_ne_bytes());
+        }
+        let flags = NLM_F_CAPPED
+            | if msg.is_some() || offs.is_some() {
+                NLM_F_ACK_TLVS
+            } else {
+                0
+            };
+        let mut out = ((16 + p.len()) as u32).to_ne_bytes().to_vec();
+        out.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&p);
+        out
+    }
+
+    #[test]
+    fn errors_carry_errno_text_and_offset() {
+        let bytes = error_frame(42, -libc::ENOENT, Some("chain not found"), Some(88));
+        let f = msg::frames(&bytes).unwrap();
+        let ack = parse_ack(&f[0]).unwrap();
+        assert_eq!((ack.seq, ack.errno), (42, libc::ENOENT));
+        assert_eq!(ack.extack.as_deref(), Some("chain not found"));
+        assert_eq!(ack.offset, Some(88));
+        let bytes = error_frame(43, 0, None, None);
+        let ack = parse_ack(&msg::frames(&bytes).unwrap()[0]).unwrap();
+        assert_eq!((ack.errno, ack.extack, ack.offset), (0, None, None));
+    }
+
+    #[test]
+    fn refusals_read_as_one_line_naming_the_object() {
+        let r = Refusal {
+            index: Some(3),
+            what: "add rule inet t c (counter, immediate)".into(),
+            errno: libc::ENOENT,
+            extack: Some("chain not found".into()),
+            offset: Some(88),
+            part: Some("expression 2 (immediate)".into()),
+        };
+        assert_eq!(
+            Error::Refused(vec![r]).to_string(),
+            "the kernel refused add rule inet t c (counter, immediate): No such file or directory (os error 2) \
+             (chain not found) in expression 2 (immediate)"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_error_payloads_never_panic(flags in any::<u16>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let f = Frame { msg_type: NLMSG_ERROR, flags, seq: 1, pid: 0, payload: &body };
+            let _ = parse_ack(&f);
+        }
     }
 }
