@@ -10,11 +10,17 @@
 //! (`include/uapi/linux/netfilter/nf_tables.h`).
 //!
 //! The kernel stores some expressions in a normal form and dumps that form back, so
-//! `decode(dump(encode(e))) == e` holds for normal-form input only:
+//! `decode(dump(encode(e))) == e` holds for normal-form input only (checked against the
+//! kernel in `tests/it/nft_netlink.rs`):
 //! - registers are kept in 32-bit units: `NFT_REG32_00 + 4k` is dumped as `NFT_REG_(k+1)`;
-//! - `redir` with only a minimum port register is dumped with the maximum register equal to it;
-//! - `lookup` always dumps its flags (decoded to `invert: false` when zero);
+//! - `redir` with only a minimum port register is dumped with the maximum register equal to it
+//!   and the "port given" NAT flag (`NF_NAT_RANGE_PROTO_SPECIFIED`, 2) set;
+//! - `lookup` always dumps its flags (decoded to `invert: false` when zero) and never the
+//!   transaction `set_id`: an anonymous set is named by the kernel (`__set0`, …);
 //! - `counter` always dumps packets and bytes (zero for a new rule).
+//!
+//! Byte order inside values is the packet's for payload data (addresses, ports: big-endian)
+//! and the host's for meta/ct data (marks, uids, `ct state` bits, the 2-byte `ct zone`).
 
 use super::attr::{self, Attr, DecodeError, RawAttr};
 

@@ -115,7 +115,8 @@ pub struct Chain {
 
 /// A rule. Placement when adding: `append` puts it after `position` (a rule handle) or at the
 /// end; otherwise it goes before `position` or at the start. `position_id` names a rule added
-/// earlier in the same batch by its `id`.
+/// earlier in the same batch by its `id`. A dump reports every rule with `append` set and
+/// `position` = the handle of the rule before it (`None` for a chain's first rule).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rule {
     pub family: u8,
@@ -132,7 +133,9 @@ pub struct Rule {
 }
 
 /// A set. An anonymous set is named with `%d` (e.g. `__set%d`) when created and gets its real
-/// name from the kernel; rules of the same batch refer to it by `id`.
+/// name from the kernel; rules of the same batch refer to it by `id`. The kernel refuses
+/// (`EINVAL`) a new set without an `id`, named sets included. `userdata` is nft's own
+/// metadata (key byte order, `typeof`, auto-merge); the kernel keeps it opaque.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Set {
     pub family: u8,
@@ -145,7 +148,8 @@ pub struct Set {
     pub data_type: Option<u32>,
     pub data_len: Option<u32>,
     pub policy: Option<u32>,
-    /// `NFTA_SET_DESC_SIZE`: the number of elements, a sizing hint.
+    /// `NFTA_SET_DESC_SIZE`: the number of elements, a sizing hint. (The kernel reports an
+    /// empty description for a set created without one; that reads as `None`.)
     pub size: Option<u32>,
     pub id: Option<u32>,
     pub userdata: Option<Vec<u8>>,
