@@ -13,6 +13,7 @@ mod golden;
 mod hardening;
 mod lab;
 mod nft_apply;
+mod nft_netlink;
 mod nft_render;
 mod packaging;
 mod props;
