@@ -3,15 +3,11 @@
 
 use std::path::Path;
 
-use clap::Parser;
 use serde::Deserialize;
 
-use meshcap::cli::{Cli, Command as Sub};
-use meshcap::config::{Config, HostFiles, Ipv6Setting};
-use meshcap::host::Env;
-use meshcap::logging::LogSettings;
-
-use crate::support::meshcap;
+use crate::support::api::apply_config;
+use crate::support::flags::args_file;
+use crate::support::{Meshcap, SIDECAR};
 
 /// The golden case of the standard istio-init arguments (spec §4.3).
 const SIDECAR_CASE: &str = "golden/istio-init-sidecar";
@@ -19,10 +15,7 @@ const SIDECAR_CASE: &str = "golden/istio-init-sidecar";
 /// What Istio's injector passes to istio-init for a default sidecar (the seed arguments): the
 /// subcommand, the standard flags and the log level.
 fn seed_args() -> Vec<&'static str> {
-    let mut args = vec!["istio-iptables"];
-    args.extend_from_slice(crate::support::SIDECAR);
-    args.push("--log_output_level=default:info");
-    args
+    [&["istio-iptables"], SIDECAR, &["--log_output_level=default:info"]].concat()
 }
 
 fn repo() -> &'static Path {
@@ -33,9 +26,9 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
-/// Arguments of a golden case: one per line, an empty line is an empty argument.
+/// Arguments of a golden case.
 fn case_args(case: &str) -> Vec<String> {
-    read(&format!("{case}/args")).lines().map(str::to_owned).collect()
+    args_file(&read(&format!("{case}/args")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,25 +142,6 @@ fn istio_init(pod: &Pod) -> &Container {
     inits[0]
 }
 
-/// Parses `meshcap ARGS` with meshcap's own parser, then validates the capture flags and the log
-/// flags as the apply command does (no host files are needed for these arguments).
-fn parse_apply_args(args: &[&str]) -> Config {
-    let cli = Cli::try_parse_from(std::iter::once("meshcap").chain(args.iter().copied()))
-        .unwrap_or_else(|e| panic!("meshcap cannot parse {args:?}:\n{e}"));
-    LogSettings::from_flags(&cli.log).unwrap_or_else(|e| panic!("log flags of {args:?}: {e}"));
-    let Some(Sub::IstioIptables(apply)) = &cli.command else {
-        panic!("{args:?} must select the istio-iptables command, got {:?}", cli.command);
-    };
-    let env = Env::from_pairs::<&str, &str>([]);
-    Config::from_flags(
-        &apply.capture,
-        &env,
-        &HostFiles::default(),
-        Ipv6Setting::Explicit(false),
-    )
-    .unwrap_or_else(|e| panic!("invalid configuration {args:?}: {e}"))
-}
-
 #[test]
 fn example_pod_runs_meshcap_with_the_istio_init_arguments_verbatim() {
     let pod = example_pod();
@@ -177,7 +151,7 @@ fn example_pod_runs_meshcap_with_the_istio_init_arguments_verbatim() {
     assert!(init.command.is_empty(), "istio-init must not override the entrypoint");
     assert_eq!(init.args, seed_args());
 
-    let config = parse_apply_args(&seed_args());
+    let config = apply_config(&seed_args());
     assert_eq!(config.proxy_port.to_string(), "15001");
     assert_eq!(config.inbound_capture_port.to_string(), "15006");
 
@@ -201,15 +175,13 @@ fn example_pod_arguments_render_the_golden_payload() {
     let pod = example_pod();
     let init = istio_init(&pod);
     assert_eq!(init.args.first().map(String::as_str), Some("istio-iptables"));
-    let mut args: Vec<&str> = vec!["render"];
-    args.extend(init.args[1..].iter().map(String::as_str));
-    args.extend(["--family", "v4"]);
-    let out = meshcap(&args).output().expect("run meshcap");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        read(&format!("{SIDECAR_CASE}/expected.v4"))
-    );
+    Meshcap::new()
+        .arg("render")
+        .args(&init.args[1..])
+        .args(["--family", "v4"])
+        .run()
+        .success()
+        .stdout_is(&read(&format!("{SIDECAR_CASE}/expected.v4")));
     let golden: Vec<String> = case_args(SIDECAR_CASE);
     assert_eq!(
         golden[1..],
@@ -252,11 +224,11 @@ fn every_argument_istio_injection_can_pass_is_accepted() {
         "--force-apply",
         "--native-nftables",
     ];
-    parse_apply_args(&full);
+    apply_config(&full);
     // With Istio CNI the same image runs as istio-validation.
     let mut validation = seed_args();
     validation.extend(["--run-validation", "--skip-rule-apply"]);
-    let config = parse_apply_args(&validation);
+    let config = apply_config(&validation);
     assert!(config.run_validation && config.skip_rule_apply);
 }
 
