@@ -3,7 +3,7 @@
 //! Modules that touch netfilter, routes or addresses do so only inside network namespaces they
 //! create through [`support::Netns`], which deletes them on drop (also when a test fails).
 //! Shared helpers (the library imports, running the binary, namespaces, flag sets) live in
-//! [`support`].
+//! [`support`]; the traffic lab's agent processes are the `lab_agent` example binary.
 
 mod apply;
 mod backend_conflict;

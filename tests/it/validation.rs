@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use crate::lab::agent::{Listen, Proto, Reply, Request, Role};
 use crate::lab::install::{self, NetnsEtc};
+use crate::lab::protocol::{Listen, Proto, Reply, Request, Role};
 use crate::lab::spawn::{Agent, Cap, Creds, as_user_in};
 use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack};
 use crate::support::{Meshcap, Run, SIDECAR, Variant, needs_netns};

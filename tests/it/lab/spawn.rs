@@ -4,22 +4,22 @@
 //! `setns`, then drops to the requested credentials with `setgroups`/`setgid`/`setuid`, keeping
 //! only the capabilities asked for as ambient capabilities (e.g. CAP_NET_ADMIN for a TPROXY
 //! proxy, which needs IP_TRANSPARENT — as Istio gives Envoy), and asks for SIGKILL when the
-//! parent thread dies. Every [`Agent`] is killed and reaped
+//! parent thread dies. Every [`Agent`] (the `lab_agent` example binary) is killed and reaped
 //! when dropped, so a failing test leaves no process behind.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use nix::sched::{CloneFlags, setns};
 use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
 
-use super::agent::{AGENT_ENV, ENTRY_TEST, REPLY_PREFIX, Reply, Request};
+use super::protocol::{Reply, Request};
 use crate::support::Netns;
 
 /// Who a child runs as.
@@ -186,7 +186,43 @@ pub fn as_user_in(ns: &Netns, creds: &Creds) -> impl Fn(&mut Command) + Send + S
 /// How long the lab waits for an agent's reply (probes bound themselves more tightly).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// A running agent (see `lab::agent`) in a namespace, as some user; killed and reaped
+/// The agent binary, `examples/lab_agent.rs`, which cargo builds next to this test binary
+/// (`target/<profile>/examples/lab_agent`). Panics, saying how to build it, when it is missing
+/// or older than its sources (`cargo test --test it` builds only this test binary).
+fn agent_binary() -> &'static Path {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = BIN.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+        // target/<profile>/deps/it-HASH
+        let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+        let bin = profile_dir.join("examples").join("lab_agent");
+        let build = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "cargo build --example lab_agent".to_string(),
+            Some("release") => "cargo build --release --example lab_agent".to_string(),
+            Some(other) => format!("cargo build --profile {other} --example lab_agent"),
+            None => "cargo build --example lab_agent".to_string(),
+        };
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("the traffic lab's agent {} is not built ({e}): run `{build}` (`cargo test` without `--test it` builds it too)", bin.display()))?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for source in ["examples/lab_agent.rs", "tests/it/lab/protocol.rs"] {
+            let changed = std::fs::metadata(root.join(source))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if changed > built {
+                return Err(format!(
+                    "the traffic lab's agent {} is older than {source}: run `{build}`",
+                    bin.display()
+                ));
+            }
+        }
+        Ok(bin)
+    });
+    found.as_deref().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A running agent (`examples/lab_agent.rs`) in a namespace, as some user; killed and reaped
 /// when dropped.
 pub struct Agent {
     pub name: String,
@@ -198,11 +234,8 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(name: &str, ns: &Netns, creds: &Creds) -> Agent {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut cmd = Command::new(exe);
-        cmd.args([ENTRY_TEST, "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
-            .env_clear()
-            .env(AGENT_ENV, "1")
+        let mut cmd = Command::new(agent_binary());
+        cmd.env_clear()
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -216,10 +249,7 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // libtest may have written "test ... " on the same line before the first reply.
-                if let Some(at) = line.find(REPLY_PREFIX)
-                    && tx.send(line[at + REPLY_PREFIX.len()..].to_string()).is_err()
-                {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
