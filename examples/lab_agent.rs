@@ -3,7 +3,8 @@
 //! one set of credentials. It reads requests on stdin, starts servers and sends probes, and
 //! writes one reply per request on stdout (the protocol is `tests/it/lab/protocol.rs`); it
 //! exits when stdin closes. `cargo test` builds it; the lab finds it next to the test binary
-//! (`target/<profile>/examples/lab_agent`).
+//! (`target/<profile>/examples/lab_agent`) and checks `lab_agent --fingerprint` against the
+//! sources first.
 //!
 //! Every server answers a connection (or datagram) with an [`Answer`]: who answered, on which
 //! listener, at which local address, and the original destination it recovered —
@@ -25,6 +26,13 @@ use nix::sys::socket::{
 use protocol::{Answer, Listen, Observed, Probe, Proto, Reply, Request, Role};
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--fingerprint") {
+        println!(
+            "{}",
+            protocol::fingerprint(&[protocol::SOURCE, include_str!("lab_agent.rs")])
+        );
+        return;
+    }
     serve_requests();
 }
 

@@ -5,11 +5,27 @@
 //!
 //! An agent runs inside one network namespace with one set of credentials (`lab::spawn`
 //! arranges both before it starts), starts servers and sends probes on request, and exits
-//! when its stdin closes.
+//! when its stdin closes. Started with `--fingerprint`, it prints the [`fingerprint`] of the
+//! sources it was built from instead, so that the lab can refuse an agent built from others.
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+
+/// This file's text, as compiled into the agent and into the tests.
+pub const SOURCE: &str = include_str!("protocol.rs");
+
+/// A fingerprint of source texts (64-bit FNV-1a, each text terminated), printed in hex.
+pub fn fingerprint(texts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for text in texts {
+        for byte in text.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
 
 /// What a server stands in for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

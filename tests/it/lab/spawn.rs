@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
 
-use super::protocol::{Reply, Request};
+use super::protocol::{Reply, Request, SOURCE, fingerprint};
 use crate::support::Netns;
 
 /// Who a child runs as.
@@ -188,7 +188,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// The agent binary, `examples/lab_agent.rs`, which cargo builds next to this test binary
 /// (`target/<profile>/examples/lab_agent`). Panics, saying how to build it, when it is missing
-/// or older than its sources (`cargo test --test it` builds only this test binary).
+/// or was built from other sources than this test binary sees (`cargo test --test it` builds
+/// only the test binary, not the examples).
 fn agent_binary() -> &'static Path {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = BIN.get_or_init(|| {
@@ -197,25 +198,24 @@ fn agent_binary() -> &'static Path {
         let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
         let bin = profile_dir.join("examples").join("lab_agent");
         let build = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "cargo build --example lab_agent".to_string(),
             Some("release") => "cargo build --release --example lab_agent".to_string(),
-            Some(other) => format!("cargo build --profile {other} --example lab_agent"),
-            None => "cargo build --example lab_agent".to_string(),
+            Some(other) if other != "debug" => format!("cargo build --profile {other} --example lab_agent"),
+            _ => "cargo build --example lab_agent".to_string(),
         };
-        let built = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("the traffic lab's agent {} is not built ({e}): run `{build}` (`cargo test` without `--test it` builds it too)", bin.display()))?;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for source in ["examples/lab_agent.rs", "tests/it/lab/protocol.rs"] {
-            let changed = std::fs::metadata(root.join(source))
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            if changed > built {
-                return Err(format!(
-                    "the traffic lab's agent {} is older than {source}: run `{build}`",
-                    bin.display()
-                ));
-            }
+        let out = Command::new(&bin).arg("--fingerprint").output().map_err(|e| {
+            format!(
+                "the traffic lab's agent {} cannot run ({e}): build it with `{build}` (`cargo test` without `--test` does)",
+                bin.display()
+            )
+        })?;
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab_agent.rs");
+        let source = std::fs::read_to_string(&source).map_err(|e| format!("read {}: {e}", source.display()))?;
+        let want = fingerprint(&[SOURCE, &source]);
+        if String::from_utf8_lossy(&out.stdout).trim() != want {
+            return Err(format!(
+                "the traffic lab's agent {} was built from other sources than examples/lab_agent.rs and tests/it/lab/protocol.rs: rebuild it with `{build}`",
+                bin.display()
+            ));
         }
         Ok(bin)
     });
