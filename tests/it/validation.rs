@@ -286,7 +286,7 @@ fn apply_then_validate_in_one_run() {
     // The rules step ran first (with whichever iptables variant meshcap chose).
     let saved: String = ["iptables-legacy-save", "iptables-nft-save"]
         .iter()
-        .map(|tool| String::from_utf8_lossy(&net.pod.run(tool, &[]).stdout).into_owned())
+        .map(|tool| net.pod.stdout(tool, &[]))
         .collect();
     assert!(saved.contains("-A ISTIO_OUTPUT"), "{saved}");
 }

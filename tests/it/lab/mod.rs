@@ -13,9 +13,10 @@
 //!
 //! Clients: the app (uid/gid 1000), the proxy (uid/gid 1337), a proxy known only by its group
 //! (uid 2000, gid 1337), the peer and the vm (root in their namespaces). Each runs in an
-//! agent process (`examples/lab_agent.rs`, spoken to through [`protocol`]). A [`Scenario`] is data — capture flags, pod stack, resolv.conf and the
-//! [`Case`]s with their expected [`Outcome`] — and [`run`] executes it with an [`Installer`], so
-//! one scenario list serves every backend and the tracer can be compared with the same cases.
+//! agent process (`examples/lab_agent.rs`, spoken to through [`protocol`]). A [`Scenario`] is
+//! data — capture flags, pod stack, resolv.conf and the [`Case`]s with their expected
+//! [`Outcome`] — and [`run`] executes it with an [`Installer`], so one scenario list serves
+//! every backend and the tracer can be compared with the same cases.
 
 pub mod install;
 pub mod protocol;

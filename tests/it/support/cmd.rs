@@ -1,13 +1,11 @@
 //! Running the built `meshcap`: [`Meshcap`] builds the command line (in the style of the test
-//! builders of cargo and just), [`Run`] is what one run did, with assertion helpers that print
-//! the whole run when they fail.
+//! builders of cargo and just) and runs it; what a run did is a [`Run`].
 //!
 //! Every run has a clean environment (only `PATH`, plus what the test adds), stdin from
 //! `/dev/null` unless the test gives some, and a time limit: a hung run is killed and fails the
 //! test instead of hanging the suite.
 
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +17,7 @@ use std::time::Duration;
 use super::files::real;
 use super::netfilter::Variant;
 use super::netns::Netns;
+use super::run::Run;
 
 /// The `meshcap` binary cargo built for these tests.
 pub fn meshcap_bin() -> PathBuf {
@@ -46,7 +45,7 @@ pub struct Meshcap {
     stdin: Option<Vec<u8>>,
     dir: Option<PathBuf>,
     limit: Duration,
-    hook: Option<Hook>,
+    hooks: Vec<Hook>,
 }
 
 impl Default for Meshcap {
@@ -66,7 +65,7 @@ impl Meshcap {
             stdin: None,
             dir: None,
             limit: TIME_LIMIT,
-            hook: None,
+            hooks: Vec::new(),
         }
     }
 
@@ -164,9 +163,10 @@ impl Meshcap {
         })
     }
 
-    /// A last adjustment of the [`Command`] (e.g. entering a namespace as some user).
+    /// An adjustment of the [`Command`] once it is built (e.g. entering a namespace as some
+    /// user), after those given earlier.
     pub fn configure(mut self, hook: impl Fn(&mut Command) + Send + Sync + 'static) -> Meshcap {
-        self.hook = Some(Arc::new(hook));
+        self.hooks.push(Arc::new(hook));
         self
     }
 
@@ -200,7 +200,7 @@ impl Meshcap {
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
         }
-        if let Some(hook) = &self.hook {
+        for hook in &self.hooks {
             hook(&mut cmd);
         }
         cmd
@@ -282,7 +282,7 @@ impl Drop for Running {
 }
 
 /// Runs `cmd` with piped output (and `stdin` fed, or `/dev/null`); SIGKILL after `limit`.
-pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, String> {
+fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, String> {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -326,116 +326,4 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec
         let _ = pipe.read_to_end(&mut buf);
         buf
     })
-}
-
-/// What one run did. The assertion helpers print the whole run (command line, exit code,
-/// stdout, stderr) when they fail, and return the run for the next assertion.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub cmdline: String,
-    /// The exit code; `None` when a signal ended the process.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    /// stdout as written (for byte-exact comparisons).
-    pub raw_stdout: Vec<u8>,
-}
-
-impl Run {
-    pub fn new(cmdline: String, output: Output) -> Run {
-        Run {
-            cmdline,
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            raw_stdout: output.stdout,
-        }
-    }
-
-    pub fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    #[track_caller]
-    pub fn success(&self) -> &Run {
-        self.expect_exit(0)
-    }
-
-    #[track_caller]
-    pub fn expect_exit(&self, code: i32) -> &Run {
-        assert_eq!(self.code, Some(code), "expected exit {code}:\n{self}");
-        self
-    }
-
-    /// Ended by a signal (e.g. SIGKILL from a stand-in program).
-    #[track_caller]
-    pub fn expect_killed(&self) -> &Run {
-        assert_eq!(self.code, None, "expected to be killed:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stdout_is(&self, want: &str) -> &Run {
-        assert_eq!(self.stdout, want, "stdout of:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stderr_is(&self, want: &str) -> &Run {
-        assert_eq!(self.stderr, want, "stderr of:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stdout_contains(&self, want: &str) -> &Run {
-        assert!(self.stdout.contains(want), "stdout lacks {want:?}:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stderr_contains(&self, want: &str) -> &Run {
-        assert!(self.stderr.contains(want), "stderr lacks {want:?}:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stdout_lacks(&self, unwanted: &str) -> &Run {
-        assert!(!self.stdout.contains(unwanted), "stdout has {unwanted:?}:\n{self}");
-        self
-    }
-
-    #[track_caller]
-    pub fn stderr_lacks(&self, unwanted: &str) -> &Run {
-        assert!(!self.stderr.contains(unwanted), "stderr has {unwanted:?}:\n{self}");
-        self
-    }
-
-    /// stdout as a JSON document.
-    #[track_caller]
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
-    }
-
-    /// The `N processes spawned` figure of a run with `--log_output_level=default:debug`.
-    #[track_caller]
-    pub fn spawns(&self) -> usize {
-        let line = self
-            .stderr
-            .lines()
-            .find(|l| l.ends_with(" processes spawned"))
-            .unwrap_or_else(|| panic!("no spawn count in:\n{self}"));
-        let n = line.trim_end_matches(" processes spawned");
-        n.rsplit(char::is_whitespace).next().unwrap().parse().unwrap()
-    }
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.code.map_or("killed by a signal".to_string(), |c| c.to_string());
-        write!(
-            f,
-            "$ {}\nexit {code}\n--- stdout\n{}--- stderr\n{}",
-            self.cmdline, self.stdout, self.stderr
-        )
-    }
 }
