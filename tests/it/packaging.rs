@@ -68,7 +68,7 @@ fn dockerfile_is_consistent_with_the_binary() {
             .iter()
             .any(|l| l.starts_with("COPY --from=build /out/meshcap /usr/local/bin/meshcap"))
     );
-    // The builder uses the project's static build.
+    // The builder uses the same static build as this test suite.
     assert!(instructions.iter().any(|l| l.contains("scripts/build-static.sh")));
     for tool in ["curl", "wget"] {
         assert!(
