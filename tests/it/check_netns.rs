@@ -8,17 +8,16 @@
 
 use std::collections::BTreeMap;
 
-use meshcap::iptables::parse::{Strictness, parse_save};
-use meshcap::model::{Rule, TableName};
+use crate::support::api::{Rule, Strictness, TableName, parse_save};
+use crate::support::netfilter::render as render_payload;
+use crate::support::{Meshcap, Netns, Run, SIDECAR, Variant, needs_netns};
 
-use crate::support::{NetNs, meshcap, netns_available};
-
-/// The variants' binary prefixes.
-const VARIANTS: [&str; 2] = ["legacy", "nft"];
+/// The variants, in the order these tests always used.
+const VARIANTS: [Variant; 2] = [Variant::Legacy, Variant::Nft];
 
 /// Flag sets covering every table and target meshcap writes.
 const CONFIGS: &[&[&str]] = &[
-    crate::support::SIDECAR,
+    SIDECAR,
     &[
         "-m",
         "TPROXY",
@@ -50,24 +49,17 @@ const CONFIGS: &[&[&str]] = &[
     &["-b", "80,443", "-k", "eth1,eth2", "-i", "*", "--ipv6"],
 ];
 
-fn tool(variant: &str, family: &str, what: &str) -> String {
-    let base = if family == "v6" { "ip6tables" } else { "iptables" };
-    format!("{base}-{variant}{what}")
+/// `iptables-VARIANT-WHAT` (family `v4`) or `ip6tables-VARIANT-WHAT` (`v6`).
+fn tool(variant: Variant, family: &str, what: &str) -> String {
+    variant.tool(if family == "v6" { "ip6tables" } else { "iptables" }, what)
 }
 
+/// `meshcap render --family F ARGS`.
 fn render(args: &[&str], family: &str) -> String {
-    let mut argv = vec!["render", "--family", family];
-    argv.extend_from_slice(args);
-    let out = meshcap(&argv).output().unwrap();
-    assert!(
-        out.status.success(),
-        "render {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    render_payload(args, family, false)
 }
 
-fn load(ns: &NetNs, variant: &str, family: &str, payload: &str) {
+fn load(ns: &Netns, variant: Variant, family: &str, payload: &str) {
     let out = ns.run_with_stdin(&tool(variant, family, "-restore"), &["--noflush"], payload);
     assert!(
         out.status.success(),
@@ -76,7 +68,7 @@ fn load(ns: &NetNs, variant: &str, family: &str, payload: &str) {
     );
 }
 
-fn save(ns: &NetNs, variant: &str, family: &str) -> String {
+fn save(ns: &Netns, variant: Variant, family: &str) -> String {
     let out = ns.run(&tool(variant, family, "-save"), &[]);
     assert!(out.status.success(), "save: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -106,38 +98,25 @@ fn canonical_chains(text: &str) -> BTreeMap<(TableName, String), Vec<Rule>> {
     out
 }
 
-/// Runs `meshcap check --from-save FILE --family F ARGS` and returns (exit, stdout, stderr).
-fn check_dump(dump: &str, family: &str, args: &[&str]) -> (i32, String, String) {
-    let dir = std::env::temp_dir().join(format!("meshcap-check-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("saved");
-    std::fs::write(&file, dump).unwrap();
-    let mut argv = vec!["check", "--from-save", file.to_str().unwrap(), "--family", family];
-    argv.extend_from_slice(args);
-    let out = meshcap(&argv).output().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+/// `(exit code, stdout, stderr)` of a run.
+fn outcome(run: Run) -> (i32, String, String) {
+    (run.code.unwrap_or(-1), run.stdout, run.stderr)
 }
 
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
+/// `iptables-save | meshcap check --from-save /dev/stdin --family F ARGS` → (exit, stdout,
+/// stderr).
+fn check_dump(dump: &str, family: &str, args: &[&str]) -> (i32, String, String) {
+    let check = Meshcap::new().args(["check", "--from-save", "/dev/stdin", "--family", family]);
+    outcome(check.args(args).stdin(dump).run())
 }
 
 #[test]
 fn kernel_save_parses_back_to_the_plan_and_checks_clean() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let mut compared = 0;
     for variant in VARIANTS {
         for args in CONFIGS {
-            let ns = NetNs::new("ckparse");
+            let ns = Netns::new("ckparse");
             for family in ["v4", "v6"] {
                 let payload = render(args, family);
                 if payload.is_empty() {
@@ -168,12 +147,10 @@ fn kernel_save_parses_back_to_the_plan_and_checks_clean() {
 
 #[test]
 fn check_reports_extra_missing_and_misordered_rules() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let args = CONFIGS[0];
     for variant in VARIANTS {
-        let ns = NetNs::new("ckdrift");
+        let ns = Netns::new("ckdrift");
         let ipt = tool(variant, "v4", "");
         load(&ns, variant, "v4", &render(args, "v4"));
         let run = |argv: &[&str]| {
@@ -253,7 +230,7 @@ fn check_reports_extra_missing_and_misordered_rules() {
         );
 
         // A jump from a built-in chain removed: drift in the built-in chain.
-        let ns2 = NetNs::new("ckjump");
+        let ns2 = Netns::new("ckjump");
         load(&ns2, variant, "v4", &render(args, "v4"));
         let out = ns2.run(&ipt, &["-t", "nat", "-D", "OUTPUT", "-j", "ISTIO_OUTPUT"]);
         assert!(out.status.success());
@@ -268,10 +245,8 @@ fn check_reports_extra_missing_and_misordered_rules() {
 
 #[test]
 fn check_of_an_empty_namespace_is_all_missing() {
-    if !netns_available() {
-        return;
-    }
-    let ns = NetNs::new("ckempty");
+    needs_netns!();
+    let ns = Netns::new("ckempty");
     let args = CONFIGS[0];
     let planned = render(args, "v4")
         .lines()
@@ -285,11 +260,10 @@ fn check_of_an_empty_namespace_is_all_missing() {
     }
 }
 
-/// `meshcap check --network-namespace NS ARGS` → (exit, stdout, stderr).
 /// What apply programs besides the rules (spec §5.8, default mark 1337 and table 133): TPROXY's
 /// policy rule and local route per enabled family, and `::6` on `lo` with IPv6. For tests that
 /// load rules without meshcap's apply.
-fn add_apply_routes(ns: &NetNs, tproxy: bool, ipv6: bool) {
+fn add_apply_routes(ns: &Netns, tproxy: bool, ipv6: bool) {
     let families: &[&str] = if ipv6 { &["-4", "-6"] } else { &["-4"] };
     for family in families.iter().filter(|_| tproxy) {
         ns.ip(&[family, "rule", "add", "fwmark", "1337", "lookup", "133"]);
@@ -300,27 +274,23 @@ fn add_apply_routes(ns: &NetNs, tproxy: bool, ipv6: bool) {
     }
 }
 
+/// `meshcap check --network-namespace NS ARGS` → (exit, stdout, stderr).
 fn check_ns(ns: &str, args: &[&str]) -> (i32, String, String) {
-    let mut argv = vec!["check", "--network-namespace", ns];
-    argv.extend_from_slice(args);
-    let out = meshcap(&argv).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
+    outcome(
+        Meshcap::new()
+            .args(["check", "--network-namespace", ns])
+            .args(args)
+            .run(),
     )
 }
 
 #[test]
 fn check_reads_the_namespace_both_variants() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let args = CONFIGS[0];
     for variant in VARIANTS {
-        let ns = NetNs::new("cklive");
         // A pod-like namespace: one IPv4 address, so IPv6 detection says off (as apply would).
-        ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
+        let ns = Netns::ipv4("cklive");
 
         // Empty namespace: everything missing, exit 1.
         let (code, out, err) = check_ns(&ns.name, args);
@@ -386,12 +356,10 @@ fn check_reads_the_namespace_both_variants() {
 
 #[test]
 fn check_flags_leftovers_and_errors() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     // An empty ISTIO chain left behind is drift (apply would refuse it too).
-    let ns = NetNs::new("ckstale");
-    load(&ns, "nft", "v4", &render(&["-b", "*"], "v4"));
+    let ns = Netns::new("ckstale");
+    load(&ns, Variant::Nft, "v4", &render(&["-b", "*"], "v4"));
     assert!(
         ns.run("iptables-nft", &["-t", "mangle", "-N", "ISTIO_DIVERT"])
             .status
@@ -405,10 +373,10 @@ fn check_flags_leftovers_and_errors() {
     );
 
     // meshcap's chains in both variants: the one apply would not use is reported.
-    let ns = NetNs::new("ckboth");
+    let ns = Netns::new("ckboth");
     let payload = render(&["-b", "*"], "v4");
-    load(&ns, "legacy", "v4", &payload);
-    load(&ns, "nft", "v4", &payload);
+    load(&ns, Variant::Legacy, "v4", &payload);
+    load(&ns, Variant::Nft, "v4", &payload);
     let (code, out, _) = check_ns(&ns.name, &["-b", "*", "--ipv6=false"]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -417,8 +385,8 @@ fn check_flags_leftovers_and_errors() {
     );
 
     // IPv6 on (explicitly) with only IPv4 rules: the IPv6 rules are missing.
-    let ns = NetNs::new("ckv6");
-    load(&ns, "nft", "v4", &render(&["-b", "*", "--ipv6"], "v4"));
+    let ns = Netns::new("ckv6");
+    load(&ns, Variant::Nft, "v4", &render(&["-b", "*", "--ipv6"], "v4"));
     let (code, out, _) = check_ns(&ns.name, &["-b", "*", "--ipv6"]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -446,21 +414,16 @@ fn check_flags_leftovers_and_errors() {
 
 #[test]
 fn check_agrees_with_apply() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     for args in CONFIGS {
         let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--ipv6").collect();
-        let ns = NetNs::new("ckapply");
-        ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
-        let mut apply = vec!["istio-iptables", "--network-namespace", &ns.name];
-        apply.extend_from_slice(&args);
-        let out = meshcap(&apply).output().unwrap();
-        assert!(
-            out.status.success(),
-            "apply {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let ns = Netns::ipv4("ckapply");
+        Meshcap::new()
+            .arg("istio-iptables")
+            .netns(&ns)
+            .args(&args)
+            .run()
+            .success();
         let (code, out, err) = check_ns(&ns.name, &args);
         assert_eq!((code, err.as_str()), (0, ""), "{args:?}: {out}");
         assert!(out.starts_with("# IPv4 (iptables-"), "{out}");
@@ -469,22 +432,15 @@ fn check_agrees_with_apply() {
 
 #[test]
 fn check_compares_tproxy_routes_and_the_passthrough_address() {
-    if !netns_available() {
-        return;
-    }
-    let ns = NetNs::new("ckroutes");
-    ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
-    ns.ip(&["addr", "add", "fd00::2/128", "dev", "lo"]);
+    needs_netns!();
+    let ns = Netns::dual("ckroutes");
     let tproxy = ["-m", "TPROXY", "-b", "*", "-i", "*", "--ipv6=true"];
-    let mut apply = vec!["istio-iptables", "--network-namespace", ns.name.as_str()];
-    apply.extend_from_slice(&tproxy[..6]);
-    let apply_cmd = |argv: &[&str]| {
-        let mut cmd = meshcap(argv);
-        cmd.env("ENABLE_INBOUND_IPV6", "true");
-        cmd
-    };
-    let out = apply_cmd(&apply).output().unwrap();
-    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let apply = Meshcap::new()
+        .arg("istio-iptables")
+        .netns(&ns)
+        .args(&tproxy[..6])
+        .env("ENABLE_INBOUND_IPV6", "true");
+    apply.run().success();
     let (code, out, err) = check_ns(&ns.name, &tproxy);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     assert!(out.ends_with("# routes: in sync\n"), "{out}");
@@ -514,12 +470,7 @@ fn check_compares_tproxy_routes_and_the_passthrough_address() {
     assert_eq!(doc["routes"]["in_sync"], false, "{out}");
 
     // A re-run of apply puts the route back; the duplicate stays (apply adds, never removes).
-    let out = apply_cmd(&apply).output().unwrap();
-    assert!(
-        out.status.success(),
-        "re-apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply.run().success();
     let (_, out, _) = check_ns(&ns.name, &tproxy);
     assert!(
         out.ends_with("# routes: 0 missing, 1 unexpected\n- ip -4 rule fwmark 1337 lookup 133  # duplicate\n"),
@@ -527,13 +478,7 @@ fn check_compares_tproxy_routes_and_the_passthrough_address() {
     );
 
     // After cleanup, checking REDIRECT flags finds no routing leftovers; TPROXY ones are missing.
-    apply.push("--cleanup-only");
-    let out = apply_cmd(&apply).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cleanup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply.arg("--cleanup-only").run().success();
     let (_, out, _) = check_ns(&ns.name, &["-b", "*", "-i", "*", "--ipv6=false"]);
     assert!(out.ends_with("# routes: in sync\n"), "{out}");
     let (_, out, _) = check_ns(&ns.name, &tproxy);
@@ -543,9 +488,7 @@ fn check_compares_tproxy_routes_and_the_passthrough_address() {
 
 #[test]
 fn check_native_nftables_against_the_kernel() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let configs: [&[&str]; 3] = [
         CONFIGS[0],
         CONFIGS[1],
@@ -563,12 +506,8 @@ fn check_native_nftables_against_the_kernel() {
         ],
     ];
     for args in configs {
-        let ns = NetNs::new("cknft");
-        let mut argv = vec!["render", "--native-nftables"];
-        argv.extend_from_slice(args);
-        let out = meshcap(&argv).output().unwrap();
-        assert!(out.status.success());
-        let tx = String::from_utf8(out.stdout).unwrap();
+        let ns = Netns::new("cknft");
+        let tx = Meshcap::new().args(["render", "--native-nftables"]).args(args).stdout();
         let ipv6 = if args.contains(&"--ipv6") {
             "--ipv6=true"
         } else {
@@ -656,9 +595,7 @@ fn check_native_nftables_against_the_kernel() {
 /// `-m multiport` rules.
 #[test]
 fn check_compact_rules_against_the_kernel() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let args: &[&str] = &[
         "-b",
         "*",
@@ -673,12 +610,11 @@ fn check_compact_rules_against_the_kernel() {
         "--compact",
     ];
     // nft: loaded by nft itself, then checked.
-    let ns = NetNs::new("ckcompact");
-    let mut argv = vec!["render", "--native-nftables", "--ipv6"];
-    argv.extend_from_slice(args);
-    let out = meshcap(&argv).output().unwrap();
-    assert!(out.status.success());
-    let tx = String::from_utf8(out.stdout).unwrap();
+    let ns = Netns::new("ckcompact");
+    let tx = Meshcap::new()
+        .args(["render", "--native-nftables", "--ipv6"])
+        .args(args)
+        .stdout();
     assert!(tx.contains("ip daddr { "), "{tx}");
     let load = ns.run_with_stdin("nft", &["-f", "-"], &tx);
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
@@ -698,13 +634,13 @@ fn check_compact_rules_against_the_kernel() {
     drop(ns);
 
     // iptables: meshcap applies, check reads iptables-save back (multiport rules).
-    let ns = NetNs::new("ckcompact");
-    ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
-    let mut apply: Vec<&str> = vec!["istio-iptables"];
-    apply.extend_from_slice(args);
-    apply.extend_from_slice(&["--network-namespace", &ns.name]);
-    let out = meshcap(&apply).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ns = Netns::ipv4("ckcompact");
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(args)
+        .netns(&ns)
+        .run()
+        .success();
     let mut check_args: Vec<&str> = args.to_vec();
     check_args.push("--ipv6=false");
     let (code, out, err) = check_ns(&ns.name, &check_args);

@@ -7,12 +7,10 @@
 //!
 //! In-process, through the library; no namespace needed.
 
-use meshcap::cli::CaptureFlags;
-use meshcap::plan::Plan;
-use meshcap::plan::for_flags as plan_for_flags;
-use meshcap::sys::host::Env;
-use meshcap::trace::{self, Effect, Ids, Netfilter, Packet, Trace};
-use meshcap::values::Family;
+use std::path::Path;
+
+use crate::support::TempDir;
+use crate::support::api::{Cidr, Effect, Family, Ids, Netfilter, Packet, Plan, Trace, render_plan, trace};
 
 /// A small deterministic generator (xorshift), so a failure names a reproducible packet.
 struct Rng(u64);
@@ -165,39 +163,25 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn flags_of(c: &Case, compact: bool, nft: bool) -> CaptureFlags {
-    let mut f = CaptureFlags::default();
+/// The plan of `meshcap render FLAGS --compact=C --native-nftables=N --ipv6=… --resolv-conf R`.
+fn plan(c: &Case, compact: bool, nft: bool, resolv: &Path) -> Plan {
+    let mut args: Vec<String> = Vec::new();
     for (k, v) in &c.flags {
-        let v = Some(v.clone());
-        match *k {
-            "-b" => f.inbound_ports = v,
-            "-d" => f.local_exclude_ports = v,
-            "-o" => f.local_outbound_ports_exclude = v,
-            "-q" => f.outbound_ports = v,
-            "-x" => f.service_exclude_cidr = v,
-            "-i" => f.service_cidr = v,
-            "-k" => f.kube_virt_interfaces = v,
-            "-c" => f.exclude_interfaces = v,
-            "-m" => f.interception_mode = v,
-            "-u" => f.proxy_uid = v,
-            "-g" => f.proxy_gid = v,
-            "--drop-invalid" => f.drop_invalid = v,
-            "--redirect-dns" => f.redirect_dns = v,
-            "--capture-all-dns" => f.capture_all_dns = v,
-            other => panic!("unknown flag {other}"),
+        if k.starts_with("--") {
+            args.push(format!("{k}={v}"));
+        } else {
+            args.extend([k.to_string(), v.clone()]);
         }
     }
-    f.compact = Some(compact.to_string());
-    f.native_nftables = Some(nft.to_string());
-    f
-}
-
-fn plan(c: &Case, compact: bool, nft: bool, resolv: &str) -> Plan {
-    let env = Env::from_pairs([("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888")]);
-    let ipv6 = if c.ipv6 { "true" } else { "false" };
-    plan_for_flags(&flags_of(c, compact, nft), Some(ipv6), resolv, &env)
-        .unwrap_or_else(|e| panic!("{}: {e}", c.name))
-        .1
+    args.extend([
+        format!("--compact={compact}"),
+        format!("--native-nftables={nft}"),
+        format!("--ipv6={}", c.ipv6),
+        "--resolv-conf".into(),
+        resolv.display().to_string(),
+    ]);
+    let env = [("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888")];
+    render_plan(&args, &env, Path::new("/")).unwrap_or_else(|e| panic!("{}: {e}", c.name))
 }
 
 /// The values packets are drawn from, for one configuration and family: addresses around
@@ -286,7 +270,7 @@ impl Pools {
 
 /// Addresses at and just around a prefix of `family` (nothing for the other family).
 fn around(cidr: &str, family: Family) -> Vec<String> {
-    let c = meshcap::values::Cidr::parse(cidr).unwrap();
+    let c = Cidr::parse(cidr).unwrap();
     if c.family() != family {
         return Vec::new();
     }
@@ -387,15 +371,12 @@ fn effects(t: &Trace) -> Vec<Effect> {
 #[test]
 fn compact_rules_give_every_packet_the_same_fate() {
     const PACKETS: usize = 10_000;
-    let dir = std::env::temp_dir().join(format!("meshcap-compact-eq-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let resolv = dir.join("resolv.conf");
-    std::fs::write(
-        &resolv,
+    let dir = TempDir::new("compact-eq");
+    let resolv = dir.write(
+        "resolv.conf",
         "nameserver 10.96.0.10\nnameserver 10.96.0.11\nnameserver fd00::10\n",
-    )
-    .unwrap();
-    let resolv = resolv.to_str().unwrap();
+    );
+    let resolv = resolv.as_path();
     let ids = Ids::default();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for c in cases() {
@@ -450,5 +431,4 @@ fn compact_rules_give_every_packet_the_same_fate() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,30 +1,18 @@
 //! The documentation the binary prints: `--version`, `--help`, `completions <shell>`, `man`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::support::meshcap;
+use crate::support::{Meshcap, Run, TempDir};
 
-fn run(args: &[&str]) -> Output {
-    meshcap(args).output().expect("run meshcap")
+fn run(args: &[&str]) -> Run {
+    Meshcap::new().args(args).run()
 }
 
+/// stdout of `meshcap ARGS`, which must succeed without writing to stderr.
 fn stdout_of(args: &[&str]) -> String {
     let out = run(args);
-    assert!(
-        out.status.success(),
-        "meshcap {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stderr.is_empty(), "meshcap {args:?} wrote to stderr");
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Writes `text` to a fresh file under the temp dir and returns its path.
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("meshcap-{}-{name}", std::process::id()));
-    std::fs::write(&path, text).expect("write temp file");
-    path
+    out.success().stderr_is("");
+    out.stdout
 }
 
 #[test]
@@ -58,7 +46,8 @@ fn help_lists_the_commands_with_examples() {
 fn bash_completion_is_valid_bash_and_completes_istio_flags() {
     let script = stdout_of(&["completions", "bash"]);
     assert!(script.contains("--istio-inbound-ports"));
-    let path = temp_file("completion.bash", &script);
+    let dir = TempDir::new("completion");
+    let path = dir.write("completion.bash", &script);
     // Source the script and ask its completion function what `meshcap render --istio-inb<TAB>`
     // offers, as bash's programmable completion would.
     const DRIVER: &str = r#"
@@ -77,7 +66,6 @@ printf '%s\n' "${COMPREPLY[@]}"
         .stdin(Stdio::null())
         .output()
         .expect("run bash");
-    let _ = std::fs::remove_file(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bash: {stderr}");
     let offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -108,11 +96,11 @@ fn zsh_and_fish_completions_are_for_meshcap() {
 
 #[test]
 fn an_unsupported_shell_is_a_usage_error() {
-    let out = run(&["completions", "tcsh"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("'tcsh'") && stderr.contains("bash"), "{stderr}");
-    assert!(out.stdout.is_empty());
+    run(&["completions", "tcsh"])
+        .expect_exit(2)
+        .stderr_contains("'tcsh'")
+        .stderr_contains("bash")
+        .stdout_is("");
 }
 
 #[test]
@@ -141,15 +129,15 @@ fn man_page_formats_without_warnings() {
         return;
     };
     assert!(status.success());
+    let dir = TempDir::new("man");
     for args in [vec!["man"], vec!["man", "render"]] {
-        let path = temp_file("meshcap.1", &stdout_of(&args));
+        let path = dir.write("meshcap.1", &stdout_of(&args));
         let out = Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])
             .arg(&path)
             .stdin(Stdio::null())
             .output()
             .expect("run groff");
-        let _ = std::fs::remove_file(&path);
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "groff: {}",
@@ -161,11 +149,9 @@ fn man_page_formats_without_warnings() {
 #[test]
 fn man_page_of_an_unknown_command_fails_naming_it() {
     let out = run(&["man", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    out.expect_exit(1).stdout_is("");
     assert!(
-        stderr.starts_with("meshcap: invalid value 'nope' for '<COMMAND>'"),
-        "{stderr}"
+        out.stderr.starts_with("meshcap: invalid value 'nope' for '<COMMAND>'"),
+        "{out}"
     );
-    assert!(out.stdout.is_empty());
 }

@@ -5,110 +5,66 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 
-use crate::apply::{show, text};
-use crate::support::{NetNs, SIDECAR, meshcap, netns_available};
+use crate::support::{Meshcap, Netns, SIDECAR, TempDir, needs_netns};
 
-/// A fresh directory under the system temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("meshcap-it-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dry_run_args() -> Vec<&'static str> {
-    let mut args = vec!["istio-iptables"];
-    args.extend_from_slice(SIDECAR);
-    args.push("--dry-run");
-    args
+/// `meshcap istio-iptables SIDECAR --dry-run` with IPv6 off.
+fn dry_run() -> Meshcap {
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .arg("--dry-run")
+        .env("ENABLE_INBOUND_IPV6", "false")
 }
 
 #[test]
 fn an_unwritable_directory_is_refused_before_the_run() {
     let dir = TempDir::new("dryrunfile-ro");
-    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o555)).unwrap();
-    let target = dir.0.join("out.file");
-    let mut cmd = meshcap(&dry_run_args());
-    cmd.env("DRY_RUN_FILE_PATH", &target)
-        .env("ENABLE_INBOUND_IPV6", "false");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o555)).unwrap();
+    let target = dir.join("out.file");
+    let mut run = dry_run().env("DRY_RUN_FILE_PATH", &target);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         // Root writes anywhere: run as `nobody`, for whom the directory is read-only.
-        cmd.uid(65534).gid(65534);
+        run = run.user(65534, 65534);
     }
-    let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert_eq!(text(&out.stdout), "");
-    assert_eq!(
-        text(&out.stderr),
-        format!(
-            "meshcap: invalid value '{}' for 'DRY_RUN_FILE_PATH': cannot create a file in the directory '{}': Permission denied (os error 13)\n",
-            target.display(),
-            dir.0.display()
-        ),
-        "the error comes before any log line"
-    );
+    run.run().expect_exit(1).stdout_is("").stderr_is(&format!(
+        "meshcap: invalid value '{}' for 'DRY_RUN_FILE_PATH': cannot create a file in the directory '{}': Permission denied (os error 13)\n",
+        target.display(),
+        dir.path().display()
+    ));
     assert!(dir.entries().is_empty(), "{:?}", dir.entries());
 }
 
 #[test]
 fn without_a_dry_run_the_variable_is_not_read() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let dir = TempDir::new("dryrunfile-apply");
     // A value a dry run refuses (it names a directory): a real apply must not even look at it.
-    let value = format!("{}/sub/", dir.0.display());
-    let refused = meshcap(&dry_run_args())
+    let value = format!("{}/sub/", dir.path().display());
+    dry_run()
         .env("DRY_RUN_FILE_PATH", &value)
-        .env("ENABLE_INBOUND_IPV6", "false")
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
-    assert!(
-        text(&refused.stderr).contains("for 'DRY_RUN_FILE_PATH'"),
-        "{}",
-        show(&refused)
-    );
+        .run()
+        .expect_exit(1)
+        .stderr_contains("for 'DRY_RUN_FILE_PATH'");
 
-    let ns = NetNs::new("dryrunfile");
-    let mut args = vec!["istio-iptables"];
-    args.extend_from_slice(SIDECAR);
-    args.extend_from_slice(&["--network-namespace", &ns.name]);
-    for value in [value.as_str(), &format!("{}/out.file", dir.0.display())] {
-        let out = meshcap(&args)
+    let ns = Netns::new("dryrunfile");
+    for value in [value.as_str(), &format!("{}/out.file", dir.path().display())] {
+        Meshcap::new()
+            .arg("istio-iptables")
+            .args(SIDECAR)
+            .netns(&ns)
             .env("DRY_RUN_FILE_PATH", value)
             .env("ENABLE_INBOUND_IPV6", "false")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-        assert!(!text(&out.stderr).contains("DRY_RUN_FILE_PATH"), "{}", show(&out));
+            .run()
+            .success()
+            .stderr_lacks("DRY_RUN_FILE_PATH");
     }
     assert!(dir.entries().is_empty(), "{:?}", dir.entries());
-    let check = meshcap(&["check", "--network-namespace", &ns.name, "--ipv6=false"])
+    Meshcap::new()
+        .args(["check", "--ipv6=false"])
+        .netns(&ns)
         .args(SIDECAR)
-        .output()
-        .unwrap();
-    assert_eq!(check.status.code(), Some(0), "the rules were applied: {}", show(&check));
+        .run()
+        .success();
 }

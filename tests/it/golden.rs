@@ -24,10 +24,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support;
+use crate::support::flags::args_file as parse_args;
+use crate::support::{Meshcap, Run, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const KINDS: [&str; 5] = [
@@ -50,15 +50,6 @@ struct Case {
 
 fn golden_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
-}
-
-/// `args`: one argument per line, the last line terminated by a newline (or not).
-fn parse_args(text: &str) -> Vec<String> {
-    let body = text.strip_suffix('\n').unwrap_or(text);
-    if text.is_empty() {
-        return Vec::new();
-    }
-    body.split('\n').map(str::to_string).collect()
 }
 
 fn parse_env(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -91,66 +82,47 @@ fn load(dir: &Path) -> Result<Case, String> {
 }
 
 /// A fresh copy of the case directory's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn copy_of(dir: &Path) -> Result<Scratch, String> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("meshcap-golden-{name}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let scratch = Scratch(path);
-        for entry in fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
-            let entry = entry.map_err(|e| e.to_string())?;
-            if entry.file_type().map_err(|e| e.to_string())?.is_file() {
-                fs::copy(entry.path(), scratch.0.join(entry.file_name()))
-                    .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
-            }
+fn scratch_copy(dir: &Path) -> Result<TempDir, String> {
+    let scratch = TempDir::new("golden");
+    for entry in fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().map_err(|e| e.to_string())?.is_file() {
+            fs::copy(entry.path(), scratch.path().join(entry.file_name()))
+                .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
         }
-        Ok(scratch)
     }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    Ok(scratch)
 }
 
 /// Runs `meshcap <args> <extra>` in `dir`.
-fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Output, String> {
-    let mut cmd = Command::new(support::meshcap_bin());
-    cmd.args(&case.args)
+fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
+    Meshcap::new()
+        .args(&case.args)
         .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(case.env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
-        .stdin(Stdio::null());
-    support::output_with_timeout(&mut cmd, TIMEOUT).map_err(|e| format!("cannot run meshcap {extra:?}: {e}"))
+        .time_limit(TIMEOUT)
+        .try_run()
 }
 
-fn run(case: &Case, extra: &[&str]) -> Result<Output, String> {
+fn run(case: &Case, extra: &[&str]) -> Result<Run, String> {
     if case.writes {
-        let scratch = Scratch::copy_of(&case.dir)?;
-        return run_in(case, &scratch.0, extra);
+        let scratch = scratch_copy(&case.dir)?;
+        return run_in(case, scratch.path(), extra);
     }
     run_in(case, &case.dir, extra)
 }
 
 /// The `out.file` a run of `meshcap <args>` leaves (in a scratch copy of the case directory).
 fn written_file(case: &Case) -> Result<Vec<u8>, String> {
-    let scratch = Scratch::copy_of(&case.dir)?;
-    let out = run_in(case, &scratch.0, &[])?;
-    fs::read(scratch.0.join(OUT_FILE)).map_err(|e| {
+    let scratch = scratch_copy(&case.dir)?;
+    let out = run_in(case, scratch.path(), &[])?;
+    fs::read(scratch.path().join(OUT_FILE)).map_err(|e| {
         format!(
             "[expected.file] cannot read {OUT_FILE} after meshcap {} (exit {:?}): {e}; stderr:\n{}",
             case.args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
+            out.code,
+            out.stderr
         )
     })
 }
@@ -181,15 +153,15 @@ fn mask_times(text: &str) -> String {
     out
 }
 
-fn record(out: &Output) -> String {
-    let code = match out.status.code() {
+fn record(out: &Run) -> String {
+    let code = match out.code {
         Some(c) => c.to_string(),
-        None => format!("{:?}", out.status),
+        None => "killed by a signal".to_string(),
     };
     format!(
         "exit: {code}\n--- stdout\n{}--- stderr\n{}",
-        mask_times(&String::from_utf8_lossy(&out.stdout)),
-        mask_times(&String::from_utf8_lossy(&out.stderr)),
+        mask_times(&out.stdout),
+        mask_times(&out.stderr),
     )
 }
 
@@ -207,16 +179,10 @@ fn actual(case: &Case, kind: &str) -> Result<Vec<u8>, String> {
     if kind == "expected.out" {
         return Ok(record(&out).into_bytes());
     }
-    if !out.status.success() {
-        return Err(format!(
-            "[{kind}] meshcap {} {} exited with {}; stderr:\n{}",
-            case.args.join(" "),
-            extra.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    if !out.ok() {
+        return Err(format!("[{kind}] {out}"));
     }
-    Ok(out.stdout)
+    Ok(out.raw_stdout)
 }
 
 /// The kinds a new case gets when blessed.
@@ -228,7 +194,7 @@ fn new_kinds(case: &Case) -> Result<Vec<&'static str>, String> {
     {
         return Ok(vec!["expected.nft"]);
     }
-    if case.args.first().map(String::as_str) == Some("render") && run(case, &["--family", "v4"])?.status.success() {
+    if case.args.first().map(String::as_str) == Some("render") && run(case, &["--family", "v4"])?.ok() {
         return Ok(vec!["expected.v4", "expected.v6"]);
     }
     Ok(vec!["expected.out"])

@@ -1,7 +1,9 @@
 //! meshcap's integration tests: one binary that runs the built `meshcap`.
 //!
 //! Modules that touch netfilter, routes or addresses do so only inside network namespaces they
-//! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
+//! create through [`support::Netns`], which deletes them on drop (also when a test fails).
+//! Shared helpers (the library imports, running the binary, namespaces, flag sets) live in
+//! [`support`]; the traffic lab's agent processes are the `lab_agent` example binary.
 
 mod apply;
 mod backend_conflict;

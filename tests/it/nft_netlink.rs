@@ -4,7 +4,7 @@
 //! both dumped back with the codec), and a batch whose last rule the kernel refuses leaves
 //! nothing behind and names that rule.
 
-use meshcap::sys::netns::Netns;
+use meshcap::sys::netns::Netns as TargetNetns;
 use meshcap::nft::netlink::msg::{
     NF_ACCEPT, NF_INET_LOCAL_OUT, NF_INET_PRE_ROUTING, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NFT_SET_ANONYMOUS,
     NFT_SET_CONSTANT, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL,
@@ -15,7 +15,7 @@ use meshcap::nft::netlink::{
     SetElem, SetElems, Socket, Table, Verdict,
 };
 
-use crate::support::{NetNs, netns_available};
+use crate::support::netns::{Netns, needs_netns};
 
 const T: &str = "mc";
 
@@ -682,7 +682,7 @@ impl Builder {
 }
 
 /// `nft -j list ruleset` inside `ns`, parsed.
-fn listing(ns: &NetNs) -> serde_json::Value {
+fn listing(ns: &Netns) -> serde_json::Value {
     let out = ns.run("nft", &["-j", "list", "ruleset"]);
     assert!(
         out.status.success(),
@@ -692,18 +692,18 @@ fn listing(ns: &NetNs) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("nft JSON")
 }
 
-fn open(ns: &NetNs) -> Netns {
-    Netns::open(ns.path().to_str().unwrap()).expect("open test namespace")
+fn open(ns: &Netns) -> TargetNetns {
+    TargetNetns::open(ns.path().to_str().unwrap()).expect("open test namespace")
 }
 
-fn apply(ns: &NetNs, msgs: &[Message]) -> Result<(), NlError> {
+fn apply(ns: &Netns, msgs: &[Message]) -> Result<(), NlError> {
     let msgs = msgs.to_vec();
     open(ns)
         .run_in(move || Socket::open()?.apply(&msgs, None))
         .expect("enter namespace")
 }
 
-fn dump(ns: &NetNs) -> Ruleset {
+fn dump(ns: &Netns) -> Ruleset {
     open(ns)
         .run_in(|| Socket::open().map_err(NlError::Io)?.ruleset(0))
         .expect("enter namespace")
@@ -728,11 +728,9 @@ fn sorted(mut rs: Ruleset) -> Ruleset {
 
 #[test]
 fn a_netlink_batch_leaves_what_nft_f_leaves() {
-    if !netns_available() {
-        return;
-    }
-    let by_netlink = NetNs::new("nlbatch");
-    let by_nft = NetNs::new("nlnft");
+    needs_netns!();
+    let by_netlink = Netns::new("nlbatch");
+    let by_nft = Netns::new("nlnft");
     let msgs = Builder::ruleset();
     apply(&by_netlink, &msgs).unwrap_or_else(|e| panic!("netlink apply: {e}"));
     let out = by_nft.run_with_stdin("nft", &["-f", "-"], TEXT);
@@ -818,10 +816,8 @@ fn anon_named(e: &Expr) -> Expr {
 
 #[test]
 fn a_batch_whose_last_rule_is_refused_leaves_nothing_and_names_that_rule() {
-    if !netns_available() {
-        return;
-    }
-    let ns = NetNs::new("nlatomic");
+    needs_netns!();
+    let ns = Netns::new("nlatomic");
     let mut msgs: Vec<Message> = Builder::ruleset();
     msgs.push(Message::NewRule(Rule {
         family: NFPROTO_INET,
@@ -858,10 +854,8 @@ fn a_batch_whose_last_rule_is_refused_leaves_nothing_and_names_that_rule() {
 
 #[test]
 fn the_kernel_reports_its_normal_forms() {
-    if !netns_available() {
-        return;
-    }
-    let ns = NetNs::new("nlnormal");
+    needs_netns!();
+    let ns = Netns::new("nlnormal");
     let table = Message::NewTable(Table {
         family: NFPROTO_IPV4,
         name: T.into(),

@@ -4,45 +4,37 @@
 //! and the cleanup transaction removes meshcap's tables and nothing else.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Output;
 
-use clap::Parser;
-use meshcap::cli::{Cli, Command};
-use meshcap::nft::text::{Transaction, apply_transaction, cleanup_transaction};
-use meshcap::plan::Plan;
-use meshcap::plan::for_render as plan_for_render;
-use meshcap::sys::host::Env;
+use crate::support::api::{Plan, Transaction, apply_transaction, cleanup_transaction, nft_transaction, plan};
+use crate::support::{Meshcap, Netns, TempDir, argv, needs_netns};
 
-use crate::support::{NetNs, meshcap, netns_available};
-
-/// A resolv.conf with these lines, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("meshcap-nft-{tag}-{}", std::process::id()));
-        std::fs::write(&path, text).expect("write temp file");
-        TempFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
+/// Two resolv.conf files: IPv4 and IPv6 servers, and an IPv6 server only.
+struct ResolvConfs {
+    _dir: TempDir,
+    both: String,
+    v6: String,
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+impl ResolvConfs {
+    fn new() -> ResolvConfs {
+        let dir = TempDir::new("nft-resolv");
+        let both = dir.write("both", "nameserver 198.51.100.53\nnameserver fd00::53\n");
+        let v6 = dir.write("v6", "nameserver fd00::53\n");
+        ResolvConfs {
+            both: both.display().to_string(),
+            v6: v6.display().to_string(),
+            _dir: dir,
+        }
     }
 }
 
 /// Configurations covering every table, base chain and statement kind.
-fn configurations(resolv: &TempFile, resolv_v6: &TempFile) -> Vec<(&'static str, Vec<String>)> {
-    let owned = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let with_resolv = |args: &[&str], file: &TempFile| {
+fn configurations(resolv: &ResolvConfs) -> Vec<(&'static str, Vec<String>)> {
+    let owned = |args: &[&str]| argv(args);
+    let with_resolv = |args: &[&str], file: &str| {
         let mut v = owned(args);
-        v.extend(["--resolv-conf".to_string(), file.path().to_string()]);
+        v.extend(["--resolv-conf".to_string(), file.to_string()]);
         v
     };
     vec![
@@ -99,12 +91,12 @@ fn configurations(resolv: &TempFile, resolv_v6: &TempFile) -> Vec<(&'static str,
                     "-q",
                     "80",
                 ],
-                resolv,
+                &resolv.both,
             ),
         ),
         (
             "dns-v6-only-ipv6-off",
-            with_resolv(&["-u", "1337", "-g", "1337", "--redirect-dns"], resolv_v6),
+            with_resolv(&["-u", "1337", "-g", "1337", "--redirect-dns"], &resolv.v6),
         ),
         (
             "virt-cidrs",
@@ -129,37 +121,14 @@ fn configurations(resolv: &TempFile, resolv_v6: &TempFile) -> Vec<(&'static str,
 
 /// `meshcap render --native-nftables ARGS` (the real binary), which must succeed.
 fn render(args: &[String]) -> String {
-    let out = meshcap(&["render", "--native-nftables"])
-        .args(args)
-        .output()
-        .expect("run meshcap");
-    assert!(
-        out.status.success(),
-        "meshcap render {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    Meshcap::new().args(["render", "--native-nftables"]).args(args).stdout()
 }
 
-/// The plan `meshcap render ARGS` builds (library view, for the apply transaction).
-fn plan(args: &[String]) -> Plan {
-    let argv = ["meshcap", "render"]
-        .into_iter()
-        .map(String::from)
-        .chain(args.iter().cloned());
-    let Some(Command::Render(render_args)) = Cli::try_parse_from(argv).expect("flags parse").command else {
-        panic!("not a render command");
-    };
-    plan_for_render(&render_args, &Env::from_pairs([("PATH", "/usr/bin")]))
-        .expect("plan")
-        .1
-}
-
-fn nft(ns: &NetNs, args: &[&str], stdin: &str) -> Output {
+fn nft(ns: &Netns, args: &[&str], stdin: &str) -> Output {
     ns.run_with_stdin("nft", args, stdin)
 }
 
-fn load(ns: &NetNs, what: &str, text: &str) {
+fn load(ns: &Netns, what: &str, text: &str) {
     for args in [&["-c", "-f", "-"][..], &["-f", "-"][..]] {
         let out = nft(ns, args, text);
         assert!(
@@ -170,7 +139,7 @@ fn load(ns: &NetNs, what: &str, text: &str) {
     }
 }
 
-fn ruleset(ns: &NetNs) -> String {
+fn ruleset(ns: &Netns) -> String {
     let out = ns.run("nft", &["list", "ruleset"]);
     assert!(
         out.status.success(),
@@ -243,23 +212,18 @@ fn meshcap_tables(listing: &str) -> Vec<&str> {
 
 #[test]
 fn rendered_transactions_load_into_the_kernel_and_clean_up() {
-    if !netns_available() {
-        return;
-    }
-    let resolv = TempFile::new("resolv", "nameserver 198.51.100.53\nnameserver fd00::53\n");
-    let resolv_v6 = TempFile::new("resolv6", "nameserver fd00::53\n");
+    needs_netns!();
+    let resolv = ResolvConfs::new();
     // Every configuration as Istio's rules and with --compact (anonymous sets), which must load
     // the same way.
-    let both = configurations(&resolv, &resolv_v6)
-        .into_iter()
-        .flat_map(|(name, args)| {
-            let mut compact = args.clone();
-            compact.push("--compact".into());
-            [(name, args), (name, compact)]
-        });
+    let both = configurations(&resolv).into_iter().flat_map(|(name, args)| {
+        let mut compact = args.clone();
+        compact.push("--compact".into());
+        [(name, args), (name, compact)]
+    });
     for (name, args) in both {
         let text = render(&args);
-        let ns = NetNs::new(name);
+        let ns = Netns::new(name);
         // A table that is not meshcap's must survive everything below.
         load(&ns, "foreign", "add table inet other\nadd chain inet other keep\n");
         load(&ns, name, &text);
@@ -296,44 +260,40 @@ fn rendered_transactions_load_into_the_kernel_and_clean_up() {
 
 #[test]
 fn native_nftables_env_selects_nft_and_family_is_refused() {
-    let flag = render(&["-u".into(), "1337".into(), "-g".into(), "1337".into()]);
-    let env = meshcap(&["render", "-u", "1337", "-g", "1337"])
+    let flag = render(&argv(&["-u", "1337", "-g", "1337"]));
+    Meshcap::new()
+        .args(["render", "-u", "1337", "-g", "1337"])
         .env("NATIVE_NFTABLES", "true")
-        .output()
-        .unwrap();
-    assert!(env.status.success());
-    assert_eq!(String::from_utf8(env.stdout).unwrap(), flag);
+        .run()
+        .success()
+        .stdout_is(&flag);
     assert!(flag.starts_with("add table inet istio-proxy-nat\n"), "{flag}");
 
-    let out = meshcap(&["render", "--native-nftables", "--family", "v6"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("invalid value 'v6' for '--family'"), "{err}");
+    Meshcap::new()
+        .args(["render", "--native-nftables", "--family", "v6"])
+        .run()
+        .expect_exit(1)
+        .stdout_is("")
+        .stderr_contains("invalid value 'v6' for '--family'");
 }
 
 /// Applies `tx` and returns the resulting ruleset listing.
-fn apply(ns: &NetNs, what: &str, tx: &Transaction) -> String {
+fn apply(ns: &Netns, what: &str, tx: &Transaction) -> String {
     load(ns, what, &tx.to_string());
     ruleset(ns)
 }
 
 #[test]
 fn apply_transaction_converges_from_an_earlier_configuration() {
-    if !netns_available() {
-        return;
-    }
-    let resolv = TempFile::new("resolv-apply", "nameserver 198.51.100.53\nnameserver fd00::53\n");
-    let resolv_v6 = TempFile::new("resolv6-apply", "nameserver fd00::53\n");
-    let configs = configurations(&resolv, &resolv_v6);
+    needs_netns!();
+    let resolv = ResolvConfs::new();
+    let configs = configurations(&resolv);
     let plans: Vec<(&str, Plan)> = configs.iter().map(|(n, a)| (*n, plan(a))).collect();
 
     // Each configuration applied fresh: the reference listing.
     let mut fresh = Vec::new();
     for (name, p) in &plans {
-        let ns = NetNs::new("fresh");
+        let ns = Netns::new("fresh");
         fresh.push(apply(&ns, name, &apply_transaction(p).unwrap()));
     }
     // Every configuration applied over every other one ends in the fresh state; a plain
@@ -344,7 +304,7 @@ fn apply_transaction_converges_from_an_earlier_configuration() {
             if i == j {
                 continue;
             }
-            let ns = NetNs::new("converge");
+            let ns = Netns::new("converge");
             apply(&ns, from, &apply_transaction(p_from).unwrap());
             let listing = apply(&ns, to, &apply_transaction(p_to).unwrap());
             assert_eq!(
@@ -355,9 +315,9 @@ fn apply_transaction_converges_from_an_earlier_configuration() {
             // Idempotent, down to the listing order.
             assert_eq!(apply(&ns, to, &apply_transaction(p_to).unwrap()), listing);
 
-            let ns = NetNs::new("istio");
-            apply(&ns, from, &meshcap::nft::text::transaction(p_from).unwrap());
-            let istio = apply(&ns, to, &meshcap::nft::text::transaction(p_to).unwrap());
+            let ns = Netns::new("istio");
+            apply(&ns, from, &nft_transaction(p_from).unwrap());
+            let istio = apply(&ns, to, &nft_transaction(p_to).unwrap());
             istio_style_differs |= normalized(&istio) != normalized(&fresh[j]);
         }
     }
@@ -366,7 +326,7 @@ fn apply_transaction_converges_from_an_earlier_configuration() {
         "expected Istio's transaction to leave stale state for some pair"
     );
     // Cleanup after the last apply leaves nothing of meshcap's.
-    let ns = NetNs::new("cleanup");
+    let ns = Netns::new("cleanup");
     apply(&ns, plans[1].0, &apply_transaction(&plans[1].1).unwrap());
     let after = apply(&ns, "cleanup", &cleanup_transaction());
     assert!(meshcap_tables(&after).is_empty(), "{after}");

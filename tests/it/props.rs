@@ -18,16 +18,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use meshcap::cli::{Cli, Command};
-use meshcap::sys::host::Env;
-use meshcap::values::{Family, Owner};
-
-use crate::support::{self, NetNs};
+use crate::support::api::{Family, Owner, render_plan, restore_payload};
+use crate::support::{Meshcap, Netns, needs_netns};
 
 /// Cases per run; `PROPTEST_CASES=N` overrides it for a longer local run.
 const CASES: usize = 64;
@@ -174,35 +170,30 @@ fn check(dir: &Path, case: &Case) -> Result<(), TestCaseError> {
     }
 
     // The library: the configuration is valid and every family's ruleset is well formed.
-    let cli = Cli::try_parse_from(std::iter::once("meshcap".to_string()).chain(args.iter().cloned()))
-        .map_err(|e| fail("clap refused the arguments", case, e))?;
-    let Some(Command::Render(render)) = cli.command else {
-        return Err(fail("not a render command", case, ""));
-    };
-    let env = Env::from_pairs(case.env.iter().cloned());
-    let (_config, plan) =
-        meshcap::plan::for_render(&render, &env).map_err(|e| fail("configuration refused", case, e))?;
+    let plan = render_plan(&args[1..], &case.env, dir).map_err(|e| fail("configuration refused", case, e))?;
     let mut expected = Vec::new();
     for family in [Family::V4, Family::V6] {
         let rs = plan.ruleset(family);
         rs.validate()
             .map_err(|e| fail("Ruleset::validate failed", case, format!("{family}: {e}")))?;
-        expected.push(meshcap::iptables::render::restore_payload(&rs));
+        expected.push(restore_payload(&rs));
     }
 
-    let ns = NetNs::new("props");
+    let ns = Netns::new("props");
     for (family, want) in [("v4", &expected[0]), ("v6", &expected[1])] {
         // The binary prints exactly the library's payload.
-        let mut cmd = support::meshcap(&[]);
-        cmd.args(&args)
+        let run = Meshcap::new()
+            .args(&args)
             .args(["--family", family])
-            .envs(case.env.iter().cloned());
-        let out = support::output_with_timeout(&mut cmd, Duration::from_secs(20)).expect("run meshcap");
-        if !out.status.success() || out.stdout != want.as_bytes() {
+            .envs(case.env.iter().cloned())
+            .time_limit(Duration::from_secs(20))
+            .try_run()
+            .map_err(|e| fail("meshcap render did not finish", case, e))?;
+        if !run.ok() || run.raw_stdout != want.as_bytes() {
             return Err(fail(
                 &format!("meshcap render --family {family} differs from the library"),
                 case,
-                format!("{}\nlibrary payload:\n{want}", describe(&out)),
+                format!("{run}\nlibrary payload:\n{want}"),
             ));
         }
         if want.is_empty() {
@@ -232,9 +223,7 @@ fn check(dir: &Path, case: &Case) -> Result<(), TestCaseError> {
 /// on the kernel), then shrinks the first failure sequentially.
 #[test]
 fn random_valid_configurations_render_payloads_iptables_accepts() {
-    if !support::netns_available() {
-        return;
-    }
+    needs_netns!();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("props-{}", std::process::id()));
     let mut runner = TestRunner::new(Config {
         failure_persistence: None,

@@ -14,15 +14,12 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use meshcap::cli::CaptureFlags;
-use meshcap::iptables::parse::{Strictness, parse_save};
-use meshcap::model::Ruleset;
-use meshcap::plan::Plan;
-use meshcap::plan::for_flags as plan_for_flags;
-use meshcap::sys::host::Env;
-use meshcap::trace::{self, Action, Ids, Netfilter, Packet};
-use meshcap::values::Family;
-use meshcap::{iptables::render::restore_payload, json};
+use crate::support::TempDir;
+use crate::support::api::{
+    Action, Backend, CaptureFlags, Family, Ids, Netfilter, Packet, Plan, Ruleset, Strictness, flags_plan, json,
+    parse_save, render_plan, restore_payload, trace,
+};
+use crate::support::flags::args_file;
 
 fn golden_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
@@ -40,8 +37,8 @@ fn golden_render_payloads_parse_back_to_themselves() {
         let Ok(args) = std::fs::read_to_string(dir.join("args")) else {
             continue;
         };
-        let args: Vec<&str> = args.lines().collect();
-        if args.first() != Some(&"render") {
+        let args = args_file(&args);
+        if args.first().map(String::as_str) != Some("render") {
             continue;
         }
         // The rendered payloads on file: parse, then render again, byte for byte.
@@ -69,7 +66,7 @@ fn golden_render_payloads_parse_back_to_themselves() {
         if let Some(plan) = golden_plan(&dir, &args) {
             // A plan compacted for nft (`--compact --native-nftables`) holds address sets, which
             // iptables text cannot carry; the JSON document still must.
-            let iptables_text = plan.validate(meshcap::model::Backend::Iptables).is_ok();
+            let iptables_text = plan.validate(Backend::Iptables).is_ok();
             for family in plan.families().into_iter().filter(|_| iptables_text) {
                 let rs = plan.ruleset(family);
                 let back = parse_save(&restore_payload(&rs), Strictness::Strict)
@@ -93,24 +90,14 @@ fn golden_render_payloads_parse_back_to_themselves() {
 
 /// The plan of a golden `render` case (its env file, its resolv.conf relative to the case),
 /// or `None` for a case meant to fail.
-fn golden_plan(dir: &Path, args: &[&str]) -> Option<Plan> {
-    use clap::Parser;
-    let cli = meshcap::cli::Cli::try_parse_from(std::iter::once("meshcap").chain(args.iter().copied())).ok()?;
-    let Some(meshcap::cli::Command::Render(mut r)) = cli.command else {
-        return None;
-    };
-    if !r.resolv_conf.starts_with('/') {
-        r.resolv_conf = dir.join(&r.resolv_conf).to_str().unwrap().to_string();
-    }
+fn golden_plan(dir: &Path, args: &[String]) -> Option<Plan> {
     let env: Vec<(String, String)> = std::fs::read_to_string(dir.join("env"))
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
-    meshcap::plan::for_render(&r, &Env::from_pairs(env))
-        .ok()
-        .map(|(_, plan)| plan)
+    render_plan(&args[1..], &env, dir).ok()
 }
 
 /// One random configuration.
@@ -219,21 +206,16 @@ fn conf() -> impl Strategy<Value = Conf> {
         )
 }
 
-fn resolv_conf() -> String {
-    let dir = std::env::temp_dir().join(format!("meshcap-roundtrip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("resolv.conf");
-    std::fs::write(&path, "nameserver 10.96.0.10\nnameserver fd00::10\n").unwrap();
-    path.to_str().unwrap().to_string()
+/// A resolv.conf with one server of each family.
+fn resolv_conf() -> (TempDir, String) {
+    let dir = TempDir::new("roundtrip");
+    let path = dir.write("resolv.conf", "nameserver 10.96.0.10\nnameserver fd00::10\n");
+    (dir, path.display().to_string())
 }
 
 fn plan(c: &Conf, resolv: &str) -> Plan {
-    let env = Env::from_pairs(c.env.clone());
-    let ipv6 = if c.ipv6 { "true" } else { "false" };
-    match plan_for_flags(&c.flags, Some(ipv6), resolv, &env) {
-        Ok((_, plan)) => plan,
-        Err(e) => panic!("a generated configuration was refused: {e}\n{c:?}"),
-    }
+    flags_plan(&c.flags, c.ipv6, resolv, &c.env)
+        .unwrap_or_else(|e| panic!("a generated configuration was refused: {e}\n{c:?}"))
 }
 
 fn runner() -> TestRunner {
@@ -246,7 +228,7 @@ fn runner() -> TestRunner {
 
 #[test]
 fn random_configurations_round_trip_through_the_parser_and_json() {
-    let resolv = resolv_conf();
+    let (_dir, resolv) = resolv_conf();
     runner()
         .run(&conf(), |c| {
             let plan = plan(&c, &resolv);
@@ -271,7 +253,7 @@ fn random_configurations_round_trip_through_the_parser_and_json() {
 
 #[test]
 fn random_configurations_trace_the_capture_invariants() {
-    let resolv = resolv_conf();
+    let (_dir, resolv) = resolv_conf();
     runner()
         .run(&(conf(), 0usize..16, any::<bool>()), |(c, pick, v6)| {
             let plan = plan(&c, &resolv);
@@ -347,7 +329,7 @@ fn covers(spec: &str, port: u16) -> bool {
 /// `inet` table also sees IPv6 packets when IPv6 is off), which these packets avoid.
 #[test]
 fn random_configurations_nft_and_iptables_agree() {
-    let resolv = resolv_conf();
+    let (_dir, resolv) = resolv_conf();
     let compared = std::sync::atomic::AtomicUsize::new(0);
     runner()
         .run(&(conf(), any::<bool>()), |(c, v6)| {

@@ -6,8 +6,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::lab::{Backend, From, Installer, Outcome, Ran, Scenario, TempDir};
-use crate::support::meshcap;
+use crate::lab::{Backend, From, Installer, Outcome, Ran, Scenario};
+use crate::support::{Meshcap, TempDir};
 
 /// The tracer's verdict (`action`, `port`) the kernel's outcome corresponds to.
 fn kernel_verdict(outcome: &Outcome) -> Option<(&'static str, Option<u16>)> {
@@ -59,16 +59,13 @@ fn stand_in_source(case: &crate::lab::Case) -> IpAddr {
 /// Asks the tracer about every case of `scenario` as run with `installer`; panics listing
 /// every disagreement with the kernel. Returns the number of cases compared.
 pub fn agree(scenario: &Scenario, installer: Installer, ran: &[Ran]) -> usize {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = TempDir::new(&format!("trace-{}-{}-{n}", scenario.name, std::process::id()));
-    let resolv = dir.0.join("resolv.conf");
-    std::fs::write(&resolv, &scenario.resolv_conf).expect("write resolv.conf");
+    let dir = TempDir::new("trace");
+    let resolv = dir.write("resolv.conf", &scenario.resolv_conf);
     let mut args: Vec<String> = vec!["trace".into(), "--format".into(), "json".into()];
     args.extend(scenario.flags.iter().cloned());
     args.push(format!("--ipv6={}", scenario.ipv6_enabled()));
     args.push("--resolv-conf".into());
-    args.push(resolv.to_str().expect("utf-8 path").into());
+    args.push(resolv.display().to_string());
     if installer.backend() == Backend::Nftables {
         args.push("--native-nftables".into());
     }
@@ -79,29 +76,19 @@ pub fn agree(scenario: &Scenario, installer: Installer, ran: &[Ran]) -> usize {
             continue;
         };
         let pkt = packet(r);
-        let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        argv.push(&pkt);
-        let out = meshcap(&argv).output().expect("run meshcap trace");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let got = serde_json::from_str::<serde_json::Value>(&stdout).ok().map(|v| {
+        let trace = Meshcap::new().args(&args).arg(&pkt).run();
+        let got = serde_json::from_str::<serde_json::Value>(&trace.stdout).ok().map(|v| {
             let action = v["verdict"]["action"].as_str().unwrap_or("?").to_string();
             let port = v["verdict"]["port"].as_u64().map(|p| p as u16);
             (action, port)
         });
         compared += 1;
         if got.as_ref().map(|(a, p)| (a.as_str(), *p)) != Some(want) {
-            let mut text_argv = argv.clone();
-            text_argv.retain(|a| *a != "--format" && *a != "json");
-            let text = meshcap(&text_argv).output().expect("run meshcap trace");
+            let text_args = args.iter().filter(|a| *a != "--format" && *a != "json");
+            let text = Meshcap::new().args(text_args).arg(&pkt).run();
             disagreements.push(format!(
                 "{:?} {}: kernel {} ({}), tracer {:?}\n  packet: {pkt}\n{}{}",
-                r.case.from,
-                r.case.dst,
-                r.outcome,
-                want.0,
-                got,
-                String::from_utf8_lossy(&text.stdout),
-                String::from_utf8_lossy(&text.stderr)
+                r.case.from, r.case.dst, r.outcome, want.0, got, text.stdout, text.stderr
             ));
         }
     }

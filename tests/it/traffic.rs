@@ -30,9 +30,7 @@
 //!   socket would otherwise never see the answer.
 
 use crate::lab::*;
-use crate::support::netns_available;
-
-use crate::support::SIDECAR;
+use crate::support::{SIDECAR, needs_netns};
 
 /// The sidecar flags followed by `extra` (a later flag overrides an earlier one).
 fn scenario(name: &'static str, stack: Stack, extra: &[&str]) -> Scenario {
@@ -319,14 +317,12 @@ pub fn lists_dual_stack() -> Scenario {
     .case(tcp(From::Peer, sa(POD6, 8080), redirected(15006, sa(POD6, 8080))))
 }
 
-/// Runs one scenario with one installer (skipped where namespaces cannot be created), then
+/// Runs one scenario with one installer, then
 /// asks the tracer about every case: its verdict must be what the kernel did. With `compact`,
 /// meshcap also gets `--compact` (fewer rules, same verdicts): every case must end exactly as
 /// without it, in the kernel and in the tracer (which then walks the compact rules).
 pub fn check(scenario: fn() -> Scenario, installer: Installer, compact: bool) {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let mut scenario = scenario();
     if compact {
         scenario.flags.push("--compact".into());
@@ -388,22 +384,26 @@ macro_rules! scenario_tests {
 macro_rules! installer_modules {
     ($compact:expr) => {
         mod apply_legacy {
-            use crate::lab::{Installer, Variant};
+            use crate::lab::Installer;
+            use crate::support::Variant;
             scenario_tests!(Installer::Apply(Variant::Legacy), $compact);
         }
 
         mod apply_nft {
-            use crate::lab::{Installer, Variant};
+            use crate::lab::Installer;
+            use crate::support::Variant;
             scenario_tests!(Installer::Apply(Variant::Nft), $compact);
         }
 
         mod restore_legacy {
-            use crate::lab::{Installer, Variant};
+            use crate::lab::Installer;
+            use crate::support::Variant;
             scenario_tests!(Installer::Restore(Variant::Legacy), $compact);
         }
 
         mod restore_nft {
-            use crate::lab::{Installer, Variant};
+            use crate::lab::Installer;
+            use crate::support::Variant;
             scenario_tests!(Installer::Restore(Variant::Nft), $compact);
         }
 

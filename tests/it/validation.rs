@@ -4,13 +4,13 @@
 //! (`--skip-rule-apply --run-validation`). Passing runs exit 0; missing or wrong rules exit 126
 //! with Istio's message and a log line naming each failed path.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::install::{self, NetnsEtc};
-use crate::lab::spawn::{Cap, Creds, RunOutput, in_namespace, run_with_timeout};
-use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack, Variant};
-use crate::support::{meshcap_bin, netns_available};
+use crate::lab::protocol::{Listen, Proto, Reply, Request, Role};
+use crate::lab::spawn::{Agent, Cap, Creds, as_user_in};
+use crate::lab::{Installer, Net, PROXY_UID, Scenario, Stack};
+use crate::support::{Meshcap, Run, SIDECAR, Variant, needs_netns};
 
 /// Istio's text, written out here so the test pins it independently of the implementation.
 const ISTIO_FAILURE: &str = "iptables validation failed; workload is not ready for Istio.
@@ -19,10 +19,6 @@ When using Istio CNI, this can occur if a pod is scheduled before the node is re
 If installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.
 Otherwise, this pod will need to be manually removed so that it is scheduled on a node with istio-cni running, allowing iptables rules to be established.
 ";
-
-const SIDECAR: [&str; 14] = [
-    "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
-];
 
 fn flags(extra: &[&str]) -> Vec<String> {
     SIDECAR.iter().chain(extra).map(|s| s.to_string()).collect()
@@ -39,15 +35,18 @@ fn pod_with_capture(stack: Stack, extra: &[&str]) -> Net {
     net
 }
 
-/// `meshcap istio-iptables --skip-rule-apply --run-validation FLAGS` inside the pod as `creds`.
-fn validate_in_pod(net: &Net, creds: &Creds, extra: &[&str]) -> RunOutput {
-    let mut cmd = Command::new(meshcap_bin());
-    cmd.args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
+/// `meshcap istio-iptables --skip-rule-apply --run-validation FLAGS`, the istio-validation
+/// container's command line.
+fn validation(extra: &[&str]) -> Meshcap {
+    Meshcap::new()
+        .args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
         .args(flags(extra))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    in_namespace(&mut cmd, &net.pod, creds);
-    run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+        .time_limit(Duration::from_secs(10))
+}
+
+/// [`validation`] inside the pod as `creds`.
+fn validate_in_pod(net: &Net, creds: &Creds, extra: &[&str]) -> Run {
+    validation(extra).configure(as_user_in(&net.pod, creds)).run()
 }
 
 fn proxy() -> Creds {
@@ -55,7 +54,7 @@ fn proxy() -> Creds {
 }
 
 #[track_caller]
-fn assert_passed(out: &RunOutput, paths: &[&str]) {
+fn assert_passed(out: &Run, paths: &[&str]) {
     assert_eq!(out.code, Some(0), "validation should pass:\n{}", out.stderr);
     assert_eq!(out.stdout, "", "logs go to stderr only");
     assert!(
@@ -74,7 +73,7 @@ fn assert_passed(out: &RunOutput, paths: &[&str]) {
 }
 
 #[track_caller]
-fn assert_failed(out: &RunOutput, failed: &[&str], passed: &[&str]) {
+fn assert_failed(out: &Run, failed: &[&str], passed: &[&str]) {
     assert_eq!(out.code, Some(126), "validation should fail:\n{}", out.stderr);
     assert!(
         out.stderr.contains(&format!("\terror\t{ISTIO_FAILURE}")),
@@ -102,9 +101,7 @@ fn assert_failed(out: &RunOutput, failed: &[&str], passed: &[&str]) {
 
 #[test]
 fn passes_as_the_proxy_uid() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::V4, &[]);
     let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "3s"]);
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
@@ -123,9 +120,7 @@ fn passes_as_the_proxy_uid() {
 
 #[test]
 fn passes_as_root_and_checks_dns() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let dns = ["--redirect-dns", "--capture-all-dns"];
     let net = pod_with_capture(Stack::V4, &dns);
     let out = validate_in_pod(&net, &Creds::root(), &[&dns[..], &["--probe-timeout", "3s"]].concat());
@@ -134,9 +129,7 @@ fn passes_as_root_and_checks_dns() {
 
 #[test]
 fn as_the_proxy_the_dns_path_is_skipped() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let dns = ["--redirect-dns", "--capture-all-dns"];
     let net = pod_with_capture(Stack::V4, &dns);
     let out = validate_in_pod(&net, &proxy(), &[&dns[..], &["--probe-timeout", "3s"]].concat());
@@ -151,9 +144,7 @@ fn as_the_proxy_the_dns_path_is_skipped() {
 
 #[test]
 fn passes_with_resolv_conf_servers() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let resolv = "nameserver 198.51.100.2\n";
     let mut scenario = Scenario::new("validation", Stack::V4, &[]).resolv_conf(resolv);
     scenario.flags = flags(&["--redirect-dns"]);
@@ -161,12 +152,9 @@ fn passes_with_resolv_conf_servers() {
     Installer::Restore(Variant::Legacy).install(&net, &scenario).unwrap();
     let _etc = NetnsEtc::resolv_conf(&net.pod.name, resolv);
     // As istio-init would: inside the pod (ip netns exec), as root, reading /etc/resolv.conf.
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &net.pod.name])
-        .arg(meshcap_bin())
-        .args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
-        .args(flags(&["--redirect-dns", "--probe-timeout", "3s"]));
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap();
+    let out = validation(&["--redirect-dns", "--probe-timeout", "3s"])
+        .inside(&net.pod)
+        .run();
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)", "dns (IPv4)"]);
     assert!(
         out.stderr
@@ -178,9 +166,7 @@ fn passes_with_resolv_conf_servers() {
 
 #[test]
 fn passes_in_tproxy_mode() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::V4, &["-m", "TPROXY"]);
     let out = validate_in_pod(&net, &Creds::root(), &["-m", "TPROXY", "--probe-timeout", "3s"]);
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
@@ -188,9 +174,7 @@ fn passes_in_tproxy_mode() {
 
 #[test]
 fn passes_on_an_ipv6_only_pod() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::V6, &[]);
     let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "3s"]);
     assert_passed(&out, &["loopback (IPv6)", "inbound (IPv6)"]);
@@ -203,9 +187,7 @@ fn passes_on_an_ipv6_only_pod() {
 
 #[test]
 fn checks_both_families_on_a_dual_stack_pod() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::Dual, &["--dual-stack"]);
     let out = validate_in_pod(&net, &proxy(), &["--dual-stack", "--probe-timeout", "3s"]);
     assert_passed(
@@ -216,16 +198,10 @@ fn checks_both_families_on_a_dual_stack_pod() {
 
 #[test]
 fn enters_the_network_namespace_given() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::V4, &[]);
     // From the host namespace, as root: the validator itself enters the pod.
-    let mut cmd = Command::new(meshcap_bin());
-    cmd.args(["istio-iptables", "--skip-rule-apply", "--run-validation"])
-        .args(flags(&["--network-namespace", &net.pod.name, "--probe-timeout", "3s"]))
-        .env_clear();
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(10)).unwrap();
+    let out = validation(&["--probe-timeout", "3s"]).netns(&net.pod).run();
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
     assert!(
         out.stderr.contains("original destination 198.51.100.1:15002"),
@@ -236,9 +212,7 @@ fn enters_the_network_namespace_given() {
 
 #[test]
 fn fails_without_rules() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = Net::new(Stack::V4, false);
     let out = validate_in_pod(&net, &proxy(), &["--probe-timeout", "1s"]);
     assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
@@ -246,9 +220,7 @@ fn fails_without_rules() {
 
 #[test]
 fn fails_when_only_the_loopback_probe_is_redirected() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     // Wrong rules that satisfy Istio's single probe (127.0.0.6 lands on 15001) but capture
     // nothing else: meshcap's inbound path notices.
     let net = Net::new(Stack::V4, false);
@@ -260,9 +232,7 @@ fn fails_when_only_the_loopback_probe_is_redirected() {
 
 #[test]
 fn fails_when_dns_capture_is_missing() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = pod_with_capture(Stack::V4, &[]);
     let out = validate_in_pod(
         &net,
@@ -274,11 +244,7 @@ fn fails_when_dns_capture_is_missing() {
 
 #[test]
 fn fails_when_no_listener_can_be_created() {
-    if !netns_available() {
-        return;
-    }
-    use crate::lab::agent::{Listen, Proto, Reply, Request, Role};
-    use crate::lab::spawn::Agent;
+    needs_netns!();
     let net = pod_with_capture(Stack::V4, &[]);
     // Another user already listens on both validator ports.
     let mut squatter = Agent::spawn("squatter", &net.pod, &Creds::user(1000, 1000));
@@ -308,48 +274,40 @@ fn fails_when_no_listener_can_be_created() {
 
 #[test]
 fn apply_then_validate_in_one_run() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let net = Net::new(Stack::V4, false);
-    let mut cmd = Command::new(meshcap_bin());
-    cmd.arg("istio-iptables")
+    let out = Meshcap::new()
+        .arg("istio-iptables")
         .args(flags(&["--run-validation", "--probe-timeout", "3s"]))
-        .args(["--network-namespace", &net.pod.name])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
+        .netns(&net.pod)
+        .time_limit(Duration::from_secs(20))
+        .run();
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
     // The rules step ran first (with whichever iptables variant meshcap chose).
     let saved: String = ["iptables-legacy-save", "iptables-nft-save"]
         .iter()
-        .map(|tool| String::from_utf8_lossy(&net.pod.run(tool, &[]).stdout).into_owned())
+        .map(|tool| net.pod.stdout(tool, &[]))
         .collect();
     assert!(saved.contains("-A ISTIO_OUTPUT"), "{saved}");
 }
 
 #[test]
 fn dry_run_validates_with_real_sockets() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     // As Istio: --dry-run changes nothing, yet the probe is real, so it fails on an empty pod.
     let net = Net::new(Stack::V4, false);
-    let mut cmd = Command::new(meshcap_bin());
-    cmd.arg("istio-iptables")
+    let out = Meshcap::new()
+        .arg("istio-iptables")
         .args(flags(&["--dry-run", "--run-validation", "--probe-timeout", "1s"]))
-        .args(["--network-namespace", &net.pod.name])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
+        .netns(&net.pod)
+        .time_limit(Duration::from_secs(20))
+        .run();
     assert_failed(&out, &["loopback (IPv4)", "inbound (IPv4)"], &[]);
 }
 
 #[test]
 fn root_without_setuid_probes_as_root_like_istio() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     // istio-init's privileges: root without CAP_SETUID/CAP_SETGID. The probes carry uid 0,
     // which the capture rightly does not treat as the proxy, so (as with Istio) they fail;
     // the log says why.
@@ -366,9 +324,7 @@ fn root_without_setuid_probes_as_root_like_istio() {
 
 #[test]
 fn validates_a_native_nftables_capture() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     // Istio CNI with nftables: the istio-validation container carries --native-nftables.
     let mut scenario = Scenario::new("validation", Stack::V4, &[]);
     scenario.flags = flags(&[]);

@@ -7,11 +7,9 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
-use std::process::Command;
 
 use super::assert_nothing_applied;
-use crate::apply::{SIDECAR, show, text, v4_ns};
-use crate::support::{meshcap_bin, netns_available};
+use crate::support::{Meshcap, Netns, Run, SIDECAR, TempDir, Variant, needs_netns};
 
 /// One hostile value: extra arguments, extra environment, and the flag or variable the error
 /// must name.
@@ -95,27 +93,23 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn command(base: &[&str], case: &Case) -> Command {
-    let mut cmd = Command::new(meshcap_bin());
-    cmd.args(base)
+/// `meshcap BASE` with the case's arguments and environment.
+fn command(base: &[&str], case: &Case) -> Meshcap {
+    Meshcap::new()
+        .args(base)
         .args(&case.args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(case.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null());
-    cmd
 }
 
-fn assert_refused(o: &std::process::Output, case: &Case) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{:?} {:?}: {}", case.args, case.env, show(o));
-    assert_eq!(text(&o.stdout), "", "{:?}: nothing on stdout", case.args);
+#[track_caller]
+fn assert_refused(run: &Run, case: &Case) {
+    let what = format!("{:?} {:?} must name {}", case.args, case.env, case.names);
+    assert_eq!(run.code, Some(1), "{what}:\n{run}");
+    assert_eq!(run.stdout, "", "{what}: nothing on stdout");
+    let err = &run.stderr;
     assert!(
         err.starts_with("meshcap: invalid value '") && err.contains(&format!("' for '{}': ", case.names)),
-        "{:?} {:?} must name {}: {err}",
-        case.args,
-        case.env,
-        case.names
+        "{what}: {err}"
     );
     assert_eq!(err.lines().count(), 1, "one line, control characters escaped: {err:?}");
 }
@@ -125,92 +119,68 @@ fn hostile_values_are_refused_by_render_and_dry_run() {
     for case in cases() {
         let mut base = vec!["render"];
         base.extend_from_slice(SIDECAR);
-        assert_refused(&command(&base, &case).output().unwrap(), &case);
+        assert_refused(&command(&base, &case).run(), &case);
         let mut base = vec!["istio-iptables"];
         base.extend_from_slice(SIDECAR);
         base.push("--dry-run");
-        assert_refused(&command(&base, &case).output().unwrap(), &case);
+        assert_refused(&command(&base, &case).run(), &case);
     }
 }
 
 #[test]
 fn hostile_values_apply_nothing() {
-    if !netns_available() {
-        return;
-    }
-    let ns = v4_ns("inject");
-    for variant in ["nft", "legacy"] {
+    needs_netns!();
+    let ns = Netns::ipv4("inject");
+    for variant in Variant::BOTH {
         for case in cases() {
-            let mut base = SIDECAR.to_vec();
-            base.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", variant]);
-            assert_refused(&command(&base, &case).output().unwrap(), &case);
-            assert_nothing_applied(&ns, &format!("{variant} {:?} {:?}", case.args, case.env));
+            let apply = command(SIDECAR, &case).netns(&ns).variant(variant);
+            assert_refused(&apply.run(), &case);
+            assert_nothing_applied(&ns, &format!("{variant:?} {:?} {:?}", case.args, case.env));
         }
     }
 }
 
 #[test]
 fn a_hostile_resolv_conf_entry_is_skipped_and_named() {
-    let dir = super::Wrappers::new("resolv");
-    let resolv = dir.file("resolv.conf");
-    std::fs::write(
-        &resolv,
+    let dir = TempDir::new("resolv");
+    let resolv = dir.write(
+        "resolv.conf",
         "nameserver 10.96.0.10\nnameserver 10.0.0.1;-j\nnameserver \"1.1.1.1\"\nnameserver 10.0.0.2\u{1b}[2J\nnameserver fd00::53 -j ACCEPT\n",
-    )
-    .unwrap();
-    let o = Command::new(meshcap_bin())
-        .args(["render", "--family", "v4", "-b", "*", "--redirect-dns", "--resolv-conf"])
-        .arg(&resolv)
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
-    let rules = text(&o.stdout);
+    );
+    let render = Meshcap::new()
+        .args(["render", "-b", "*", "--redirect-dns", "--resolv-conf"])
+        .arg(&resolv);
+    let run = render.clone().args(["--family", "v4"]).run();
+    run.success();
+    let rules = &run.stdout;
     assert!(rules.contains("-d 10.96.0.10/32"), "{rules}");
     for bad in ["10.0.0.1", "1.1.1.1", "10.0.0.2", ";", "\""] {
         assert!(!rules.contains(bad), "{bad} must not reach the rules:\n{rules}");
     }
-    let err = text(&o.stderr);
+    let err = &run.stderr;
     assert!(err.contains("ignoring un-parsable DNS server '10.0.0.1;-j'"), "{err}");
     assert!(err.contains("'10.0.0.2\\u{1b}[2J'"), "escaped: {err:?}");
     assert!(!err.contains('\u{1b}'), "no raw escape character in the log");
     // The trailing words after an address are ignored (as Istio does), so fd00::53 counts.
-    let o = Command::new(meshcap_bin())
-        .args([
-            "render",
-            "--family",
-            "v6",
-            "--ipv6",
-            "-b",
-            "*",
-            "--redirect-dns",
-            "--resolv-conf",
-        ])
-        .arg(&resolv)
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(text(&o.stdout).contains("-d fd00::53/128"), "{}", show(&o));
+    render
+        .args(["--family", "v6", "--ipv6"])
+        .run()
+        .stdout_contains("-d fd00::53/128");
 }
 
 #[test]
 fn the_env_dump_escapes_values_no_validator_saw() {
     // ENVOY_PORT is echoed in Istio's environment dump but not read (the flag is); a value
     // shadowed by a flag is not validated either. Neither can forge a log line.
-    let mut args = vec!["istio-iptables"];
-    args.extend_from_slice(SIDECAR);
-    args.push("--dry-run");
-    let o = Command::new(meshcap_bin())
-        .args(&args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .arg("--dry-run")
         .env("ENVOY_PORT", "1\n2026-01-01T00:00:00.000000Z\terror\tforged")
         .env("ISTIO_INBOUND_PORTS", "x\ny")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
-    let err = text(&o.stderr);
-    assert!(err.contains("ENVOY_PORT=1\\n2026-01-01"), "{err}");
-    assert!(err.contains("ISTIO_INBOUND_PORTS=x\\ny"), "{err}");
-    assert!(!err.lines().any(|l| l.contains("\terror\tforged")), "{err}");
+        .run()
+        .success()
+        .stderr_contains("ENVOY_PORT=1\\n2026-01-01")
+        .stderr_contains("ISTIO_INBOUND_PORTS=x\\ny")
+        .stderr_lacks("\terror\tforged");
 }

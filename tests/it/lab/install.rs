@@ -22,28 +22,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::spawn::run_with_timeout;
 use super::{Net, Scenario};
-use crate::support::{NetNs, meshcap, meshcap_bin};
+use crate::support::{Meshcap, Netns, Variant};
 
-/// The iptables binaries used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    Legacy,
-    Nft,
-}
-
-impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Legacy => "legacy",
-            Variant::Nft => "nft",
-        }
-    }
-
-    fn tool(self, v6: bool, what: &str) -> String {
-        format!("{}-{}-{what}", if v6 { "ip6tables" } else { "iptables" }, self.name())
-    }
+/// `ip6tables-VARIANT-WHAT` or `iptables-VARIANT-WHAT`.
+fn tool(variant: Variant, v6: bool, what: &str) -> String {
+    variant.tool(if v6 { "ip6tables" } else { "iptables" }, what)
 }
 
 /// The two kinds of rule set the kernel ends up with.
@@ -102,7 +86,7 @@ impl Installer {
         match self {
             Installer::Apply(variant) | Installer::Restore(variant) => {
                 for v6 in [false, true] {
-                    let tool = variant.tool(v6, "save");
+                    let tool = tool(*variant, v6, "-save");
                     out.push_str(&format!("--- {tool}\n{}", net.pod_output(&tool, &[])));
                 }
             }
@@ -146,49 +130,40 @@ fn reads_resolv_conf(scenario: &Scenario) -> bool {
 
 /// `meshcap istio-iptables FLAGS BACKEND_ARGS --network-namespace POD`.
 fn install_apply(backend_args: &[&str], net: &Net, scenario: &Scenario) -> Result<(), String> {
-    let mut args: Vec<String> = vec!["istio-iptables".into()];
-    args.extend(scenario.flags.iter().cloned());
-    args.extend(backend_args.iter().map(|a| a.to_string()));
-    args.extend(["--network-namespace".into(), net.pod.name.clone()]);
-    let (cmd, _etc) = if reads_resolv_conf(scenario) {
-        let etc = NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf);
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["netns", "exec", &net.pod.name])
-            .arg(meshcap_bin())
-            .args(&args);
-        (cmd, Some(etc))
-    } else {
-        let mut cmd = std::process::Command::new(meshcap_bin());
-        cmd.args(&args);
-        (cmd, None)
-    };
-    let mut cmd = cmd;
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    let out = run_with_timeout(cmd, b"", Duration::from_secs(30))?;
-    if out.code != Some(0) {
-        return Err(format!("meshcap {args:?} exited {:?}:\n{}", out.code, out.stderr));
+    let mut apply = Meshcap::new()
+        .arg("istio-iptables")
+        .args(&scenario.flags)
+        .args(backend_args)
+        .netns(&net.pod)
+        .time_limit(Duration::from_secs(30));
+    // Inside the pod, so that `ip netns exec` mounts the pod's resolv.conf for meshcap to read.
+    let reads = reads_resolv_conf(scenario);
+    let _etc = reads.then(|| NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf));
+    if reads {
+        apply = apply.inside(&net.pod);
+    }
+    let run = apply.try_run()?;
+    if !run.ok() {
+        return Err(run.to_string());
     }
     Ok(())
 }
 
 /// `meshcap render ARGS FLAGS --ipv6=X --resolv-conf FILE`: the rendered text.
 fn render(net: &Net, scenario: &Scenario, args: &[&str]) -> Result<String, String> {
-    let resolv = net.dir.0.join("resolv.conf");
-    std::fs::write(&resolv, &scenario.resolv_conf).map_err(|e| format!("write {}: {e}", resolv.display()))?;
-    let mut cmd = meshcap(&["render"]);
-    cmd.args(args).args(&scenario.flags);
-    cmd.arg(format!("--ipv6={}", scenario.ipv6_enabled()));
-    cmd.arg("--resolv-conf").arg(&resolv);
-    let out = cmd.output().map_err(|e| format!("run meshcap render: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "meshcap render {args:?} {:?} failed: {}",
-            scenario.flags,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    let resolv = net.dir.write("resolv.conf", &scenario.resolv_conf);
+    let run = Meshcap::new()
+        .arg("render")
+        .args(args)
+        .args(&scenario.flags)
+        .arg(format!("--ipv6={}", scenario.ipv6_enabled()))
+        .arg("--resolv-conf")
+        .arg(&resolv)
+        .try_run()?;
+    if !run.ok() {
+        return Err(run.to_string());
     }
-    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+    Ok(run.stdout)
 }
 
 fn install_native_nft(net: &Net, scenario: &Scenario) -> Result<(), String> {
@@ -222,8 +197,8 @@ fn install_restore(variant: Variant, net: &Net, scenario: &Scenario) -> Result<(
 }
 
 /// Loads an iptables-restore payload into `pod` with `--noflush`.
-pub fn restore(variant: Variant, pod: &NetNs, v6: bool, payload: &str) -> Result<(), String> {
-    let tool = variant.tool(v6, "restore");
+pub fn restore(variant: Variant, pod: &Netns, v6: bool, payload: &str) -> Result<(), String> {
+    let tool = tool(variant, v6, "-restore");
     let res = pod.run_with_stdin(&tool, &["--noflush", "--wait=10"], payload);
     if !res.status.success() {
         return Err(format!(

@@ -13,24 +13,23 @@
 //!
 //! Clients: the app (uid/gid 1000), the proxy (uid/gid 1337), a proxy known only by its group
 //! (uid 2000, gid 1337), the peer and the vm (root in their namespaces). Each runs in an
-//! [`agent`] process. A [`Scenario`] is data — capture flags, pod stack, resolv.conf and the
-//! [`Case`]s with their expected [`Outcome`] — and [`run`] executes it with an [`Installer`], so
-//! one scenario list serves every backend and the tracer can be compared with the same cases.
+//! agent process (`examples/lab_agent.rs`, spoken to through [`protocol`]). A [`Scenario`] is
+//! data — capture flags, pod stack, resolv.conf and the [`Case`]s with their expected
+//! [`Outcome`] — and [`run`] executes it with an [`Installer`], so one scenario list serves
+//! every backend and the tracer can be compared with the same cases.
 
-pub mod agent;
 pub mod install;
+pub mod protocol;
 pub mod spawn;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
 
-use agent::{Answer, Listen, Observed, Probe, Proto, Reply, Request, Role};
-pub use install::{Backend, Installer, Variant};
+pub use install::{Backend, Installer};
+use protocol::{Answer, Listen, Observed, Probe, Proto, Reply, Request, Role};
 use spawn::{Agent, Cap, Creds};
 
-use crate::support::NetNs;
+use crate::support::{Netns, TempDir};
 
 pub const POD4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const PEER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -323,11 +322,11 @@ impl Scenario {
 
 /// The namespaces and links of one scenario (no processes).
 pub struct Net {
-    pub pod: NetNs,
+    pub pod: Netns,
     /// Beyond the pod's eth0.
-    pub peer: NetNs,
+    pub peer: Netns,
     /// Beyond the pod's eth1 (with a second link).
-    pub vm: Option<NetNs>,
+    pub vm: Option<Netns>,
     pub stack: Stack,
     /// Scratch files of this scenario (e.g. the rendered resolv.conf).
     pub dir: TempDir,
@@ -343,61 +342,10 @@ pub struct Lab {
     vm_agent: Option<Agent>,
 }
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("meshcap-lab-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create lab directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `ip -n NS -batch -` with the given commands; panics with ip's message on failure.
-fn ip_batch(ns: &NetNs, commands: &[String]) {
-    let mut child = Command::new("ip")
-        .args(["-n", &ns.name, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ip");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(commands.join("\n").as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip -n {} -batch: {}\ncommands:\n{}",
-        ns.name,
-        String::from_utf8_lossy(&out.stderr),
-        commands.join("\n")
-    );
-}
-
-/// Writes a sysctl of the namespace (from a thread that entered it).
-fn sysctl(ns: &NetNs, key: &'static str, value: &'static str) {
-    spawn::on_thread_in(ns, move || {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
-    });
-}
-
-fn quiet_ipv6(ns: &NetNs) {
+fn quiet_ipv6(ns: &Netns) {
     // Addresses are usable at once: no duplicate address detection, for any interface.
-    sysctl(ns, "net.ipv6.conf.default.accept_dad", "0");
-    sysctl(ns, "net.ipv6.conf.all.accept_dad", "0");
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+    ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
 }
 
 fn addr_cmds(dev: &str, stack: Stack, v4: &[Ipv4Addr], v4_len: u8, v6: &[Ipv6Addr]) -> Vec<String> {
@@ -435,9 +383,9 @@ impl Net {
     /// Creates the pod and peer namespaces (and the vm behind the pod's eth1 with
     /// `second_link`), with addresses for `stack` and default routes.
     pub fn new(stack: Stack, second_link: bool) -> Net {
-        let pod = NetNs::new("pod");
-        let peer = NetNs::new("peer");
-        let vm = second_link.then(|| NetNs::new("vm"));
+        let pod = Netns::new("pod");
+        let peer = Netns::new("peer");
+        let vm = second_link.then(|| Netns::new("vm"));
         for ns in [&pod, &peer].into_iter().chain(vm.as_ref()) {
             quiet_ipv6(ns);
         }
@@ -480,10 +428,10 @@ impl Net {
             pod_cmds.extend(addr_cmds("eth1", stack, &[POD4_B], 28, &[POD6_B]));
             pod_cmds.extend(neigh(&[VM4.into(), VM6.into()], vm_mac, "eth1"));
         }
-        ip_batch(&pod, &pod_cmds);
+        pod.ip_batch(&pod_cmds);
         let mut peer_cmds = addr_cmds("eth0", stack, &[PEER4, ALT4], 28, &[PEER6, ALT6]);
         peer_cmds.extend(neigh(&[POD4.into(), POD6.into()], pod_mac, "eth0"));
-        ip_batch(&peer, &peer_cmds);
+        peer.ip_batch(&peer_cmds);
         if let Some(vm) = &vm {
             let mut cmds = addr_cmds("eth0", stack, &[VM4], 28, &[VM6]);
             cmds.extend(neigh(&[POD4_B.into(), POD6_B.into()], pod_b_mac, "eth0"));
@@ -493,10 +441,10 @@ impl Net {
             if stack.v6() {
                 cmds.push(format!("route add default via {POD6_B}"));
             }
-            ip_batch(vm, &cmds);
+            vm.ip_batch(&cmds);
         }
 
-        let dir = TempDir::new(&pod.name);
+        let dir = TempDir::new("lab");
         Net {
             pod,
             peer,

@@ -4,22 +4,23 @@
 //! `setns`, then drops to the requested credentials with `setgroups`/`setgid`/`setuid`, keeping
 //! only the capabilities asked for as ambient capabilities (e.g. CAP_NET_ADMIN for a TPROXY
 //! proxy, which needs IP_TRANSPARENT — as Istio gives Envoy), and asks for SIGKILL when the
-//! parent thread dies. Every child is owned by a guard that kills and reaps it on drop, so a
-//! failing test leaves no process behind.
+//! parent thread dies. Every [`Agent`] (the `lab_agent` example binary) is killed and reaped
+//! when dropped, so a failing test leaves no process behind.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
 
-use super::agent::{AGENT_ENV, ENTRY_TEST, REPLY_PREFIX, Reply, Request};
-use crate::support::NetNs;
+use super::protocol::{Reply, Request, SOURCE, fingerprint};
+use crate::support::Netns;
 
 /// Who a child runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +157,10 @@ fn enter(ns: &File, creds: &Creds, groups: &[Gid]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Prepares `cmd` to run inside `ns` as `creds` (the parent must stay alive while it runs).
-pub fn in_namespace(cmd: &mut Command, ns: &NetNs, creds: &Creds) {
-    let file = File::open(ns.path()).unwrap_or_else(|e| panic!("open {}: {e}", ns.path().display()));
+/// Prepares `cmd` to run inside the namespace at `ns` as `creds` (the parent must stay alive
+/// while it runs).
+pub fn in_namespace(cmd: &mut Command, ns: &Path, creds: &Creds) {
+    let file = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
     let creds = creds.clone();
     let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     // SAFETY: the closure only makes syscalls on data prepared before fork.
@@ -174,88 +176,71 @@ pub fn in_namespace(cmd: &mut Command, ns: &NetNs, creds: &Creds) {
     }
 }
 
-/// A child process that is killed and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `cmd` (prepared with [`in_namespace`]) to completion within `timeout`; stdout, stderr
-/// and the exit code. The child is killed when the time is up.
-pub fn run_with_timeout(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Result<RunOutput, String> {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
-    let mut guard = ChildGuard { child };
-    let mut input = guard.child.stdin.take().expect("stdin");
-    let payload = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&payload);
-    });
-    let stdout = reader(guard.child.stdout.take().expect("stdout"));
-    let stderr = reader(guard.child.stderr.take().expect("stderr"));
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = guard.child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!("{cmd:?} did not finish within {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let _ = writer.join();
-    Ok(RunOutput {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-#[derive(Debug)]
-pub struct RunOutput {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
+/// [`in_namespace`] as a [`Meshcap`](crate::support::Meshcap) hook: the run starts inside `ns`
+/// as `creds`.
+pub fn as_user_in(ns: &Netns, creds: &Creds) -> impl Fn(&mut Command) + Send + Sync + 'static {
+    let (path, creds) = (ns.path(), creds.clone());
+    move |cmd| in_namespace(cmd, &path, &creds)
 }
 
 /// How long the lab waits for an agent's reply (probes bound themselves more tightly).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// A running agent (see `lab::agent`) in a namespace, as some user.
+/// The agent binary, `examples/lab_agent.rs`, which cargo builds next to this test binary
+/// (`target/<profile>/examples/lab_agent`). Panics, saying how to build it, when it is missing
+/// or was built from other sources than this test binary sees (`cargo test --test it` builds
+/// only the test binary, not the examples).
+fn agent_binary() -> &'static Path {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = BIN.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+        // target/<profile>/deps/it-HASH
+        let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+        let bin = profile_dir.join("examples").join("lab_agent");
+        let build = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("release") => "cargo build --release --example lab_agent".to_string(),
+            Some(other) if other != "debug" => format!("cargo build --profile {other} --example lab_agent"),
+            _ => "cargo build --example lab_agent".to_string(),
+        };
+        let out = Command::new(&bin).arg("--fingerprint").output().map_err(|e| {
+            format!(
+                "the traffic lab's agent {} cannot run ({e}): build it with `{build}` (`cargo test` without `--test` does)",
+                bin.display()
+            )
+        })?;
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab_agent.rs");
+        let source = std::fs::read_to_string(&source).map_err(|e| format!("read {}: {e}", source.display()))?;
+        let want = fingerprint(&[SOURCE, &source]);
+        if String::from_utf8_lossy(&out.stdout).trim() != want {
+            return Err(format!(
+                "the traffic lab's agent {} was built from other sources than examples/lab_agent.rs and tests/it/lab/protocol.rs: rebuild it with `{build}`",
+                bin.display()
+            ));
+        }
+        Ok(bin)
+    });
+    found.as_deref().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A running agent (`examples/lab_agent.rs`) in a namespace, as some user; killed and reaped
+/// when dropped.
 pub struct Agent {
     pub name: String,
-    guard: ChildGuard,
+    child: Child,
     stdin: ChildStdin,
     replies: Receiver<String>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Agent {
-    pub fn spawn(name: &str, ns: &NetNs, creds: &Creds) -> Agent {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut cmd = Command::new(exe);
-        cmd.args([ENTRY_TEST, "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
-            .env_clear()
-            .env(AGENT_ENV, "1")
+    pub fn spawn(name: &str, ns: &Netns, creds: &Creds) -> Agent {
+        let mut cmd = Command::new(agent_binary());
+        cmd.env_clear()
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        in_namespace(&mut cmd, ns, creds);
+        in_namespace(&mut cmd, &ns.path(), creds);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent {name}: {e}"));
         let stdin = child.stdin.take().expect("agent stdin");
         let stdout = child.stdout.take().expect("agent stdout");
@@ -264,10 +249,7 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // libtest may have written "test ... " on the same line before the first reply.
-                if let Some(at) = line.find(REPLY_PREFIX)
-                    && tx.send(line[at + REPLY_PREFIX.len()..].to_string()).is_err()
-                {
+                if tx.send(line).is_err() {
                     break;
                 }
             }
@@ -284,7 +266,7 @@ impl Agent {
         });
         Agent {
             name: name.to_string(),
-            guard: ChildGuard { child },
+            child,
             stdin,
             replies,
             stderr,
@@ -314,7 +296,7 @@ impl Agent {
     }
 
     fn diagnostics(&mut self) -> String {
-        let status = self.guard.child.try_wait().ok().flatten();
+        let status = self.child.try_wait().ok().flatten();
         std::thread::sleep(Duration::from_millis(20));
         format!(
             "agent status: {status:?}\nagent stderr:\n{}",
@@ -323,14 +305,9 @@ impl Agent {
     }
 }
 
-/// Runs `f` on a thread that entered `ns` (for sysctls and other per-namespace state the lab
-/// sets up itself).
-pub fn on_thread_in<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = File::open(ns.path()).unwrap_or_else(|e| panic!("open {}: {e}", ns.path().display()));
-    std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns on a lab thread");
-        f()
-    })
-    .join()
-    .expect("lab thread")
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

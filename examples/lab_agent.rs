@@ -1,137 +1,39 @@
-//! The child side of the traffic lab: a small agent that runs inside one network namespace with
-//! one set of credentials, starts servers and sends probes on request, and reports what it saw.
-//!
-//! The lab starts it by re-executing this test binary on [`agent_entry`] (an ignored test, so a
-//! normal run skips it), after `setns` and the privilege drop (see `lab::spawn`). Requests come
-//! on stdin and replies go to stdout, one JSON document per line; reply lines carry
-//! [`REPLY_PREFIX`] so libtest's own chatter on stdout is ignored. The agent exits when stdin
-//! closes.
+//! The traffic lab's agent (used by the integration tests, not by meshcap): one process per
+//! client or server role, started by `tests/it/lab/spawn.rs` inside a network namespace with
+//! one set of credentials. It reads requests on stdin, starts servers and sends probes, and
+//! writes one reply per request on stdout (the protocol is `tests/it/lab/protocol.rs`); it
+//! exits when stdin closes. `cargo test` builds it; the lab finds it next to the test binary
+//! (`target/<profile>/examples/lab_agent`) and checks `lab_agent --fingerprint` against the
+//! sources first.
 //!
 //! Every server answers a connection (or datagram) with an [`Answer`]: who answered, on which
 //! listener, at which local address, and the original destination it recovered —
 //! `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` for REDIRECTed connections, the accepted socket's
 //! local address for TPROXY (IP_TRANSPARENT listener, connection accepted for a foreign port).
 
+#[path = "../tests/it/lab/protocol.rs"]
+mod protocol;
+
 use std::io::{BufRead, Read, Write};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::socket::{
     self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, sockopt,
 };
-use serde::{Deserialize, Serialize};
 
-/// Set in the environment of agent processes; [`agent_entry`] does nothing without it.
-pub const AGENT_ENV: &str = "MESHCAP_LAB_AGENT";
-/// The name libtest knows the entry point by (for `--exact`).
-pub const ENTRY_TEST: &str = "lab::agent::agent_entry";
-/// Marks the agent's reply lines on stdout.
-pub const REPLY_PREFIX: &str = "@@lab-reply ";
+use protocol::{Answer, Listen, Observed, Probe, Proto, Reply, Request, Role};
 
-/// What a server stands in for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// The sidecar proxy on 15001 / 15006.
-    Proxy,
-    /// The DNS proxy of the agent on 15053.
-    DnsAgent,
-    /// The application in the pod.
-    App,
-    /// A server outside the pod.
-    Remote,
-    /// A DNS server outside the pod.
-    DnsRemote,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// A server to start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Listen {
-    pub role: Role,
-    pub proto: Proto,
-    pub addr: SocketAddr,
-    /// IP_TRANSPARENT / IPV6_TRANSPARENT (TPROXY listeners; needs CAP_NET_ADMIN).
-    pub transparent: bool,
-}
-
-/// A connection (TCP) or a datagram exchange (UDP) to try.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Probe {
-    pub proto: Proto,
-    pub dst: SocketAddr,
-    /// Source address to bind (port 0) before connecting.
-    pub src: Option<IpAddr>,
-    pub timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Request {
-    Listen(Listen),
-    Probe(Probe),
-}
-
-/// A server's answer to one connection or datagram.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub role: Role,
-    /// The address the answering listener is bound to.
-    pub listener: SocketAddr,
-    /// The connection's local address (for UDP: the bound address).
-    pub local: SocketAddr,
-    /// The destination the client originally dialed, when the server could recover it.
-    pub original_dst: Option<SocketAddr>,
-    /// The client as the server saw it.
-    pub peer: SocketAddr,
-}
-
-/// What a probe observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Observed {
-    Answered {
-        answer: Answer,
-        /// The client's own address (source of the probe).
-        client: SocketAddr,
-    },
-    /// No connection / no reply within the timeout.
-    Timeout,
-    /// Connection refused (RST or ICMP unreachable).
-    Refused,
-    /// Anything else (unreachable network, garbled answer, ...).
-    Failed(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Reply {
-    Listening(SocketAddr),
-    Observed(Observed),
-    Error(String),
-}
-
-/// Entry point of the agent processes (not a test): returns at once unless [`AGENT_ENV`] is set.
-#[test]
-#[ignore = "entry point of the traffic lab's agent processes; the lab runs it with --ignored"]
-fn agent_entry() {
-    if std::env::var_os(AGENT_ENV).is_none() {
-        eprintln!("note: lab agent entry point; only meaningful when started by the traffic lab");
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--fingerprint") {
+        println!(
+            "{}",
+            protocol::fingerprint(&[protocol::SOURCE, include_str!("lab_agent.rs")])
+        );
         return;
     }
     serve_requests();
-    std::process::exit(0);
 }
 
 fn serve_requests() {
@@ -151,7 +53,7 @@ fn serve_requests() {
         };
         let text = serde_json::to_string(&reply).expect("serialize reply");
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{REPLY_PREFIX}{text}");
+        let _ = writeln!(out, "{text}");
         let _ = out.flush();
     }
 }
@@ -313,7 +215,7 @@ fn parse_answer(bytes: &[u8], client: SocketAddr) -> Observed {
 }
 
 /// Runs one probe; every blocking step is bounded by the probe's timeout.
-pub fn probe(p: &Probe) -> Observed {
+fn probe(p: &Probe) -> Observed {
     match try_probe(p) {
         Ok(o) => o,
         Err(e) => classify_io(&e),
