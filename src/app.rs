@@ -110,9 +110,7 @@ fn non_utf8_argument(args: &[OsString]) -> Option<Error> {
 fn run(cli: Cli, env: &Env) -> Result<i32> {
     LogSettings::from_flags(&cli.log)?.install();
     if cli.command.is_some() && cli.capture != CaptureFlags::default() {
-        return Err(Error::Other(
-            "capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it".into(),
-        ));
+        return Err(Error::FlagsBeforeSubcommand);
     }
     match cli.command {
         Some(Command::Render(args)) => render_command(&args, env),
@@ -144,9 +142,8 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             ));
         }
         plan.validate(Backend::Nft)
-            .map_err(|(family, e)| plan::inconsistent(family, e))?;
-        let tx = nft::text::transaction(&plan)
-            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+            .map_err(|(family, e)| Error::inconsistent(family, e))?;
+        let tx = nft::text::transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let text = tx.text();
         // As below: the process ends after printing; the kernel reclaims the memory.
         std::mem::forget((plan, tx));
@@ -158,7 +155,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                 let rulesets = plan.into_rulesets();
                 for rs in &rulesets {
                     rs.validate_for(Backend::Iptables)
-                        .map_err(|e| plan::inconsistent(rs.family, e))?;
+                        .map_err(|e| Error::inconsistent(rs.family, e))?;
                 }
                 let payload = |family: Family| {
                     rulesets
@@ -188,7 +185,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             }
             Format::Json => {
                 plan.validate(Backend::Iptables)
-                    .map_err(|(family, e)| plan::inconsistent(family, e))?;
+                    .map_err(|(family, e)| Error::inconsistent(family, e))?;
                 let families = match args.family {
                     Some(FamilyArg::V4) => vec![Family::V4],
                     Some(FamilyArg::V6) => vec![Family::V6],
@@ -207,7 +204,7 @@ fn write_stdout(out: &str) -> Result<()> {
     stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))
+        .map_err(Error::Stdout)
 }
 
 /// `meshcap trace`: one packet through the planned rules (or a dump), step by step.
@@ -225,10 +222,14 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
         }
         Some(path) => {
             let text = crate::sys::host::read_file(path)?;
-            let dump = parse::parse_save(&text, parse::Strictness::Lenient)
-                .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
-            trace::Netfilter::from_save(&dump, family)
-                .map_err(|e| Error::Other(format!("cannot trace through {}: {e}", crate::error::quote(path))))?
+            let dump = parse::parse_save(&text, parse::Strictness::Lenient).map_err(|e| Error::Parse {
+                path: path.clone(),
+                err: e.into(),
+            })?;
+            trace::Netfilter::from_save(&dump, family).map_err(|e| Error::Untraceable {
+                path: path.clone(),
+                err: e.into(),
+            })?
         }
         None => {
             let (config, plan) = plan::for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
@@ -237,11 +238,10 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
             if !config.native_nftables && family == Family::V6 && !plan.ipv6 {
                 notes.push("IPv6 is off: the plan has no IPv6 rules (add --ipv6 to plan them)".to_string());
             }
-            trace::Netfilter::from_plan(&plan, family, config.native_nftables)
-                .map_err(|e| Error::Other(format!("internal error: {e}")))?
+            trace::Netfilter::from_plan(&plan, family, config.native_nftables)?
         }
     };
-    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Trace(e.into()))?;
     result.notes = notes;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),
@@ -288,8 +288,10 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
             _ => Family::V4,
         };
         let text = crate::sys::host::read_file(path)?;
-        let dump = parse::parse_save(&text, parse::Strictness::Lenient)
-            .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
+        let dump = parse::parse_save(&text, parse::Strictness::Lenient).map_err(|e| Error::Parse {
+            path: path.clone(),
+            err: e.into(),
+        })?;
         return Ok(check::check(&plan, &[(family, dump)]));
     }
     let ipv6_setting = Config::ipv6_setting(&args.ipv6, env)?;
@@ -314,7 +316,7 @@ fn print_doc(text: &[u8]) -> Result<i32> {
     stdout
         .write_all(text)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+        .map_err(Error::Stdout)?;
     Ok(0)
 }
 

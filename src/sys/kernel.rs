@@ -78,7 +78,7 @@ fn read_names(file: &str) -> Vec<TableName> {
 }
 
 fn io_err(what: &str, e: io::Error) -> Error {
-    Error::Other(format!("{what}: {e}"))
+    Error::system(what, e)
 }
 
 impl LinuxKernel {
@@ -260,7 +260,7 @@ pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)>
     }
     match first {
         Some(host) => Ok((host, last_v6)),
-        None => Err(Error::Other("no valid local IP address found".into())),
+        None => Err(Error::NoLocalAddress),
     }
 }
 
