@@ -7,7 +7,7 @@ use std::io::Write;
 use crate::cli::manual as docs;
 use crate::cli::{CaptureFlags, CheckArgs, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
 use crate::config::{Config, HostFiles};
-use crate::error::{Error, Result};
+use crate::error::{Convention, Error, Result};
 use crate::iptables::parse;
 use crate::logging::LogSettings;
 use crate::model::Backend;
@@ -19,30 +19,71 @@ use crate::{iptables, json, nft};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let (convention, outcome) = outcome(args.into_iter().collect(), &env);
+    exit_code(convention, outcome, &mut std::io::stderr())
+}
+
+/// The exit code of an outcome, reporting its error (if any) on `stderr`.
+fn exit_code(convention: Convention, outcome: Result<i32>, stderr: &mut dyn Write) -> i32 {
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e, stderr);
+            e.code(convention)
+        }
+    }
+}
+
+/// The one print site of errors: `meshcap: <error>` on `stderr`; clap's usage errors in clap's
+/// own words (and colours on a terminal); a failed `--run-validation` as the error-level log
+/// lines Istio writes.
+fn report(e: &Error, stderr: &mut dyn Write) {
+    tracing::debug!("{e:?}");
+    match e {
+        Error::Usage(clap) => {
+            let _ = clap.print();
+        }
+        Error::Validation { failed, summary } => {
+            for line in failed {
+                tracing::error!("{line}");
+            }
+            tracing::error!("{summary}");
+            tracing::error!("{}", crate::probe::FAILURE_MESSAGE);
+        }
+        e => {
+            let _ = writeln!(stderr, "meshcap: {e}");
+        }
+    }
+}
+
+/// What the command line asks, done: an exit code, or an error with the exit-code convention
+/// of the command that failed (`check`'s own, once it runs).
+fn outcome(args: Vec<OsString>, env: &Env) -> (Convention, Result<i32>) {
+    let istio = |r| (Convention::Istio, r);
     if let Some(e) = non_utf8_argument(&args) {
-        let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-        return e.exit_code();
+        return istio(Err(e));
     }
     let cli = match parse_args(args) {
         Ok(cli) => cli,
         Err(e) => {
             if let Some(invalid) = invalid_value(&e) {
-                let _ = writeln!(std::io::stderr(), "meshcap: {invalid}");
-                return invalid.exit_code();
+                return istio(Err(invalid));
             }
+            if e.use_stderr() {
+                return istio(Err(Error::Usage(Box::new(e))));
+            }
+            // --help, --version: clap prints them to stdout; not an error.
             let _ = e.print();
-            return e.exit_code();
+            return istio(Ok(e.exit_code()));
         }
     };
-    match run(cli, &env) {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::debug!("{e:?}");
-            let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-            e.exit_code()
-        }
+    if let Err(e) = LogSettings::from_flags(&cli.log).map(LogSettings::install) {
+        return istio(Err(e));
     }
+    if cli.command.is_some() && cli.capture != CaptureFlags::default() {
+        return istio(Err(Error::FlagsBeforeSubcommand));
+    }
+    run(cli.command, &cli.capture, env)
 }
 
 /// Parses argv with clap. The command tree is not dropped (`ManuallyDrop`): freeing its few
@@ -107,21 +148,18 @@ fn non_utf8_argument(args: &[OsString]) -> Option<Error> {
     Some(Error::invalid(flag, String::from_utf8_lossy(bytes), why))
 }
 
-fn run(cli: Cli, env: &Env) -> Result<i32> {
-    LogSettings::from_flags(&cli.log)?.install();
-    if cli.command.is_some() && cli.capture != CaptureFlags::default() {
-        return Err(Error::FlagsBeforeSubcommand);
-    }
-    match cli.command {
+fn run(command: Option<Command>, capture: &CaptureFlags, env: &Env) -> (Convention, Result<i32>) {
+    let result = match command {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::Trace(args)) => trace_command(&args, env),
-        Some(Command::Check(args)) => Ok(check_command(&args, env)),
+        Some(Command::Check(args)) => return (Convention::Check, check_command(&args, env)),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
-        Some(Command::Man(args)) => print_doc(&docs::man_page(args.command.as_deref())?),
-        None => apply_command(&cli.capture, env, false),
-    }
+        Some(Command::Man(args)) => docs::man_page(args.command.as_deref()).and_then(|page| print_doc(&page)),
+        None => apply_command(capture, env, false),
+    };
+    (Convention::Istio, result)
 }
 
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
@@ -251,26 +289,15 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     Ok(0)
 }
 
-/// `meshcap check`: exit 0 in sync, 1 drift, 2 on any error (printed here, like `diff`).
-fn check_command(args: &CheckArgs, env: &Env) -> i32 {
-    match check_report(args, env) {
-        Ok(report) => {
-            let out = match args.format {
-                OutputFormat::Text => report.text(),
-                OutputFormat::Json => report.json(),
-            };
-            match write_stdout(&out) {
-                Ok(()) => report.exit_code(),
-                Err(e) => check_error(&e),
-            }
-        }
-        Err(e) => check_error(&e),
-    }
-}
-
-fn check_error(e: &Error) -> i32 {
-    let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-    2
+/// `meshcap check`: exit 0 in sync, 1 drift; its errors exit 2 ([`Convention::Check`]).
+fn check_command(args: &CheckArgs, env: &Env) -> Result<i32> {
+    let report = check_report(args, env)?;
+    let out = match args.format {
+        OutputFormat::Text => report.text(),
+        OutputFormat::Json => report.json(),
+    };
+    write_stdout(&out)?;
+    Ok(report.exit_code())
 }
 
 fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
@@ -307,7 +334,7 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {
-    crate::apply::run(flags, env, cleanup)
+    crate::apply::run(flags, env, cleanup).map(|()| 0)
 }
 
 /// Prints a generated document (completion script, man page) to stdout.

@@ -81,8 +81,6 @@ pub enum Error {
 
     /// The plan contradicts itself: a bug in meshcap, never the user's input.
     Internal { plan: String, why: String },
-    /// Anything else, already phrased (lowercase, offending value quoted).
-    Other(String),
 }
 
 /// Why apply refused (exit 1, nothing changed; the differences are logged before).
@@ -159,11 +157,6 @@ impl Error {
             err,
             notes: String::new(),
         }
-    }
-
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
-        1
     }
 
     /// The process exit code for this error, the one place that decides it.
@@ -282,7 +275,6 @@ impl fmt::Display for Error {
             Error::AppliedBut { notes } => write!(f, "the rules were applied, but{notes}"),
             Error::Validation { summary, .. } => f.write_str(summary),
             Error::Internal { plan, why } => write!(f, "internal error: the {plan} plan is inconsistent: {why}"),
-            Error::Other(msg) => f.write_str(msg),
         }
     }
 }

@@ -46,8 +46,8 @@ use crate::live::{
 };
 use payloads::Verdict;
 
-/// Runs the command; `cleanup_cmd` is `istio-clean-iptables`. Returns the exit code.
-pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
+/// Runs the command; `cleanup_cmd` is `istio-clean-iptables`.
+pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
     let native_nft = config.native_nftables;
