@@ -386,6 +386,59 @@ mod tests {
         );
     }
 
+    /// The exit code and the stderr text of `meshcap ARGS` (argv[0] added).
+    fn exit(args: &[&str]) -> (i32, String) {
+        let argv = std::iter::once("meshcap")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        let (convention, outcome) = outcome(argv.collect(), &Env::default());
+        let mut stderr = Vec::new();
+        let code = exit_code(convention, outcome, &mut stderr);
+        (code, String::from_utf8(stderr).unwrap())
+    }
+
+    #[test]
+    fn errors_are_printed_once_with_the_exit_code_of_their_command() {
+        // A bad value: 1, as Istio; the same value under `check`: 2 (1 is drift there).
+        let bad = "meshcap: invalid value '0' for '--envoy-port': a port must be between 1 and 65535\n";
+        assert_eq!(exit(&["render", "-p", "0"]), (1, bad.to_string()));
+        assert_eq!(exit(&["check", "--from-save", "x", "-p", "0"]), (2, bad.to_string()));
+        let (code, text) = exit(&["check", "--from-save", "/nonexistent/meshcap-dump"]);
+        assert_eq!(code, 2);
+        assert!(
+            text.starts_with("meshcap: cannot read '/nonexistent/meshcap-dump': "),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Refused before any command runs: Istio's convention, also for `check`.
+        let (code, text) = exit(&["-p", "15001", "check"]);
+        assert_eq!(
+            (code, text.as_str()),
+            (
+                1,
+                "meshcap: capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it\n"
+            )
+        );
+        let (code, text) = exit(&["check", "--log_output_level=loud"]);
+        assert_eq!(code, 1, "{text}");
+        // clap's usage errors: 2, in clap's words (printed by clap, not as a `meshcap:` line).
+        assert_eq!(exit(&["--bogus"]), (2, String::new()));
+        assert_eq!(exit(&["check", "--bogus"]), (2, String::new()));
+        // Nothing printed on success.
+        assert_eq!(exit_code(Convention::Check, Ok(1), &mut Vec::new()), 1);
+    }
+
+    #[test]
+    fn a_failed_validation_is_logged_not_printed() {
+        let e = Error::Validation {
+            failed: vec!["validation path inbound (IPv4) failed: timed out".into()],
+            summary: "validation timeout".into(),
+        };
+        let mut stderr = Vec::new();
+        assert_eq!(exit_code(Convention::Istio, Err(e), &mut stderr), 126);
+        assert!(stderr.is_empty());
+    }
+
     use std::os::unix::ffi::OsStringExt;
 
     #[test]

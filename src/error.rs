@@ -332,6 +332,247 @@ impl std::error::Error for Error {}
 mod tests {
     use super::*;
 
+    fn io(msg: &str) -> std::io::Error {
+        std::io::Error::other(msg.to_string())
+    }
+
+    /// One of every variant, with the text it prints.
+    fn every_variant() -> Vec<(Error, &'static str)> {
+        use clap::{Arg, Command};
+        let clap = Command::new("meshcap")
+            .arg(Arg::new("x").long("x"))
+            .try_get_matches_from(["meshcap", "--bogus"])
+            .unwrap_err();
+        let failed = ExecError::Failed {
+            cmd: "iptables-restore --noflush (in network namespace /run/netns/p)".into(),
+            code: 2,
+            stderr: "line 3 failed\n".into(),
+        };
+        vec![
+            (
+                Error::invalid("--envoy-port", "0", "a port must be between 1 and 65535"),
+                "invalid value '0' for '--envoy-port': a port must be between 1 and 65535",
+            ),
+            (Error::Usage(Box::new(clap)), ""),
+            (
+                Error::FlagsBeforeSubcommand,
+                "capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it",
+            ),
+            (
+                Error::Read {
+                    path: "/x".into(),
+                    err: io("gone"),
+                },
+                "cannot read '/x': gone",
+            ),
+            (
+                Error::Write {
+                    path: "/x".into(),
+                    source: "DRY_RUN_FILE_PATH".into(),
+                    err: io("full"),
+                },
+                "cannot write '/x' (DRY_RUN_FILE_PATH): full",
+            ),
+            (Error::Stdout(io("broken pipe")), "cannot write to stdout: broken pipe"),
+            (
+                Error::Parse {
+                    path: "d".into(),
+                    err: "line 1: bad".into(),
+                },
+                "cannot parse 'd': line 1: bad",
+            ),
+            (
+                Error::Untraceable {
+                    path: "d".into(),
+                    err: "policy".into(),
+                },
+                "cannot trace through 'd': policy",
+            ),
+            (Error::Trace("cannot evaluate x".into()), "cannot evaluate x"),
+            (
+                Error::system("cannot list the routes", io("EPERM")),
+                "cannot list the routes: EPERM",
+            ),
+            (
+                Error::from(ExecError::NotFound { cmd: "nft -f -".into() }),
+                "cannot run nft -f -: program not found in PATH",
+            ),
+            (
+                Error::exec(
+                    "cannot read the live IPv4 rules",
+                    ExecError::Spawn {
+                        cmd: "iptables-save".into(),
+                        why: "EACCES".into(),
+                    },
+                ),
+                "cannot read the live IPv4 rules: cannot run iptables-save: EACCES",
+            ),
+            (
+                Error::Exec {
+                    context: String::new(),
+                    err: failed,
+                    notes: "; rolled back".into(),
+                },
+                "iptables-restore --noflush (in network namespace /run/netns/p) failed with exit status 2: line 3 failed; rolled back",
+            ),
+            (
+                Error::Output {
+                    cmd: "nft -j list ruleset inet".into(),
+                    err: "not JSON".into(),
+                },
+                "cannot read the output of nft -j list ruleset inet: not JSON",
+            ),
+            (
+                Error::NoIptables {
+                    kind: "ip6tables".into(),
+                    base: "ip6tables-nft".into(),
+                    why: "not installed".into(),
+                },
+                "did not find a usable ip6tables binary 'ip6tables-nft': not installed",
+            ),
+            (
+                Error::NoNft { cni: true },
+                "--native-nftables needs the nft binary, but 'nft' is not in PATH: install nftables v1.0.1 or later on the host filesystem",
+            ),
+            (
+                Error::NoNft { cni: false },
+                "--native-nftables needs the nft binary, but 'nft' is not in PATH: install nftables v1.0.1 or later in the sidecar container image",
+            ),
+            (
+                Error::NftVersion {
+                    got: "1.0.0".into(),
+                    readable: true,
+                },
+                "nft version must be v1.0.1 or later (got '1.0.0')",
+            ),
+            (
+                Error::NftVersion {
+                    got: "?".into(),
+                    readable: false,
+                },
+                "cannot read the nft version from '?'",
+            ),
+            (
+                Error::NotNetns {
+                    path: "/tmp/f".into(),
+                    why: "not a namespace file".into(),
+                },
+                "'/tmp/f' is not a network namespace: not a namespace file",
+            ),
+            (
+                Error::Busy { netns: None, secs: 60 },
+                "another meshcap is still working on the current network namespace; gave up after 60s",
+            ),
+            (
+                Error::Busy {
+                    netns: Some("/run/netns/p".into()),
+                    secs: 10,
+                },
+                "another meshcap is still working on '/run/netns/p'; gave up after 10s",
+            ),
+            (
+                Error::NetnsDeleted {
+                    path: "/run/netns/p".into(),
+                    run: None,
+                },
+                "network namespace '/run/netns/p' was deleted while meshcap was running; the rules went into the orphaned namespace",
+            ),
+            (
+                Error::NetnsDeleted {
+                    path: "/run/netns/p".into(),
+                    run: Some(Box::new(Error::NoLocalAddress)),
+                },
+                "network namespace '/run/netns/p' was deleted while meshcap was running; the run failed too: no valid local IP address found",
+            ),
+            (
+                Error::Ipv6Unknown(Box::new(Error::NoLocalAddress)),
+                "no valid local IP address found; cannot tell whether IPv6 is on: pass --ipv6=true or --ipv6=false",
+            ),
+            (
+                Error::Routes(Box::new(Error::system("failed to add route", io("EEXIST")))),
+                "failed to configure routes: failed to add route: EEXIST",
+            ),
+            (
+                Error::Refused(Refusal::Drift {
+                    rules: "ISTIO_* rules",
+                    summary: vec!["a".into(), "b".into()],
+                    guarded: true,
+                }),
+                "the live ISTIO_* rules differ from the planned ones (a; b); nothing was changed; rerun with --reconcile to rebuild them; the guardrails of an interrupted run are in place (TCP and UDP are dropped) until then",
+            ),
+            (
+                Error::Refused(Refusal::NftBackend { tables: "T".into() }),
+                "T; with the iptables rules too, packets would be captured twice; nothing was changed; remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), or rerun with --native-nftables to keep the nftables backend",
+            ),
+            (
+                Error::AppliedBut {
+                    notes: "; removing the guardrails failed".into(),
+                },
+                "the rules were applied, but; removing the guardrails failed",
+            ),
+            (
+                Error::Validation {
+                    failed: Vec::new(),
+                    summary: "validation timeout".into(),
+                },
+                "validation timeout",
+            ),
+            (
+                Error::inconsistent("nftables", "a jump to nowhere"),
+                "internal error: the nftables plan is inconsistent: a jump to nowhere",
+            ),
+            (Error::NoLocalAddress, "no valid local IP address found"),
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_text() {
+        for (e, text) in every_variant() {
+            if let Error::Usage(_) = e {
+                continue; // clap's own text
+            }
+            assert_eq!(e.to_string(), text, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_decided_here() {
+        for (e, _) in every_variant() {
+            // Exhaustive on purpose: a new variant must say its exit code (and join the list).
+            let istio = match e {
+                Error::Usage(_) => EXIT_USAGE,
+                Error::Validation { .. } => EXIT_VALIDATION,
+                Error::InvalidValue { .. }
+                | Error::FlagsBeforeSubcommand
+                | Error::Read { .. }
+                | Error::Write { .. }
+                | Error::Stdout(_)
+                | Error::Parse { .. }
+                | Error::Untraceable { .. }
+                | Error::Trace(_)
+                | Error::System { .. }
+                | Error::Exec { .. }
+                | Error::Output { .. }
+                | Error::NoIptables { .. }
+                | Error::NoNft { .. }
+                | Error::NftVersion { .. }
+                | Error::NotNetns { .. }
+                | Error::Busy { .. }
+                | Error::NetnsDeleted { .. }
+                | Error::NoLocalAddress
+                | Error::Ipv6Unknown(_)
+                | Error::Routes(_)
+                | Error::Refused(_)
+                | Error::AppliedBut { .. }
+                | Error::Internal { .. } => 1,
+            };
+            assert_eq!(e.code(Convention::Istio), istio, "{e:?}");
+            // `check`: 1 is drift, so every error is 2.
+            assert_eq!(e.code(Convention::Check), 2, "{e:?}");
+        }
+        assert_eq!((EXIT_USAGE, EXIT_VALIDATION), (2, 126));
+    }
+
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(quote("a'b\nc"), "'a\\'b\\nc'");
