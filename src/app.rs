@@ -7,7 +7,7 @@ use std::io::Write;
 use crate::cli::manual as docs;
 use crate::cli::{CaptureFlags, CheckArgs, Cli, Command, FamilyArg, Format, OutputFormat, RenderArgs, TraceArgs};
 use crate::config::{Config, HostFiles};
-use crate::error::{Error, Result};
+use crate::error::{Convention, Error, Result};
 use crate::iptables::parse;
 use crate::logging::LogSettings;
 use crate::model::Backend;
@@ -19,30 +19,71 @@ use crate::{iptables, json, nft};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let (convention, outcome) = outcome(args.into_iter().collect(), &env);
+    exit_code(convention, outcome, &mut std::io::stderr())
+}
+
+/// The exit code of an outcome, reporting its error (if any) on `stderr`.
+fn exit_code(convention: Convention, outcome: Result<i32>, stderr: &mut dyn Write) -> i32 {
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e, stderr);
+            e.code(convention)
+        }
+    }
+}
+
+/// The one print site of errors: `meshcap: <error>` on `stderr`; clap's usage errors in clap's
+/// own words (and colours on a terminal); a failed `--run-validation` as the error-level log
+/// lines Istio writes.
+fn report(e: &Error, stderr: &mut dyn Write) {
+    tracing::debug!("{e:?}");
+    match e {
+        Error::Usage(clap) => {
+            let _ = clap.print();
+        }
+        Error::Validation { failed, summary } => {
+            for line in failed {
+                tracing::error!("{line}");
+            }
+            tracing::error!("{summary}");
+            tracing::error!("{}", crate::probe::FAILURE_MESSAGE);
+        }
+        e => {
+            let _ = writeln!(stderr, "meshcap: {e}");
+        }
+    }
+}
+
+/// What the command line asks, done: an exit code, or an error with the exit-code convention
+/// of the command that failed (`check`'s own, once it runs).
+fn outcome(args: Vec<OsString>, env: &Env) -> (Convention, Result<i32>) {
+    let istio = |r| (Convention::Istio, r);
     if let Some(e) = non_utf8_argument(&args) {
-        let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-        return e.exit_code();
+        return istio(Err(e));
     }
     let cli = match crate::speed::parse_args::<Cli>(args) {
         Ok(cli) => cli,
         Err(e) => {
             if let Some(invalid) = invalid_value(&e) {
-                let _ = writeln!(std::io::stderr(), "meshcap: {invalid}");
-                return invalid.exit_code();
+                return istio(Err(invalid));
             }
+            if e.use_stderr() {
+                return istio(Err(Error::Usage(Box::new(e))));
+            }
+            // --help, --version: clap prints them to stdout; not an error.
             let _ = e.print();
-            return e.exit_code();
+            return istio(Ok(e.exit_code()));
         }
     };
-    match run(cli, &env) {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::debug!("{e:?}");
-            let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-            e.exit_code()
-        }
+    if let Err(e) = LogSettings::from_flags(&cli.log).map(LogSettings::install) {
+        return istio(Err(e));
     }
+    if cli.command.is_some() && cli.capture != CaptureFlags::default() {
+        return istio(Err(Error::FlagsBeforeSubcommand));
+    }
+    run(cli.command, &cli.capture, env)
 }
 
 /// A flag value clap itself refused (a value outside a fixed set such as `--family v5`, or a
@@ -97,23 +138,18 @@ fn non_utf8_argument(args: &[OsString]) -> Option<Error> {
     Some(Error::invalid(flag, String::from_utf8_lossy(bytes), why))
 }
 
-fn run(cli: Cli, env: &Env) -> Result<i32> {
-    LogSettings::from_flags(&cli.log)?.install();
-    if cli.command.is_some() && cli.capture != CaptureFlags::default() {
-        return Err(Error::Other(
-            "capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it".into(),
-        ));
-    }
-    match cli.command {
+fn run(command: Option<Command>, capture: &CaptureFlags, env: &Env) -> (Convention, Result<i32>) {
+    let result = match command {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::Trace(args)) => trace_command(&args, env),
-        Some(Command::Check(args)) => Ok(check_command(&args, env)),
+        Some(Command::Check(args)) => return (Convention::Check, check_command(&args, env)),
         Some(Command::IstioIptables(args)) => apply_command(&args.capture, env, false),
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
-        Some(Command::Man(args)) => print_doc(&docs::man_page(args.command.as_deref())?),
-        None => apply_command(&cli.capture, env, false),
-    }
+        Some(Command::Man(args)) => docs::man_page(args.command.as_deref()).and_then(|page| print_doc(&page)),
+        None => apply_command(capture, env, false),
+    };
+    (Convention::Istio, result)
 }
 
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
@@ -134,9 +170,8 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             ));
         }
         plan.validate(Backend::Nft)
-            .map_err(|(family, e)| plan::inconsistent(family, e))?;
-        let tx = nft::text::transaction(&plan)
-            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+            .map_err(|(family, e)| Error::inconsistent(family, e))?;
+        let tx = nft::text::transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let text = tx.text();
         crate::speed::keep_until_exit((plan, tx));
         text
@@ -147,7 +182,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
                 let rulesets = plan.into_rulesets();
                 for rs in &rulesets {
                     rs.validate_for(Backend::Iptables)
-                        .map_err(|e| plan::inconsistent(rs.family, e))?;
+                        .map_err(|e| Error::inconsistent(rs.family, e))?;
                 }
                 let payload = |family: Family| {
                     rulesets
@@ -175,7 +210,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             }
             Format::Json => {
                 plan.validate(Backend::Iptables)
-                    .map_err(|(family, e)| plan::inconsistent(family, e))?;
+                    .map_err(|(family, e)| Error::inconsistent(family, e))?;
                 let families = match args.family {
                     Some(FamilyArg::V4) => vec![Family::V4],
                     Some(FamilyArg::V6) => vec![Family::V6],
@@ -194,7 +229,7 @@ fn write_stdout(out: &str) -> Result<()> {
     stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))
+        .map_err(Error::Stdout)
 }
 
 /// `meshcap trace`: one packet through the planned rules (or a dump), step by step.
@@ -212,10 +247,14 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
         }
         Some(path) => {
             let text = crate::sys::host::read_file(path)?;
-            let dump = parse::parse_save(&text, parse::Strictness::Lenient)
-                .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
-            trace::Netfilter::from_save(&dump, family)
-                .map_err(|e| Error::Other(format!("cannot trace through {}: {e}", crate::error::quote(path))))?
+            let dump = parse::parse_save(&text, parse::Strictness::Lenient).map_err(|e| Error::Parse {
+                path: path.clone(),
+                err: e.into(),
+            })?;
+            trace::Netfilter::from_save(&dump, family).map_err(|e| Error::Untraceable {
+                path: path.clone(),
+                err: e.into(),
+            })?
         }
         None => {
             let (config, plan) = plan::for_flags(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
@@ -224,11 +263,10 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
             if !config.native_nftables && family == Family::V6 && !plan.ipv6 {
                 notes.push("IPv6 is off: the plan has no IPv6 rules (add --ipv6 to plan them)".to_string());
             }
-            trace::Netfilter::from_plan(&plan, family, config.native_nftables)
-                .map_err(|e| Error::Other(format!("internal error: {e}")))?
+            trace::Netfilter::from_plan(&plan, family, config.native_nftables)?
         }
     };
-    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Trace(e.into()))?;
     result.notes = notes;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),
@@ -238,26 +276,15 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
     Ok(0)
 }
 
-/// `meshcap check`: exit 0 in sync, 1 drift, 2 on any error (printed here, like `diff`).
-fn check_command(args: &CheckArgs, env: &Env) -> i32 {
-    match check_report(args, env) {
-        Ok(report) => {
-            let out = match args.format {
-                OutputFormat::Text => report.text(),
-                OutputFormat::Json => report.json(),
-            };
-            match write_stdout(&out) {
-                Ok(()) => report.exit_code(),
-                Err(e) => check_error(&e),
-            }
-        }
-        Err(e) => check_error(&e),
-    }
-}
-
-fn check_error(e: &Error) -> i32 {
-    let _ = writeln!(std::io::stderr(), "meshcap: {e}");
-    2
+/// `meshcap check`: exit 0 in sync, 1 drift; its errors exit 2 ([`Convention::Check`]).
+fn check_command(args: &CheckArgs, env: &Env) -> Result<i32> {
+    let report = check_report(args, env)?;
+    let out = match args.format {
+        OutputFormat::Text => report.text(),
+        OutputFormat::Json => report.json(),
+    };
+    write_stdout(&out)?;
+    Ok(report.exit_code())
 }
 
 fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
@@ -275,8 +302,10 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
             _ => Family::V4,
         };
         let text = crate::sys::host::read_file(path)?;
-        let dump = parse::parse_save(&text, parse::Strictness::Lenient)
-            .map_err(|e| Error::Other(format!("cannot parse {}: {e}", crate::error::quote(path))))?;
+        let dump = parse::parse_save(&text, parse::Strictness::Lenient).map_err(|e| Error::Parse {
+            path: path.clone(),
+            err: e.into(),
+        })?;
         return Ok(check::check(&plan, &[(family, dump)]));
     }
     let ipv6_setting = Config::ipv6_setting(&args.ipv6, env)?;
@@ -292,7 +321,7 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {
-    crate::apply::run(flags, env, cleanup)
+    crate::apply::run(flags, env, cleanup).map(|()| 0)
 }
 
 /// Prints a generated document (completion script, man page) to stdout.
@@ -301,7 +330,7 @@ fn print_doc(text: &[u8]) -> Result<i32> {
     stdout
         .write_all(text)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Other(format!("cannot write to stdout: {e}")))?;
+        .map_err(Error::Stdout)?;
     Ok(0)
 }
 
@@ -342,6 +371,59 @@ mod tests {
             e.to_string(),
             "invalid value '-1' for '--istio-inbound-tproxy-route-table': expected a 32-bit number in decimal digits"
         );
+    }
+
+    /// The exit code and the stderr text of `meshcap ARGS` (argv[0] added).
+    fn exit(args: &[&str]) -> (i32, String) {
+        let argv = std::iter::once("meshcap")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        let (convention, outcome) = outcome(argv.collect(), &Env::default());
+        let mut stderr = Vec::new();
+        let code = exit_code(convention, outcome, &mut stderr);
+        (code, String::from_utf8(stderr).unwrap())
+    }
+
+    #[test]
+    fn errors_are_printed_once_with_the_exit_code_of_their_command() {
+        // A bad value: 1, as Istio; the same value under `check`: 2 (1 is drift there).
+        let bad = "meshcap: invalid value '0' for '--envoy-port': a port must be between 1 and 65535\n";
+        assert_eq!(exit(&["render", "-p", "0"]), (1, bad.to_string()));
+        assert_eq!(exit(&["check", "--from-save", "x", "-p", "0"]), (2, bad.to_string()));
+        let (code, text) = exit(&["check", "--from-save", "/nonexistent/meshcap-dump"]);
+        assert_eq!(code, 2);
+        assert!(
+            text.starts_with("meshcap: cannot read '/nonexistent/meshcap-dump': "),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Refused before any command runs: Istio's convention, also for `check`.
+        let (code, text) = exit(&["-p", "15001", "check"]);
+        assert_eq!(
+            (code, text.as_str()),
+            (
+                1,
+                "meshcap: capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it\n"
+            )
+        );
+        let (code, text) = exit(&["check", "--log_output_level=loud"]);
+        assert_eq!(code, 1, "{text}");
+        // clap's usage errors: 2, in clap's words (printed by clap, not as a `meshcap:` line).
+        assert_eq!(exit(&["--bogus"]), (2, String::new()));
+        assert_eq!(exit(&["check", "--bogus"]), (2, String::new()));
+        // Nothing printed on success.
+        assert_eq!(exit_code(Convention::Check, Ok(1), &mut Vec::new()), 1);
+    }
+
+    #[test]
+    fn a_failed_validation_is_logged_not_printed() {
+        let e = Error::Validation {
+            failed: vec!["validation path inbound (IPv4) failed: timed out".into()],
+            summary: "validation timeout".into(),
+        };
+        let mut stderr = Vec::new();
+        assert_eq!(exit_code(Convention::Istio, Err(e), &mut stderr), 126);
+        assert!(stderr.is_empty());
     }
 
     use std::os::unix::ffi::OsStringExt;

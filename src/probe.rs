@@ -44,20 +44,18 @@ use nix::sys::socket::{
 use nix::unistd::{Gid, Uid};
 
 use crate::config::{Config, DNS_AGENT_PORT, DNS_PORT, OwnerGroups};
+use crate::error::Error;
 use crate::sys::kernel::detect_ipv6;
 use crate::sys::netns::{self, Netns};
 use crate::values::{Family, Owner};
 
-/// What Istio prints (at error level) before exiting 126.
+/// What Istio prints (at error level) before exiting 126 (`app` logs it after the failed paths).
 pub const FAILURE_MESSAGE: &str = "iptables validation failed; workload is not ready for Istio.
 When using Istio CNI, this can occur if a pod is scheduled before the node is ready.
 
 If installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.
 Otherwise, this pod will need to be manually removed so that it is scheduled on a node with istio-cni running, allowing iptables rules to be established.
 ";
-
-/// The exit code of a failed validation (Istio's).
-pub const EXIT_FAILED: i32 = 126;
 
 /// How long one attempt of a path may wait for the kernel; attempts repeat until the deadline.
 const ATTEMPT: Duration = Duration::from_millis(400);
@@ -102,21 +100,42 @@ pub struct ValidationReport {
     pub checks: Vec<Check>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ValidationError {
     /// The validator could not start (namespace, no usable local address): exit 1.
-    Setup(String),
+    Setup(Error),
     /// No listener could be created (Istio: `Validation failed: no listener available: …`).
     NoListener(Vec<String>),
     /// Some path did not pass before the deadline (Istio: `validation timeout`).
     Timeout(Vec<Check>),
 }
 
-impl ValidationError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ValidationError::Setup(_) => 1,
-            ValidationError::NoListener(_) | ValidationError::Timeout(_) => EXIT_FAILED,
+/// A setup failure is the error it is; a failed probe is [`Error::Validation`] (exit 126),
+/// with the lines Istio logs: each failed path, then the summary.
+impl From<ValidationError> for Error {
+    fn from(e: ValidationError) -> Error {
+        let summary = match &e {
+            ValidationError::NoListener(_) => format!("Validation failed: {e}"),
+            _ => e.to_string(),
+        };
+        match e {
+            ValidationError::Setup(e) => e,
+            ValidationError::NoListener(_) => Error::Validation {
+                failed: Vec::new(),
+                summary,
+            },
+            ValidationError::Timeout(checks) => Error::Validation {
+                failed: checks
+                    .iter()
+                    .filter_map(|c| match &c.outcome {
+                        Outcome::Failed(why) => {
+                            Some(format!("validation path {} ({}) failed: {why}", c.path, c.family))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                summary,
+            },
         }
     }
 }
@@ -124,7 +143,7 @@ impl ValidationError {
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ValidationError::Setup(why) => f.write_str(why),
+            ValidationError::Setup(e) => write!(f, "{e}"),
             ValidationError::NoListener(addrs) => write!(f, "no listener available: {}", addrs.join(",")),
             ValidationError::Timeout(_) => f.write_str("validation timeout"),
         }
@@ -134,41 +153,24 @@ impl fmt::Display for ValidationError {
 /// Runs the validation for `cfg` inside `netns` (or the current namespace) and reports every
 /// path.
 pub fn run(cfg: &Config, netns: Option<&Netns>) -> Result<ValidationReport, ValidationError> {
-    netns::within(netns, || Validator::new(cfg)?.run()).map_err(|e| ValidationError::Setup(e.to_string()))?
+    netns::within(netns, || Validator::new(cfg)?.run()).map_err(ValidationError::Setup)?
 }
 
 /// Step 5 of Istio's flow (spec §2.2), after the rules step: nothing unless
-/// `--run-validation`; a failed probe logs the failed paths and Istio's fixed message and
-/// yields exit code 126.
-pub fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<i32> {
+/// `--run-validation`; a failed probe is [`Error::Validation`]: `app` logs its failed paths
+/// and Istio's fixed message, and exits 126.
+pub fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<()> {
     if !cfg.run_validation {
-        return Ok(0);
+        return Ok(());
     }
-    match run(cfg, netns) {
-        Ok(_) => Ok(0),
-        Err(e @ ValidationError::Setup(_)) => Err(crate::error::Error::Other(e.to_string())),
-        Err(e) => {
-            if let ValidationError::Timeout(failed) = &e {
-                for check in failed {
-                    if let Outcome::Failed(why) = &check.outcome {
-                        tracing::error!("validation path {} ({}) failed: {why}", check.path, check.family);
-                    }
-                }
-                tracing::error!("{e}");
-            } else {
-                tracing::error!("Validation failed: {e}");
-            }
-            tracing::error!("{FAILURE_MESSAGE}");
-            Ok(e.exit_code())
-        }
-    }
+    run(cfg, netns).map(drop).map_err(Error::from)
 }
 
 /// The addresses of the current thread's network namespace in kernel dump order, each with
 /// whether it sits on a loopback interface.
 fn local_addresses() -> Result<Vec<(IpAddr, bool)>, ValidationError> {
     let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| ValidationError::Setup(format!("cannot list the interface addresses: {e}")))?;
+        .map_err(|e| ValidationError::Setup(Error::system("cannot list the interface addresses", e)))?;
     Ok(addrs
         .filter_map(|ifa| {
             let on_lo = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
@@ -405,7 +407,7 @@ impl<'a> Validator<'a> {
     fn new(cfg: &'a Config) -> Result<Validator<'a>, ValidationError> {
         let addrs = local_addresses()?;
         let all: Vec<IpAddr> = addrs.iter().map(|(a, _)| *a).collect();
-        let (host, ipv6) = detect_ipv6(&all, cfg.dual_stack).map_err(|e| ValidationError::Setup(e.to_string()))?;
+        let (host, ipv6) = detect_ipv6(&all, cfg.dual_stack).map_err(ValidationError::Setup)?;
         let mut families = vec![Family::of(&host)];
         if ipv6 && host.is_ipv4() {
             families.push(Family::V6);
@@ -837,11 +839,32 @@ mod tests {
 
     #[test]
     fn errors_map_to_exit_codes() {
-        assert_eq!(ValidationError::Setup("x".into()).exit_code(), 1);
-        assert_eq!(ValidationError::Timeout(Vec::new()).exit_code(), 126);
+        use crate::error::Convention::Istio;
+        let setup = Error::from(ValidationError::Setup(Error::NoLocalAddress));
+        assert!(matches!(setup, Error::NoLocalAddress), "{setup:?}");
+        assert_eq!(setup.code(Istio), 1);
+        let failed = Check {
+            path: ProbePath::Inbound,
+            family: Family::V4,
+            outcome: Outcome::Failed("timed out".into()),
+        };
+        let passed = Check {
+            outcome: Outcome::Passed("ok".into()),
+            ..failed.clone()
+        };
+        let Error::Validation { failed, summary } = Error::from(ValidationError::Timeout(vec![passed, failed])) else {
+            panic!("a timeout is a validation failure")
+        };
+        assert_eq!(failed, ["validation path inbound (IPv4) failed: timed out"]);
+        assert_eq!(summary, "validation timeout");
         let e = ValidationError::NoListener(vec!["127.0.0.1:15001".into(), "127.0.0.1:15006".into()]);
-        assert_eq!(e.exit_code(), 126);
         assert_eq!(e.to_string(), "no listener available: 127.0.0.1:15001,127.0.0.1:15006");
+        let e = Error::from(e);
+        assert_eq!(e.code(Istio), 126);
+        assert_eq!(
+            e.to_string(),
+            "Validation failed: no listener available: 127.0.0.1:15001,127.0.0.1:15006"
+        );
         assert!(FAILURE_MESSAGE.ends_with("established.\n"));
     }
 }

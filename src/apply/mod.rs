@@ -25,7 +25,7 @@ use std::path::Path;
 
 use crate::cli::CaptureFlags;
 use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::iptables::parse::{SaveDump, Strictness, parse_save};
 use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
@@ -43,8 +43,8 @@ use crate::values::Family;
 use crate::live::{self, binaries::Binaries};
 use payloads::Found;
 
-/// Runs the command; `cleanup_cmd` is `istio-clean-iptables`. Returns the exit code.
-pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
+/// Runs the command; `cleanup_cmd` is `istio-clean-iptables`.
+pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
     let native_nft = config.native_nftables;
@@ -103,7 +103,7 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     }
     let plan = plan::build_for(&config, ipv6);
     plan.validate(config.backend())
-        .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
+        .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
         let recorded = if native_nft {
@@ -155,14 +155,10 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     if let Some(ns) = netns.as_ref().filter(|ns| !ns.still_named()) {
         // meshcap's descriptor kept the namespace alive, so the commands ran, but into a
         // namespace nobody can reach any more: the pod is gone or the path was reused.
-        let outcome = match &result {
-            Ok(()) => "the rules went into the orphaned namespace".to_string(),
-            Err(e) => format!("the run failed too: {e}"),
-        };
-        return Err(Error::Other(format!(
-            "network namespace {} was deleted while meshcap was running; {outcome}",
-            crate::error::quote(&ns.path().display().to_string())
-        )));
+        return Err(Error::NetnsDeleted {
+            path: ns.path().display().to_string(),
+            run: result.err().map(Box::new),
+        });
     }
     result?;
     validate::after_rules(&config, netns.as_ref())
@@ -176,7 +172,7 @@ fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool)
     } else {
         routes::apply(kernel, &plan.routes)
     }
-    .map_err(|e| Error::Other(format!("failed to configure routes: {e}")))?;
+    .map_err(|e| Error::Routes(Box::new(e)))?;
     for c in changes {
         tracing::info!("{c}");
     }
@@ -278,11 +274,10 @@ fn lock_mode(cmd: &Cmd) -> &'static str {
 /// The refusal of the iptables backend where the nftables backend's tables are live (`tables`
 /// not empty): both would capture every packet. Worded like the nftables backend's refusal of
 /// the iptables backend's rules (what was found; nothing was changed; the remedy).
-pub fn nft_backend_refusal(tables: &[NftTable]) -> String {
-    format!(
-        "{}; with the iptables rules too, packets would be captured twice; nothing was changed; remove them with --cleanup-only --native-nftables (--reconcile and --force-apply do not), or rerun with --native-nftables to keep the nftables backend",
-        live::nft::tables_note(tables)
-    )
+pub fn nft_backend_refusal(tables: &[NftTable]) -> Refusal {
+    Refusal::NftBackend {
+        tables: live::nft::tables_note(tables),
+    }
 }
 
 /// What the iptables backend's cleanup says about the nftables backend's tables it leaves.
@@ -316,8 +311,8 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
         for family in plan.families() {
             // What the cleanup removes from a namespace holding exactly this configuration.
             let rs = plan.ruleset(family);
-            let live = parse_save(&restore_payload(&rs), Strictness::Lenient)
-                .map_err(|e| Error::Other(format!("internal error: {e}")))?;
+            let live =
+                parse_save(&restore_payload(&rs), Strictness::Lenient).map_err(|e| Error::inconsistent(family, e))?;
             let input = payloads::restore_input(&payloads::cleanup_lines(&rs, &live), None);
             if !input.is_empty() {
                 let b = bins(family);
@@ -462,7 +457,7 @@ impl Ctx<'_> {
         // no process), so these rules would capture every packet a second time.
         let theirs = self.nft_backend_tables();
         if !theirs.is_empty() {
-            return Err(Error::Other(nft_backend_refusal(&theirs)));
+            return Err(Error::Refused(nft_backend_refusal(&theirs)));
         }
         let mut states = Vec::new();
         for family in Family::ALL {
@@ -511,15 +506,11 @@ impl Ctx<'_> {
                         _ => None,
                     })
                     .collect();
-                let guarded = if leftovers.is_empty() {
-                    ""
-                } else {
-                    "; the guardrails of an interrupted run are in place (TCP and UDP are dropped) until then"
-                };
-                return Err(Error::Other(format!(
-                    "the live ISTIO_* rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them{guarded}",
-                    summaries.join("; ")
-                )));
+                return Err(Error::Refused(Refusal::Drift {
+                    rules: "ISTIO_* rules",
+                    summary: summaries,
+                    guarded: !leftovers.is_empty(),
+                }));
             }
         }
         if actions.iter().all(|a| *a == Action::Nothing) {
@@ -533,7 +524,11 @@ impl Ctx<'_> {
                 let input = payloads::guardrails_input(&s.live);
                 if let Err(e) = self.restore(&s.bins, &input, true) {
                     let removal = self.remove_guardrails(&guarded);
-                    return Err(Error::Other(format!("failed to set up the guardrails: {e}{removal}")));
+                    return Err(Error::Exec {
+                        context: "failed to set up the guardrails".into(),
+                        err: e,
+                        notes: removal,
+                    });
                 }
                 guarded.push(s);
             }
@@ -592,11 +587,15 @@ impl Ctx<'_> {
             tracing::info!("Removing guardrails");
             notes.push_str(&self.remove_guardrails(&guarded));
         }
-        if let Some(e) = failure {
-            return Err(Error::Other(format!("{e}{notes}")));
+        if let Some(err) = failure {
+            return Err(Error::Exec {
+                context: String::new(),
+                err,
+                notes,
+            });
         }
         if !notes.is_empty() {
-            return Err(Error::Other(format!("the rules were applied, but{notes}")));
+            return Err(Error::AppliedBut { notes });
         }
         if !rebuild {
             // (A rebuild replaced them with its own, removed above.)
@@ -671,9 +670,10 @@ impl Ctx<'_> {
             );
             self.restore(&s.bins, &payloads::guardrails_removal(), true)
                 .map_err(|e| {
-                    Error::Other(format!(
-                        "cannot remove the guardrails an interrupted run left (TCP and UDP are dropped): {e}"
-                    ))
+                    Error::exec(
+                        "cannot remove the guardrails an interrupted run left (TCP and UDP are dropped)",
+                        e,
+                    )
                 })?;
         }
         Ok(())
@@ -743,8 +743,7 @@ impl Ctx<'_> {
                     bins.restore(),
                     input.trim()
                 );
-                self.restore(&bins, &input, true)
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                self.restore(&bins, &input, true)?;
             }
         }
         // The nftables backend's tables are not this backend's to remove (its cleanup is one

@@ -30,7 +30,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::nft::listing::{self as state, Ruleset};
 use crate::nft::text::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
 use crate::plan::Plan;
@@ -54,7 +54,7 @@ pub fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
 /// The transaction meshcap applies for `plan` (the rendered one plus the removal of unused
 /// tables and chains).
 pub fn planned_transaction(plan: &Plan) -> Result<Transaction> {
-    apply_transaction(plan).map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))
+    apply_transaction(plan).map_err(|e| Error::inconsistent("nftables", e))
 }
 
 /// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
@@ -64,27 +64,15 @@ pub fn check_version(text: &str) -> Result<()> {
         .or_else(|| crate::live::binaries::parse_version(&format!("v{text}")));
     match parsed {
         Some(v) if v >= MIN_VERSION => Ok(()),
-        Some(_) => Err(Error::Other(format!(
-            "nft version must be v1.0.1 or later (got {})",
-            crate::error::quote(text)
-        ))),
-        None => Err(Error::Other(format!(
-            "cannot read the nft version from {}",
-            crate::error::quote(text)
-        ))),
+        Some(_) => Err(Error::NftVersion {
+            got: text.to_string(),
+            readable: true,
+        }),
+        None => Err(Error::NftVersion {
+            got: text.to_string(),
+            readable: false,
+        }),
     }
-}
-
-fn missing_nft(cni: bool) -> Error {
-    let place = if cni {
-        "on the host filesystem"
-    } else {
-        "in the sidecar container image"
-    };
-    Error::Other(format!(
-        "--native-nftables needs the nft binary, but {} is not in PATH: install nftables v1.0.1 or later {place}",
-        crate::error::quote(NFT)
-    ))
 }
 
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
@@ -130,7 +118,9 @@ impl NftCtx<'_> {
         if self.sys.has_program(NFT) {
             Ok(())
         } else {
-            Err(missing_nft(self.config.cni_mode))
+            Err(Error::NoNft {
+                cni: self.config.cni_mode,
+            })
         }
     }
 
@@ -141,8 +131,7 @@ impl NftCtx<'_> {
             None => {
                 let cmd = Cmd::new(NFT, ["--version"]);
                 tracing::debug!("Running command (without lock): {cmd}");
-                let out =
-                    run_ok(self.sys, &cmd).map_err(|e| Error::Other(format!("could not run nftables command: {e}")))?;
+                let out = run_ok(self.sys, &cmd).map_err(|e| Error::exec("could not run nftables command", e))?;
                 check_version(&out.stdout)
             }
         }
@@ -152,10 +141,10 @@ impl NftCtx<'_> {
     fn run(&self, tx: &Transaction) -> Result<()> {
         let cmd = transaction_cmd(tx, self.ns);
         tracing::debug!("Running command (without lock): {cmd}");
-        run_ok(self.sys, &cmd).map_err(|e| {
-            Error::Other(format!(
-                "nftables run failed: {e}; nothing was changed (the transaction is atomic)"
-            ))
+        run_ok(self.sys, &cmd).map_err(|err| Error::Exec {
+            context: "nftables run failed".into(),
+            err,
+            notes: "; nothing was changed (the transaction is atomic)".into(),
         })?;
         tracing::info!("nftables rules programmed:\n{tx} \n");
         Ok(())
@@ -181,9 +170,10 @@ impl NftCtx<'_> {
             );
             tracing::debug!("Running command ({}): {cmd}", super::lock_mode(&cmd));
             run_ok(self.sys, &cmd).map_err(|e| {
-                Error::Other(format!(
-                    "the nftables rules were applied, but removing meshcap's iptables rules failed: {e}"
-                ))
+                Error::exec(
+                    "the nftables rules were applied, but removing meshcap's iptables rules failed",
+                    e,
+                )
             })?;
         }
         Ok(())
@@ -229,10 +219,11 @@ impl NftCtx<'_> {
                 summary.push(r.note());
             }
             if !self.config.reconcile && !force {
-                return Err(Error::Other(format!(
-                    "the live istio-proxy-* nftables rules differ from the planned ones ({}); nothing was changed; rerun with --reconcile to rebuild them",
-                    summary.join("; ")
-                )));
+                return Err(Error::Refused(Refusal::Drift {
+                    rules: "istio-proxy-* nftables rules",
+                    summary,
+                    guarded: false,
+                }));
             }
         }
         self.version_ok(live.version.as_deref())?;

@@ -44,8 +44,7 @@ pub fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
     let tx = if cleanup {
         cleanup_transaction()
     } else {
-        transaction(plan)
-            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?
+        transaction(plan).map_err(|e| Error::inconsistent("nftables", e))?
     };
     Ok(vec![super::nft::transaction_cmd(&tx, None)])
 }

@@ -381,17 +381,13 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         Ipv6Setting::Explicit(on) => on,
         Ipv6Setting::Detect => {
             detect_ipv6(&kernel.addresses()?, config.dual_stack)
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "{e}; cannot tell whether IPv6 is on: pass --ipv6=true or --ipv6=false"
-                    ))
-                })?
+                .map_err(|e| Error::Ipv6Unknown(Box::new(e)))?
                 .1
         }
     };
     let plan = plan::build_for(config, ipv6);
     plan.validate(config.backend())
-        .map_err(|(family, e)| Error::Other(format!("internal error: the {family} plan is inconsistent: {e}")))?;
+        .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let sys = RealSystem::new(netns.as_ref());
     let ns_path = netns.as_ref().map(Netns::path);
     let routes = Some(routes::compare(
@@ -407,8 +403,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         ns: ns_path,
     };
     if config.native_nftables {
-        let tx = crate::nft::text::apply_transaction(&plan)
-            .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
+        let tx = crate::nft::text::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let live = live::nft::read_listing(&sys, ns_path)?;
         let drift = nft_drift::compare(&nft::planned(&tx), &live, &crate::sys::host::Ids::from_host());
         let also_in_iptables = reader

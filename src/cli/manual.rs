@@ -44,7 +44,7 @@ pub fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
     clap_mangen::Man::new(page)
         .source(format!("{BIN} {}", env!("CARGO_PKG_VERSION")))
         .render(&mut out)
-        .map_err(|e| Error::Other(format!("cannot render the man page: {e}")))?;
+        .map_err(|e| Error::system("cannot render the man page", e))?;
     Ok(out)
 }
 

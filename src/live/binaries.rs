@@ -111,10 +111,11 @@ pub struct Choice {
 }
 
 fn missing(family: Family, base: &str, why: &str) -> Error {
-    Error::Other(format!(
-        "did not find a usable {} binary '{base}': {why}",
-        prefix(family)
-    ))
+    Error::NoIptables {
+        kind: prefix(family).to_string(),
+        base: base.to_string(),
+        why: why.to_string(),
+    }
 }
 
 /// Chooses the binaries of `family`.
@@ -140,18 +141,14 @@ pub fn select(
             );
             return Ok(None);
         }
-        let out = sys
-            .run(&Cmd::new(legacy.save(), [""; 0]).netns(netns))
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let out = sys.run(&Cmd::new(legacy.save(), [""; 0]).netns(netns))?;
         Ok(out.success().then_some(out.stdout))
     };
     let with_version = |mut bins: Binaries, save: &Option<String>| -> Result<Binaries> {
         bins.version = save.as_deref().and_then(parse_version);
         if bins.variant == IptablesVariant::Legacy && bins.version.is_none() {
             // Only when no legacy table exists yet (no save header to read it from).
-            let out = sys
-                .run(&Cmd::new(bins.save(), ["--version"]))
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let out = sys.run(&Cmd::new(bins.save(), ["--version"]))?;
             bins.version = if out.stderr.contains("unrecognized option") || !out.success() {
                 Some((0, 0, 0))
             } else {
@@ -215,9 +212,7 @@ pub fn select(
                     &format!("none of {}, {} and {} is usable", legacy.base, nft.base, p),
                 ));
             }
-            let out = sys
-                .run(&Cmd::new(plain.save(), ["--version"]))
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let out = sys.run(&Cmd::new(plain.save(), ["--version"]))?;
             let variant = if out.stdout.contains("nf_tables") {
                 IptablesVariant::Nft
             } else {

@@ -68,12 +68,14 @@ impl Reader<'_> {
         tracing::debug!("Running command (without lock): {cmd}");
         run_ok(self.sys, &cmd)
             .map(|o| o.stdout)
-            .map_err(|e| Error::Other(format!("cannot read the live {} rules: {e}", bins.family)))
+            .map_err(|e| Error::exec(format!("cannot read the live {} rules", bins.family), e))
     }
 
     pub fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
-        parse_save(text, Strictness::Lenient)
-            .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))
+        parse_save(text, Strictness::Lenient).map_err(|e| Error::Output {
+            cmd: bins.save(),
+            err: e.into(),
+        })
     }
 
     /// Whether any of the four tables exists for `family` in either variant.
@@ -170,10 +172,12 @@ impl Reader<'_> {
                 let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
                 tracing::debug!("Running command (without lock): {cmd}");
                 let text = run_ok(self.sys, &cmd)
-                    .map_err(|e| Error::Other(format!("cannot read the live {family} iptables rules: {e}")))?
+                    .map_err(|e| Error::exec(format!("cannot read the live {family} iptables rules"), e))?
                     .stdout;
-                let dump = parse_save(&text, Strictness::Lenient)
-                    .map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", bins.save())))?;
+                let dump = parse_save(&text, Strictness::Lenient).map_err(|e| Error::Output {
+                    cmd: bins.save(),
+                    err: e.into(),
+                })?;
                 if dump.has_istio_state() {
                     bins.version = parse_version(&text);
                     out.push(Residue { bins, dump });

@@ -14,8 +14,11 @@ use crate::sys::kernel::Kernel;
 pub fn read_listing(sys: &dyn System, ns: Option<&Path>) -> Result<Ruleset> {
     let cmd = Cmd::new("nft", ["-j", "list", "ruleset", "inet"]).netns(ns);
     tracing::debug!("Running command (without lock): {cmd}");
-    let out = run_ok(sys, &cmd).map_err(|e| Error::Other(format!("cannot read the live nftables ruleset: {e}")))?;
-    parse_listing(&out.stdout).map_err(|e| Error::Other(format!("cannot read the output of {}: {e}", cmd.line())))
+    let out = run_ok(sys, &cmd).map_err(|e| Error::exec("cannot read the live nftables ruleset", e))?;
+    parse_listing(&out.stdout).map_err(|e| Error::Output {
+        cmd: cmd.line(),
+        err: e.into(),
+    })
 }
 
 /// meshcap's `inet` tables that exist, in transaction order, when the kernel can tell without

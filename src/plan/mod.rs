@@ -1068,7 +1068,7 @@ pub fn for_flags(
 ) -> crate::error::Result<(Config, Plan)> {
     let (config, plan) = unchecked(capture, ipv6, resolv_conf, env)?;
     plan.validate(config.backend())
-        .map_err(|(family, e)| inconsistent(family, e))?;
+        .map_err(|(family, e)| crate::error::Error::inconsistent(family, e))?;
     Ok((config, plan))
 }
 
@@ -1091,10 +1091,6 @@ pub fn unchecked(
     let ipv6 = matches!(ipv6, crate::config::Ipv6Setting::Explicit(true));
     let plan = build_for(&config, ipv6);
     Ok((config, plan))
-}
-
-pub fn inconsistent(family: Family, e: crate::model::Invalid) -> crate::error::Error {
-    crate::error::Error::Other(format!("internal error: the {family} plan is inconsistent: {e}"))
 }
 
 /// Plans for unit tests: `meshcap render ARGS` as the binary would build it (no host scans).

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use crate::error::ExecError;
 use crate::error::quote;
 use crate::sys::netns::Netns;
 
@@ -100,34 +101,6 @@ impl Output {
 
     pub fn success(&self) -> bool {
         self.code == 0
-    }
-}
-
-/// Why a command did not run or did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecError {
-    /// The program is not in `PATH`.
-    NotFound { cmd: String },
-    /// The program could not be started (including failing to enter the namespace).
-    Spawn { cmd: String, why: String },
-    /// The program ran and exited non-zero.
-    Failed { cmd: String, code: i32, stderr: String },
-}
-
-impl fmt::Display for ExecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExecError::NotFound { cmd } => write!(f, "cannot run {cmd}: program not found in PATH"),
-            ExecError::Spawn { cmd, why } => write!(f, "cannot run {cmd}: {why}"),
-            ExecError::Failed { cmd, code, stderr } => {
-                write!(f, "{cmd} failed with exit status {code}")?;
-                let stderr = stderr.trim();
-                if !stderr.is_empty() {
-                    write!(f, ": {}", stderr.replace('\n', "; "))?;
-                }
-                Ok(())
-            }
-        }
     }
 }
 

@@ -77,10 +77,6 @@ fn read_names(file: &str) -> Vec<TableName> {
     }
 }
 
-fn io_err(what: &str, e: io::Error) -> Error {
-    Error::Other(format!("{what}: {e}"))
-}
-
 impl LinuxKernel {
     /// Enters `netns` (or stays here) and opens the sockets and facts meshcap needs.
     pub fn open(netns: Option<&Netns>) -> Result<LinuxKernel> {
@@ -92,7 +88,7 @@ impl LinuxKernel {
                 read_names("ip6_tables_names"),
             )
         })?;
-        let route = route.map_err(|e| io_err("cannot open a netlink socket", e))?;
+        let route = route.map_err(|e| Error::system("cannot open a netlink socket", e))?;
         Ok(LinuxKernel {
             route,
             netfilter,
@@ -109,7 +105,7 @@ impl LinuxKernel {
         let i = self
             .route
             .link_index("lo")
-            .map_err(|e| io_err("failed to find 'lo' link", e))?;
+            .map_err(|e| Error::system("failed to find 'lo' link", e))?;
         self.lo.set(Some(i));
         Ok(i)
     }
@@ -138,7 +134,7 @@ impl Kernel for LinuxKernel {
     fn addresses(&self) -> Result<Vec<IpAddr>> {
         self.route
             .addresses()
-            .map_err(|e| io_err("cannot list the interface addresses", e))
+            .map_err(|e| Error::system("cannot list the interface addresses", e))
     }
 
     fn legacy_tables(&self, family: Family) -> Vec<TableName> {
@@ -170,20 +166,20 @@ impl Kernel for LinuxKernel {
         let rules = self
             .route
             .rules(family)
-            .map_err(|e| io_err("cannot list the policy rules", e))?;
+            .map_err(|e| Error::system("cannot list the policy rules", e))?;
         Ok(rules.iter().filter(|r| r.is_fwmark_lookup(mark, table)).count())
     }
 
     fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()> {
         self.route
             .add_rule(family, mark, table)
-            .map_err(|e| io_err("failed to configure netlink rule", e))
+            .map_err(|e| Error::system("failed to configure netlink rule", e))
     }
 
     fn del_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()> {
         self.route
             .del_rule(family, mark, table)
-            .map_err(|e| io_err("failed to delete netlink rule", e))
+            .map_err(|e| Error::system("failed to delete netlink rule", e))
     }
 
     fn has_local_default(&self, family: Family, table: u32) -> Result<bool> {
@@ -191,7 +187,7 @@ impl Kernel for LinuxKernel {
         let routes = self
             .route
             .routes(family)
-            .map_err(|e| io_err("cannot list the routes", e))?;
+            .map_err(|e| Error::system("cannot list the routes", e))?;
         Ok(routes.iter().any(|r| r.is_local_default(table, lo)))
     }
 
@@ -199,7 +195,7 @@ impl Kernel for LinuxKernel {
         let lo = self.lo()?;
         match self.route.add_local_default(family, table, lo) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-            r => r.map_err(|e| io_err("failed to add route", e)),
+            r => r.map_err(|e| Error::system("failed to add route", e)),
         }
     }
 
@@ -207,7 +203,7 @@ impl Kernel for LinuxKernel {
         let lo = self.lo()?;
         match self.route.del_local_default(family, table, lo) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            r => r.map_err(|e| io_err("failed to delete route", e)),
+            r => r.map_err(|e| Error::system("failed to delete route", e)),
         }
     }
 
@@ -220,7 +216,7 @@ impl Kernel for LinuxKernel {
         let lo = self.lo()?;
         match self.route.add_address(ip, prefix, lo) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-            r => r.map_err(|e| io_err("failed to add IPv6 inbound address", e)),
+            r => r.map_err(|e| Error::system("failed to add IPv6 inbound address", e)),
         }
     }
 
@@ -228,7 +224,7 @@ impl Kernel for LinuxKernel {
         let lo = self.lo()?;
         match self.route.del_address(ip, prefix, lo) {
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
-            r => r.map_err(|e| io_err("failed to delete the IPv6 inbound address", e)),
+            r => r.map_err(|e| Error::system("failed to delete the IPv6 inbound address", e)),
         }
     }
 }
@@ -260,7 +256,7 @@ pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)>
     }
     match first {
         Some(host) => Ok((host, last_v6)),
-        None => Err(Error::Other("no valid local IP address found".into())),
+        None => Err(Error::NoLocalAddress),
     }
 }
 

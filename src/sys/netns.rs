@@ -48,7 +48,7 @@ impl Netns {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
-            .map_err(|e| Error::Other(format!("cannot open network namespace {shown}: {e}")))?;
+            .map_err(|e| Error::system(format!("cannot open network namespace {shown}"), e))?;
         // SAFETY: ioctl on a descriptor we own; NS_GET_NSTYPE takes no argument.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind < 0 {
@@ -58,12 +58,16 @@ impl Netns {
             } else {
                 e.to_string()
             };
-            return Err(Error::Other(format!("{shown} is not a network namespace: {why}")));
+            return Err(Error::NotNetns {
+                path: path.display().to_string(),
+                why,
+            });
         }
         if kind != libc::CLONE_NEWNET {
-            return Err(Error::Other(format!(
-                "{shown} is not a network namespace: it is another kind of namespace"
-            )));
+            return Err(Error::NotNetns {
+                path: path.display().to_string(),
+                why: "it is another kind of namespace".into(),
+            });
         }
         Ok(Netns { path, file })
     }
@@ -100,10 +104,13 @@ impl Netns {
             .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))
         })
         .map_err(|e| {
-            Error::Other(format!(
-                "cannot enter network namespace {}: {e}",
-                quote(&self.path.display().to_string())
-            ))
+            Error::system(
+                format!(
+                    "cannot enter network namespace {}",
+                    quote(&self.path.display().to_string())
+                ),
+                e,
+            )
         })
     }
 }
@@ -163,11 +170,11 @@ pub fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Result<NsLoc
     let deadline = std::time::Instant::now() + timeout;
     match within(netns, move || bind_lock(deadline))? {
         Ok(Some(socket)) => Ok(NsLock { _socket: socket }),
-        Ok(None) => Err(Error::Other(format!(
-            "another meshcap is still working on {shown}; gave up after {}s",
-            timeout.as_secs()
-        ))),
-        Err(e) => Err(Error::Other(format!("cannot lock {shown}: {e}"))),
+        Ok(None) => Err(Error::Busy {
+            netns: netns.map(|n| n.path.display().to_string()),
+            secs: timeout.as_secs(),
+        }),
+        Err(e) => Err(Error::system(format!("cannot lock {shown}"), e)),
     }
 }
 

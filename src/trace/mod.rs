@@ -139,7 +139,7 @@ impl Netfilter {
     /// The state an iptables-save dump describes. Rules meshcap does not understand stay
     /// opaque (an error only if a packet reaches them); tables other than filter, mangle, nat
     /// and raw are ignored.
-    pub fn from_save(dump: &SaveDump, family: Family) -> Result<Netfilter, String> {
+    pub fn from_save(dump: &SaveDump, family: Family) -> Result<Netfilter, UnknownPolicy> {
         let mut chains = BTreeMap::new();
         let mut policies = BTreeMap::new();
         for t in &dump.tables {
@@ -161,7 +161,13 @@ impl Netfilter {
                 let p = match policy.as_str() {
                     "ACCEPT" => Policy::Accept,
                     "DROP" => Policy::Drop,
-                    other => return Err(format!("policy '{other}' of {}/{chain} is not ACCEPT or DROP", t.name)),
+                    other => {
+                        return Err(UnknownPolicy {
+                            table: t.name.clone(),
+                            chain: chain.clone(),
+                            policy: other.to_string(),
+                        });
+                    }
                 };
                 policies.insert((name, chain.clone()), p);
             }
@@ -178,9 +184,9 @@ impl Netfilter {
 
     /// The kernel state the plan programs for `family`: its rules (iptables, or the nftables
     /// transaction with `nft`) and its TPROXY policy routing.
-    pub fn from_plan(plan: &crate::plan::Plan, family: Family, nft: bool) -> Result<Netfilter, String> {
+    pub fn from_plan(plan: &crate::plan::Plan, family: Family, nft: bool) -> crate::error::Result<Netfilter> {
         let mut nf = if nft {
-            let tx = nft::apply_transaction(plan).map_err(|e| format!("the nftables plan is inconsistent: {e}"))?;
+            let tx = nft::apply_transaction(plan).map_err(|e| crate::error::Error::inconsistent("nftables", e))?;
             Netfilter::from_nft(&tx, family)
         } else {
             Netfilter::from_ruleset(&plan.ruleset(family))
@@ -512,6 +518,26 @@ impl fmt::Display for TraceError {
 }
 
 impl std::error::Error for TraceError {}
+
+/// A dump's built-in chain policy other than ACCEPT and DROP (the tracer knows only those).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPolicy {
+    pub table: String,
+    pub chain: String,
+    pub policy: String,
+}
+
+impl fmt::Display for UnknownPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "policy '{}' of {}/{} is not ACCEPT or DROP",
+            self.policy, self.table, self.chain
+        )
+    }
+}
+
+impl std::error::Error for UnknownPolicy {}
 
 /// A device the packet has: none at this hook, a name, or one the tracer does not know.
 #[derive(Debug, Clone)]

@@ -9,19 +9,19 @@ use clap::Parser;
 
 pub use meshcap::cli::CaptureFlags;
 pub use meshcap::config::Config;
-pub use meshcap::model::{Backend, Rule, Ruleset, TableName};
 pub use meshcap::iptables::parse::{Strictness, parse_save};
-pub use meshcap::plan::Plan;
 pub use meshcap::iptables::render::restore_payload;
 pub use meshcap::json;
+pub use meshcap::model::{Backend, Rule, Ruleset, TableName};
 pub use meshcap::nft::text::{Transaction, apply_transaction, cleanup_transaction, transaction as nft_transaction};
+pub use meshcap::plan::Plan;
 pub use meshcap::trace::{self, Action, Effect, Ids, Netfilter, Packet, Trace};
 pub use meshcap::values::{Cidr, Family, Owner};
 
 use meshcap::cli::{Cli, Command};
 use meshcap::config::{HostFiles, Ipv6Setting};
-use meshcap::sys::host::Env;
 use meshcap::logging::LogSettings;
+use meshcap::sys::host::Env;
 
 /// The plan `meshcap render ARGS` prints (ARGS after `render`, empty environment); panics when
 /// the arguments are refused.
