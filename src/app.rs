@@ -228,7 +228,7 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
                 .map_err(|e| Error::Other(format!("internal error: {e}")))?
         }
     };
-    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Other(e.to_string()))?;
+    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()?).map_err(|e| Error::Other(e.to_string()))?;
     result.notes = notes;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),

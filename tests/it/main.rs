@@ -11,6 +11,7 @@ mod docs;
 mod dry_run_file;
 mod golden;
 mod hardening;
+mod hostile_reads;
 mod lab;
 mod nft_apply;
 mod nft_netlink;
