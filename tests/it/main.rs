@@ -11,6 +11,8 @@ mod docs;
 mod dry_run_file;
 mod golden;
 mod hardening;
+mod hostile_cleanup;
+mod hostile_interrupt;
 mod hostile_reads;
 mod lab;
 mod nft_apply;
