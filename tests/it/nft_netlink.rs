@@ -4,6 +4,7 @@
 //! both dumped back with the codec), and a batch whose last rule the kernel refuses leaves
 //! nothing behind and names that rule.
 
+use meshcap::sys::netns::Netns;
 use meshcap::nft::netlink::msg::{
     NF_ACCEPT, NF_INET_LOCAL_OUT, NF_INET_PRE_ROUTING, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NFT_SET_ANONYMOUS,
     NFT_SET_CONSTANT, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL,
@@ -13,7 +14,6 @@ use meshcap::nft::netlink::{
     Chain, CmpOp, CtKey, Data, Expr, Hook, Message, MetaKey, PayloadBase, RangeOp, Register, Rule, Ruleset, Set,
     SetElem, SetElems, Socket, Table, Verdict,
 };
-use meshcap::sys::netns::Netns;
 
 use crate::support::{NetNs, netns_available};
 
