@@ -266,7 +266,7 @@ fn trace_command(args: &TraceArgs, env: &Env) -> Result<i32> {
             trace::Netfilter::from_plan(&plan, family, config.native_nftables)?
         }
     };
-    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()).map_err(|e| Error::Trace(e.into()))?;
+    let mut result = trace::trace(&nf, &packet, &trace::Ids::from_host()?).map_err(|e| Error::Trace(e.into()))?;
     result.notes = notes;
     let out = match args.format {
         OutputFormat::Text => format!("packet: {packet}\n{}", result.text()),

@@ -75,6 +75,9 @@ pub enum Error {
     Refused(Refusal),
     /// The rules are in place but the clean-up around them failed (`notes` starts with `; `).
     AppliedBut { notes: String },
+    /// A signal arrived while the rules were being changed: the run was finished (or rolled
+    /// back) first, then meshcap exits 1 saying so.
+    Interrupted { signal: i32, outcome: String },
     /// `--run-validation` failed: the failed paths and the summary, logged at error level with
     /// Istio's fixed message (not as a `meshcap:` line); exit 126.
     Validation { failed: Vec<String>, summary: String },
@@ -273,6 +276,7 @@ impl fmt::Display for Error {
             Error::Routes(e) => write!(f, "failed to configure routes: {e}"),
             Error::Refused(r) => write!(f, "{r}"),
             Error::AppliedBut { notes } => write!(f, "the rules were applied, but{notes}"),
+            Error::Interrupted { signal, outcome } => write!(f, "interrupted by signal {signal}; {outcome}"),
             Error::Validation { summary, .. } => f.write_str(summary),
             Error::Internal { plan, why } => write!(f, "internal error: the {plan} plan is inconsistent: {why}"),
         }
@@ -511,6 +515,13 @@ mod tests {
                 "the rules were applied, but; removing the guardrails failed",
             ),
             (
+                Error::Interrupted {
+                    signal: 2,
+                    outcome: "the run was finished first".into(),
+                },
+                "interrupted by signal 2; the run was finished first",
+            ),
+            (
                 Error::Validation {
                     failed: Vec::new(),
                     summary: "validation timeout".into(),
@@ -564,6 +575,7 @@ mod tests {
                 | Error::Routes(_)
                 | Error::Refused(_)
                 | Error::AppliedBut { .. }
+                | Error::Interrupted { .. }
                 | Error::Internal { .. } => 1,
             };
             assert_eq!(e.code(Convention::Istio), istio, "{e:?}");

@@ -207,7 +207,7 @@ enum As {
 fn first_id(owners: &[Owner]) -> Option<u32> {
     owners.iter().find_map(|o| match o {
         Owner::Id(n) => Some(*n),
-        Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name),
+        Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name).ok().flatten(),
     })
 }
 
@@ -216,7 +216,7 @@ fn owner_ids(owners: &[Owner]) -> Vec<u32> {
         .iter()
         .filter_map(|o| match o {
             Owner::Id(n) => Some(*n),
-            Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name),
+            Owner::Name(name) => crate::sys::host::lookup_uid("/etc/passwd", name).ok().flatten(),
         })
         .collect()
 }

@@ -18,6 +18,7 @@ pub mod diagnose;
 pub mod nft;
 pub mod payloads;
 pub mod routes;
+pub mod shapes;
 pub mod stream;
 
 use std::fmt::Write as _;
@@ -126,6 +127,9 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
         return validate::after_rules(&config, netns.as_ref());
     }
     let kernel = kernel.expect("opened for real runs");
+    // From here until the routes are done, a terminating signal waits for the run to finish
+    // (or roll back): a family is never left half applied by a Ctrl-C or a `kill`.
+    let deferred = crate::sys::signals::Deferred::new();
     let sys = RealSystem::new(netns.as_ref());
     let result = if native_nft {
         let ctx = nft::NftCtx {
@@ -152,6 +156,14 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
         result
     };
     let result = result.and_then(|()| routes_step(&kernel, &config, &plan, cleanup));
+    drop(deferred);
+    if let Some(sig) = crate::sys::signals::Deferred::pending() {
+        let outcome = match &result {
+            Ok(()) => "the run was finished first".to_string(),
+            Err(e) => format!("the run failed: {e}"),
+        };
+        return Err(Error::Interrupted { signal: sig, outcome });
+    }
     if let Some(ns) = netns.as_ref().filter(|ns| !ns.still_named()) {
         // meshcap's descriptor kept the namespace alive, so the commands ran, but into a
         // namespace nobody can reach any more: the pod is gone or the path was reused.
@@ -474,7 +486,7 @@ impl Ctx<'_> {
                 Found::Equal => Action::Nothing,
                 Found::Absent if s.planned.is_empty() => Action::Nothing,
                 Found::Absent => Action::Apply,
-                Found::Differs { .. } => Action::Rebuild,
+                Found::Differs { .. } | Found::Interrupted { .. } => Action::Rebuild,
             })
             .collect();
         let differs: Vec<&FamilyState> = states
@@ -487,6 +499,17 @@ impl Ctx<'_> {
             .iter()
             .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
             .collect();
+        for s in &states {
+            if let Found::Interrupted { applied, missing } = &s.found {
+                let names = |t: &[TableName]| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+                tracing::warn!(
+                    "[{}] found what an interrupted run of this same plan leaves (tables {} applied, {} missing); completing it",
+                    s.bins.family,
+                    names(applied),
+                    names(missing)
+                );
+            }
+        }
         if states.iter().all(|s| s.found == Found::Absent) {
             tracing::info!("Clean-state detected, new iptables are needed");
         } else if differs.is_empty() {

@@ -187,7 +187,7 @@ impl NftCtx<'_> {
             Some(t) if t.is_empty() => Ruleset::default(),
             _ => live::nft::read_listing(self.sys, self.ns)?,
         };
-        let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host());
+        let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
         let residue = self.reader().residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {

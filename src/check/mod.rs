@@ -405,7 +405,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     if config.native_nftables {
         let tx = crate::nft::text::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let live = live::nft::read_listing(&sys, ns_path)?;
-        let drift = nft_drift::compare(&nft::planned(&tx), &live, &crate::sys::host::Ids::from_host());
+        let drift = nft_drift::compare(&nft::planned(&tx), &live, &crate::sys::host::Ids::from_host()?);
         let also_in_iptables = reader
             .residue()?
             .into_iter()

@@ -660,8 +660,7 @@ impl Config {
         let (proxy_uids, uid_text) = match &uid_src {
             Some(s) => (owner_list(s, "UID", "leave it empty for the default")?, s.text.clone()),
             None => {
-                let user = env.get("ENVOY_USER").unwrap_or("istio-proxy");
-                let uid = host::lookup_uid(&files.passwd, user).unwrap_or(1337);
+                let uid = host::envoy_user_uid(env, &files.passwd)?;
                 (vec![Owner::Id(uid)], uid.to_string())
             }
         };
@@ -682,7 +681,7 @@ impl Config {
             ..Dns::default()
         };
         if redirect_dns && !capture_all_dns {
-            let text = host::read_file(&files.resolv_conf)?;
+            let text = host::read_capped(&files.resolv_conf, host::RESOLV_CONF_MAX)?;
             let (servers, skipped) = host::parse_resolv_conf(&text);
             for s in skipped {
                 warnings.push(format!(

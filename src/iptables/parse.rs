@@ -8,7 +8,7 @@
 //! Both spellings iptables accepts or prints are understood: `--to-port`/`--to-ports`,
 //! `--set-mark`/`--set-xmark M/0xffffffff`, implicit `-m tcp`, hex marks, long option names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use crate::model::{
@@ -214,6 +214,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
 /// Parses iptables-save output or an iptables-restore payload.
 pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseError> {
     let mut dump = SaveDump::default();
+    // The chains declared so far in the current table: a linear search of `chains` per
+    // declaration made a dump of 100,000 chains take 8.5 s (issue 17).
+    let mut declared: HashSet<String> = HashSet::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let fail = |why: String| ParseError {
@@ -235,6 +238,7 @@ pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseE
                 policies: BTreeMap::new(),
                 entries: Vec::new(),
             });
+            declared.clear();
             continue;
         }
         let Some(table) = dump.tables.last_mut() else {
@@ -249,7 +253,7 @@ pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseE
             if let Some(policy) = words.next().filter(|p| *p != "-") {
                 table.policies.insert(chain.to_string(), policy.to_string());
             }
-            if !table.chains.iter().any(|c| c == chain) {
+            if declared.insert(chain.to_string()) {
                 table.chains.push(chain.to_string());
             }
             continue;
@@ -261,7 +265,7 @@ pub fn parse_save(text: &str, strictness: Strictness) -> Result<SaveDump, ParseE
                 let [chain] = rest else {
                     return Err(fail("-N takes one chain name".into()));
                 };
-                if !table.chains.contains(chain) {
+                if declared.insert(chain.clone()) {
                     table.chains.push(chain.clone());
                 }
             }

@@ -187,6 +187,10 @@ impl System for RealSystem<'_> {
         command.arg0(&cmd.program).args(&cmd.args);
         command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group: a terminal's SIGINT (Ctrl-C) goes to meshcap's group only, so
+        // a restore is never cut between two tables' commits; meshcap defers the signal
+        // (`sys::signals`) and finishes.
+        command.process_group(0);
         let mut piped_payload = None;
         command.stdin(match &cmd.stdin {
             None => Stdio::null(),

@@ -18,18 +18,22 @@ impl Env {
     /// by U+FFFD, so a variable meshcap reads is refused by its validator (naming it) instead of
     /// being silently treated as unset; variables with non-UTF-8 names cannot be ones meshcap
     /// reads and are dropped.
+    ///
+    /// With duplicate entries the first one wins, as getenv(3) and Go's `os.Getenv` (Istio)
+    /// take it.
     pub fn from_process() -> Env {
-        Env {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
-                .collect(),
-        }
+        Env::from_pairs(
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))),
+        )
     }
 
+    /// An environment from (name, value) pairs; the first of duplicate names wins.
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Env {
-        Env {
-            vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        let mut vars = BTreeMap::new();
+        for (k, v) in pairs {
+            vars.entry(k.into()).or_insert_with(|| v.into());
         }
+        Env { vars }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -55,6 +59,21 @@ pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
     })
 }
 
+/// The proxy UID Istio derives when no UID is given: `ENVOY_USER`'s (default `istio-proxy`)
+/// uid in the passwd file at `passwd`, else 1337 (no such file or user). An `ENVOY_USER` that
+/// cannot be a user name (not UTF-8, a newline, a NUL) is refused rather than silently ignored.
+pub fn envoy_user_uid(env: &Env, passwd: &str) -> Result<u32> {
+    let user = env.get("ENVOY_USER").unwrap_or("istio-proxy");
+    if user.contains(['\u{FFFD}', '\n', '\r', '\0']) {
+        return Err(Error::invalid(
+            "ENVOY_USER",
+            user,
+            "not a user name (it must be UTF-8 without newlines)",
+        ));
+    }
+    Ok(lookup_uid(passwd, user)?.unwrap_or(1337))
+}
+
 /// Finds `group` in group(5) text and returns its numeric GID.
 pub fn gid_of(group_text: &str, group: &str) -> Option<u32> {
     group_text.lines().find_map(|line| {
@@ -67,9 +86,11 @@ pub fn gid_of(group_text: &str, group: &str) -> Option<u32> {
     })
 }
 
-/// Looks `user` up in the passwd file at `path`; `None` when the file or the user is missing.
-pub fn lookup_uid(path: &str, user: &str) -> Option<u32> {
-    std::fs::read_to_string(path).ok().and_then(|text| uid_of(&text, user))
+/// Looks `user` up in the passwd file at `path`; `None` when the file or the user is missing
+/// or the file cannot be read (Istio falls back to 1337 then); an error when the file is not a
+/// regular file or is larger than [`ACCOUNTS_MAX`] (a FIFO planted there must not hang a pod).
+pub fn lookup_uid(path: &str, user: &str) -> Result<Option<u32>> {
+    Ok(read_optional(path, ACCOUNTS_MAX)?.and_then(|text| uid_of(&text, user)))
 }
 
 /// DNS servers of a resolv.conf, as Istio collects them: every `nameserver X` line in order
@@ -93,11 +114,114 @@ pub fn parse_resolv_conf(text: &str) -> (Vec<IpAddr>, Vec<String>) {
     (servers, skipped)
 }
 
+/// The size limit of resolv.conf: glibc reads a few kilobytes of it; 1 MiB is generous.
+pub const RESOLV_CONF_MAX: u64 = 1 << 20;
+/// The size limit of /etc/passwd and /etc/group (directory-backed images can hold many
+/// thousands of accounts: 16 MiB is ~200,000 lines).
+pub const ACCOUNTS_MAX: u64 = 16 << 20;
+/// The size limit of an iptables-save dump given with `--from-save` (64 MiB is ~500,000
+/// rules, far above what the rule limit lets meshcap plan).
+pub const DUMP_MAX: u64 = 64 << 20;
+
+/// Reads a dump given on the command line (at most [`DUMP_MAX`] bytes, a regular file).
 pub fn read_file(path: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|err| Error::Read {
+    read_capped(path, DUMP_MAX)
+}
+
+/// Reads the regular file at `path`, refusing anything else (a FIFO, a device such as
+/// `/dev/zero`, a directory) and any file larger than `max` bytes, naming the file. Never
+/// blocks: the file is opened with `O_NONBLOCK` and checked with `fstat` before a byte is read.
+pub fn read_capped(path: &str, max: u64) -> Result<String> {
+    read_bounded(path, max).map_err(|err| Error::Read {
         path: path.to_string(),
         err,
     })
+}
+
+/// [`read_capped`], with a missing or unreadable file as `None` (the callers' default applies)
+/// and only a refused file (not regular, too large, not UTF-8) as an error.
+fn read_optional(path: &str, max: u64) -> Result<Option<String>> {
+    match read_bounded(path, max) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == std::io::ErrorKind::InvalidData && !std::path::Path::new(path).is_dir() => {
+            Err(Error::Read {
+                path: path.to_string(),
+                err,
+            })
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn refused(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why)
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// `/dev/null` (character device 1:3), the usual "empty file", reads as empty.
+fn is_dev_null(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3)
+}
+
+fn read_bounded(path: &str, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Checked by path first so a device is never even opened, then again on the open file
+    // (the path may have been swapped in between).
+    let check = |meta: std::fs::Metadata| -> std::io::Result<()> {
+        if is_dev_null(&meta) {
+            return Ok(());
+        }
+        if !meta.file_type().is_file() {
+            return Err(refused(format!(
+                "not a regular file ({}); meshcap reads only regular files",
+                kind_of(meta.file_type())
+            )));
+        }
+        if meta.len() > max {
+            return Err(refused(format!(
+                "the file has {} bytes; the limit is {max}",
+                meta.len()
+            )));
+        }
+        Ok(())
+    };
+    check(std::fs::metadata(path)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let null = is_dev_null(&meta);
+    check(meta)?;
+    if null {
+        return Ok(String::new());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(refused(format!(
+            "the file grew past the limit of {max} bytes while read"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| refused("the file is not UTF-8 text".to_string()))
 }
 
 /// User and group names for `-m owner` matches that name them (iptables resolves names when it
@@ -109,12 +233,13 @@ pub struct Ids {
 }
 
 impl Ids {
-    /// Reads `/etc/passwd` and `/etc/group`; a missing file resolves nothing.
-    pub fn from_host() -> Ids {
-        Ids {
-            passwd: std::fs::read_to_string("/etc/passwd").ok(),
-            group: std::fs::read_to_string("/etc/group").ok(),
-        }
+    /// Reads `/etc/passwd` and `/etc/group` (bounded, regular files only); a missing file
+    /// resolves nothing.
+    pub fn from_host() -> Result<Ids> {
+        Ok(Ids {
+            passwd: read_optional("/etc/passwd", ACCOUNTS_MAX)?,
+            group: read_optional("/etc/group", ACCOUNTS_MAX)?,
+        })
     }
 
     /// The numeric id of an owner (`group`: a group), or why it does not resolve.
@@ -161,5 +286,38 @@ mod tests {
         let s: Vec<String> = s.iter().map(|a| a.to_string()).collect();
         assert_eq!(s, ["10.96.0.10", "::7f00:35"]);
         assert_eq!(skipped, ["01.2.3.4", "fe80::1%eth0"]);
+    }
+
+    #[test]
+    fn the_first_duplicate_wins_and_envoy_user_is_checked() {
+        let env = Env::from_pairs([("A", "1"), ("A", "2")]);
+        assert_eq!(env.get("A"), Some("1"));
+        for bad in ["a\nb", "x\u{FFFD}", "a\0"] {
+            let err = envoy_user_uid(&Env::from_pairs([("ENVOY_USER", bad)]), "/nonexistent").unwrap_err();
+            assert!(err.to_string().contains("ENVOY_USER"), "{err}");
+        }
+        assert_eq!(envoy_user_uid(&Env::default(), "/nonexistent").unwrap(), 1337);
+    }
+
+    #[test]
+    fn reads_are_bounded_regular_files() {
+        let err = read_capped("/dev/zero", 10).unwrap_err().to_string();
+        assert!(err.contains("'/dev/zero'") && err.contains("character device"), "{err}");
+        let dir = std::env::temp_dir().join(format!("meshcap-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_capped(fifo.to_str().unwrap(), 10).unwrap_err().to_string();
+        assert!(err.contains("a FIFO"), "{err}");
+        // A refused passwd is an error; a missing one is the default.
+        assert!(lookup_uid(fifo.to_str().unwrap(), "x").is_err());
+        assert_eq!(lookup_uid("/nonexistent/passwd", "x").unwrap(), None);
+        let file = dir.join("f");
+        std::fs::write(&file, "0123456789").unwrap();
+        assert_eq!(read_capped(file.to_str().unwrap(), 10).unwrap(), "0123456789");
+        let err = read_capped(file.to_str().unwrap(), 9).unwrap_err().to_string();
+        assert!(err.contains("10 bytes; the limit is 9"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -282,7 +282,7 @@ impl Drop for Running {
 }
 
 /// Runs `cmd` with piped output (and `stdin` fed, or `/dev/null`); SIGKILL after `limit`.
-fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, String> {
+pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Output, String> {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
