@@ -94,8 +94,8 @@ fn redirects(log: &mut OpLog, p: &Policy) {
     }
 }
 
-/// The proxy's own DNS traffic (one UID or GID): its queries in zone 1, the agent's replies
-/// to it in zone 2.
+/// The proxy's own DNS traffic (one UID or GID): its upstream queries in zone 1, the agent's
+/// answers to the applications (from 15053) in zone 2.
 fn proxy_zones(log: &mut OpLog, owner: Match) {
     let dns_port = single(DNS_PORT);
     log.at(Step::DnsProxyZone, RAW_ISTIO_OUTPUT_DNS)
@@ -104,8 +104,9 @@ fn proxy_zones(log: &mut OpLog, owner: Match) {
         .both(vec![udp(), sport(single(DNS_AGENT_PORT)), owner], Target::CtZone(2));
 }
 
-/// Other DNS queries in zone 2 and their replies in zone 1: all, or per server (IPv4, then
-/// IPv6; query then reply for each).
+/// The applications' queries in zone 2 (their leg to the agent) and the servers' replies in
+/// zone 1 (the agent's upstream leg): all DNS, or per server (IPv4, then IPv6; query, then
+/// reply, for each).
 fn zones(log: &mut OpLog, p: &Policy) {
     let dns_port = single(DNS_PORT);
     if p.cfg.dns.capture_all {
