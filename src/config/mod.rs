@@ -7,11 +7,11 @@
 //! [`HostFiles`], which names the files so `render` can point elsewhere. IPv6 enablement is
 //! left to the caller ([`Ipv6Setting`]): render takes it from flags, apply detects it.
 //!
-//! One file per group of settings, each with its unit tests: [`source`] (precedence, control
-//! characters, booleans), [`ports`], [`interception`], [`interfaces`], [`destinations`],
-//! [`owners`], [`switches`], [`validation`], [`execution`], [`dns`]. [`Config::from_flags`] reads
-//! them in a fixed order, which decides which error is reported when several values are bad and
-//! the order of the notes for the log.
+//! One file per group of settings, each with its unit tests: `source.rs` (precedence, control
+//! characters, booleans), `ports.rs`, `interception.rs`, `interfaces.rs`, `destinations.rs`,
+//! `owners.rs`, `switches.rs`, `validation.rs`, `execution.rs`, `dns.rs`. [`Config::from_flags`]
+//! reads them in a fixed order, which decides which error is reported when several values are
+//! bad and the order of the notes for the log.
 
 mod destinations;
 mod dns;

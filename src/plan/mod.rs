@@ -8,10 +8,11 @@
 //! reads the whole sequence, where a rule scoped to both families is written once.
 //!
 //! The policy, one file per concern, each with a diagram of the chains it writes:
-//! [`interfaces`] (steps 1–2), [`inbound`] (3, 4, 6, 7), [`tproxy`] (TPROXY parts of 7, and 19),
-//! [`outbound`] (5, 8–13, 15–18), [`dns`] (14). [`oplog`] is the builder they record with
-//! ([`OpLog`]: `log.at(step, NAT_ISTIO_OUTPUT).both(matches, target)`), [`matches`] the match
-//! shorthands. [`compact`] is a later pass over a built plan (`--compact`).
+//! `interfaces.rs` (steps 1–2), `inbound.rs` (3, 4, 6, 7), `tproxy.rs` (the TPROXY parts of 7,
+//! and 19), `outbound.rs` (5, 8–13, 15–18), `dns.rs` (14). `oplog.rs` is the builder they record
+//! with (`log.at(step, NAT_ISTIO_OUTPUT).both(matches, target)`), `matches.rs` the match
+//! shorthands, `step.rs` the [`Step`] enum. [`compact`] is a later pass over a built plan
+//! (`--compact`).
 
 pub mod compact;
 mod dns;
