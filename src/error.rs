@@ -342,6 +342,13 @@ mod tests {
 
     /// One of every variant, with the text it prints.
     fn every_variant() -> Vec<(Error, &'static str)> {
+        let mut all = every_cli_and_file_variant();
+        all.extend(every_system_variant());
+        all
+    }
+
+    /// The command-line, file and trace variants of [`every_variant`].
+    fn every_cli_and_file_variant() -> Vec<(Error, &'static str)> {
         use clap::{Arg, Command};
         let clap = Command::new("meshcap")
             .arg(Arg::new("x").long("x"))
@@ -426,6 +433,12 @@ mod tests {
                 },
                 "cannot read the output of nft -j list ruleset inet: not JSON",
             ),
+        ]
+    }
+
+    /// The tools, namespaces and apply decisions of [`every_variant`].
+    fn every_system_variant() -> Vec<(Error, &'static str)> {
+        vec![
             (
                 Error::NoIptables {
                     kind: "ip6tables".into(),

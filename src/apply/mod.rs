@@ -558,43 +558,7 @@ impl Ctx<'_> {
             tracing::info!("Performing cleanup of existing iptables");
         }
         tracing::info!("Applying iptables chains and rules");
-        let mut touched: Vec<Touched> = Vec::new();
-        let mut failure: Option<ExecError> = None;
-        'families: for (s, action) in states.iter().zip(&actions) {
-            let mut steps: Vec<(Binaries, String, String)> = Vec::new();
-            match action {
-                Action::Nothing => continue,
-                Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
-                Action::Rebuild => {
-                    for (ob, text, dump) in &s.others {
-                        let input = payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None);
-                        steps.push((ob.clone(), text.clone(), input));
-                    }
-                    let input =
-                        payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
-                    steps.push((s.bins.clone(), s.before.clone(), input));
-                }
-            }
-            for (bins, before, input) in steps {
-                if input.is_empty() {
-                    continue;
-                }
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    bins.restore(),
-                    input.trim()
-                );
-                touched.push(Touched {
-                    tables: payloads::tables_of(&input),
-                    bins: bins.clone(),
-                    before,
-                });
-                if let Err(e) = self.restore(&bins, &input, true) {
-                    failure = Some(e);
-                    break 'families;
-                }
-            }
-        }
+        let (mut touched, failure) = self.run_restores(&states, &actions);
         let mut notes = String::new();
         if failure.is_some() {
             // The failed restore may have committed some of its tables (each COMMIT is its
@@ -630,6 +594,48 @@ impl Ctx<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Runs each family's restores in order (the other variant's cleanup first, then the
+    /// family's own input); stops at the first failure. Returns what was touched, for a
+    /// rollback, and the failure.
+    fn run_restores(&self, states: &[FamilyState], actions: &[Action]) -> (Vec<Touched>, Option<ExecError>) {
+        let mut touched: Vec<Touched> = Vec::new();
+        for (s, action) in states.iter().zip(actions) {
+            let mut steps: Vec<(Binaries, String, String)> = Vec::new();
+            match action {
+                Action::Nothing => continue,
+                Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
+                Action::Rebuild => {
+                    for (ob, text, dump) in &s.others {
+                        let input = payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None);
+                        steps.push((ob.clone(), text.clone(), input));
+                    }
+                    let input =
+                        payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
+                    steps.push((s.bins.clone(), s.before.clone(), input));
+                }
+            }
+            for (bins, before, input) in steps {
+                if input.is_empty() {
+                    continue;
+                }
+                tracing::info!(
+                    "Running iptables restore with: {} and the following input:\n{}",
+                    bins.restore(),
+                    input.trim()
+                );
+                touched.push(Touched {
+                    tables: payloads::tables_of(&input),
+                    bins: bins.clone(),
+                    before,
+                });
+                if let Err(e) = self.restore(&bins, &input, true) {
+                    return (touched, Some(e));
+                }
+            }
+        }
+        (touched, None)
     }
 
     /// Whether the tables of `t` still hold what was read before (counters and comments aside).

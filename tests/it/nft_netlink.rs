@@ -310,11 +310,9 @@ impl Builder {
 
     /// [`TEXT`] as messages, in the order `nft -f` creates the objects (so handles agree).
     fn ruleset() -> Vec<Message> {
-        use CmpOp::{Eq, Neq};
+        use CmpOp::Eq;
         const TCP: u8 = 6;
         const UDP: u8 = 17;
-        let v4 = NFPROTO_IPV4;
-        let v6 = NFPROTO_IPV6;
         let mut b = Builder::new();
         b.msgs.push(Message::NewTable(Table {
             family: NFPROTO_INET,
@@ -391,7 +389,21 @@ impl Builder {
             ret(),
         ]);
         b.rule(o, not_range);
+        Self::output_rules(&mut b);
+        Self::inbound_rules(&mut b);
+        b.msgs
+    }
 
+    /// The `output` chain's address, owner and interface rules and the redirect of [`ruleset`].
+    fn output_rules(b: &mut Builder) {
+        use CmpOp::Neq;
+        const TCP: u8 = 6;
+        let v4 = NFPROTO_IPV4;
+        let v6 = NFPROTO_IPV6;
+        let ret = || verdict(Verdict::Return);
+        let o = "output";
+        let p = |n: u16| n.to_be_bytes();
+        let db8: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let lo = || ifname(MetaKey::OifName, "lo");
         b.rule(
             o,
@@ -530,7 +542,17 @@ impl Builder {
             ]
             .concat(),
         );
+    }
 
+    /// The `inbound`, `prerouting` and `raw-output` rules of [`ruleset`].
+    fn inbound_rules(b: &mut Builder) {
+        use CmpOp::{Eq, Neq};
+        const TCP: u8 = 6;
+        const UDP: u8 = 17;
+        let v4 = NFPROTO_IPV4;
+        let v6 = NFPROTO_IPV6;
+        let ret = || verdict(Verdict::Return);
+        let p = |n: u16| n.to_be_bytes();
         let mut redirect = l4(TCP);
         redirect.extend([
             counter(),
@@ -677,7 +699,6 @@ impl Builder {
             ]
             .concat(),
         );
-        b.msgs
     }
 }
 
