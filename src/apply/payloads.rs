@@ -109,8 +109,9 @@ pub fn found(planned: &Ruleset, live: &SaveDump) -> Found {
     if !live.has_istio_state() && planned_builtin_present(planned, live).is_empty() {
         return Found::Absent;
     }
-    // Before the comparison, which looks at the tables that are there: a table missing whole
-    // would otherwise pass as in place.
+    // Before the comparison, which reports every rule of a planned table missing whole as
+    // missing (drift, refused without --reconcile): only this plan's own half-applied state
+    // is completed.
     if let Some(found) = interrupted(planned, live) {
         return found;
     }
@@ -479,6 +480,57 @@ mod tests {
         assert!(diff.contains("ISTIO_DIVERT"), "{diff}");
         let other = restore_payload(&plan(&["-b", "*", "-i", "*", "-p", "15002"]));
         assert!(matches!(found(&rs, &dump(&other)), Found::Differs { .. }));
+    }
+
+    /// The `* TABLE` … `COMMIT` blocks of a restore payload named in `keep`.
+    fn tables(payload: &str, keep: &[&str]) -> String {
+        let mut out = String::new();
+        let mut on = false;
+        for line in payload.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                on = keep.contains(&name.trim());
+            }
+            if on {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_table_missing_whole_is_interrupted_or_drift_never_equal() {
+        let rs = plan(&["-m", "TPROXY", "-b", "*"]);
+        let payload = restore_payload(&rs);
+        let nat = rs.table(TableName::Nat).unwrap().ops.len();
+        let interrupted = |applied: TableName, missing: TableName| Found::Interrupted {
+            applied: vec![applied],
+            missing: vec![missing],
+        };
+        let mangle = tables(&payload, &["mangle"]);
+        assert_eq!(
+            found(&rs, &dump(&mangle)),
+            interrupted(TableName::Mangle, TableName::Nat)
+        );
+        let builtin_nat = format!("{mangle}*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+        assert_eq!(
+            found(&rs, &dump(&builtin_nat)),
+            interrupted(TableName::Mangle, TableName::Nat)
+        );
+        assert_eq!(
+            found(&rs, &dump(&tables(&payload, &["nat"]))),
+            interrupted(TableName::Nat, TableName::Mangle)
+        );
+        // Not this plan's half: drift, and the summary counts the missing table's rules.
+        let tampered = mangle.replace("COMMIT\n", "-A ISTIO_DIVERT -p udp -j RETURN\nCOMMIT\n");
+        let Found::Differs { summary, diff } = found(&rs, &dump(&tampered)) else {
+            panic!("a foreign rule and a missing table are drift")
+        };
+        assert_eq!(summary, format!("IPv4: {nat} missing, 1 unexpected, 0 misordered"));
+        assert!(
+            diff.contains("+ -t nat -A OUTPUT -j ISTIO_OUTPUT  # missing, planned #1\n"),
+            "{diff}"
+        );
     }
 
     #[test]

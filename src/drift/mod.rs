@@ -282,7 +282,9 @@ pub(crate) fn diff_chain<K: Eq + Hash>(
     out.extend(entries);
 }
 
-/// Compares one family's plan with that family's live dump.
+/// Compares one family's plan with that family's live dump. Every planned table is walked
+/// whether or not the dump lists it, so a table missing whole (as an apply interrupted between
+/// two tables' commits leaves it) reports each of its planned rules as missing.
 pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
     let mut entries = Vec::new();
     for table in TableName::ALL {
@@ -500,5 +502,54 @@ mod tests {
             &parse_save(stale, Strictness::Lenient).unwrap(),
         );
         assert_eq!(d.count(DriftKind::Unexpected), 2, "{d}");
+    }
+
+    /// The tables of `payload` named in `keep`, as iptables-restore text.
+    fn only_tables(payload: &str, keep: &[&str]) -> String {
+        let mut out = String::new();
+        let mut on = false;
+        for line in payload.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                on = keep.contains(&name.trim());
+            }
+            if on {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_planned_table_missing_whole_is_all_missing() {
+        let rs = plan_v4(&["-m", "TPROXY", "-b", "*"]);
+        let payload = save_like(&restore_payload(&rs));
+        let nat = rs.table(TableName::Nat).unwrap().ops.len();
+        assert!(nat > 0 && rs.table(TableName::Mangle).is_some());
+        // Absent, a table present with only built-in chains, and one declaring no ISTIO_* chain.
+        let mangle = only_tables(&payload, &["mangle"]);
+        let variants = [
+            mangle.clone(),
+            format!("{mangle}*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"),
+            format!("{mangle}*nat\n:KUBE-X - [0:0]\n-A OUTPUT -j KUBE-X\nCOMMIT\n"),
+        ];
+        for text in variants {
+            let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap());
+            let missing: Vec<&DriftEntry> = d.entries.iter().filter(|e| e.table == "nat").collect();
+            assert_eq!(missing.len(), nat, "{text}\n{d}");
+            assert!(
+                missing
+                    .iter()
+                    .all(|e| e.kind == DriftKind::Missing && e.planned_at.is_some()),
+                "{d}"
+            );
+            assert_eq!(d.count(DriftKind::Missing), nat, "{d}");
+            assert!(
+                d.summary().starts_with(&format!("IPv4: {nat} missing, 0 unexpected")),
+                "{}",
+                d.summary()
+            );
+            assert!(d.live_has_istio);
+        }
     }
 }

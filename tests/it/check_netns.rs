@@ -647,3 +647,78 @@ fn check_compact_rules_against_the_kernel() {
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     assert!(out.contains("in sync"), "{out}");
 }
+
+/// The `* TABLE` … `COMMIT` block of a restore payload.
+fn table_block(payload: &str, table: &str) -> String {
+    let start = payload.find(&format!("* {table}\n")).expect("table in payload");
+    let end = start + payload[start..].find("COMMIT\n").unwrap() + "COMMIT\n".len();
+    payload[start..end].to_string()
+}
+
+/// What an apply interrupted between its two tables' commits leaves: the plan's mangle table
+/// alone. Every planned nat rule is missing (text and JSON), whether the nat table is absent,
+/// there with only its built-in chains, or there with a foreign chain.
+#[test]
+fn check_reports_a_planned_table_missing_whole() {
+    needs_netns!();
+    let args = ["-m", "TPROXY", "-b", "*"];
+    let payload = render(&args, "v4");
+    let nat = table_block(&payload, "nat");
+    let nat_rules = nat
+        .lines()
+        .filter(|l| l.starts_with("-A ") || l.starts_with("-I "))
+        .count();
+    assert!(nat_rules > 0, "{payload}");
+    for variant in VARIANTS {
+        let ipt = tool(variant, "v4", "");
+        let nat_states: [(&str, &[&[&str]]); 3] = [
+            ("absent", &[]),
+            ("built-in chains only", &[&["-t", "nat", "-L", "-n"]]),
+            (
+                "a foreign chain",
+                &[
+                    &["-t", "nat", "-N", "KUBE-X"],
+                    &["-t", "nat", "-A", "OUTPUT", "-j", "KUBE-X"],
+                ],
+            ),
+        ];
+        for (what, commands) in nat_states {
+            let ns = Netns::ipv4("ckhalf");
+            add_apply_routes(&ns, true, false);
+            load(&ns, variant, "v4", &table_block(&payload, "mangle"));
+            for argv in commands {
+                assert!(ns.run(&ipt, argv).status.success(), "{ipt} {argv:?}");
+            }
+            let (code, out, err) = check_ns(&ns.name, &args);
+            assert_eq!(code, 1, "{variant} {what}: {out}{err}");
+            assert!(
+                out.starts_with(&format!(
+                    "# IPv4 (iptables-{variant}-save): {nat_rules} missing, 0 unexpected, 0 misordered\n"
+                )),
+                "{variant} {what}: {out}"
+            );
+            let missing: Vec<&str> = out.lines().filter(|l| l.starts_with("+ -t nat -A ")).collect();
+            assert_eq!(missing.len(), nat_rules, "{variant} {what}: {out}");
+            assert!(
+                out.contains("+ -t nat -A OUTPUT -j ISTIO_OUTPUT  # missing, planned #1\n"),
+                "{variant} {what}: {out}"
+            );
+            assert!(!out.contains("-t mangle"), "{variant} {what}: {out}");
+
+            let (code, out, _) = check_ns(&ns.name, &[&args[..], &["--format", "json"]].concat());
+            assert_eq!(code, 1, "{out}");
+            let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let v4 = &doc["families"][0];
+            assert_eq!(v4["in_sync"], false, "{out}");
+            assert_eq!(v4["missing"], nat_rules, "{out}");
+            let entries = v4["entries"].as_array().unwrap();
+            assert_eq!(entries.len(), nat_rules, "{out}");
+            assert!(
+                entries
+                    .iter()
+                    .all(|e| e["kind"] == "missing" && e["table"] == "nat" && e["planned_at"].is_u64()),
+                "{out}"
+            );
+        }
+    }
+}
