@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::support::api::{Rule, Strictness, TableName, parse_save};
 use crate::support::netfilter::render as render_payload;
-use crate::support::{Meshcap, Netns, Run, SIDECAR, Variant, needs_netns};
+use crate::support::{Meshcap, Netns, Run, SIDECAR, TempDir, Variant, needs_netns};
 
 /// The variants, in the order these tests always used.
 const VARIANTS: [Variant; 2] = [Variant::Legacy, Variant::Nft];
@@ -103,11 +103,14 @@ fn outcome(run: Run) -> (i32, String, String) {
     (run.code.unwrap_or(-1), run.stdout, run.stderr)
 }
 
-/// `iptables-save | meshcap check --from-save /dev/stdin --family F ARGS` → (exit, stdout,
-/// stderr).
+/// `meshcap check --from-save DUMP --family F ARGS` with the dump in a file (meshcap reads
+/// only regular files) → (exit, stdout, stderr).
 fn check_dump(dump: &str, family: &str, args: &[&str]) -> (i32, String, String) {
-    let check = Meshcap::new().args(["check", "--from-save", "/dev/stdin", "--family", family]);
-    outcome(check.args(args).stdin(dump).run())
+    let dir = TempDir::new("ckdump");
+    let file = dir.write("dump", dump);
+    let file = file.to_str().expect("UTF-8 path");
+    let check = Meshcap::new().args(["check", "--from-save", file, "--family", family]);
+    outcome(check.args(args).run())
 }
 
 #[test]
@@ -721,4 +724,17 @@ fn check_reports_a_planned_table_missing_whole() {
             );
         }
     }
+}
+
+/// A dump piped in (`--from-save /dev/stdin`) is not a regular file: refused at once, naming
+/// it, instead of reading an unbounded stream (docs/security.md).
+#[test]
+fn a_piped_dump_is_refused_naming_the_file() {
+    Meshcap::new()
+        .args(["check", "--from-save", "/dev/stdin"])
+        .stdin("*nat\nCOMMIT\n")
+        .run()
+        .expect_exit(2)
+        .stderr_contains("'/dev/stdin'")
+        .stderr_contains("not a regular file");
 }
