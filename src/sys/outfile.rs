@@ -1,22 +1,45 @@
 //! A file meshcap writes whole or not at all (`DRY_RUN_FILE_PATH`).
 //!
 //! [`Pending::open`] runs before the work that produces the content, so a path that cannot be
-//! written fails first, as a bad value naming its setting. It creates a temporary file beside
-//! the target; [`Pending::commit`] fills it once and renames it over the target, so a reader sees
-//! the old file or the complete new one, never a part of it, and no byte of a longer old file
-//! survives. (Istio rewrites the file in place after every recorded command without truncating
-//! it.) A run that fails before the commit leaves the target as it was and removes the
-//! temporary file. A target that exists and is not a regular file (`/dev/stdout`, a FIFO) is
-//! written directly; a symbolic link is followed (the file it points to is replaced, the link
-//! stays).
+//! written fails first, as a bad value naming its setting, and nothing is written. It creates a
+//! temporary file beside the target; [`Pending::commit`] fills it once and renames it over the
+//! target, so a reader sees the old file or the complete new one, never a part of it, and no
+//! byte of a longer old file survives. (Istio rewrites the file in place after every recorded
+//! command without truncating it.) A run that fails before the commit leaves the target as it
+//! was and removes the temporary file. Up front, without ever opening anything but a regular
+//! file (so nothing can block):
+//!
+//! - An existing target that is not a regular file (a FIFO with no reader would block the
+//!   open forever, a device, a socket) is refused; so is a directory.
+//! - A symbolic link at the target is followed only when it is owned by root or by the caller,
+//!   as `fs.protected_symlinks` would: a link planted by another user in a directory they own
+//!   must not make root replace the file it points to. Each link of a chain is checked; its
+//!   owner and text are read from one `O_PATH` descriptor, so it cannot be swapped in between.
+//!   (Links in the directory part are the kernel's to follow.)
+//! - A target that is itself a mount point (a Kubernetes `subPath` mount binds a single file)
+//!   cannot be renamed over (`EBUSY`). It is recognised with `statx`: the kernel's
+//!   `STATX_ATTR_MOUNT_ROOT` where it reports it (Linux 5.8+), else a mount id (or, before
+//!   `STATX_MNT_ID`, a device) differing from its directory's. Such a file is opened for
+//!   writing at once (a refusal shows before the run) and at the commit overwritten in place
+//!   and truncated to the new length: the one case where a reader may see a part of the stream.
+//!
+//! The temporary name is short (`.meshcap-PID-N.tmp`, not derived from the target's), so a
+//! target whose name is near `NAME_MAX` (255 bytes) works.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::CString;
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, quote};
+use crate::sys::host::kind_of;
 use crate::values::OutFile;
+
+/// Links followed at most before a chain is refused (the kernel's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
 
 /// An output file opened for one complete write.
 #[derive(Debug)]
@@ -33,8 +56,8 @@ pub struct Pending {
 enum Sink {
     /// A temporary file in the target's directory, renamed over the target on commit.
     Temp { path: PathBuf, file: File },
-    /// A device or FIFO, written as it is.
-    Direct(File),
+    /// A regular file that is a mount point, overwritten in place on commit.
+    InPlace(File),
 }
 
 fn shown(path: &Path) -> String {
@@ -46,33 +69,46 @@ impl Pending {
     pub fn open(file: &OutFile, source: &str) -> Result<Pending> {
         let invalid = |why: String| Error::invalid(source, file.as_str(), why);
         let given = file.path();
-        let target = match fs::symlink_metadata(given) {
-            Ok(m) if m.file_type().is_symlink() => fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf()),
-            _ => given.to_path_buf(),
-        };
+        // What the path names once the kernel follows every link (`stat` opens nothing, so a
+        // FIFO cannot block it; it also sees through /proc's magic links such as /dev/stdout).
+        match fs::metadata(given) {
+            Ok(m) if m.is_dir() => return Err(invalid("it is a directory; name a file".into())),
+            Ok(m) if !m.is_file() => {
+                return Err(invalid(format!(
+                    "it is {}; name a regular file",
+                    kind_of(m.file_type())
+                )));
+            }
+            _ => {}
+        }
+        let (target, found) = resolve(given).map_err(invalid)?;
         let pending = |sink| Pending {
             shown: file.as_str().to_string(),
             source: source.to_string(),
             target: target.clone(),
             sink: Some(sink),
         };
-        let permissions = match fs::metadata(&target) {
-            Ok(m) if m.is_dir() => return Err(invalid("it is a directory; name a file".into())),
-            Ok(m) if !m.is_file() => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&target)
-                    .map_err(|e| invalid(format!("cannot open it for writing: {e}")))?;
-                return Ok(pending(Sink::Direct(f)));
-            }
-            Ok(m) => Some(m.permissions()),
-            // (A file as a directory part shows below, as the directory that is not one.)
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => None,
-            Err(e) => return Err(invalid(format!("cannot use it: {e}"))),
-        };
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
+        };
+        let permissions = match found {
+            Some(m) if m.is_dir() => return Err(invalid("it is a directory; name a file".into())),
+            Some(m) if !m.is_file() => {
+                return Err(invalid(format!(
+                    "it is {}; name a regular file",
+                    kind_of(m.file_type())
+                )));
+            }
+            Some(m) => {
+                if is_mount_point(&target, &dir, &m) {
+                    return open_in_place(&target)
+                        .map(|f| pending(Sink::InPlace(f)))
+                        .map_err(invalid);
+                }
+                Some(m.permissions())
+            }
+            None => None,
         };
         match fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
@@ -82,15 +118,11 @@ impl Pending {
             }
             Err(e) => return Err(invalid(format!("cannot use the directory {}: {e}", shown(&dir)))),
         }
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         // A name taken by a file an earlier, killed run left (a pid is reused in containers)
         // moves on to the next suffix.
         let mut attempt = 0u32;
         let (path, file) = loop {
-            let path = dir.join(format!(".{name}.meshcap-{}-{attempt}.tmp", std::process::id()));
+            let path = dir.join(format!(".meshcap-{}-{attempt}.tmp", std::process::id()));
             match OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path) {
                 Ok(f) => break (path, f),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
@@ -117,7 +149,11 @@ impl Pending {
             err: e,
         };
         match self.sink.take().expect("committed once") {
-            Sink::Direct(mut f) => f.write_all(bytes).map_err(|e| err(e, &self.shown)),
+            Sink::InPlace(mut f) => f
+                .write_all(bytes)
+                .and_then(|()| f.set_len(bytes.len() as u64))
+                .and_then(|()| f.flush())
+                .map_err(|e| err(e, &self.shown)),
             Sink::Temp { path, mut file } => {
                 let result = file
                     .write_all(bytes)
@@ -138,6 +174,107 @@ impl Drop for Pending {
         if let Some(Sink::Temp { path, .. }) = &self.sink {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+/// Follows the symbolic links at `given` (the last component, link after link), refusing one
+/// owned by neither root nor the caller. Returns the path reached and its `lstat`, `None` when
+/// nothing is there (the file is to be created).
+fn resolve(given: &Path) -> std::result::Result<(PathBuf, Option<Metadata>), String> {
+    // SAFETY: geteuid has no preconditions.
+    let caller = unsafe { libc::geteuid() };
+    let mut path = given.to_path_buf();
+    for _ in 0..=MAX_LINKS {
+        let link = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok((path, None)),
+            Err(e) => return Err(format!("cannot use {}: {e}", shown(&path))),
+        };
+        let meta = link
+            .metadata()
+            .map_err(|e| format!("cannot use {}: {e}", shown(&path)))?;
+        if !meta.file_type().is_symlink() {
+            return Ok((path, Some(meta)));
+        }
+        if meta.uid() != 0 && meta.uid() != caller {
+            return Err(format!(
+                "refusing to follow the symbolic link {} owned by uid {} (neither root nor the caller)",
+                shown(&path),
+                meta.uid()
+            ));
+        }
+        let text = read_link_fd(&link).map_err(|e| format!("cannot read the symbolic link {}: {e}", shown(&path)))?;
+        path = match path.parent() {
+            Some(base) => base.join(text),
+            None => text,
+        };
+    }
+    Err(format!("too many levels of symbolic links at {}", shown(given)))
+}
+
+/// The text of the symbolic link `link` (an `O_PATH | O_NOFOLLOW` descriptor of it).
+fn read_link_fd(link: &File) -> std::io::Result<PathBuf> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: the descriptor is open, the empty path names it (Linux 2.6.39+) and buf is
+    // writable for its length.
+    let n = unsafe { libc::readlinkat(link.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// Whether the regular file `target` (with `lstat` `meta`) is the root of a mount, as a file
+/// bind mount is: see the module documentation.
+fn is_mount_point(target: &Path, dir: &Path, meta: &Metadata) -> bool {
+    let (Some(file), Some(parent)) = (statx(target), statx(dir)) else {
+        return fs::metadata(dir).is_ok_and(|d| d.dev() != meta.dev());
+    };
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if file.stx_attributes_mask & root != 0 {
+        return file.stx_attributes & root != 0;
+    }
+    let id = libc::STATX_MNT_ID;
+    if file.stx_mask & id != 0 && parent.stx_mask & id != 0 {
+        return file.stx_mnt_id != parent.stx_mnt_id;
+    }
+    (file.stx_dev_major, file.stx_dev_minor) != (parent.stx_dev_major, parent.stx_dev_minor)
+}
+
+fn statx(path: &Path) -> Option<libc::statx> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path and buf a writable statx.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    (rc == 0).then_some(buf)
+}
+
+/// Opens the regular file `target` for writing without truncating it yet; non-blocking and
+/// not following a link, and checked again once open (it may have been swapped).
+fn open_in_place(target: &Path) -> std::result::Result<File, String> {
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(|e| format!("cannot open it for writing: {e}"))?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(f),
+        Ok(m) => Err(format!("it is {}; name a regular file", kind_of(m.file_type()))),
+        Err(e) => Err(format!("cannot use it: {e}")),
     }
 }
 
@@ -210,11 +347,112 @@ mod tests {
     }
 
     #[test]
-    fn a_device_is_written_directly() {
-        Pending::open(&OutFile::parse("/dev/null").unwrap(), "X")
+    fn a_fifo_or_a_device_is_refused_without_opening_it() {
+        let dir = scratch("fifo");
+        let fifo = dir.join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: c is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No reader: an open for writing would block forever (or fail with ENXIO if
+        // non-blocking); the refusal comes from the file type alone.
+        let e = Pending::open(&out(&fifo), "DRY_RUN_FILE_PATH").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "invalid value '{}' for 'DRY_RUN_FILE_PATH': it is a FIFO; name a regular file",
+                fifo.display()
+            )
+        );
+        // Through a link too (the caller's own, so followed).
+        std::os::unix::fs::symlink("fifo", dir.join("link")).unwrap();
+        assert!(
+            Pending::open(&out(&dir.join("link")), "X")
+                .unwrap_err()
+                .to_string()
+                .ends_with("it is a FIFO; name a regular file")
+        );
+        let e = Pending::open(&OutFile::parse("/dev/null").unwrap(), "X")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("it is a character device; name a regular file"), "{e}");
+        assert_eq!(entries(&dir), ["fifo", "link"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_name_near_name_max_works() {
+        let dir = scratch("long");
+        let name = "n".repeat(240);
+        let target = dir.join(&name);
+        let p = Pending::open(&out(&target), "X").unwrap();
+        // The temporary name does not grow with the target's.
+        assert!(
+            entries(&dir).iter().all(|n| n.len() <= name.len()),
+            "{:?}",
+            entries(&dir)
+        );
+        p.commit(b"x\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "x\n");
+        assert_eq!(entries(&dir), [name]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_chain_of_links_is_followed_to_its_end() {
+        let dir = scratch("chain");
+        fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub/second", dir.join("first")).unwrap();
+        // Relative to the link's own directory.
+        std::os::unix::fs::symlink("real", dir.join("sub/second")).unwrap();
+        Pending::open(&out(&dir.join("first")), "X")
             .unwrap()
-            .commit(b"x\n")
+            .commit(b"c\n")
             .unwrap();
+        assert_eq!(fs::read_to_string(dir.join("sub/real")).unwrap(), "c\n");
+        assert!(
+            fs::symlink_metadata(dir.join("first"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A loop is refused, not followed forever.
+        std::os::unix::fs::symlink("loop", dir.join("loop")).unwrap();
+        let e = Pending::open(&out(&dir.join("loop")), "X").unwrap_err().to_string();
+        assert!(e.contains("too many levels of symbolic links"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_owned_by_another_user_is_not_followed() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // Giving a link away takes root (the integration test covers it as root too).
+        }
+        let dir = scratch("foreign");
+        fs::write(dir.join("real"), "keep\n").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = Pending::open(&out(&link), "DRY_RUN_FILE_PATH").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "invalid value '{0}' for 'DRY_RUN_FILE_PATH': refusing to follow the symbolic link '{0}' owned by uid 65534 (neither root nor the caller)",
+                link.display()
+            )
+        );
+        assert_eq!(fs::read_to_string(dir.join("real")).unwrap(), "keep\n");
+        assert_eq!(entries(&dir), ["link", "real"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_plain_file_is_not_a_mount_point() {
+        let dir = scratch("mount");
+        fs::write(dir.join("f"), "").unwrap();
+        let meta = fs::symlink_metadata(dir.join("f")).unwrap();
+        assert!(!is_mount_point(&dir.join("f"), &dir, &meta));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
