@@ -17,6 +17,15 @@ use crate::model::{
 use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec, parse_ip};
 
 /// How to treat rules of meshcap's chains that cannot be parsed.
+///
+/// Decided on purpose: **every reader of live or user-given state is lenient** (apply, check,
+/// cleanup, `trace --from-save`, `check --from-save`). A rule meshcap does not understand
+/// inside an `ISTIO_*` chain — another tool's or another version's — must still be seen: drift
+/// reports it as unexpected (it never equals a planned rule), cleanup removes it by its tokens,
+/// and the tracer stops with an error naming it when a packet reaches it. A strict parse would
+/// instead fail the whole read, and apply could neither refuse with a diff nor clean up.
+/// [`Strictness::Strict`] is the assertion that meshcap's *own* output is fully understood:
+/// the round-trip tests, the kernel tests (`check_netns`) and the fuzz targets use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strictness {
     /// An unknown option in an `ISTIO_*` chain (or in a jump to one) is an error.
