@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""meshcap's hostile-scale benchmark (issue 17): work bounded by the input's size.
+"""meshcap's hostile-scale benchmark: work bounded by the input's size.
 
 Run as root on a machine where `ip netns add` works, after `cargo build --release`:
 `python3 bench/hostile.py [parse] [live] [cleanup] [limits]` (all sections by default).
@@ -18,7 +18,7 @@ limits   the rule-count limit: the refusal's time, and render/apply just under t
          (time, peak RSS of meshcap; RSS at the limit must stay ≤ 100 MB). Not written yet.
 
 Figures (2 shared cores under heavy load from other builds, one run each; before = the
-release binary of the base branch, after = issue 17's changes):
+release binary of the base branch, after = the linear parser and cleanup):
 
   case                                   before        after
   parse 25k / 50k / 100k chains          3.4 / 14.5 / 64.1 s   0.09 / 0.18 / 0.49 s

@@ -195,7 +195,7 @@ fn entry_line(op: &str, chain: &str, e: &SavedEntry) -> String {
 /// Up to this many of meshcap's rules in one chain are deleted one `-D` at a time; past it
 /// the chain is rebuilt (flushed, its foreign rules appended again in order), since each
 /// `-D` searches the chain and many of them made cleanup quadratic: 16,000 `-c` interfaces
-/// took 5.6 s to clean, 300 × 300 `-k`/`-i` 134 s (issue 17). Below it, `-D` keeps the
+/// took 5.6 s to clean, 300 × 300 `-k`/`-i` 134 s. Below it, `-D` keeps the
 /// foreign rules' counters and any rule added after the dump was read.
 const DELETE_MAX: usize = 8;
 

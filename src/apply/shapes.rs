@@ -1,6 +1,6 @@
 //! The rules meshcap's plans put in built-in chains that do not jump to an `ISTIO_*` chain,
 //! recognised by their shape alone, so that a cleanup given other flags than the apply (or
-//! none, as `istio-clean-iptables` often is) still removes them (issue 17). Only these shapes,
+//! none, as `istio-clean-iptables` often is) still removes them. Only these shapes,
 //! in these tables and chains, ever come from a plan (`plan::build`, steps 1, 2 and 19):
 //!
 //! | table/chain | shape | plan step |

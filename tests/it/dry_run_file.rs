@@ -1,7 +1,7 @@
 //! `DRY_RUN_FILE_PATH` beyond what the golden cases pin (`golden/dryrun-file-*`): a directory
 //! meshcap may not write into is refused before the run (as a user without write access; root
 //! writes anywhere), and without a dry run the variable is not read at all (a real apply, in a
-//! namespace this test creates). Hostile targets (issue 17): a FIFO without a reader is refused
+//! namespace this test creates). Hostile targets: a FIFO without a reader is refused
 //! at once, a file bind-mounted over the target (a Kubernetes `subPath`, in a private mount
 //! namespace) is written in place or refused before the run, a 240-byte name works, and a
 //! symbolic link is followed only when owned by root or the caller.

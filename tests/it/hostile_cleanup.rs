@@ -1,4 +1,4 @@
-//! Cleanup that always cleans (issue 17), with the real iptables in namespaces these tests
+//! Cleanup that always cleans, with the real iptables in namespaces these tests
 //! create: `istio-clean-iptables` without the apply's flags removes every rule meshcap put in
 //! built-in chains (found by shape), a cleanup of many rules rebuilds the affected chains
 //! keeping foreign rules in order, and live chain names that need quoting (`ISTIO_x"y`) are

@@ -1,4 +1,4 @@
-//! Interrupted runs (issue 17), with the real iptables in namespaces these tests create.
+//! Interrupted runs, with the real iptables in namespaces these tests create.
 //! iptables-restore commits table by table, so a meshcap killed mid-restore leaves a family
 //! with some tables applied and others not. The next run of the same plan recognises exactly
 //! that state and completes it without `--reconcile`; anything else stays refused. A SIGINT

@@ -1,4 +1,4 @@
-//! Unbounded reads (issue 17): every file meshcap reads — resolv.conf, a `--from-save` dump,
+//! Unbounded reads: every file meshcap reads — resolv.conf, a `--from-save` dump,
 //! /etc/passwd and /etc/group — must be a regular file of bounded size. A device, a FIFO with
 //! no writer or an oversized file is refused at once, naming the file; nothing hangs.
 

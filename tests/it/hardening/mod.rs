@@ -1,4 +1,4 @@
-//! Hostile input, faults and odd environments (issue 9), each in a namespace the test creates:
+//! Hostile input, faults and odd environments, each in a namespace the test creates:
 //! [`inject`] (bad values are refused and nothing is applied), [`faults`] (rollback, a held
 //! xtables lock, SIGKILL, a deleted namespace, a missing kernel feature, bad namespace paths),
 //! [`environments`] (missing binaries, only one iptables variant, a read-only `/run`).

@@ -566,7 +566,7 @@ impl Lab {
         }
     }
 
-    /// The packet as `meshcap trace` describes one (issue 6 syntax), as seen by the pod.
+    /// The packet as `meshcap trace` describes one, as seen by the pod.
     pub fn trace_packet(&self, case: &Case, client: Option<SocketAddr>) -> String {
         let src = client.map_or_else(
             || case.src.map_or("?".to_string(), |s| sa(s, 0).to_string()),
