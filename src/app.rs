@@ -145,7 +145,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
         }
         plan.validate(Backend::Nft)
             .map_err(|(family, e)| plan::inconsistent(family, e))?;
-        let tx = nft::text::transaction(&plan)
+        let tx = nft::lower::transaction(&plan)
             .map_err(|e| Error::Other(format!("internal error: the nftables plan is inconsistent: {e}")))?;
         let text = tx.text();
         // As below: the process ends after printing; the kernel reclaims the memory.

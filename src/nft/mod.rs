@@ -1,6 +1,10 @@
-//! nftables: the transaction IR with its text codec ([`text`], Istio's `nft -f` input) and the
-//! reader of the kernel's JSON listing ([`listing`]).
+//! nftables: one IR ([`ir`]: tables, chains, rules as statements, the transaction, the state)
+//! with its codecs side by side: [`lower`] builds the IR from the plan, [`text`] spells it as
+//! Istio's `nft -f` transaction, [`listing`] reads the kernel's JSON listing into it, and
+//! [`model`] reads an IR rule in the rule model's terms (for the tracer and drift).
 
+pub mod ir;
 pub mod listing;
+pub mod lower;
 pub mod model;
 pub mod text;

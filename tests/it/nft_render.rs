@@ -9,7 +9,8 @@ use std::process::Output;
 
 use clap::Parser;
 use meshcap::cli::{Cli, Command};
-use meshcap::nft::text::{Transaction, apply_transaction, cleanup_transaction};
+use meshcap::nft::ir::Transaction;
+use meshcap::nft::lower::{apply_transaction, cleanup_transaction};
 use meshcap::plan::Plan;
 use meshcap::plan::for_render as plan_for_render;
 use meshcap::sys::host::Env;
@@ -356,8 +357,8 @@ fn apply_transaction_converges_from_an_earlier_configuration() {
             assert_eq!(apply(&ns, to, &apply_transaction(p_to).unwrap()), listing);
 
             let ns = NetNs::new("istio");
-            apply(&ns, from, &meshcap::nft::text::transaction(p_from).unwrap());
-            let istio = apply(&ns, to, &meshcap::nft::text::transaction(p_to).unwrap());
+            apply(&ns, from, &meshcap::nft::lower::transaction(p_from).unwrap());
+            let istio = apply(&ns, to, &meshcap::nft::lower::transaction(p_to).unwrap());
             istio_style_differs |= normalized(&istio) != normalized(&fresh[j]);
         }
     }
