@@ -31,7 +31,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::nft::ir::{self as state, NftOp, NftState, NftTable, Transaction};
+use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
 use crate::nft::lower::{apply_transaction, cleanup_transaction};
 use crate::plan::Plan;
 use crate::sys::exec::{Cmd, System, run_ok};
@@ -192,7 +192,7 @@ impl NftCtx<'_> {
     pub fn apply(&self, plan: &Plan) -> Result<()> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
-        let planned = state::planned(&tx);
+        let planned = ir::planned(&tx);
         let live = match self.our_tables() {
             Some(t) if t.is_empty() => NftState::default(),
             _ => live::nft::read_listing(self.sys, self.ns)?,
@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn equal_state_costs_one_listing_and_drift_is_refused() {
         let (c, p) = sidecar();
-        let live = state::planned(&planned_transaction(&p).unwrap());
+        let live = ir::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
         let rec = nft(live.clone(), "1.0.6");
         run_apply(&rec, &k, &c, &p).unwrap();
