@@ -291,24 +291,11 @@ impl Direction {
     }
 }
 
+/// Which socket owner a match looks at: `skuid` or `skgid` ([`MetaKey::owner`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OwnerKind {
     Uid,
     Gid,
-}
-
-impl OwnerKind {
-    /// The `meta` key: `skuid` / `skgid`.
-    pub fn word(self) -> &'static str {
-        match self {
-            OwnerKind::Uid => "skuid",
-            OwnerKind::Gid => "skgid",
-        }
-    }
-
-    pub fn from_word(word: &str) -> Option<OwnerKind> {
-        [OwnerKind::Uid, OwnerKind::Gid].into_iter().find(|k| k.word() == word)
-    }
 }
 
 /// The network-layer protocol of an address match (and of `tproxy ip|ip6`): `ip` / `ip6`.
@@ -391,8 +378,8 @@ impl MetaKey {
             MetaKey::Iifname => "iifname",
             MetaKey::Oifname => "oifname",
             MetaKey::L4proto => "l4proto",
-            MetaKey::Skuid => OwnerKind::Uid.word(),
-            MetaKey::Skgid => OwnerKind::Gid.word(),
+            MetaKey::Skuid => "skuid",
+            MetaKey::Skgid => "skgid",
             MetaKey::Mark => "mark",
         }
     }
