@@ -177,7 +177,7 @@ pub fn compare(planned: &NftState, live: &NftState, ids: &Ids) -> NftDrift {
 mod tests {
     use super::*;
     use crate::model::Proto;
-    use crate::nft::ir::{Direction, Policy, Stmt, Transaction, planned};
+    use crate::nft::ir::{BaseChain, ChainType, Direction, NftHook, Policy, Stmt, Transaction, planned};
     use crate::nft::listing::{listing_json, parse_listing};
     use crate::values::{Port, PortSpec};
 
@@ -347,5 +347,26 @@ mod tests {
         // Through nft's JSON and back: the same differences.
         let back = parse_listing(&listing_json(&live)).unwrap();
         assert_eq!(compare(&p, &back, &ids), d);
+
+        // A base chain on a hook meshcap never uses is drift too, shown as nft lists it.
+        let mut live = p.clone();
+        let ingress = BaseChain {
+            kind: ChainType::Filter,
+            hook: NftHook::Ingress,
+            priority: 0,
+            policy: Policy::Accept,
+        };
+        live.chains.insert(
+            ("istio-proxy-nat".into(), "in".into()),
+            ChainState {
+                base: Some(ingress),
+                rules: Vec::new(),
+            },
+        );
+        let d = compare(&p, &live, &ids);
+        assert_eq!(
+            d.lines(),
+            "- add chain inet istio-proxy-nat in { type filter hook ingress priority 0 ; }  # unexpected chain\n"
+        );
     }
 }

@@ -7,11 +7,13 @@
 //! strict inside meshcap's tables: an expression or an option meshcap never writes (a named
 //! counter, `redirect … random`, `ct original mark`, …) makes the rule unknown (so it never
 //! equals a planned one) rather than being read as something close, and a malformed item is
-//! an error. Why JSON and not the text listing: values come typed and unquoted (interface
+//! an error. A base chain's type, hook and policy are read into the IR's words, which cover
+//! every word nft lists for an `inet` chain (`ingress` too, though meshcap never declares one:
+//! such a chain is drift); any other word makes the listing malformed. Why JSON and not the text listing: values come typed and unquoted (interface
 //! names, marks as numbers, prefixes as address + length), counters apart, every object with
 //! its table and chain; nothing is re-tokenised.
 //!
-//! The writer of the same layout ([`listing_json`]) exists for tests and the fuzz target only
+//! The writer of the same layout (`listing_json`) exists for tests and the fuzz target only
 //! (`cfg(test)` or the `fuzzing` feature); the product never writes a listing.
 
 use std::net::IpAddr;
