@@ -171,7 +171,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
         }
         plan.validate(Backend::Nft)
             .map_err(|(family, e)| Error::inconsistent(family, e))?;
-        let tx = nft::text::transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
+        let tx = nft::lower::transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let text = tx.text();
         crate::speed::keep_until_exit((plan, tx));
         text

@@ -11,7 +11,7 @@ use meshcap::cli::{Cli, Command};
 use meshcap::sys::host::Env;
 use meshcap::iptables::parse::{Strictness, parse_save};
 use meshcap::iptables::render::restore_payload;
-use meshcap::nft::text::Transaction;
+use meshcap::nft::ir::Transaction;
 use meshcap::values::Family;
 
 fn one_op_per_line(tx: &Transaction) {
@@ -46,8 +46,8 @@ fuzz_target!(|data: &[u8]| {
         let back = parse_save(&payload, Strictness::Strict).expect("payload parses back");
         assert_eq!(back.to_ruleset(family).expect("payload converts back"), rs);
     }
-    let tx = meshcap::nft::text::transaction(&plan).expect("an accepted configuration renders an nft transaction");
+    let tx = meshcap::nft::lower::transaction(&plan).expect("an accepted configuration renders an nft transaction");
     one_op_per_line(&tx);
-    let tx = meshcap::nft::text::apply_transaction(&plan).expect("and its apply transaction");
+    let tx = meshcap::nft::lower::apply_transaction(&plan).expect("and its apply transaction");
     one_op_per_line(&tx);
 });

@@ -1,4 +1,4 @@
-//! `nft -j list ruleset` JSON → meshcap's nftables state (`check::nft`, the reader both
+//! `nft -j list ruleset` JSON → meshcap's nftables state (`nft::listing`, the reader both
 //! `check --native-nftables` and the nft apply backend use) → drift against a fixed plan.
 //! Properties: no panic; a parsed state written back in nft's JSON layout parses to the same
 //! state (unknown rules' raw text aside, see `shape`); a state without unknown rules (no canonical key) and objects (which meshcap never
@@ -9,14 +9,16 @@ use std::sync::OnceLock;
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use meshcap::nft::listing::{Ruleset, compare, key, listing_json, parse_listing, planned};
+use meshcap::drift::nft::{compare, key};
+use meshcap::nft::ir::{NftState, planned};
+use meshcap::nft::listing::{listing_json, parse_listing};
 use meshcap::cli::{Cli, Command};
 use meshcap::sys::host::Env;
 use meshcap::trace::Ids;
 
 /// The state a TPROXY + DNS + drop-invalid configuration with IPv6 leaves (every table).
-fn plan_state() -> &'static Ruleset {
-    static PLANNED: OnceLock<Ruleset> = OnceLock::new();
+fn plan_state() -> &'static NftState {
+    static PLANNED: OnceLock<NftState> = OnceLock::new();
     PLANNED.get_or_init(|| {
         let argv = [
             "meshcap", "render", "--native-nftables", "--ipv6", "-m", "TPROXY", "-b", "*", "-i", "*",
@@ -25,14 +27,14 @@ fn plan_state() -> &'static Ruleset {
         let Ok(cli) = Cli::try_parse_from(argv) else { panic!("argv") };
         let Some(Command::Render(args)) = cli.command else { panic!("render") };
         let (_, plan) = meshcap::plan::for_render(&args, &Env::default()).expect("plan");
-        planned(&meshcap::nft::text::apply_transaction(&plan).expect("transaction"))
+        planned(&meshcap::nft::lower::apply_transaction(&plan).expect("transaction"))
     })
 }
 
 /// A state with unknown rules reduced to "unknown": their raw JSON text may come back with a
 /// float printed one ulp apart (serde_json's float parsing is not exactly round-trip; nft
 /// never lists floats), everything else must be identical.
-fn shape(rs: &Ruleset) -> Ruleset {
+fn shape(rs: &NftState) -> NftState {
     let mut out = rs.clone();
     for c in out.chains.values_mut() {
         for r in &mut c.rules {

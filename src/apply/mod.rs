@@ -30,7 +30,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::iptables::parse::{SaveDump, Strictness, parse_save};
 use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
-use crate::nft::text::NftTable;
+use crate::nft::ir::NftTable;
 use crate::plan::{self, Plan};
 use crate::sys::exec::{Cmd, ExecError, RealSystem, System, run_ok};
 use crate::sys::host::Env;

@@ -4,10 +4,10 @@
 //! place of the restores.
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
-//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`, and compared
-//! with the state the transaction produces — both with [`crate::nft::listing`], the one reader
-//! and comparator of nftables state (`check --native-nftables` uses it too): equal → nothing
-//! is done; different → refused without `--reconcile`
+//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`
+//! ([`crate::nft::listing`]), and compared with the state the transaction produces
+//! ([`crate::nft::ir::planned`]) by [`crate::drift::nft::compare`], as `check
+//! --native-nftables` does: equal → nothing is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
 //! tables are deleted and rebuilt in the same transaction. nft commits a transaction
 //! atomically, so there is no window without capture (no guardrails needed) and a failed
@@ -31,8 +31,8 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::error::{Error, Refusal, Result};
-use crate::nft::listing::{self as state, Ruleset};
-use crate::nft::text::{NftOp, NftTable, Transaction, apply_transaction, cleanup_transaction};
+use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
+use crate::nft::lower::{apply_transaction, cleanup_transaction};
 use crate::plan::Plan;
 use crate::sys::exec::{Cmd, System, run_ok};
 use crate::sys::kernel::Kernel;
@@ -182,9 +182,9 @@ impl NftCtx<'_> {
     pub fn apply(&self, plan: &Plan) -> Result<()> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
-        let planned = state::planned(&tx);
+        let planned = ir::planned(&tx);
         let live = match self.our_tables() {
-            Some(t) if t.is_empty() => Ruleset::default(),
+            Some(t) if t.is_empty() => NftState::default(),
             _ => live::nft::read_listing(self.sys, self.ns)?,
         };
         let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
@@ -284,10 +284,10 @@ mod tests {
     }
 
     /// Answers `--version` and `-j list` like nft 1.0.6 holding `live`.
-    fn nft(live: Ruleset, version: &'static str) -> Recorder {
+    fn nft(live: NftState, version: &'static str) -> Recorder {
         Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
             Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
-            Some("-j") => Ok(Output::ok(listing_json(&Ruleset {
+            Some("-j") => Ok(Output::ok(listing_json(&NftState {
                 version: Some(version.to_string()),
                 ..live.clone()
             }))),
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
         let (c, p) = sidecar();
-        let rec = nft(Ruleset::default(), "1.0.6");
+        let rec = nft(NftState::default(), "1.0.6");
         run_apply(&rec, &kernel(&["foreign"]), &c, &p).unwrap();
         assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
         let tx = planned_transaction(&p).unwrap().to_string();
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn equal_state_costs_one_listing_and_drift_is_refused() {
         let (c, p) = sidecar();
-        let live = state::planned(&planned_transaction(&p).unwrap());
+        let live = ir::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
         let rec = nft(live.clone(), "1.0.6");
         run_apply(&rec, &k, &c, &p).unwrap();
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn without_a_netlink_answer_the_state_is_listed() {
         let (c, p) = sidecar();
-        let rec = nft(Ruleset::default(), "1.0.6");
+        let rec = nft(NftState::default(), "1.0.6");
         run_apply(&rec, &FakeKernel::default(), &c, &p).unwrap();
         assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
     }
@@ -356,7 +356,7 @@ mod tests {
         assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
         assert!(rec.commands().is_empty());
         for old in ["1.0.0", "0.9.8"] {
-            let rec = nft(Ruleset::default(), old);
+            let rec = nft(NftState::default(), old);
             let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
             assert!(
                 e.contains("nft version must be v1.0.1 or later") && e.contains(old),
@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
         let (c, _) = sidecar();
-        let rec = nft(Ruleset::default(), "1.0.6");
+        let rec = nft(NftState::default(), "1.0.6");
         let clean = |k: &FakeKernel| {
             NftCtx {
                 sys: &rec,

@@ -122,12 +122,9 @@ pub fn found(planned: &Ruleset, live: &SaveDump) -> Found {
     }
     let mut diff = d.to_string();
     for (t, c) in &stale {
-        diff.push_str(&format!("- -t {t} -N {c}  # unexpected chain\n"));
+        diff.push_str(&drift::report::unexpected_chain(t, c));
     }
-    let mut summary = d.summary();
-    if !stale.is_empty() {
-        summary.push_str(&format!(", {} unexpected chain(s)", stale.len()));
-    }
+    let summary = drift::report::iptables_summary(&d.family.to_string(), &d, stale.len());
     Found::Differs { summary, diff }
 }
 

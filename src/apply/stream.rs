@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::iptables::render::{restore_payload, rule_args};
 use crate::model::{ChainName, TableName, Target};
-use crate::nft::text::{cleanup_transaction, transaction};
+use crate::nft::lower::{cleanup_transaction, transaction};
 use crate::plan::Plan;
 use crate::sys::exec::Cmd;
 use crate::values::Family;

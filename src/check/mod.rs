@@ -11,12 +11,11 @@ use serde::Serialize;
 
 use crate::config::{Config, Ipv6Setting};
 use crate::drift::nft as nft_drift;
-use crate::drift::{self, Drift, DriftKind};
+use crate::drift::{self, Drift, DriftKind, report};
 use crate::error::{Error, Result};
 use crate::iptables::parse::SaveDump;
 use crate::live;
 use crate::model::TableName;
-use crate::nft::listing as nft;
 use crate::plan::{self, Plan};
 use crate::sys::exec::{RealSystem, System};
 use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
@@ -48,15 +47,7 @@ impl FamilyReport {
         if self.in_sync() {
             return format!("{family}: in sync");
         }
-        let mut s = format!(
-            "{family}: {} missing, {} unexpected, {} misordered",
-            self.drift.count(DriftKind::Missing),
-            self.drift.count(DriftKind::Unexpected),
-            self.drift.count(DriftKind::Misordered)
-        );
-        if !self.stale_chains.is_empty() {
-            s.push_str(&format!(", {} unexpected chain(s)", self.stale_chains.len()));
-        }
+        let mut s = report::iptables_summary(&family, &self.drift, self.stale_chains.len());
         for other in &self.also_in {
             s.push_str(&format!("; meshcap's chains also exist in the {other} tables"));
         }
@@ -111,7 +102,7 @@ impl Report {
             out.push_str(&format!("# {}\n", f.summary()));
             out.push_str(&f.drift.to_string());
             for (table, chain) in &f.stale_chains {
-                out.push_str(&format!("- -t {table} -N {chain}  # unexpected chain\n"));
+                out.push_str(&report::unexpected_chain(table, chain));
             }
         }
         if let Some(d) = &self.nft {
@@ -122,7 +113,7 @@ impl Report {
             // The nftables check's own spelling of a table that should not be there.
             out.push_str("# nftables: meshcap's istio-proxy-* tables also exist, packets are captured twice\n");
             for t in &self.also_in_nftables {
-                out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
+                out.push_str(&report::unexpected_nft_table(t));
             }
         }
         for found in &self.also_in_iptables {
@@ -132,7 +123,7 @@ impl Report {
                 found.source, found.family
             ));
             for (table, chain) in &found.chains {
-                out.push_str(&format!("- -t {table} -N {chain}  # unexpected chain\n"));
+                out.push_str(&report::unexpected_chain(table, chain));
             }
         }
         if let Some(r) = &self.routes {
@@ -219,7 +210,11 @@ impl Report {
                 chains: d.chains.clone(),
                 missing_tables: d.missing_tables.clone(),
                 unexpected_tables: d.unexpected_tables.clone(),
-                unexpected_objects: d.unexpected_objects.clone(),
+                unexpected_objects: d
+                    .unexpected_objects
+                    .iter()
+                    .map(|o| format!("{} {} {}", o.kind, o.table, o.name))
+                    .collect(),
             }),
             routes: self.routes.as_ref().map(|r| RoutesDoc {
                 in_sync: r.is_clean(),
@@ -403,9 +398,13 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
         ns: ns_path,
     };
     if config.native_nftables {
-        let tx = crate::nft::text::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
+        let tx = crate::nft::lower::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let live = live::nft::read_listing(&sys, ns_path)?;
-        let drift = nft_drift::compare(&nft::planned(&tx), &live, &crate::sys::host::Ids::from_host()?);
+        let drift = nft_drift::compare(
+            &crate::nft::ir::planned(&tx),
+            &live,
+            &crate::sys::host::Ids::from_host()?,
+        );
         let also_in_iptables = reader
             .residue()?
             .into_iter()

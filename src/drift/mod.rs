@@ -8,9 +8,9 @@
 //! is reported once, as misordered.
 
 pub mod nft;
+pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt;
 use std::hash::Hash;
 
 use crate::iptables::parse::{SaveDump, SavedEntry, is_istio_name};
@@ -57,36 +57,6 @@ impl Drift {
 
     pub fn count(&self, kind: DriftKind) -> usize {
         self.entries.iter().filter(|e| e.kind == kind).count()
-    }
-
-    /// A one-line summary, e.g. `IPv4: 2 missing, 1 unexpected, 0 misordered`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{}: {} missing, {} unexpected, {} misordered",
-            self.family,
-            self.count(DriftKind::Missing),
-            self.count(DriftKind::Unexpected),
-            self.count(DriftKind::Misordered)
-        )
-    }
-}
-
-impl fmt::Display for Drift {
-    /// `+` lines are planned rules the kernel lacks, `-` lines live rules the plan lacks; a
-    /// misordered rule shows as `-` at its live place and `+` at its planned place.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for e in &self.entries {
-            let line = format!("-t {} -A {} {}", e.table, e.chain, e.rule);
-            match e.kind {
-                DriftKind::Missing => writeln!(f, "+ {line}  # missing, planned #{}", e.planned_at.unwrap_or(0))?,
-                DriftKind::Unexpected => writeln!(f, "- {line}  # unexpected, live #{}", e.live_at.unwrap_or(0))?,
-                DriftKind::Misordered => {
-                    writeln!(f, "- {line}  # misordered, live #{}", e.live_at.unwrap_or(0))?;
-                    writeln!(f, "+ {line}  # misordered, planned #{}", e.planned_at.unwrap_or(0))?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Drift for the nftables backend: meshcap's three `inet` tables as the kernel lists them
-//! ([`crate::nft::listing`]) against the ruleset the plan's transaction leaves
-//! ([`crate::nft::listing::planned`]), chain by chain and in order, as for iptables
-//! ([`super::diff_chain`]).
+//! ([`crate::nft::listing`]) against the state the plan's transaction leaves
+//! ([`crate::nft::ir::planned`]), chain by chain and in order, as for iptables
+//! ([`super::diff_chain`]). The report's `+`/`-` lines are spelled in [`super::report`].
 //!
 //! Rules are compared in a canonical form ([`key`]) that undoes what nft normalises when it
 //! lists a ruleset (the `meta l4proto` a port match implies, host bits and `/32`, the order of
@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use super::{DriftEntry, DriftKind, Item, diff_chain};
 use crate::model::{Match, Rule};
-use crate::nft::listing::{BaseSpec, ChainState, LiveRule, Ruleset};
+use crate::nft::ir::{ChainState, NftRule, NftState, Object, StateRule};
 use crate::nft::model::nft_rule_model;
-use crate::nft::text::NftRule;
+use crate::nft::text as nft;
 use crate::sys::host::Ids;
 use crate::values::{Family, Owner};
 
@@ -95,8 +95,8 @@ pub struct NftDrift {
     pub unexpected_tables: Vec<String>,
     /// meshcap's tables that should exist but do not.
     pub missing_tables: Vec<String>,
-    /// Sets, maps and other objects in meshcap's tables, as `<kind> <table> <name>`.
-    pub unexpected_objects: Vec<String>,
+    /// Sets, maps and other objects in meshcap's tables.
+    pub unexpected_objects: Vec<Object>,
 }
 
 impl NftDrift {
@@ -108,99 +108,17 @@ impl NftDrift {
             && self.unexpected_objects.is_empty()
     }
 
-    /// `nftables: in sync`, or e.g. `nftables: 1 missing, 2 unexpected, 0 misordered, 1
-    /// chain(s) and 0 table(s) differ` (`, 1 unexpected object(s)` when there are any).
-    pub fn summary(&self) -> String {
-        if self.is_clean() {
-            return "nftables: in sync".to_string();
-        }
-        let mut s = format!(
-            "nftables: {} missing, {} unexpected, {} misordered, {} chain(s) and {} table(s) differ",
-            self.count(DriftKind::Missing),
-            self.count(DriftKind::Unexpected),
-            self.count(DriftKind::Misordered),
-            self.chains.len(),
-            self.missing_tables.len() + self.unexpected_tables.len()
-        );
-        if !self.unexpected_objects.is_empty() {
-            s.push_str(&format!(", {} unexpected object(s)", self.unexpected_objects.len()));
-        }
-        s
-    }
-
     pub fn count(&self, kind: DriftKind) -> usize {
         self.rules.iter().filter(|r| r.kind == kind).count()
-    }
-
-    /// `+`/`-` lines in `nft -f` syntax.
-    pub fn lines(&self) -> String {
-        let mut out = String::new();
-        for t in &self.missing_tables {
-            out.push_str(&format!("+ add table inet {t}  # missing table\n"));
-        }
-        for t in &self.unexpected_tables {
-            out.push_str(&format!("- add table inet {t}  # unexpected table\n"));
-        }
-        for o in &self.unexpected_objects {
-            let (kind, rest) = o.split_once(' ').unwrap_or((o.as_str(), ""));
-            out.push_str(&format!("- add {kind} inet {rest}  # unexpected {kind}\n"));
-        }
-        for c in &self.chains {
-            let (sign, why) = match c.issue {
-                ChainIssue::Missing => ('+', "missing chain"),
-                ChainIssue::Unexpected => ('-', "unexpected chain"),
-                ChainIssue::Differs => ('+', "chain differs"),
-            };
-            out.push_str(&format!("{sign} {}  # {why}\n", c.text));
-        }
-        for r in &self.rules {
-            let line = format!("add rule inet {} {} {}", r.table, r.chain, r.rule);
-            match r.kind {
-                DriftKind::Missing => out.push_str(&format!(
-                    "+ {line}  # missing, planned #{}\n",
-                    r.planned_at.unwrap_or(0)
-                )),
-                DriftKind::Unexpected => {
-                    out.push_str(&format!("- {line}  # unexpected, live #{}\n", r.live_at.unwrap_or(0)))
-                }
-                DriftKind::Misordered => {
-                    out.push_str(&format!("- {line}  # misordered, live #{}\n", r.live_at.unwrap_or(0)));
-                    out.push_str(&format!(
-                        "+ {line}  # misordered, planned #{}\n",
-                        r.planned_at.unwrap_or(0)
-                    ));
-                }
-            }
-        }
-        out
-    }
-}
-
-fn chain_text(table: &str, chain: &str, base: &Option<BaseSpec>) -> String {
-    match base {
-        Some((kind, hook, prio, policy)) => {
-            // meshcap's base chains accept; another policy is shown.
-            let policy = if policy == "accept" {
-                String::new()
-            } else {
-                format!(" policy {policy} ;")
-            };
-            format!("add chain inet {table} {chain} {{ type {kind} hook {hook} priority {prio} ;{policy} }}")
-        }
-        None => format!("add chain inet {table} {chain}"),
     }
 }
 
 /// Compares the planned ruleset with the live one.
-pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
+pub fn compare(planned: &NftState, live: &NftState, ids: &Ids) -> NftDrift {
     let mut d = NftDrift {
         unexpected_tables: live.tables.difference(&planned.tables).cloned().collect(),
         missing_tables: planned.tables.difference(&live.tables).cloned().collect(),
-        unexpected_objects: live
-            .objects
-            .iter()
-            .map(|(table, kind, name)| format!("{kind} {table} {name}"))
-            .collect(),
+        unexpected_objects: live.objects.iter().cloned().collect(),
         ..NftDrift::default()
     };
     let names: BTreeSet<&(String, String)> = planned
@@ -217,13 +135,13 @@ pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
                 table: table.clone(),
                 chain: chain.clone(),
                 issue: ChainIssue::Missing,
-                text: chain_text(table, chain, &p.base),
+                text: nft::add_chain(table, chain, p.base.as_ref()),
             }),
             (None, Some(l)) => d.chains.push(ChainDrift {
                 table: table.clone(),
                 chain: chain.clone(),
                 issue: ChainIssue::Unexpected,
-                text: chain_text(table, chain, &l.base),
+                text: nft::add_chain(table, chain, l.base.as_ref()),
             }),
             (Some(p), Some(l)) if p.base != l.base => d.chains.push(ChainDrift {
                 table: table.clone(),
@@ -231,13 +149,13 @@ pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
                 issue: ChainIssue::Differs,
                 text: format!(
                     "{} (live: {})",
-                    chain_text(table, chain, &p.base),
-                    chain_text(table, chain, &l.base)
+                    nft::add_chain(table, chain, p.base.as_ref()),
+                    nft::add_chain(table, chain, l.base.as_ref())
                 ),
             }),
             _ => {}
         }
-        let keyed = |rules: &[LiveRule]| -> Vec<Item<RuleKey>> {
+        let keyed = |rules: &[StateRule]| -> Vec<Item<RuleKey>> {
             rules
                 .iter()
                 .enumerate()
@@ -259,13 +177,13 @@ pub fn compare(planned: &Ruleset, live: &Ruleset, ids: &Ids) -> NftDrift {
 mod tests {
     use super::*;
     use crate::model::Proto;
-    use crate::nft::listing::{listing_json, parse_listing, planned};
-    use crate::nft::text::{self as nft, Stmt, Transaction};
+    use crate::nft::ir::{BaseChain, ChainType, Direction, NftHook, Policy, Stmt, Transaction, planned};
+    use crate::nft::listing::{listing_json, parse_listing};
     use crate::values::{Port, PortSpec};
 
     fn tx(args: &[&str]) -> Transaction {
         let plan = crate::plan::testing::plan(args);
-        nft::apply_transaction(&plan).unwrap()
+        crate::nft::lower::apply_transaction(&plan).unwrap()
     }
 
     #[test]
@@ -277,7 +195,7 @@ mod tests {
         let spelled = |stmts: Vec<Stmt>| key(&NftRule { stmts }, &ids);
         let dport = Stmt::Port {
             proto: Proto::Tcp,
-            direction: nft::Direction::Destination,
+            direction: Direction::Destination,
             negated: false,
             ports: vec![PortSpec::Single(Port::new_const(15008))],
         };
@@ -312,7 +230,7 @@ mod tests {
             .unwrap();
         let gone = out.rules.remove(0);
         out.rules.swap(1, 2);
-        out.rules.push(LiveRule {
+        out.rules.push(StateRule {
             stmts: Err("x".into()),
             text: "meta nfproto ipv4 counter return".into(),
         });
@@ -341,7 +259,7 @@ mod tests {
             "{lines}"
         );
         // An empty live ruleset: every table missing.
-        let d = compare(&p, &Ruleset::default(), &ids);
+        let d = compare(&p, &NftState::default(), &ids);
         assert_eq!(d.missing_tables, ["istio-proxy-nat"]);
         assert!(!d.is_clean());
     }
@@ -398,15 +316,19 @@ mod tests {
         let ids = Ids::default();
         let p = planned(&tx(&["-b", "*", "-i", "*"]));
         let mut live = p.clone();
-        live.objects
-            .insert(("istio-proxy-nat".into(), "set".into(), "extra".into()));
+        let extra = Object {
+            table: "istio-proxy-nat".into(),
+            kind: "set".into(),
+            name: "extra".into(),
+        };
+        live.objects.insert(extra.clone());
         let out = live
             .chains
             .get_mut(&("istio-proxy-nat".to_string(), "output".to_string()))
             .unwrap();
-        out.base.as_mut().unwrap().3 = "drop".into();
+        out.base.as_mut().unwrap().policy = Policy::Drop;
         let d = compare(&p, &live, &ids);
-        assert_eq!(d.unexpected_objects, ["set istio-proxy-nat extra"]);
+        assert_eq!(d.unexpected_objects, [extra]);
         let lines = d.lines();
         assert!(
             lines.contains("- add set inet istio-proxy-nat extra  # unexpected set\n"),
@@ -425,5 +347,26 @@ mod tests {
         // Through nft's JSON and back: the same differences.
         let back = parse_listing(&listing_json(&live)).unwrap();
         assert_eq!(compare(&p, &back, &ids), d);
+
+        // A base chain on a hook meshcap never uses is drift too, shown as nft lists it.
+        let mut live = p.clone();
+        let ingress = BaseChain {
+            kind: ChainType::Filter,
+            hook: NftHook::Ingress,
+            priority: 0,
+            policy: Policy::Accept,
+        };
+        live.chains.insert(
+            ("istio-proxy-nat".into(), "in".into()),
+            ChainState {
+                base: Some(ingress),
+                rules: Vec::new(),
+            },
+        );
+        let d = compare(&p, &live, &ids);
+        assert_eq!(
+            d.lines(),
+            "- add chain inet istio-proxy-nat in { type filter hook ingress priority 0 ; }  # unexpected chain\n"
+        );
     }
 }

@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::nft::listing::{Ruleset, parse_listing};
-use crate::nft::text::NftTable;
+use crate::nft::ir::{NftState, NftTable};
+use crate::nft::listing::parse_listing;
 use crate::sys::exec::{Cmd, System, run_ok};
 use crate::sys::kernel::Kernel;
 
 /// The live state of meshcap's tables in `ns`: one `nft -j list ruleset inet`.
-pub fn read_listing(sys: &dyn System, ns: Option<&Path>) -> Result<Ruleset> {
+pub fn read_listing(sys: &dyn System, ns: Option<&Path>) -> Result<NftState> {
     let cmd = Cmd::new("nft", ["-j", "list", "ruleset", "inet"]).netns(ns);
     tracing::debug!("Running command (without lock): {cmd}");
     let out = run_ok(sys, &cmd).map_err(|e| Error::exec("cannot read the live nftables ruleset", e))?;

@@ -1,151 +1,48 @@
-//! `check --native-nftables`: meshcap's three `inet` tables as the kernel lists them
-//! (`nft -j list ruleset`) against the ruleset the plan's transaction leaves
-//! ([`nft::apply_transaction`] with its inserts, flushes and deletes applied).
+//! The JSON codec: `nft -j list ruleset` read into the IR's state view ([`NftState`]), for
+//! drift (`check --native-nftables`, the nft apply backend's state check before writing; see
+//! `drift::nft`). Tables other than meshcap's are never looked at.
 //!
-//! The listing is read back into the renderer's own statements ([`nft::Stmt`]), so both sides
-//! are spelled alike; rules are compared in a canonical form ([`key`]) that undoes what nft
-//! normalises when it lists a ruleset (the `meta l4proto` a port match implies, host bits and
-//! `/32`, the order of a `ct state` set, `meta` before `skuid`). Per chain the comparison is
-//! order-sensitive, as for iptables. Chains and tables that should not exist, missing chains and
-//! base chains with another type, hook, priority or policy count too, and so do sets, maps and
-//! other objects in meshcap's tables (meshcap makes none). Tables other than meshcap's are
-//! never looked at.
+//! The listing is read back into the IR's own statements ([`Stmt`]), with the vocabulary the
+//! text codec spells ([`super::ir`]), so both sides of a comparison are alike. The reader is
+//! strict inside meshcap's tables: an expression or an option meshcap never writes (a named
+//! counter, `redirect … random`, `ct original mark`, …) makes the rule unknown (so it never
+//! equals a planned one) rather than being read as something close, and a malformed item is
+//! an error. A base chain's type, hook and policy are read into the IR's words, which cover
+//! every word nft lists for an `inet` chain (`ingress` too, though meshcap never declares one:
+//! such a chain is drift); any other word makes the listing malformed. Why JSON and not the text listing: values come typed and unquoted (interface
+//! names, marks as numbers, prefixes as address + length), counters apart, every object with
+//! its table and chain; nothing is re-tokenised.
 //!
-//! This is the one reader of the live nftables state: `check --native-nftables` and the nft
-//! apply backend (`apply::nft`, its state check before writing) both use [`read_live`] and
-//! [`compare`]. The parser is strict inside meshcap's tables: an expression or an option
-//! meshcap never writes (a named counter, `redirect … random`, `ct original mark`, …) makes the
-//! rule unknown (so it never equals a planned one) rather than being read as something close.
-//! Why JSON and not the text listing: values come typed and unquoted (interface names, marks as
-//! numbers, prefixes as address + length), counters apart, every object with its table and
-//! chain; nothing is re-tokenised.
+//! The writer of the same layout (`listing_json`) exists for tests and the fuzz target only
+//! (`cfg(test)` or the `fuzzing` feature); the product never writes a listing.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use serde_json::{Map, json};
+use super::ir::{
+    BaseChain, ChainState, ChainType, CtKey, Direction, MetaKey, NftChain, NftHook, NftRule, NftState, NftTable,
+    Object, OwnerKind, Policy, StateRule, Stmt, ct_state_from_word, family_from_word, iface_from_pattern,
+    proto_from_word,
+};
+use crate::values::{Cidr, Family, Mark, Owner, Port, PortSpec, parse_ip};
 
-use crate::model::{CtState, Hook, IstioChain, Proto};
-use crate::nft::text::{self as nft, NftChain, NftOp, NftRule, NftTable, OwnerKind, Stmt, Transaction};
-
-use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec, parse_ip};
-
-/// A base chain's `type`, `hook`, `priority` and `policy`.
-pub type BaseSpec = (String, String, i64, String);
-
-/// One chain of one of meshcap's tables: its base spec (base chains) and rules in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChainState {
-    pub base: Option<BaseSpec>,
-    pub rules: Vec<LiveRule>,
-}
-
-/// A rule: its statements when understood (else why not), and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveRule {
-    pub stmts: Result<NftRule, String>,
-    pub text: String,
-}
-
-/// meshcap's tables and their chains, keyed by (table name, chain name).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ruleset {
-    pub tables: BTreeSet<String>,
-    pub chains: BTreeMap<(String, String), ChainState>,
-    /// Sets, maps, flowtables, named counters, … in meshcap's tables, as (table, kind, name).
-    pub objects: BTreeSet<(String, String, String)>,
-    /// The listing's `metainfo.version` (e.g. `1.0.6`).
-    pub version: Option<String>,
-}
-
-impl Ruleset {
-    /// Whether none of meshcap's tables exists.
-    pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
-    }
-}
-
-fn hook_name(h: Hook) -> &'static str {
-    NftChain::Base(h).name()
-}
-
-/// The ruleset `tx` leaves in the kernel.
-pub fn planned(tx: &Transaction) -> Ruleset {
-    let mut rs = Ruleset::default();
-    let key = |t: &NftTable, c: &NftChain| (t.name().to_string(), c.name().to_string());
-    for op in &tx.ops {
-        match op {
-            NftOp::AddTable(t) => {
-                rs.tables.insert(t.name().to_string());
-            }
-            NftOp::FlushTable(t) => {
-                for ((table, _), chain) in rs.chains.iter_mut() {
-                    if table == t.name() {
-                        chain.rules.clear();
-                    }
-                }
-            }
-            NftOp::DeleteTable(t) => {
-                rs.tables.remove(t.name());
-                rs.chains.retain(|(table, _), _| table != t.name());
-            }
-            NftOp::AddChain(t, c) => {
-                let chain = rs.chains.entry(key(t, c)).or_default();
-                if let NftChain::Base(h) = c {
-                    let (kind, prio) = t.base_spec(*h);
-                    chain.base = Some((
-                        kind.to_string(),
-                        hook_name(*h).to_string(),
-                        i64::from(prio),
-                        "accept".to_string(),
-                    ));
-                }
-            }
-            NftOp::DeleteChain(t, c) => {
-                rs.chains.remove(&key(t, c));
-            }
-            NftOp::AddRule { table, chain, rule } => {
-                rs.chains.entry(key(table, chain)).or_default().rules.push(LiveRule {
-                    stmts: Ok(rule.clone()),
-                    text: rule.to_string(),
-                });
-            }
-            NftOp::InsertRule {
-                table,
-                chain,
-                index,
-                rule,
-            } => {
-                let rules = &mut rs.chains.entry(key(table, chain)).or_default().rules;
-                let at = (*index as usize).min(rules.len());
-                rules.insert(
-                    at,
-                    LiveRule {
-                        stmts: Ok(rule.clone()),
-                        text: rule.to_string(),
-                    },
-                );
-            }
-        }
-    }
-    rs
-}
+#[cfg(any(test, feature = "fuzzing"))]
+pub use writer::listing_json;
 
 fn is_ours(table: &str) -> bool {
-    NftTable::ALL.iter().any(|t| t.name() == table)
+    NftTable::from_name(table).is_some()
 }
 
 /// meshcap's tables in an `nft -j list ruleset` output. Items of other tables are skipped
 /// unread; inside meshcap's tables a malformed item is an error.
-pub fn parse_listing(text: &str) -> Result<Ruleset, String> {
+pub fn parse_listing(text: &str) -> Result<NftState, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not nft JSON: {e}"))?;
     let items = doc
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or("no 'nftables' array in the listing")?;
-    let mut rs = Ruleset::default();
+    let mut rs = NftState::default();
     let ours = |obj: &Value, field: &str| {
         obj.get("family").and_then(Value::as_str) == Some("inet")
             && obj.get(field).and_then(Value::as_str).is_some_and(is_ours)
@@ -166,17 +63,7 @@ pub fn parse_listing(text: &str) -> Result<Ruleset, String> {
                 }
                 let base = match body.get("hook") {
                     None => None,
-                    Some(_) => Some((
-                        str_field(body, "type").map_err(at)?,
-                        str_field(body, "hook").map_err(at)?,
-                        body.get("prio")
-                            .and_then(Value::as_i64)
-                            .ok_or_else(|| at("a chain priority that is not a number".into()))?,
-                        match body.get("policy") {
-                            None => "accept".to_string(),
-                            Some(_) => str_field(body, "policy").map_err(at)?,
-                        },
-                    )),
+                    Some(_) => Some(base_chain(body).map_err(at)?),
                 };
                 let key = (
                     str_field(body, "table").map_err(at)?,
@@ -221,19 +108,45 @@ pub fn parse_listing(text: &str) -> Result<Ruleset, String> {
                     .chains
                     .get_mut(&key)
                     .ok_or_else(|| at(format!("a rule of {} {} before its chain", key.0, key.1)))?;
-                chain.rules.push(LiveRule { stmts, text });
+                chain.rules.push(StateRule { stmts, text });
             }
             other => {
                 // Sets, maps, elements, flowtables, named counters, quotas, …
                 if ours(body, "table") {
                     let table = str_field(body, "table").map_err(at)?;
                     let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-                    rs.objects.insert((table, other.to_string(), name));
+                    rs.objects.insert(Object {
+                        table,
+                        kind: other.to_string(),
+                        name,
+                    });
                 }
             }
         }
     }
     Ok(rs)
+}
+
+/// A base chain's `type`, `hook`, `prio` and `policy` (accept when not listed). nft lists no
+/// other words for an `inet` chain; another one is a malformed listing.
+fn base_chain(body: &Value) -> Result<BaseChain, String> {
+    let kind = str_field(body, "type")?;
+    let hook = str_field(body, "hook")?;
+    let priority = body
+        .get("prio")
+        .and_then(Value::as_i64)
+        .ok_or("a chain priority that is not a number")?;
+    let policy = match body.get("policy") {
+        None => Policy::Accept.word().to_string(),
+        Some(_) => str_field(body, "policy")?,
+    };
+    let unknown = |what: &str, word: &str| format!("a chain {what} '{word}' nft does not have");
+    Ok(BaseChain {
+        kind: ChainType::from_word(&kind).ok_or_else(|| unknown("type", &kind))?,
+        hook: NftHook::from_word(&hook).ok_or_else(|| unknown("hook", &hook))?,
+        priority: i32::try_from(priority).map_err(|_| format!("a chain priority {priority} out of range"))?,
+        policy: Policy::from_word(&policy).ok_or_else(|| unknown("policy", &policy))?,
+    })
 }
 
 /// An unknown rule as text: its `expr` (and `comment`) JSON.
@@ -270,7 +183,29 @@ fn has_keys(v: &Value, keys: &[&str]) -> bool {
         .is_some_and(|o| o.len() == keys.len() && keys.iter().all(|k| o.contains_key(*k)))
 }
 
-/// One expression of a listed rule as the renderer's statement.
+/// The key of a `meta` or `ct` expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Meta(MetaKey),
+    Ct(CtKey),
+}
+
+/// `{"meta": {"key": K}}` or `{"ct": {"key": K}}` with a key meshcap uses (no direction, no
+/// family: meshcap writes neither).
+fn key_of(v: Option<&Value>) -> Option<Key> {
+    let (kind, body) = single(v?)?;
+    if !has_keys(body, &["key"]) {
+        return None;
+    }
+    let key = body.get("key")?.as_str()?;
+    match kind {
+        "meta" => MetaKey::from_word(key).map(Key::Meta),
+        "ct" => CtKey::from_word(key).map(Key::Ct),
+        _ => None,
+    }
+}
+
+/// One expression of a listed rule as the IR's statement.
 fn stmt(e: &Value) -> Result<Stmt, String> {
     let unknown = || format!("'{e}' is not a statement meshcap writes");
     let (kind, body) = single(e).ok_or_else(unknown)?;
@@ -293,19 +228,14 @@ fn stmt(e: &Value) -> Result<Stmt, String> {
         "drop" if body.is_null() => Stmt::Drop,
         "jump" if has_keys(body, &["target"]) => {
             let target = body.get("target").and_then(Value::as_str).ok_or_else(unknown)?;
-            let chain = IstioChain::ALL
-                .into_iter()
-                .find(|c| NftChain::Regular(*c).name() == target)
-                .ok_or_else(unknown)?;
-            Stmt::Jump(NftChain::Regular(chain))
+            Stmt::Jump(NftChain::regular_named(target).ok_or_else(unknown)?)
         }
         "redirect" if has_keys(body, &["port"]) => Stmt::Redirect(port_of(body.get("port")).ok_or_else(unknown)?),
         "tproxy" => {
             let family = match body.get("family").map(Value::as_str) {
                 None => None,
-                Some(Some("ip")) => Some(Family::V4),
-                Some(Some("ip6")) => Some(Family::V6),
-                Some(_) => return Err(unknown()),
+                Some(Some(word)) => Some(family_from_word(word).ok_or_else(unknown)?),
+                Some(None) => return Err(unknown()),
             };
             let keys: &[&str] = if family.is_some() {
                 &["family", "port"]
@@ -321,33 +251,18 @@ fn stmt(e: &Value) -> Result<Stmt, String> {
             }
         }
         "mangle" if has_keys(body, &["key", "value"]) => {
-            let key = meta_or_ct(body.get("key")).ok_or_else(unknown)?;
+            let key = key_of(body.get("key")).ok_or_else(unknown)?;
             let value = body.get("value").ok_or_else(unknown)?;
-            match (key, meta_or_ct(Some(value)), value.as_u64()) {
-                (("meta", "mark"), _, Some(m)) => Stmt::SetMark(Mark(u32::try_from(m).map_err(|_| unknown())?)),
-                (("meta", "mark"), Some(("ct", "mark")), _) => Stmt::RestoreMark,
-                (("ct", "mark"), Some(("meta", "mark")), _) => Stmt::SaveMark,
-                (("ct", "zone"), _, Some(z)) => Stmt::CtZone(u16::try_from(z).map_err(|_| unknown())?),
+            match (key, key_of(Some(value)), value.as_u64()) {
+                (Key::Meta(MetaKey::Mark), _, Some(m)) => Stmt::SetMark(Mark(u32::try_from(m).map_err(|_| unknown())?)),
+                (Key::Meta(MetaKey::Mark), Some(Key::Ct(CtKey::Mark)), _) => Stmt::RestoreMark,
+                (Key::Ct(CtKey::Mark), Some(Key::Meta(MetaKey::Mark)), _) => Stmt::SaveMark,
+                (Key::Ct(CtKey::Zone), _, Some(z)) => Stmt::CtZone(u16::try_from(z).map_err(|_| unknown())?),
                 _ => return Err(unknown()),
             }
         }
         _ => return Err(unknown()),
     })
-}
-
-/// `{"meta": {"key": K}}` → ("meta", K); `{"ct": {"key": K}}` → ("ct", K) (no direction,
-/// no family: meshcap writes neither).
-fn meta_or_ct(v: Option<&Value>) -> Option<(&'static str, &str)> {
-    let (kind, body) = single(v?)?;
-    let kind = match kind {
-        "meta" => "meta",
-        "ct" => "ct",
-        _ => return None,
-    };
-    if !has_keys(body, &["key"]) {
-        return None;
-    }
-    Some((kind, body.get("key")?.as_str()?))
 }
 
 fn port_of(v: Option<&Value>) -> Option<Port> {
@@ -366,8 +281,8 @@ fn port_spec(v: &Value) -> Option<PortSpec> {
     (lo <= hi).then_some(PortSpec::Range(lo, hi))
 }
 
-/// A set element that is a prefix or a single address.
-fn set_cidr(e: &Value) -> Option<Cidr> {
+/// A prefix (`{"prefix": {"addr": A, "len": N}}`) or a single address.
+fn cidr_of(e: &Value) -> Option<Cidr> {
     match single(e) {
         Some(("prefix", prefix)) if has_keys(prefix, &["addr", "len"]) => Cidr::new(
             parse_ip(prefix.get("addr")?.as_str()?).ok()?,
@@ -376,6 +291,74 @@ fn set_cidr(e: &Value) -> Option<Cidr> {
         .ok(),
         _ => Some(Cidr::host(parse_ip(e.as_str()?).ok()?)),
     }
+}
+
+/// An anonymous set of addresses of `family` (`--compact`): prefixes, addresses and the
+/// ranges nft's automerge makes of adjacent prefixes, read back as the fewest prefixes.
+fn addr_set(set: &[Value], family: Family) -> Option<Vec<Cidr>> {
+    let mut cidrs = Vec::new();
+    for e in set {
+        match single(e) {
+            Some(("range", Value::Array(range))) => {
+                let [a, b] = range.as_slice() else { return None };
+                let (a, b) = (parse_ip(a.as_str()?).ok()?, parse_ip(b.as_str()?).ok()?);
+                let (lo, hi, bits) = match (a, b) {
+                    (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+                    (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+                    _ => return None,
+                };
+                if lo > hi || (bits == 32) != (family == Family::V4) {
+                    return None;
+                }
+                crate::plan::compact::prefixes_of(lo, hi, family, bits, &mut cidrs);
+            }
+            _ => cidrs.push(cidr_of(e).filter(|c| c.family() == family)?),
+        }
+    }
+    Some(crate::plan::compact::normalise_cidrs(cidrs))
+}
+
+/// A `payload` match: addresses (`ip|ip6 saddr|daddr`) or ports (`tcp|udp sport|dport`).
+fn payload_stmt(p: &Value, negated: bool, right: &Value) -> Option<Stmt> {
+    if !has_keys(p, &["protocol", "field"]) {
+        return None;
+    }
+    let field = p.get("field")?.as_str()?;
+    let protocol = p.get("protocol")?.as_str()?;
+    if let Some(family) = family_from_word(protocol) {
+        let direction = Direction::from_addr_field(field)?;
+        if let Some(("set", set)) = single(right) {
+            let set = set.as_array()?;
+            if negated || direction != Direction::Destination || set.is_empty() {
+                return None;
+            }
+            return Some(Stmt::AddrSet {
+                direction,
+                cidrs: addr_set(set, family)?,
+            });
+        }
+        let cidr = cidr_of(right)?;
+        if cidr.family() != family {
+            return None;
+        }
+        return Some(Stmt::Addr {
+            direction,
+            negated,
+            cidr,
+        });
+    }
+    let proto = proto_from_word(protocol)?;
+    let direction = Direction::from_port_field(field)?;
+    let ports = match single(right) {
+        Some(("set", Value::Array(set))) if !set.is_empty() => set.iter().map(port_spec).collect::<Option<Vec<_>>>()?,
+        _ => vec![port_spec(right)?],
+    };
+    Some(Stmt::Port {
+        proto,
+        direction,
+        negated,
+        ports,
+    })
 }
 
 fn match_stmt(m: &Value) -> Option<Stmt> {
@@ -390,331 +373,213 @@ fn match_stmt(m: &Value) -> Option<Stmt> {
     let left = m.get("left")?;
     let right = m.get("right")?;
     if let Some(("payload", p)) = single(left) {
-        if !has_keys(p, &["protocol", "field"]) {
-            return None;
-        }
-        let field = p.get("field")?.as_str()?;
-        return match p.get("protocol")?.as_str()? {
-            protocol @ ("ip" | "ip6") if matches!(single(right), Some(("set", _))) => {
-                // An anonymous set (`--compact`): prefixes, addresses and the ranges nft's
-                // automerge makes of adjacent prefixes, read back as the fewest prefixes.
-                let family = if protocol == "ip" { Family::V4 } else { Family::V6 };
-                let Some(("set", Value::Array(set))) = single(right) else {
-                    return None;
-                };
-                if negated || field != "daddr" || set.is_empty() {
-                    return None;
-                }
-                let mut cidrs = Vec::new();
-                for e in set {
-                    match single(e) {
-                        Some(("range", Value::Array(range))) => {
-                            let [a, b] = range.as_slice() else { return None };
-                            let (a, b) = (parse_ip(a.as_str()?).ok()?, parse_ip(b.as_str()?).ok()?);
-                            let (lo, hi, bits) = match (a, b) {
-                                (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
-                                (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-                                _ => return None,
-                            };
-                            if lo > hi || (bits == 32) != (family == Family::V4) {
-                                return None;
-                            }
-                            crate::plan::compact::prefixes_of(lo, hi, family, bits, &mut cidrs);
-                        }
-                        _ => cidrs.push(set_cidr(e).filter(|c| c.family() == family)?),
-                    }
-                }
-                Some(Stmt::AddrSet {
-                    direction: nft::Direction::Destination,
-                    cidrs: crate::plan::compact::normalise_cidrs(cidrs),
-                })
-            }
-            protocol @ ("ip" | "ip6") => {
-                let cidr = match single(right) {
-                    Some(("prefix", prefix)) if has_keys(prefix, &["addr", "len"]) => Cidr::new(
-                        parse_ip(prefix.get("addr")?.as_str()?).ok()?,
-                        u8::try_from(prefix.get("len")?.as_u64()?).ok()?,
-                    )
-                    .ok()?,
-                    _ => Cidr::host(parse_ip(right.as_str()?).ok()?),
-                };
-                let family = if protocol == "ip" { Family::V4 } else { Family::V6 };
-                if cidr.family() != family {
-                    return None;
-                }
-                let direction = match field {
-                    "saddr" => nft::Direction::Source,
-                    "daddr" => nft::Direction::Destination,
-                    _ => return None,
-                };
-                Some(Stmt::Addr {
-                    direction,
-                    negated,
-                    cidr,
-                })
-            }
-            proto @ ("tcp" | "udp") => {
-                let proto = if proto == "tcp" { Proto::Tcp } else { Proto::Udp };
-                let direction = match field {
-                    "sport" => nft::Direction::Source,
-                    "dport" => nft::Direction::Destination,
-                    _ => return None,
-                };
-                let ports = match single(right) {
-                    Some(("set", Value::Array(set))) if !set.is_empty() => {
-                        set.iter().map(port_spec).collect::<Option<Vec<_>>>()?
-                    }
-                    _ => vec![port_spec(right)?],
-                };
-                Some(Stmt::Port {
-                    proto,
-                    direction,
-                    negated,
-                    ports,
-                })
-            }
-            _ => None,
-        };
+        return payload_stmt(p, negated, right);
     }
     let number = || right.as_u64().and_then(|n| u32::try_from(n).ok());
-    match meta_or_ct(Some(left))? {
-        ("meta", key @ ("iifname" | "oifname")) => {
-            let name = right.as_str()?;
-            if negated || name.ends_with('+') {
-                // meshcap never negates an interface; a literal `+` is not iptables' wildcard.
-                return None;
-            }
-            let name = match name.strip_suffix('*') {
-                Some(prefix) => format!("{prefix}+"),
-                None => name.to_string(),
-            };
-            Some(Stmt::Iface {
-                input: key == "iifname",
-                name: Iface::parse(&name).ok()?,
-            })
-        }
-        ("meta", "l4proto") if !negated => Some(Stmt::L4Proto(match right.as_str()? {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            _ => return None,
-        })),
-        ("meta", key @ ("skuid" | "skgid")) => Some(Stmt::Owner {
-            kind: if key == "skuid" { OwnerKind::Uid } else { OwnerKind::Gid },
+    match key_of(Some(left))? {
+        // meshcap never negates an interface.
+        Key::Meta(key @ (MetaKey::Iifname | MetaKey::Oifname)) if !negated => Some(Stmt::Iface {
+            input: key == MetaKey::Iifname,
+            name: iface_from_pattern(right.as_str()?)?,
+        }),
+        Key::Meta(MetaKey::L4proto) if !negated => Some(Stmt::L4Proto(proto_from_word(right.as_str()?)?)),
+        Key::Meta(key @ (MetaKey::Skuid | MetaKey::Skgid)) => Some(Stmt::Owner {
+            kind: if key == MetaKey::Skuid {
+                OwnerKind::Uid
+            } else {
+                OwnerKind::Gid
+            },
             negated,
             owner: Owner::Id(number()?),
             meta: true,
         }),
-        ("meta", "mark") => Some(Stmt::Mark {
+        Key::Meta(MetaKey::Mark) => Some(Stmt::Mark {
             negated,
             mark: Mark(number()?),
         }),
-        ("ct", "mark") if !negated => Some(Stmt::CtMark(Mark(number()?))),
-        ("ct", "state") if !negated => {
+        Key::Ct(CtKey::Mark) if !negated => Some(Stmt::CtMark(Mark(number()?))),
+        Key::Ct(CtKey::State) if !negated => {
             let names: Vec<&str> = match right {
                 Value::String(s) => vec![s.as_str()],
                 Value::Array(a) if !a.is_empty() => a.iter().map(Value::as_str).collect::<Option<_>>()?,
                 _ => return None,
             };
-            let states = names
-                .into_iter()
-                .map(|n| match n {
-                    "invalid" => Some(CtState::Invalid),
-                    "new" => Some(CtState::New),
-                    "related" => Some(CtState::Related),
-                    "established" => Some(CtState::Established),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?;
+            let states = names.into_iter().map(ct_state_from_word).collect::<Option<Vec<_>>>()?;
             Some(Stmt::CtState(states))
         }
         _ => None,
     }
 }
 
-/// `rs` in `nft -j list ruleset` layout (metainfo, tables, objects, chains, then rules chain by
-/// chain), for tests and fuzzing: `parse_listing(&listing_json(&rs)) == Ok(rs)` for every `rs`
-/// the parser returns.
-pub fn listing_json(rs: &Ruleset) -> String {
-    let mut items = Vec::new();
-    if let Some(v) = &rs.version {
-        items.push(json!({"metainfo": {"version": v, "json_schema_version": 1}}));
-    }
-    for t in &rs.tables {
-        items.push(json!({"table": {"family": "inet", "name": t}}));
-    }
-    for (table, kind, name) in &rs.objects {
-        let mut o = Map::new();
-        o.insert(kind.clone(), json!({"family": "inet", "table": table, "name": name}));
-        items.push(Value::Object(o));
-    }
-    for ((table, name), c) in &rs.chains {
-        let mut body = json!({"family": "inet", "table": table, "name": name});
-        if let Some((kind, hook, prio, policy)) = &c.base {
-            body["type"] = json!(kind);
-            body["hook"] = json!(hook);
-            body["prio"] = json!(prio);
-            body["policy"] = json!(policy);
+/// The writer of the listing layout, for tests and fuzzing (never compiled into the product).
+#[cfg(any(test, feature = "fuzzing"))]
+mod writer {
+    use serde_json::{Map, Value, json};
+
+    use crate::nft::ir::{CtKey, MetaKey, NftState, Stmt, ct_state_word, family_word, iface_pattern};
+    use crate::values::{Cidr, Family, Owner, PortSpec};
+
+    /// `rs` in `nft -j list ruleset` layout (metainfo, tables, objects, chains, then rules chain
+    /// by chain): `parse_listing(&listing_json(&rs)) == Ok(rs)` for every `rs` the parser returns.
+    pub fn listing_json(rs: &NftState) -> String {
+        let mut items = Vec::new();
+        if let Some(v) = &rs.version {
+            items.push(json!({"metainfo": {"version": v, "json_schema_version": 1}}));
         }
-        items.push(json!({ "chain": body }));
-    }
-    for ((table, name), c) in &rs.chains {
-        for r in &c.rules {
-            let mut body = json!({"family": "inet", "table": table, "chain": name});
-            match &r.stmts {
-                Ok(rule) => body["expr"] = Value::Array(rule.stmts.iter().map(stmt_json).collect()),
-                Err(_) => {
-                    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&r.text) {
-                        for (k, v) in o {
-                            body[k] = v;
+        for t in &rs.tables {
+            items.push(json!({"table": {"family": "inet", "name": t}}));
+        }
+        for o in &rs.objects {
+            let mut m = Map::new();
+            m.insert(
+                o.kind.clone(),
+                json!({"family": "inet", "table": o.table, "name": o.name}),
+            );
+            items.push(Value::Object(m));
+        }
+        for ((table, name), c) in &rs.chains {
+            let mut body = json!({"family": "inet", "table": table, "name": name});
+            if let Some(base) = &c.base {
+                body["type"] = json!(base.kind.word());
+                body["hook"] = json!(base.hook.word());
+                body["prio"] = json!(base.priority);
+                body["policy"] = json!(base.policy.word());
+            }
+            items.push(json!({ "chain": body }));
+        }
+        for ((table, name), c) in &rs.chains {
+            for r in &c.rules {
+                let mut body = json!({"family": "inet", "table": table, "chain": name});
+                match &r.stmts {
+                    Ok(rule) => body["expr"] = Value::Array(rule.stmts.iter().map(stmt_json).collect()),
+                    Err(_) => {
+                        if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&r.text) {
+                            for (k, v) in o {
+                                body[k] = v;
+                            }
                         }
                     }
                 }
+                items.push(json!({ "rule": body }));
             }
-            items.push(json!({ "rule": body }));
+        }
+        json!({ "nftables": items }).to_string()
+    }
+
+    fn match_json(op: &str, left: Value, right: Value) -> Value {
+        json!({"match": {"op": op, "left": left, "right": right}})
+    }
+
+    fn eq_or_ne(negated: bool) -> &'static str {
+        if negated { "!=" } else { "==" }
+    }
+
+    fn meta(key: MetaKey) -> Value {
+        json!({"meta": {"key": key.word()}})
+    }
+
+    fn ct(key: CtKey) -> Value {
+        json!({"ct": {"key": key.word()}})
+    }
+
+    fn payload(protocol: &str, field: &str) -> Value {
+        json!({"payload": {"protocol": protocol, "field": field}})
+    }
+
+    fn port_json(p: &PortSpec) -> Value {
+        match p {
+            PortSpec::Single(p) => json!(p.get()),
+            PortSpec::Range(lo, hi) => json!({"range": [lo.get(), hi.get()]}),
         }
     }
-    json!({ "nftables": items }).to_string()
-}
 
-fn match_json(negated: bool, left: Value, right: Value) -> Value {
-    json!({"match": {"op": if negated { "!=" } else { "==" }, "left": left, "right": right}})
-}
-
-fn port_json(p: &PortSpec) -> Value {
-    match p {
-        PortSpec::Single(p) => json!(p.get()),
-        PortSpec::Range(lo, hi) => json!({"range": [lo.get(), hi.get()]}),
+    /// A prefix, or a bare address for a host prefix.
+    fn cidr_json(c: &Cidr) -> Value {
+        let full = if c.family() == Family::V4 { 32 } else { 128 };
+        if c.prefix_len() == full {
+            json!(c.addr().to_string())
+        } else {
+            json!({"prefix": {"addr": c.addr().to_string(), "len": c.prefix_len()}})
+        }
     }
-}
 
-/// One statement as nft lists it in JSON.
-fn stmt_json(s: &Stmt) -> Value {
-    let meta = |key: &str| json!({"meta": {"key": key}});
-    let ct = |key: &str| json!({"ct": {"key": key}});
-    match s {
-        Stmt::Iface { input, name } => {
-            let text = match name.as_str().strip_suffix('+') {
-                Some(body) => format!("{body}*"),
-                None => name.to_string(),
-            };
-            match_json(false, meta(if *input { "iifname" } else { "oifname" }), json!(text))
+    /// One statement as nft lists it in JSON.
+    fn stmt_json(s: &Stmt) -> Value {
+        match s {
+            Stmt::Iface { input, name } => {
+                let (body, wildcard) = iface_pattern(name);
+                let word = if wildcard { format!("{body}*") } else { body.to_string() };
+                match_json("==", meta(MetaKey::iface(*input)), json!(word))
+            }
+            Stmt::L4Proto(p) => match_json("==", meta(MetaKey::L4proto), json!(p.as_str())),
+            Stmt::CtState(states) => {
+                let words: Vec<&str> = states.iter().map(|s| ct_state_word(*s)).collect();
+                let right = match words.as_slice() {
+                    [one] => json!(one),
+                    many => json!(many),
+                };
+                match_json("in", ct(CtKey::State), right)
+            }
+            Stmt::Addr {
+                direction,
+                negated,
+                cidr,
+            } => match_json(
+                eq_or_ne(*negated),
+                payload(family_word(cidr.family()), direction.addr_field()),
+                cidr_json(cidr),
+            ),
+            Stmt::AddrSet { direction, cidrs } => {
+                let family = cidrs.first().map_or(Family::V4, Cidr::family);
+                let elements: Vec<Value> = cidrs.iter().map(cidr_json).collect();
+                match_json(
+                    "==",
+                    payload(family_word(family), direction.addr_field()),
+                    json!({ "set": elements }),
+                )
+            }
+            Stmt::Port {
+                proto,
+                direction,
+                negated,
+                ports,
+            } => {
+                let right = match ports.as_slice() {
+                    [one] => port_json(one),
+                    many => json!({"set": many.iter().map(port_json).collect::<Vec<_>>()}),
+                };
+                match_json(
+                    eq_or_ne(*negated),
+                    payload(proto.as_str(), direction.port_field()),
+                    right,
+                )
+            }
+            Stmt::Owner {
+                kind, negated, owner, ..
+            } => {
+                let right = match owner {
+                    Owner::Id(n) => json!(n),
+                    Owner::Name(s) => json!(s),
+                };
+                match_json(eq_or_ne(*negated), meta(MetaKey::owner(*kind)), right)
+            }
+            Stmt::Mark { negated, mark } => match_json(eq_or_ne(*negated), meta(MetaKey::Mark), json!(mark.0)),
+            Stmt::CtMark(mark) => match_json("==", ct(CtKey::Mark), json!(mark.0)),
+            Stmt::Counter => json!({"counter": {"packets": 0, "bytes": 0}}),
+            Stmt::Jump(c) => json!({"jump": {"target": c.name()}}),
+            Stmt::Return => json!({"return": null}),
+            Stmt::Accept => json!({"accept": null}),
+            Stmt::Drop => json!({"drop": null}),
+            Stmt::Redirect(p) => json!({"redirect": {"port": p.get()}}),
+            Stmt::Tproxy { family, port } => match family {
+                Some(f) => json!({"tproxy": {"family": family_word(*f), "port": port.get()}}),
+                None => json!({"tproxy": {"port": port.get()}}),
+            },
+            Stmt::SetMark(m) => json!({"mangle": {"key": meta(MetaKey::Mark), "value": m.0}}),
+            Stmt::SaveMark => json!({"mangle": {"key": ct(CtKey::Mark), "value": meta(MetaKey::Mark)}}),
+            Stmt::RestoreMark => json!({"mangle": {"key": meta(MetaKey::Mark), "value": ct(CtKey::Mark)}}),
+            Stmt::CtZone(z) => json!({"mangle": {"key": ct(CtKey::Zone), "value": z}}),
         }
-        Stmt::L4Proto(p) => match_json(false, meta("l4proto"), json!(p.as_str())),
-        Stmt::CtState(states) => {
-            let words: Vec<&str> = states
-                .iter()
-                .map(|s| match s {
-                    CtState::Invalid => "invalid",
-                    CtState::New => "new",
-                    CtState::Related => "related",
-                    CtState::Established => "established",
-                })
-                .collect();
-            let right = match words.as_slice() {
-                [one] => json!(one),
-                many => json!(many),
-            };
-            json!({"match": {"op": "in", "left": ct("state"), "right": right}})
-        }
-        Stmt::Addr {
-            direction,
-            negated,
-            cidr,
-        } => {
-            let (protocol, full) = match cidr.family() {
-                Family::V4 => ("ip", 32),
-                Family::V6 => ("ip6", 128),
-            };
-            let field = match direction {
-                nft::Direction::Source => "saddr",
-                nft::Direction::Destination => "daddr",
-            };
-            let right = if cidr.prefix_len() == full {
-                json!(cidr.addr().to_string())
-            } else {
-                json!({"prefix": {"addr": cidr.addr().to_string(), "len": cidr.prefix_len()}})
-            };
-            match_json(
-                *negated,
-                json!({"payload": {"protocol": protocol, "field": field}}),
-                right,
-            )
-        }
-        Stmt::AddrSet { direction, cidrs } => {
-            let protocol = match cidrs.first().map_or(Family::V4, Cidr::family) {
-                Family::V4 => "ip",
-                Family::V6 => "ip6",
-            };
-            let field = match direction {
-                nft::Direction::Source => "saddr",
-                nft::Direction::Destination => "daddr",
-            };
-            let elements: Vec<Value> = cidrs
-                .iter()
-                .map(|c| {
-                    let full = if c.family() == Family::V4 { 32 } else { 128 };
-                    if c.prefix_len() == full {
-                        json!(c.addr().to_string())
-                    } else {
-                        json!({"prefix": {"addr": c.addr().to_string(), "len": c.prefix_len()}})
-                    }
-                })
-                .collect();
-            match_json(
-                false,
-                json!({"payload": {"protocol": protocol, "field": field}}),
-                json!({ "set": elements }),
-            )
-        }
-        Stmt::Port {
-            proto,
-            direction,
-            negated,
-            ports,
-        } => {
-            let field = match direction {
-                nft::Direction::Source => "sport",
-                nft::Direction::Destination => "dport",
-            };
-            let right = match ports.as_slice() {
-                [one] => port_json(one),
-                many => json!({"set": many.iter().map(port_json).collect::<Vec<_>>()}),
-            };
-            match_json(
-                *negated,
-                json!({"payload": {"protocol": proto.as_str(), "field": field}}),
-                right,
-            )
-        }
-        Stmt::Owner {
-            kind, negated, owner, ..
-        } => {
-            let key = match kind {
-                OwnerKind::Uid => "skuid",
-                OwnerKind::Gid => "skgid",
-            };
-            let right = match owner {
-                Owner::Id(n) => json!(n),
-                Owner::Name(s) => json!(s),
-            };
-            match_json(*negated, meta(key), right)
-        }
-        Stmt::Mark { negated, mark } => match_json(*negated, meta("mark"), json!(mark.0)),
-        Stmt::CtMark(mark) => match_json(false, ct("mark"), json!(mark.0)),
-        Stmt::Counter => json!({"counter": {"packets": 0, "bytes": 0}}),
-        Stmt::Jump(c) => json!({"jump": {"target": c.name()}}),
-        Stmt::Return => json!({"return": null}),
-        Stmt::Accept => json!({"accept": null}),
-        Stmt::Drop => json!({"drop": null}),
-        Stmt::Redirect(p) => json!({"redirect": {"port": p.get()}}),
-        Stmt::Tproxy { family, port } => match family {
-            Some(f) => json!({"tproxy": {"family": if *f == Family::V4 { "ip" } else { "ip6" }, "port": port.get()}}),
-            None => json!({"tproxy": {"port": port.get()}}),
-        },
-        Stmt::SetMark(m) => json!({"mangle": {"key": meta("mark"), "value": m.0}}),
-        Stmt::SaveMark => json!({"mangle": {"key": ct("mark"), "value": meta("mark")}}),
-        Stmt::RestoreMark => json!({"mangle": {"key": meta("mark"), "value": ct("mark")}}),
-        Stmt::CtZone(z) => json!({"mangle": {"key": ct("zone"), "value": z}}),
     }
 }
 
@@ -742,7 +607,7 @@ mod tests {
         let rs = parse_listing(LISTING).unwrap();
         assert_eq!(rs.tables.iter().collect::<Vec<_>>(), ["istio-proxy-nat"]);
         let out = &rs.chains[&("istio-proxy-nat".to_string(), "output".to_string())];
-        assert_eq!(out.base, Some(("nat".into(), "output".into(), -100, "accept".into())));
+        assert_eq!(out.base, Some(NftTable::Nat.base_chain(crate::model::Hook::Output)));
         let rules = &rs.chains[&("istio-proxy-nat".to_string(), "istio-output".to_string())].rules;
         assert_eq!(
             rules[0].text,
@@ -782,13 +647,47 @@ mod tests {
                 )),
                 "priority that is not a number",
             ),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "o", "hook": "egress", "type": "filter", "prio": 0}}}}"#
+                )),
+                "a chain hook 'egress' nft does not have",
+            ),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "o", "hook": "output", "type": "mangle", "prio": 0}}}}"#
+                )),
+                "a chain type 'mangle' nft does not have",
+            ),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "o", "hook": "output", "type": "filter", "prio": 0, "policy": "queue"}}}}"#
+                )),
+                "a chain policy 'queue' nft does not have",
+            ),
+            (
+                wrap(&format!(
+                    r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "o", "hook": "output", "type": "filter", "prio": 4294967296}}}}"#
+                )),
+                "a chain priority 4294967296 out of range",
+            ),
         ] {
             let e = parse_listing(&text).unwrap_err();
             assert!(e.contains(why), "{text}: {e}");
         }
+        // An ingress chain (which meshcap never declares) is read, to be reported as drift.
+        let ingress = wrap(&format!(
+            r#"{table}, {{"chain": {{"family": "inet", "table": "istio-proxy-raw", "name": "i", "hook": "ingress", "type": "filter", "prio": 0, "dev": "lo"}}}}"#
+        ));
+        let rs = parse_listing(&ingress).unwrap();
+        let base = rs.chains[&("istio-proxy-raw".to_string(), "i".to_string())]
+            .base
+            .unwrap();
+        assert_eq!(base.hook, NftHook::Ingress);
+        assert_eq!(base.policy, Policy::Accept);
         // Other tables' items are never looked at.
         let foreign = wrap(r#"{"rule": {"family": "inet", "table": "kube-proxy", "chain": "x", "expr": "junk"}}"#);
-        assert_eq!(parse_listing(&foreign).unwrap(), Ruleset::default());
+        assert_eq!(parse_listing(&foreign).unwrap(), NftState::default());
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! nftables: the transaction IR with its codecs — text ([`text`], Istio's `nft -f` input), the
-//! kernel's JSON listing ([`listing`]) and nf_tables netlink ([`netlink`]) — and an nft rule in
-//! the model's terms ([`model`]).
+//! nftables: one IR ([`ir`]: tables, chains, rules as statements, the transaction, the state)
+//! with its codecs side by side: [`lower`] builds the IR from the plan, [`text`] spells it as
+//! Istio's `nft -f` transaction, [`listing`] reads the kernel's JSON listing into it,
+//! [`netlink`] speaks nf_tables to the kernel, and [`model`] reads an IR rule in the rule
+//! model's terms (for the tracer and drift).
 
+pub mod ir;
 pub mod listing;
+pub mod lower;
 pub mod model;
 pub mod netlink;
 pub mod text;

@@ -1,8 +1,8 @@
 //! An nftables rule read in the model's terms, so that the tracer can walk nft rules with the
 //! same evaluator as iptables rules and drift can compare rules in one canonical form.
 
+use super::ir::{Direction, NftChain, NftRule, OwnerKind, Stmt};
 use crate::model::{Match, Rule, Target};
-use crate::nft::text as nft;
 use crate::values::Family;
 
 /// An nftables rule in the model's terms: its matches (with the words that spell each) and
@@ -17,8 +17,7 @@ pub struct NftModel {
 /// Reads an nftables rule in the model's terms. A port match brings its implied protocol
 /// (`tcp dport` is `meta l4proto tcp tcp dport`); `tproxy … meta mark set M … accept` is
 /// iptables' TPROXY target. Anything else the model cannot say is an error saying what.
-pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
-    use nft::Stmt;
+pub fn nft_rule_model(rule: &NftRule) -> Result<NftModel, String> {
     let mut matches = Vec::new();
     let mut shown = Vec::new();
     let mut target: Option<Target> = None;
@@ -58,11 +57,11 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
             } => {
                 restrict(cidr.family())?;
                 push(match direction {
-                    nft::Direction::Source => Match::Source {
+                    Direction::Source => Match::Source {
                         negated: *negated,
                         cidr: *cidr,
                     },
-                    nft::Direction::Destination => Match::Destination {
+                    Direction::Destination => Match::Destination {
                         negated: *negated,
                         cidr: *cidr,
                     },
@@ -74,8 +73,8 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
                     restrict(c.family())?;
                 }
                 match direction {
-                    nft::Direction::Destination => push(Match::DestinationIn(cidrs.clone())),
-                    nft::Direction::Source => return Err("a set of source addresses".into()),
+                    Direction::Destination => push(Match::DestinationIn(cidrs.clone())),
+                    Direction::Source => return Err("a set of source addresses".into()),
                 }
                 None
             }
@@ -88,13 +87,13 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
                 push(Match::Protocol(*proto));
                 let negated = *negated;
                 match (direction, ports.as_slice()) {
-                    (nft::Direction::Source, [port]) => push(Match::SourcePort { negated, port: *port }),
-                    (nft::Direction::Destination, [port]) => push(Match::DestinationPort { negated, port: *port }),
-                    (nft::Direction::Destination, _) => push(Match::DestinationPorts {
+                    (Direction::Source, [port]) => push(Match::SourcePort { negated, port: *port }),
+                    (Direction::Destination, [port]) => push(Match::DestinationPort { negated, port: *port }),
+                    (Direction::Destination, _) => push(Match::DestinationPorts {
                         negated,
                         ports: ports.clone(),
                     }),
-                    (nft::Direction::Source, _) => return Err("a set of source ports".into()),
+                    (Direction::Source, _) => return Err("a set of source ports".into()),
                 }
                 None
             }
@@ -103,8 +102,8 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
             } => {
                 let (negated, owner) = (*negated, owner.clone());
                 push(match kind {
-                    nft::OwnerKind::Uid => Match::UidOwner { negated, owner },
-                    nft::OwnerKind::Gid => Match::GidOwner { negated, owner },
+                    OwnerKind::Uid => Match::UidOwner { negated, owner },
+                    OwnerKind::Gid => Match::GidOwner { negated, owner },
                 });
                 None
             }
@@ -120,8 +119,8 @@ pub fn nft_rule_model(rule: &nft::NftRule) -> Result<NftModel, String> {
                 None
             }
             Stmt::Counter => None,
-            Stmt::Jump(nft::NftChain::Regular(c)) => Some(Target::Jump(*c)),
-            Stmt::Jump(nft::NftChain::Base(_)) => return Err("a jump to a base chain".into()),
+            Stmt::Jump(NftChain::Regular(c)) => Some(Target::Jump(*c)),
+            Stmt::Jump(NftChain::Base(_)) => return Err("a jump to a base chain".into()),
             Stmt::Return => Some(Target::Return),
             Stmt::Accept => Some(Target::Accept),
             Stmt::Drop => Some(Target::Drop),

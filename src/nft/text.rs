@@ -1,271 +1,25 @@
-//! The nftables spelling of the plan: one `nft -f` transaction for both families.
+//! The text codec: the IR spelled as the `nft -f` input Istio pipes to nft (and `meshcap render
+//! --native-nftables` prints), byte for byte. Every word of nft's text syntax meshcap writes is
+//! here; the vocabulary shared with the JSON listing (names, keys, fields) comes from
+//! [`super::ir`], the choices of what to write from [`super::lower`].
 //!
-//! A second renderer of the same [`Plan`] as `render::iptables`: it reads `plan.ops` (Istio's
-//! generation order with each operation's families and provenance) and never re-decides policy.
-//! The result is a typed [`Transaction`] (tables, base and regular chains, rules as typed
-//! [`Stmt`]s) whose `Display` is the text `nft -f -` reads. Every piece of nft syntax lives here.
+//! Values Istio passes through verbatim where nft wants another syntax are spelled nft's way
+//! (Istio's text is rejected by nft for all three): a port range `a:b` is `a-b`, an interface
+//! name with iptables' `+` wildcard is written with nft's `*`, and a name nft cannot read as a
+//! bare word is quoted.
 //!
-//! # Istio's native nftables mode, reproduced (spec §8.2–8.5)
-//!
-//! * Three `inet` tables `istio-proxy-nat|mangle|raw`, processed in that order; a table without
-//!   rules is left out. Each is `add table`, `flush table`, then `add chain` for every chain of
-//!   the table's fixed list (base chains first) that receives a rule, then the rules.
-//! * One rule per operation: an operation the plan scoped to both families is written once; a
-//!   family-specific one carries its `ip`/`ip6` address match (chosen from the CIDR's family).
-//!   Jumps the plan scoped to one family (DNS) are written once too: without an address match
-//!   an `inet` rule sees both families, and the chains they enter only match that family's
-//!   addresses.
-//! * `counter` in every rule, before the verdict or action; TPROXY is one rule
-//!   `tproxy ip to :C meta mark set M counter accept`.
-//! * Istio spells each rule by hand, so some details follow the plan's [`Step`] (see the
-//!   private `spelling`, one exhaustive match): `meta l4proto tcp` beside a `tcp dport` in some rules but not in others,
-//!   ports before addresses in raw DNS rules, and drop-invalid limited to TCP (a real difference
-//!   from the iptables rules: other invalid packets are not dropped). Owners are `skuid`/`skgid`
-//!   in nat and mangle and `meta skuid`/`meta skgid` in raw; a multiport match is an anonymous
-//!   set `{ 53, T }`.
-//! * Inserts: iptables' 1-based `-I CHAIN n` becomes nft's 0-based `index n-1`, and an insert
-//!   degrades to a plain append when the chain has no rule yet in this transaction or the
-//!   index is not below the number of rules written to it so far (§8.4). That is why the
-//!   kernel order of the TPROXY `istio-inbound` rules differs from iptables'.
-//!
-//! # Fixed here (the rendered text stays Istio's for every configuration Istio can apply)
-//!
-//! * Spec §10.2 item 5: a jump whose target chain receives no rule is an error here, and the
-//!   plan never writes one (the DNS jumps are scoped to the families with rules), so the
-//!   transaction never fails in the kernel with "No such file or directory".
-//! * Spec §10.2 item 6: [`transaction`] is what Istio pipes to `nft -f` (and what
-//!   `meshcap render --native-nftables` prints). [`apply_transaction`] is what meshcap applies:
-//!   the same, plus `add table` + `delete table` for each of meshcap's tables without rules in
-//!   this configuration and `add chain` + `delete chain` for each chain of a kept table that
-//!   gets no rule, so a re-run leaves exactly the rendered ruleset instead of stale tables
-//!   (e.g. the old `istio-proxy-mangle` after turning drop-invalid off) and empty chains.
-//!   [`cleanup_transaction`] removes all three tables (`--cleanup-only`), as Istio does.
-//!   After a reconfiguration `nft list ruleset` may list a table's chains in another order than
-//!   after a fresh apply (creation order); the chains and their rules are the same.
-//! * Values Istio passes through verbatim where nft wants another syntax: a port range `a:b`
-//!   is `a-b`, an interface name with iptables' `+` wildcard is written with nft's `*`, and a
-//!   name nft cannot read as a bare word is quoted (Istio's text is rejected by nft for all
-//!   three).
+//! Everything is written straight onto a string (a transaction of thousands of rules is built
+//! without the formatting machinery); `Display` delegates here. Drift reports spell their
+//! `add table|chain|rule` lines with [`add_table`], [`add_chain`], [`add_rule`] and
+//! [`add_object`], from the names the kernel lists.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::model::{ChainName, CtState, Hook, Invalid, IstioChain, Match, Position, Proto, Rule, TableName, Target};
-use crate::plan::{Plan, Step};
-use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec, Spell};
-
-/// meshcap's nftables tables (all of family `inet`), in transaction order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NftTable {
-    Nat,
-    Mangle,
-    Raw,
-}
-
-impl NftTable {
-    pub const ALL: [NftTable; 3] = [NftTable::Nat, NftTable::Mangle, NftTable::Raw];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            NftTable::Nat => "istio-proxy-nat",
-            NftTable::Mangle => "istio-proxy-mangle",
-            NftTable::Raw => "istio-proxy-raw",
-        }
-    }
-
-    /// The table called `name` (`istio-proxy-nat`, …), if it is one of meshcap's.
-    pub fn from_name(name: &str) -> Option<NftTable> {
-        NftTable::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    /// The chain of this table called `name`, if it is one of the table's chains.
-    pub fn chain(self, name: &str) -> Option<NftChain> {
-        self.chains().iter().copied().find(|c| c.name() == name)
-    }
-
-    fn of(table: TableName) -> Option<NftTable> {
-        match table {
-            TableName::Nat => Some(NftTable::Nat),
-            TableName::Mangle => Some(NftTable::Mangle),
-            TableName::Raw => Some(NftTable::Raw),
-            TableName::Filter => None,
-        }
-    }
-
-    /// The chains the table may hold, in declaration order (base chains first).
-    pub fn chains(self) -> &'static [NftChain] {
-        use IstioChain::*;
-        use NftChain::{Base, Regular};
-        match self {
-            NftTable::Nat => &[
-                Base(Hook::Prerouting),
-                Base(Hook::Output),
-                Regular(Inbound),
-                Regular(Redirect),
-                Regular(InRedirect),
-                Regular(Output),
-                Regular(OutputDns),
-            ],
-            NftTable::Mangle => &[
-                Base(Hook::Prerouting),
-                Base(Hook::Output),
-                Regular(Divert),
-                Regular(Tproxy),
-                Regular(Inbound),
-                Regular(Drop),
-            ],
-            NftTable::Raw => &[
-                Base(Hook::Prerouting),
-                Base(Hook::Output),
-                Regular(Inbound),
-                Regular(OutputDns),
-            ],
-        }
-    }
-
-    /// `type <type> hook <hook> priority <n>` of a base chain: nat at dstnat (-100), mangle at
-    /// mangle (-150, output as a route chain so a new mark re-routes), raw at raw (-300).
-    pub fn base_spec(self, hook: Hook) -> (&'static str, i32) {
-        match (self, hook) {
-            (NftTable::Nat, _) => ("nat", -100),
-            (NftTable::Mangle, Hook::Output) => ("route", -150),
-            (NftTable::Mangle, _) => ("filter", -150),
-            (NftTable::Raw, _) => ("filter", -300),
-        }
-    }
-}
-
-impl fmt::Display for NftTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A chain of one of meshcap's tables: a base chain on a hook, or a regular chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NftChain {
-    Base(Hook),
-    Regular(IstioChain),
-}
-
-impl NftChain {
-    pub fn name(self) -> &'static str {
-        match self {
-            NftChain::Base(h) => hook_name(h),
-            NftChain::Regular(c) => match c {
-                IstioChain::Inbound => "istio-inbound",
-                IstioChain::Redirect => "istio-redirect",
-                IstioChain::InRedirect => "istio-in-redirect",
-                IstioChain::Output => "istio-output",
-                IstioChain::OutputDns => "istio-output-dns",
-                IstioChain::Divert => "istio-divert",
-                IstioChain::Tproxy => "istio-tproxy",
-                IstioChain::Drop => "istio-drop",
-            },
-        }
-    }
-}
-
-/// nft's name of a hook (also the name of meshcap's base chain on it).
-pub fn hook_name(h: Hook) -> &'static str {
-    match h {
-        Hook::Prerouting => "prerouting",
-        Hook::Input => "input",
-        Hook::Forward => "forward",
-        Hook::Output => "output",
-        Hook::Postrouting => "postrouting",
-    }
-}
-
-impl fmt::Display for NftChain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    Source,
-    Destination,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OwnerKind {
-    Uid,
-    Gid,
-}
-
-/// One statement of a rule: a match, `counter`, a verdict or an action.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Stmt {
-    /// `iifname` / `oifname`.
-    Iface {
-        input: bool,
-        name: Iface,
-    },
-    /// `meta l4proto`.
-    L4Proto(Proto),
-    /// `ct state`.
-    CtState(Vec<CtState>),
-    /// `ip|ip6 saddr|daddr`, the family from the prefix.
-    Addr {
-        direction: Direction,
-        negated: bool,
-        cidr: Cidr,
-    },
-    /// `ip|ip6 saddr|daddr { … }`: an anonymous set of prefixes of one family (`--compact`).
-    AddrSet {
-        direction: Direction,
-        cidrs: Vec<Cidr>,
-    },
-    /// `tcp|udp sport|dport`; more than one port is an anonymous set.
-    Port {
-        proto: Proto,
-        direction: Direction,
-        negated: bool,
-        ports: Vec<PortSpec>,
-    },
-    /// `skuid` / `skgid`, with the optional `meta` keyword.
-    Owner {
-        kind: OwnerKind,
-        negated: bool,
-        owner: Owner,
-        meta: bool,
-    },
-    /// `mark` (the packet mark).
-    Mark {
-        negated: bool,
-        mark: Mark,
-    },
-    /// `ct mark` (the connection mark).
-    CtMark(Mark),
-    Counter,
-    Jump(NftChain),
-    Return,
-    Accept,
-    Drop,
-    /// `redirect to :P`.
-    Redirect(Port),
-    /// `tproxy [ip|ip6] to :P`.
-    Tproxy {
-        family: Option<Family>,
-        port: Port,
-    },
-    /// `meta mark set M`.
-    SetMark(Mark),
-    /// `ct mark set mark`.
-    SaveMark,
-    /// `meta mark set ct mark`.
-    RestoreMark,
-    /// `ct zone set N`.
-    CtZone(u16),
-}
-
-impl fmt::Display for Stmt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&spelled(self))
-    }
-}
+use super::ir::{
+    BaseChain, CtKey, Direction, MetaKey, NftChain, NftOp, NftRule, Object, Policy, Stmt, Transaction, ct_state_word,
+    family_word, iface_pattern,
+};
+use crate::values::{Cidr, Family, Iface, PortSpec, Spell};
 
 /// `x` spelled into a new string.
 fn spelled(x: &dyn Spell) -> String {
@@ -274,36 +28,56 @@ fn spelled(x: &dyn Spell) -> String {
     s
 }
 
-/// The nft words, written straight onto a string (a transaction of thousands of rules is built
-/// without the formatting machinery; `Display` delegates here).
+impl fmt::Display for Stmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelled(self))
+    }
+}
+
+/// `meta K ` (with `meta`) or `K `.
+fn push_meta(out: &mut String, key: MetaKey, meta: bool) {
+    if meta {
+        out.push_str("meta ");
+    }
+    out.push_str(key.word());
+    out.push(' ');
+}
+
+/// `ct K `.
+fn push_ct(out: &mut String, key: CtKey) {
+    out.push_str("ct ");
+    out.push_str(key.word());
+    out.push(' ');
+}
+
+/// `!= ` for a negated match.
+fn push_not(out: &mut String, negated: bool) {
+    if negated {
+        out.push_str("!= ");
+    }
+}
+
+/// `ip saddr ` … `ip6 daddr `.
+fn push_addr_field(out: &mut String, family: Family, direction: Direction) {
+    out.push_str(family_word(family));
+    out.push(' ');
+    out.push_str(direction.addr_field());
+    out.push(' ');
+}
+
 impl Spell for Stmt {
     fn spell(&self, out: &mut String) {
-        let not = |out: &mut String, negated: bool| {
-            if negated {
-                out.push_str("!= ");
-            }
-        };
-        let addr_field = |out: &mut String, family: Family, direction: &Direction| {
-            out.push_str(match family {
-                Family::V4 => "ip ",
-                Family::V6 => "ip6 ",
-            });
-            out.push_str(match direction {
-                Direction::Source => "saddr ",
-                Direction::Destination => "daddr ",
-            });
-        };
         match self {
             Stmt::Iface { input, name } => {
-                out.push_str(if *input { "iifname " } else { "oifname " });
+                push_meta(out, MetaKey::iface(*input), false);
                 push_iface_word(out, name);
             }
             Stmt::L4Proto(p) => {
-                out.push_str("meta l4proto ");
+                push_meta(out, MetaKey::L4proto, true);
                 out.push_str(p.as_str());
             }
             Stmt::CtState(states) => {
-                out.push_str("ct state ");
+                push_ct(out, CtKey::State);
                 for (i, s) in states.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
@@ -316,12 +90,12 @@ impl Spell for Stmt {
                 negated,
                 cidr,
             } => {
-                addr_field(out, cidr.family(), direction);
-                not(out, *negated);
+                push_addr_field(out, cidr.family(), *direction);
+                push_not(out, *negated);
                 cidr.spell(out);
             }
             Stmt::AddrSet { direction, cidrs } => {
-                addr_field(out, cidrs.first().map_or(Family::V4, Cidr::family), direction);
+                push_addr_field(out, cidrs.first().map_or(Family::V4, Cidr::family), *direction);
                 push_set(out, cidrs, |out, c| c.spell(out));
             }
             Stmt::Port {
@@ -331,11 +105,10 @@ impl Spell for Stmt {
                 ports,
             } => {
                 out.push_str(proto.as_str());
-                out.push_str(match direction {
-                    Direction::Source => " sport ",
-                    Direction::Destination => " dport ",
-                });
-                not(out, *negated);
+                out.push(' ');
+                out.push_str(direction.port_field());
+                out.push(' ');
+                push_not(out, *negated);
                 match ports.as_slice() {
                     [one] => push_port_word(out, *one),
                     many => push_set(out, many, |out, p| push_port_word(out, *p)),
@@ -347,23 +120,17 @@ impl Spell for Stmt {
                 owner,
                 meta,
             } => {
-                if *meta {
-                    out.push_str("meta ");
-                }
-                out.push_str(match kind {
-                    OwnerKind::Uid => "skuid ",
-                    OwnerKind::Gid => "skgid ",
-                });
-                not(out, *negated);
+                push_meta(out, MetaKey::owner(*kind), *meta);
+                push_not(out, *negated);
                 owner.spell(out);
             }
             Stmt::Mark { negated, mark } => {
-                out.push_str("mark ");
-                not(out, *negated);
+                push_meta(out, MetaKey::Mark, false);
+                push_not(out, *negated);
                 mark.spell(out);
             }
             Stmt::CtMark(mark) => {
-                out.push_str("ct mark ");
+                push_ct(out, CtKey::Mark);
                 mark.spell(out);
             }
             Stmt::Counter => out.push_str("counter"),
@@ -379,21 +146,34 @@ impl Spell for Stmt {
                 port.spell(out);
             }
             Stmt::Tproxy { family, port } => {
-                out.push_str(match family {
-                    Some(Family::V4) => "tproxy ip to :",
-                    Some(Family::V6) => "tproxy ip6 to :",
-                    None => "tproxy to :",
-                });
+                out.push_str("tproxy ");
+                if let Some(f) = family {
+                    out.push_str(family_word(*f));
+                    out.push(' ');
+                }
+                out.push_str("to :");
                 port.spell(out);
             }
             Stmt::SetMark(mark) => {
-                out.push_str("meta mark set ");
+                push_meta(out, MetaKey::Mark, true);
+                out.push_str("set ");
                 mark.spell(out);
             }
-            Stmt::SaveMark => out.push_str("ct mark set mark"),
-            Stmt::RestoreMark => out.push_str("meta mark set ct mark"),
+            Stmt::SaveMark => {
+                // `ct mark set mark`
+                push_ct(out, CtKey::Mark);
+                out.push_str("set ");
+                out.push_str(MetaKey::Mark.word());
+            }
+            Stmt::RestoreMark => {
+                // `meta mark set ct mark`
+                push_meta(out, MetaKey::Mark, true);
+                out.push_str("set ct ");
+                out.push_str(CtKey::Mark.word());
+            }
             Stmt::CtZone(zone) => {
-                out.push_str("ct zone set ");
+                push_ct(out, CtKey::Zone);
+                out.push_str("set ");
                 zone.spell(out);
             }
         }
@@ -410,15 +190,6 @@ fn push_set<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, 
         each(out, item);
     }
     out.push_str(" }");
-}
-
-fn ct_state_word(s: CtState) -> &'static str {
-    match s {
-        CtState::Invalid => "invalid",
-        CtState::New => "new",
-        CtState::Related => "related",
-        CtState::Established => "established",
-    }
 }
 
 /// A port, or a range `a-b` (nft's spelling of iptables' `a:b`).
@@ -594,33 +365,28 @@ const NFT_KEYWORDS: &[&str] = &[
     "xt",
 ];
 
-/// An interface name as an nft word: iptables' trailing `+` wildcard is nft's `*`; a name that
-/// is not a plain word (letters first, then letters, digits, `-`, `_`, `.`) or that nft reads
-/// as a keyword ([`NFT_KEYWORDS`]) is quoted, so nft neither rejects it nor reads `&`, `|` or
-/// `^` as operators. (`counter*` is one wildcard word to nft, so wildcards stay bare.)
+/// An interface name as an nft word ([`iface_pattern`]: iptables' trailing `+` wildcard is
+/// nft's `*`); a name that is not a plain word (letters first, then letters, digits, `-`, `_`,
+/// `.`) or that nft reads as a keyword ([`NFT_KEYWORDS`]) is quoted, so nft neither rejects it
+/// nor reads `&`, `|` or `^` as operators. (`counter*` is one wildcard word to nft, so
+/// wildcards stay bare.)
 fn push_iface_word(out: &mut String, name: &Iface) {
-    let (body, wildcard) = match name.as_str().strip_suffix('+') {
-        Some(body) => (body, "*"),
-        None => (name.as_str(), ""),
-    };
+    let (body, wildcard) = iface_pattern(name);
     let plain = body.starts_with(|c: char| c.is_ascii_alphabetic())
         && body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && (!wildcard.is_empty() || NFT_KEYWORDS.binary_search(&body).is_err());
+        && (wildcard || NFT_KEYWORDS.binary_search(&body).is_err());
     let quote = if plain { "" } else { "\"" };
     out.push_str(quote);
     out.push_str(body);
-    out.push_str(wildcard);
+    if wildcard {
+        out.push('*');
+    }
     out.push_str(quote);
 }
 
-/// A rule: its statements in order, joined by single spaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NftRule {
-    pub stmts: Vec<Stmt>,
-}
-
+/// Statements joined by single spaces.
 impl fmt::Display for NftRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&spelled(self))
@@ -638,29 +404,41 @@ impl Spell for NftRule {
     }
 }
 
-/// One line of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum NftOp {
-    AddTable(NftTable),
-    FlushTable(NftTable),
-    DeleteTable(NftTable),
-    /// A base chain is declared with its type, hook and priority.
-    AddChain(NftTable, NftChain),
-    DeleteChain(NftTable, NftChain),
-    AddRule {
-        table: NftTable,
-        chain: NftChain,
-        rule: NftRule,
-    },
-    /// Insert before the rule now at 0-based `index`.
-    InsertRule {
-        table: NftTable,
-        chain: NftChain,
-        index: u32,
-        rule: NftRule,
-    },
+/// `<verb> inet <table>`, e.g. `add table inet istio-proxy-nat`.
+fn push_head(out: &mut String, verb: &str, table: &str) {
+    out.push_str(verb);
+    out.push_str(" inet ");
+    out.push_str(table);
 }
 
+/// `<verb> inet <table> <chain>`.
+fn push_chain_head(out: &mut String, verb: &str, table: &str, chain: &str) {
+    push_head(out, verb, table);
+    out.push(' ');
+    out.push_str(chain);
+}
+
+/// ` { type T hook H priority P ; }`, with ` policy X ;` before the `}` unless it accepts.
+fn push_base(out: &mut String, base: &BaseChain) {
+    out.push_str(" { type ");
+    out.push_str(base.kind.word());
+    out.push_str(" hook ");
+    out.push_str(base.hook.word());
+    out.push_str(" priority ");
+    if base.priority < 0 {
+        out.push('-');
+    }
+    base.priority.unsigned_abs().spell(out);
+    out.push_str(" ;");
+    if base.policy != Policy::Accept {
+        out.push_str(" policy ");
+        out.push_str(base.policy.word());
+        out.push_str(" ;");
+    }
+    out.push_str(" }");
+}
+
+/// One line of `nft -f` input, without its `\n`.
 impl fmt::Display for NftOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&spelled(self))
@@ -669,39 +447,19 @@ impl fmt::Display for NftOp {
 
 impl Spell for NftOp {
     fn spell(&self, out: &mut String) {
-        let head = |out: &mut String, verb: &str, t: &NftTable| {
-            out.push_str(verb);
-            out.push_str(" inet ");
-            out.push_str(t.name());
-        };
-        let chain_head = |out: &mut String, verb: &str, t: &NftTable, c: &NftChain| {
-            head(out, verb, t);
-            out.push(' ');
-            out.push_str(c.name());
-        };
         match self {
-            NftOp::AddTable(t) => head(out, "add table", t),
-            NftOp::FlushTable(t) => head(out, "flush table", t),
-            NftOp::DeleteTable(t) => head(out, "delete table", t),
+            NftOp::AddTable(t) => push_head(out, "add table", t.name()),
+            NftOp::FlushTable(t) => push_head(out, "flush table", t.name()),
+            NftOp::DeleteTable(t) => push_head(out, "delete table", t.name()),
             NftOp::AddChain(t, c) => {
-                chain_head(out, "add chain", t, c);
+                push_chain_head(out, "add chain", t.name(), c.name());
                 if let NftChain::Base(hook) = c {
-                    let (kind, priority) = t.base_spec(*hook);
-                    out.push_str(" { type ");
-                    out.push_str(kind);
-                    out.push_str(" hook ");
-                    out.push_str(hook_name(*hook));
-                    out.push_str(" priority ");
-                    if priority < 0 {
-                        out.push('-');
-                    }
-                    priority.unsigned_abs().spell(out);
-                    out.push_str(" ; }");
+                    push_base(out, &t.base_chain(*hook));
                 }
             }
-            NftOp::DeleteChain(t, c) => chain_head(out, "delete chain", t, c),
+            NftOp::DeleteChain(t, c) => push_chain_head(out, "delete chain", t.name(), c.name()),
             NftOp::AddRule { table, chain, rule } => {
-                chain_head(out, "add rule", table, chain);
+                push_chain_head(out, "add rule", table.name(), chain.name());
                 out.push(' ');
                 rule.spell(out);
             }
@@ -711,38 +469,13 @@ impl Spell for NftOp {
                 index,
                 rule,
             } => {
-                chain_head(out, "insert rule", table, chain);
+                push_chain_head(out, "insert rule", table.name(), chain.name());
                 out.push_str(" index ");
                 index.spell(out);
                 out.push(' ');
                 rule.spell(out);
             }
         }
-    }
-}
-
-/// An nft transaction: applied atomically by one `nft -f -`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Transaction {
-    pub ops: Vec<NftOp>,
-}
-
-impl Transaction {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// The tables the transaction fills with rules.
-    pub fn tables_with_rules(&self) -> Vec<NftTable> {
-        let mut out: Vec<NftTable> = Vec::new();
-        for op in &self.ops {
-            if let NftOp::AddRule { table, .. } | NftOp::InsertRule { table, .. } = op
-                && !out.contains(table)
-            {
-                out.push(*table);
-            }
-        }
-        out
     }
 }
 
@@ -765,629 +498,49 @@ impl Transaction {
     }
 }
 
-/// The transaction Istio 1.29 builds for this plan (spec §8.4), byte for byte.
-pub fn transaction(plan: &Plan) -> Result<Transaction, Invalid> {
-    let mut ops = Vec::new();
-    for table in build_tables(plan)? {
-        table.emit(&mut ops, false);
+/// `add table inet T`, for a table as the kernel names it.
+pub fn add_table(table: &str) -> String {
+    let mut out = String::new();
+    push_head(&mut out, "add table", table);
+    out
+}
+
+/// `add chain inet T C`, with the base chain's declaration (`{ type … }`) when it has one.
+pub fn add_chain(table: &str, chain: &str, base: Option<&BaseChain>) -> String {
+    let mut out = String::new();
+    push_chain_head(&mut out, "add chain", table, chain);
+    if let Some(base) = base {
+        push_base(&mut out, base);
     }
-    Ok(Transaction { ops })
+    out
 }
 
-/// The transaction meshcap applies: [`transaction`] plus the removal of meshcap's tables that
-/// get no rules and of the chains of kept tables that get none, so the result is the rendered
-/// ruleset whatever an earlier run left behind (spec §10.2 item 6).
-pub fn apply_transaction(plan: &Plan) -> Result<Transaction, Invalid> {
-    let mut tables: Vec<Option<TableRules>> = build_tables(plan)?.into_iter().map(Some).collect();
-    let mut ops = Vec::new();
-    for name in NftTable::ALL {
-        match tables
-            .iter_mut()
-            .find(|t| t.as_ref().is_some_and(|t| t.table == name))
-            .and_then(Option::take)
-        {
-            Some(table) => table.emit(&mut ops, true),
-            None => ops.extend([NftOp::AddTable(name), NftOp::DeleteTable(name)]),
-        }
-    }
-    Ok(Transaction { ops })
+/// `add rule inet T C <rule>`, for a rule already spelled (or a listed rule's own text).
+pub fn add_rule(table: &str, chain: &str, rule: &str) -> String {
+    let mut out = String::new();
+    push_chain_head(&mut out, "add rule", table, chain);
+    out.push(' ');
+    out.push_str(rule);
+    out
 }
 
-/// Removes all of meshcap's tables; `add table` first makes the delete succeed when a table
-/// does not exist (spec §8.4, `--cleanup-only`). Other tables are not touched.
-pub fn cleanup_transaction() -> Transaction {
-    let ops = NftTable::ALL
-        .into_iter()
-        .flat_map(|t| [NftOp::AddTable(t), NftOp::DeleteTable(t)])
-        .collect();
-    Transaction { ops }
-}
-
-/// One table's part of the transaction.
-struct TableRules {
-    table: NftTable,
-    /// The chains with at least one rule, in declaration order.
-    chains: Vec<NftChain>,
-    /// Rule operations in generation order.
-    rules: Vec<NftOp>,
-}
-
-impl TableRules {
-    fn emit(self, ops: &mut Vec<NftOp>, remove_stale: bool) {
-        ops.push(NftOp::AddTable(self.table));
-        ops.push(NftOp::FlushTable(self.table));
-        if remove_stale {
-            for &c in self.table.chains().iter().filter(|c| !self.chains.contains(c)) {
-                ops.push(NftOp::AddChain(self.table, c));
-                ops.push(NftOp::DeleteChain(self.table, c));
-            }
-        }
-        ops.extend(self.chains.iter().map(|&c| NftOp::AddChain(self.table, c)));
-        ops.extend(self.rules);
-    }
-}
-
-/// Groups the plan's operations by table, converts each once, and places it (append or insert
-/// with Istio's degradation rule).
-fn build_tables(plan: &Plan) -> Result<Vec<TableRules>, Invalid> {
-    if let Some(s) = plan.ops.iter().find(|s| NftTable::of(s.table).is_none()) {
-        return Err(Invalid {
-            table: s.table,
-            chain: s.op.chain,
-            why: "the filter table has no nft counterpart".into(),
-        });
-    }
-    let mut out = Vec::new();
-    for table in NftTable::ALL {
-        // (plan chain, nft chain, position, rule) in generation order.
-        let mut placed: Vec<(TableName, ChainName, NftChain, Position, NftRule)> = Vec::new();
-        for s in plan.ops.iter().filter(|s| NftTable::of(s.table) == Some(table)) {
-            let fail = |why: String| Invalid {
-                table: s.table,
-                chain: s.op.chain,
-                why,
-            };
-            let chain = match s.op.chain {
-                ChainName::Builtin(h @ (Hook::Prerouting | Hook::Output)) => NftChain::Base(h),
-                ChainName::Builtin(h) => return Err(fail(format!("no {} base chain in nft mode", hook_name(h)))),
-                ChainName::Istio(c) => NftChain::Regular(c),
-            };
-            if !table.chains().contains(&chain) {
-                return Err(fail(format!("{table} has no chain {chain}")));
-            }
-            let rule = nft_rule(s.step, table, &s.op.rule).map_err(fail)?;
-            placed.push((s.table, s.op.chain, chain, s.op.position, rule));
-        }
-        if placed.is_empty() {
-            continue;
-        }
-        let chains: Vec<NftChain> = table
-            .chains()
-            .iter()
-            .copied()
-            .filter(|c| placed.iter().any(|p| p.2 == *c))
-            .collect();
-        // Rules written to each chain so far in this transaction.
-        let mut written: BTreeMap<NftChain, u32> = BTreeMap::new();
-        let mut rules = Vec::new();
-        for (plan_table, plan_chain, chain, position, rule) in placed {
-            if let Some(Stmt::Jump(target)) = rule.stmts.last()
-                && !chains.contains(target)
-            {
-                return Err(Invalid {
-                    table: plan_table,
-                    chain: plan_chain,
-                    why: format!("jump to {target}, which gets no rules in {table}"),
-                });
-            }
-            let k = written.entry(chain).or_insert(0);
-            let op = match crate::model::nft_insert_index(position, *k) {
-                Some(index) => NftOp::InsertRule {
-                    table,
-                    chain,
-                    index,
-                    rule,
-                },
-                None => NftOp::AddRule { table, chain, rule },
-            };
-            *k += 1;
-            rules.push(op);
-        }
-        out.push(TableRules { table, chains, rules });
-    }
-    Ok(out)
-}
-
-/// How Istio's nft backend spells the rules of one step (it writes each by hand).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Spelling {
-    /// `meta l4proto P` is written even though a `P dport|sport` match implies it.
-    l4proto_beside_ports: bool,
-    /// Port matches come before address matches (otherwise after).
-    ports_before_addresses: bool,
-    /// The rule is limited to TCP although the plan's rule has no protocol.
-    tcp_only: bool,
-}
-
-/// Istio's per-step spelling choices (spec §8.3). Only the flags relevant to a step's rules
-/// matter; the others keep the common value.
-fn spelling(step: Step, rule: &Rule) -> Spelling {
-    let common = Spelling {
-        l4proto_beside_ports: true,
-        ports_before_addresses: false,
-        tcp_only: false,
-    };
-    let implied = Spelling {
-        l4proto_beside_ports: false,
-        ..common
-    };
-    match step {
-        // Rules with a port match and an explicit `meta l4proto tcp`.
-        Step::TunnelPortReturn
-        | Step::InboundPortExclude
-        | Step::InboundEstablished
-        | Step::InboundCapture
-        | Step::ProxyLoopbackRedirect
-        | Step::ProxyLoopbackReturn => common,
-        // Rules with a port match and no `meta l4proto`.
-        Step::OutboundPortExclude | Step::OutboundPortInclude | Step::DnsProxyZone => implied,
-        // Only the capture-all TCP redirect says `meta l4proto tcp tcp dport 53`.
-        Step::DnsRedirect => {
-            let all_tcp = rule.protocol() == Some(Proto::Tcp) && address_family(rule).is_none();
-            if all_tcp { common } else { implied }
-        }
-        Step::DnsZone => Spelling {
-            ports_before_addresses: true,
-            ..implied
-        },
-        // Istio's nft backend drops invalid TCP packets only (iptables: every protocol).
-        Step::DropInvalid => Spelling {
-            tcp_only: true,
-            ..common
-        },
-        // Rules without port matches: `meta l4proto` is their only protocol match.
-        Step::ExcludedInterface
-        | Step::VirtualInterfaceReturn
-        | Step::DropVerdict
-        | Step::OutboundRedirect
-        | Step::InboundRedirect
-        | Step::DivertMark
-        | Step::DivertAccept
-        | Step::Tproxy
-        | Step::InboundJump
-        | Step::OutputJump
-        | Step::PassthroughReturn
-        | Step::ProxyReturn
-        | Step::OwnerGroups
-        | Step::DnsOutputJump
-        | Step::DnsCaptureJump
-        | Step::DnsInboundJump
-        | Step::LoopbackReturn
-        | Step::CidrExclude
-        | Step::CidrInclude
-        | Step::VirtualInterfaceRedirect
-        | Step::TproxySaveMark
-        | Step::TproxyMarkedReturn
-        | Step::TproxyProxyMark
-        | Step::TproxyRestoreMark
-        | Step::TproxyInboundMarked
-        | Step::TproxyInboundPassthrough
-        | Step::TproxyInboundLoopback => common,
-    }
-}
-
-/// The family of the rule's first address match, if it has one.
-fn address_family(rule: &Rule) -> Option<Family> {
-    rule.matches.iter().find_map(|m| match m {
-        Match::Source { cidr, .. } | Match::Destination { cidr, .. } => Some(cidr.family()),
-        Match::DestinationIn(cidrs) => cidrs.first().map(Cidr::family),
-        Match::InIface(_)
-        | Match::OutIface(_)
-        | Match::Protocol(_)
-        | Match::SourcePort { .. }
-        | Match::DestinationPort { .. }
-        | Match::DestinationPorts { .. }
-        | Match::UidOwner { .. }
-        | Match::GidOwner { .. }
-        | Match::ConntrackState(_)
-        | Match::Mark { .. }
-        | Match::ConnMark(_) => None,
-    })
-}
-
-/// Converts one rule of the plan: matches in nft's order (interfaces, protocol, conntrack
-/// state, addresses, ports, owners, marks; ports first where the step says so), `counter`,
-/// then the verdict or action.
-fn nft_rule(step: Step, table: NftTable, rule: &Rule) -> Result<NftRule, String> {
-    let spell = spelling(step, rule);
-    let proto = rule.protocol();
-    let has_ports = rule.matches.iter().any(|m| {
-        matches!(
-            m,
-            Match::SourcePort { .. } | Match::DestinationPort { .. } | Match::DestinationPorts { .. }
-        )
-    });
-    let port_proto = || proto.ok_or_else(|| "a port match without a protocol".to_string());
-    let (addr_rank, port_rank) = if spell.ports_before_addresses { (4, 3) } else { (3, 4) };
-    let mut ranked: Vec<(u8, Stmt)> = Vec::with_capacity(rule.matches.len() + 1);
-    if spell.tcp_only && proto.is_none() {
-        ranked.push((1, Stmt::L4Proto(Proto::Tcp)));
-    }
-    for m in &rule.matches {
-        let item = match m {
-            Match::InIface(name) => (
-                0,
-                Stmt::Iface {
-                    input: true,
-                    name: name.clone(),
-                },
-            ),
-            Match::OutIface(name) => (
-                0,
-                Stmt::Iface {
-                    input: false,
-                    name: name.clone(),
-                },
-            ),
-            Match::Protocol(p) => {
-                if has_ports && !spell.l4proto_beside_ports {
-                    continue;
-                }
-                (1, Stmt::L4Proto(*p))
-            }
-            Match::ConntrackState(states) => (2, Stmt::CtState(states.clone())),
-            Match::Source { negated, cidr } => (
-                addr_rank,
-                Stmt::Addr {
-                    direction: Direction::Source,
-                    negated: *negated,
-                    cidr: *cidr,
-                },
-            ),
-            Match::Destination { negated, cidr } => (
-                addr_rank,
-                Stmt::Addr {
-                    direction: Direction::Destination,
-                    negated: *negated,
-                    cidr: *cidr,
-                },
-            ),
-            Match::DestinationIn(cidrs) => (
-                addr_rank,
-                Stmt::AddrSet {
-                    direction: Direction::Destination,
-                    cidrs: cidrs.clone(),
-                },
-            ),
-            Match::SourcePort { negated, port } => (
-                port_rank,
-                Stmt::Port {
-                    proto: port_proto()?,
-                    direction: Direction::Source,
-                    negated: *negated,
-                    ports: vec![*port],
-                },
-            ),
-            Match::DestinationPort { negated, port } => (
-                port_rank,
-                Stmt::Port {
-                    proto: port_proto()?,
-                    direction: Direction::Destination,
-                    negated: *negated,
-                    ports: vec![*port],
-                },
-            ),
-            Match::DestinationPorts { negated, ports } => (
-                port_rank,
-                Stmt::Port {
-                    proto: port_proto()?,
-                    direction: Direction::Destination,
-                    negated: *negated,
-                    ports: ports.clone(),
-                },
-            ),
-            Match::UidOwner { negated, owner } => (
-                5,
-                Stmt::Owner {
-                    kind: OwnerKind::Uid,
-                    negated: *negated,
-                    owner: owner.clone(),
-                    meta: table == NftTable::Raw,
-                },
-            ),
-            Match::GidOwner { negated, owner } => (
-                5,
-                Stmt::Owner {
-                    kind: OwnerKind::Gid,
-                    negated: *negated,
-                    owner: owner.clone(),
-                    meta: table == NftTable::Raw,
-                },
-            ),
-            Match::Mark { negated, mark } => (
-                6,
-                Stmt::Mark {
-                    negated: *negated,
-                    mark: *mark,
-                },
-            ),
-            Match::ConnMark(mark) => (6, Stmt::CtMark(*mark)),
-        };
-        ranked.push(item);
-    }
-    ranked.sort_by_key(|(rank, _)| *rank);
-    let mut stmts: Vec<Stmt> = Vec::with_capacity(ranked.len() + 4);
-    stmts.extend(ranked.into_iter().map(|(_, s)| s));
-    let action = match &rule.target {
-        Target::Jump(c) => Stmt::Jump(NftChain::Regular(*c)),
-        Target::Return => Stmt::Return,
-        Target::Accept => Stmt::Accept,
-        Target::Drop => Stmt::Drop,
-        Target::Redirect { port } => Stmt::Redirect(*port),
-        // One rule for iptables' TPROXY target: deliver, mark, count, accept.
-        Target::Tproxy { mark, port } => {
-            stmts.extend([
-                Stmt::Tproxy {
-                    family: address_family(rule),
-                    port: *port,
-                },
-                Stmt::SetMark(*mark),
-            ]);
-            Stmt::Accept
-        }
-        Target::SetMark(mark) => Stmt::SetMark(*mark),
-        Target::SaveMark => Stmt::SaveMark,
-        Target::RestoreMark => Stmt::RestoreMark,
-        Target::CtZone(zone) => Stmt::CtZone(*zone),
-    };
-    stmts.extend([Stmt::Counter, action]);
-    Ok(NftRule { stmts })
+/// `add <kind> inet T N`, e.g. `add set inet istio-proxy-nat extra`.
+pub fn add_object(o: &Object) -> String {
+    let mut out = String::from("add ");
+    out.push_str(&o.kind);
+    out.push_str(" inet ");
+    out.push_str(&o.table);
+    out.push(' ');
+    out.push_str(&o.name);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use crate::config::{Config, HostFiles, Ipv6Setting};
-    use crate::model::Op;
-    use crate::plan::{self, Scope, ScopedOp};
-    use crate::sys::host::Env;
-    use clap::Parser;
-
-    /// The plan for `meshcap render FLAGS` with `env`, then `tweak` on the config (DNS servers).
-    fn plan_with(flags: &[&str], env: &[(&str, &str)], ipv6: bool, tweak: impl FnOnce(&mut Config)) -> Plan {
-        let argv = ["meshcap", "render"].iter().chain(flags).copied();
-        let Some(Command::Render(args)) = Cli::try_parse_from(argv).expect("flags parse").command else {
-            panic!("not a render command");
-        };
-        let files = HostFiles {
-            passwd: "/nonexistent".into(),
-            // No servers; the tests set them on the config.
-            resolv_conf: "/dev/null".into(),
-        };
-        let env = Env::from_pairs(env.iter().copied());
-        let mut cfg = Config::from_flags(&args.capture, &env, &files, Ipv6Setting::Explicit(ipv6)).expect("config");
-        tweak(&mut cfg);
-        let plan = plan::build(&cfg, ipv6);
-        for family in plan.families() {
-            plan.ruleset(family).validate().expect("the iptables view is valid");
-        }
-        plan
-    }
-
-    fn plan(flags: &[&str]) -> Plan {
-        plan_with(flags, &[], false, |_| {})
-    }
-
-    fn text(plan: &Plan) -> String {
-        transaction(plan).expect("transaction").to_string()
-    }
-
-    /// Every jump enters a chain the same table declares, and every insert index is below the
-    /// number of rules its chain has at that point (what nft needs to accept the transaction).
-    fn assert_loadable(tx: &Transaction) {
-        let mut declared: Vec<(NftTable, NftChain)> = Vec::new();
-        let mut counts: BTreeMap<(NftTable, NftChain), u32> = BTreeMap::new();
-        for op in &tx.ops {
-            match op {
-                NftOp::AddChain(t, c) => declared.push((*t, *c)),
-                NftOp::DeleteChain(t, c) => declared.retain(|d| d != &(*t, *c)),
-                NftOp::AddTable(_) | NftOp::FlushTable(_) | NftOp::DeleteTable(_) => {}
-                NftOp::AddRule { table, chain, rule } | NftOp::InsertRule { table, chain, rule, .. } => {
-                    assert!(declared.contains(&(*table, *chain)), "rule in undeclared {chain}: {op}");
-                    for s in &rule.stmts {
-                        if let Stmt::Jump(target) = s {
-                            assert!(declared.contains(&(*table, *target)), "jump to undeclared chain: {op}");
-                        }
-                    }
-                    let n = counts.entry((*table, *chain)).or_insert(0);
-                    if let NftOp::InsertRule { index, .. } = op {
-                        assert!(index < n, "insert beyond the chain: {op}");
-                    }
-                    *n += 1;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn default_capture_is_the_spec_example() {
-        // Spec §8.5: the transaction for all defaults, IPv4 only.
-        let expected = "\
-add table inet istio-proxy-nat
-flush table inet istio-proxy-nat
-add chain inet istio-proxy-nat output { type nat hook output priority -100 ; }
-add chain inet istio-proxy-nat istio-inbound
-add chain inet istio-proxy-nat istio-redirect
-add chain inet istio-proxy-nat istio-in-redirect
-add chain inet istio-proxy-nat istio-output
-add rule inet istio-proxy-nat istio-inbound meta l4proto tcp tcp dport 15008 counter return
-add rule inet istio-proxy-nat istio-redirect meta l4proto tcp counter redirect to :15001
-add rule inet istio-proxy-nat istio-in-redirect meta l4proto tcp counter redirect to :15006
-add rule inet istio-proxy-nat output counter jump istio-output
-add rule inet istio-proxy-nat istio-output oifname lo ip saddr 127.0.0.6/32 counter return
-add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp ip daddr != 127.0.0.1/32 tcp dport != 15008 skuid 1337 counter jump istio-in-redirect
-add rule inet istio-proxy-nat istio-output oifname lo skuid != 1337 counter return
-add rule inet istio-proxy-nat istio-output skuid 1337 counter return
-add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp ip daddr != 127.0.0.1/32 tcp dport != 15008 skgid 1337 counter jump istio-in-redirect
-add rule inet istio-proxy-nat istio-output oifname lo skgid != 1337 counter return
-add rule inet istio-proxy-nat istio-output skgid 1337 counter return
-add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
-";
-        assert_eq!(text(&plan(&["-u", "1337", "-g", "1337"])), expected);
-    }
-
-    fn op(chain: ChainName, position: Position, target: Target) -> ScopedOp {
-        ScopedOp {
-            scope: Scope::Both,
-            table: TableName::Nat,
-            op: Op {
-                chain,
-                position,
-                rule: Rule::new(vec![], target),
-            },
-            step: Step::ExcludedInterface,
-        }
-    }
-
-    fn bare_plan(ops: Vec<ScopedOp>) -> Plan {
-        Plan {
-            ipv6: false,
-            ops,
-            routes: Default::default(),
-        }
-    }
-
-    #[test]
-    fn inserts_become_zero_based_or_degrade_to_appends() {
-        let pre = ChainName::Builtin(Hook::Prerouting);
-        let p = bare_plan(vec![
-            op(pre, Position::Insert(1), Target::Return), // empty chain: append
-            op(pre, Position::Insert(1), Target::Accept), // index 0 < 1
-            op(pre, Position::Insert(3), Target::Drop),   // index 2, not below 2: append
-            op(pre, Position::Insert(2), Target::Return), // index 1 < 3
-            op(pre, Position::Append, Target::Accept),
-        ]);
-        let lines: Vec<String> = transaction(&p)
-            .unwrap()
-            .ops
-            .iter()
-            .skip(3)
-            .map(|o| o.to_string())
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                "add rule inet istio-proxy-nat prerouting counter return",
-                "insert rule inet istio-proxy-nat prerouting index 0 counter accept",
-                "add rule inet istio-proxy-nat prerouting counter drop",
-                "insert rule inet istio-proxy-nat prerouting index 1 counter return",
-                "add rule inet istio-proxy-nat prerouting counter accept",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_jump_into_a_chain_without_rules_is_refused() {
-        let p = bare_plan(vec![op(
-            ChainName::Builtin(Hook::Output),
-            Position::Append,
-            Target::Jump(IstioChain::OutputDns),
-        )]);
-        let err = transaction(&p).unwrap_err();
-        assert!(err.why.contains("jump to istio-output-dns"), "{err}");
-        assert!(apply_transaction(&p).is_err());
-    }
-
-    #[test]
-    fn ipv6_dns_servers_with_ipv6_off_jump_nowhere_missing() {
-        // Spec §10.2 item 5: Istio writes `istio-output → istio-output-dns` and raw
-        // `prerouting → istio-inbound` although both chains stay empty (the IPv6 server rules
-        // are dropped), and nft rejects the whole transaction.
-        let v6_only = |ipv6| {
-            plan_with(&["--redirect-dns"], &[], ipv6, |c| {
-                c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
-            })
-        };
-        let off = transaction(&v6_only(false)).unwrap();
-        assert_loadable(&off);
-        let off_text = off.to_string();
-        assert!(!off_text.contains("istio-output-dns counter"), "{off_text}");
-        assert!(
-            !off_text.contains("jump istio-output-dns\nadd rule inet istio-proxy-nat"),
-            "{off_text}"
-        );
-        assert!(!off_text.contains("ip6 "), "{off_text}");
-        assert!(!off_text.contains("istio-proxy-nat istio-output-dns"), "{off_text}");
-        assert!(!off_text.contains("istio-proxy-raw prerouting"), "{off_text}");
-        // The proxy's own DNS is still zoned (raw output), and port 53 stays exempt.
-        assert!(off_text.contains("add rule inet istio-proxy-raw output counter jump istio-output-dns\n"));
-        assert!(off_text.contains("udp dport 53 meta skuid 1337 counter ct zone set 1\n"));
-        assert!(off_text.contains("tcp dport != { 53, 15008 } skuid 1337"));
-
-        // With IPv6 on, the same servers are captured, with one jump each.
-        let on = transaction(&v6_only(true)).unwrap();
-        assert_loadable(&on);
-        let on_text = on.to_string();
-        assert_eq!(
-            on_text.matches("counter jump istio-output-dns\n").count(),
-            2,
-            "{on_text}"
-        );
-        assert!(on_text.contains(
-            "add rule inet istio-proxy-nat istio-output-dns ip6 daddr 2001:db8::53/128 udp dport 53 counter redirect to :15053\n"
-        ));
-        assert!(on_text.contains("add rule inet istio-proxy-raw prerouting counter jump istio-inbound\n"));
-        assert!(on_text.contains(
-            "add rule inet istio-proxy-raw istio-inbound udp sport 53 ip6 saddr 2001:db8::53/128 counter ct zone set 1\n"
-        ));
-    }
-
-    #[test]
-    fn family_agnostic_dns_jumps_are_written_once() {
-        let both = plan_with(&["--redirect-dns"], &[], true, |c| {
-            c.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap()];
-            c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
-        });
-        let t = text(&both);
-        assert_eq!(
-            t.matches("add rule inet istio-proxy-nat istio-output counter jump istio-output-dns\n")
-                .count(),
-            1
-        );
-        assert_eq!(
-            t.matches("add rule inet istio-proxy-raw prerouting counter jump istio-inbound\n")
-                .count(),
-            1
-        );
-        // The raw jump precedes every server's zone rules, IPv4 ones first.
-        let jump = t.find("raw prerouting counter jump").unwrap();
-        let v4 = t.find("ip daddr 10.0.0.53/32 counter ct zone set 2").unwrap();
-        let v6 = t.find("ip6 daddr 2001:db8::53/128 counter ct zone set 2").unwrap();
-        assert!(jump < v4 && v4 < v6, "{t}");
-    }
-
-    #[test]
-    fn drop_invalid_is_tcp_only_and_raw_owners_say_meta() {
-        let t = text(&plan_with(
-            &["--drop-invalid", "--redirect-dns", "--capture-all-dns"],
-            &[],
-            false,
-            |_| {},
-        ));
-        assert!(t.contains(
-            "add rule inet istio-proxy-mangle prerouting meta l4proto tcp ct state invalid counter jump istio-drop\n"
-        ));
-        assert!(t.contains("add rule inet istio-proxy-mangle istio-drop counter drop\n"));
-        assert!(t.contains(
-            "add rule inet istio-proxy-raw istio-output-dns udp sport 15053 meta skuid 1337 counter ct zone set 2\n"
-        ));
-        assert!(t.contains("add rule inet istio-proxy-nat istio-output oifname lo meta l4proto tcp tcp dport != 53 skuid != 1337 counter return\n"));
-        // Capture-all: TCP with `meta l4proto`, UDP without (Istio's spelling).
-        assert!(t.contains("istio-output-dns meta l4proto tcp tcp dport 53 counter redirect to :15053\n"));
-        assert!(t.contains("istio-output-dns udp dport 53 counter redirect to :15053\n"));
-        assert!(t.contains("add rule inet istio-proxy-raw istio-inbound udp sport 53 counter ct zone set 1\n"));
-    }
+    use crate::model::{CtState, Hook, IstioChain, Proto};
+    use crate::nft::ir::{ChainType, NftHook, NftTable, OwnerKind};
+    use crate::values::{Mark, Owner, Port};
 
     #[test]
     fn nft_keywords_are_sorted_for_binary_search() {
@@ -1395,225 +548,132 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
     }
 
     #[test]
-    fn interfaces_ports_and_tproxy_spelling() {
-        let p = plan_with(
-            &[
-                "-m",
-                "TPROXY",
-                "-b",
-                "*",
-                "-d",
-                "8000:8100",
-                "-c",
-                "veth+,a@b,counter,ip,return+",
-                "-o",
-                "1000:2000",
-            ],
-            &[],
-            true,
-            |_| {},
-        );
-        let t = text(&p);
-        assert!(
-            t.contains("add rule inet istio-proxy-nat prerouting iifname veth* counter return\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("add rule inet istio-proxy-mangle output oifname \"a@b\" counter return\n"),
-            "{t}"
-        );
-        // nft keywords are quoted (bare, `iifname counter` is a syntax error); a keyword with the
-        // wildcard is one word to nft and stays bare.
-        assert!(
-            t.contains("add rule inet istio-proxy-nat prerouting iifname \"counter\" counter return\n"),
-            "{t}"
-        );
-        assert!(t.contains("prerouting iifname \"ip\" counter return\n"), "{t}");
-        assert!(t.contains("prerouting iifname return* counter return\n"), "{t}");
-        assert!(
-            t.contains("istio-inbound meta l4proto tcp tcp dport 8000-8100 counter return\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("add rule inet istio-proxy-nat istio-output udp dport 1000-2000 counter return\n"),
-            "{t}"
-        );
-        assert!(t.contains(
-            "istio-tproxy meta l4proto tcp ip6 daddr != ::1/128 tproxy ip6 to :15006 meta mark set 1337 counter accept\n"
-        ));
-        assert_loadable(&transaction(&p).unwrap());
-    }
-
-    #[test]
-    fn apply_transaction_removes_what_this_configuration_does_not_use() {
-        let p = plan(&[]);
-        let render = transaction(&p).unwrap();
-        let apply = apply_transaction(&p).unwrap();
-        assert_loadable(&apply);
-        let lines: Vec<String> = apply.ops.iter().map(|o| o.to_string()).collect();
-        assert_eq!(
-            lines[..6],
-            [
-                "add table inet istio-proxy-nat",
-                "flush table inet istio-proxy-nat",
-                "add chain inet istio-proxy-nat prerouting { type nat hook prerouting priority -100 ; }",
-                "delete chain inet istio-proxy-nat prerouting",
-                "add chain inet istio-proxy-nat istio-output-dns",
-                "delete chain inet istio-proxy-nat istio-output-dns",
-            ]
-        );
-        assert_eq!(
-            lines[lines.len() - 4..],
-            [
-                "add table inet istio-proxy-mangle",
-                "delete table inet istio-proxy-mangle",
-                "add table inet istio-proxy-raw",
-                "delete table inet istio-proxy-raw",
-            ]
-        );
-        // Same chains and rules as the rendered transaction, in the same order.
-        let kept = |tx: &Transaction| -> Vec<NftOp> {
-            tx.ops
-                .iter()
-                .filter(|o| matches!(o, NftOp::AddRule { .. } | NftOp::InsertRule { .. }))
-                .cloned()
-                .collect()
-        };
-        assert_eq!(kept(&apply), kept(&render));
-        assert_eq!(apply.tables_with_rules(), [NftTable::Nat]);
-
-        // A configuration using every table deletes none.
-        let full = plan_with(
-            &[
-                "-m",
-                "TPROXY",
-                "-b",
-                "*",
-                "--drop-invalid",
-                "--redirect-dns",
-                "--capture-all-dns",
-            ],
-            &[],
-            true,
-            |_| {},
-        );
-        let apply = apply_transaction(&full).unwrap().to_string();
-        assert!(!apply.contains("delete table"), "{apply}");
-        assert!(
-            apply.contains("add chain inet istio-proxy-nat istio-output-dns\nadd rule"),
-            "{apply}"
-        );
-    }
-
-    #[test]
-    fn cleanup_deletes_the_three_tables() {
-        assert_eq!(
-            cleanup_transaction().to_string(),
-            "add table inet istio-proxy-nat\ndelete table inet istio-proxy-nat\n\
-             add table inet istio-proxy-mangle\ndelete table inet istio-proxy-mangle\n\
-             add table inet istio-proxy-raw\ndelete table inet istio-proxy-raw\n"
-        );
-    }
-
-    #[test]
-    fn every_knob_combination_yields_a_loadable_transaction() {
-        let knobs: [&[&str]; 10] = [
-            &[],
-            &["-m", "TPROXY", "-b", "*", "-d", "15090,15021"],
-            &["-m", "TPROXY", "-b", ""],
-            &["-b", "80,443", "-k", "eth1,eth2", "-i", "10.0.0.0/8,2001:db8::/32"],
-            &["-k", "eth1", "-i", "*", "-x", "10.1.0.0/16"],
-            &["--redirect-dns", "--capture-all-dns", "-u", "1,2", "-g", "3"],
-            &["-q", "80", "-o", "53,1000:2000", "-c", "eth9"],
-            &["--drop-invalid", "-i", "127.1.2.3/32"],
-            &["--redirect-dns", "-m", "TPROXY", "-b", "80", "-c", "eth0"],
-            &["-i", ""],
-        ];
-        for flags in knobs {
-            for ipv6 in [false, true] {
-                for servers in [0, 1, 2, 3] {
-                    let p = plan_with(flags, &[("ISTIO_OUTBOUND_OWNER_GROUPS", "10,20")], ipv6, |c| {
-                        if servers & 1 != 0 {
-                            c.dns.servers_v4 = vec!["10.0.0.53".parse().unwrap()];
-                        }
-                        if servers & 2 != 0 {
-                            c.dns.servers_v6 = vec!["2001:db8::53".parse().unwrap()];
-                        }
-                    });
-                    // A rule without addresses sees both families in an inet table: the plan
-                    // may scope such a rule to one family only if it is a jump (into a chain
-                    // whose rules carry that family's addresses).
-                    for s in &p.ops {
-                        if s.scope != Scope::Both && address_family(&s.op.rule).is_none() {
-                            assert!(matches!(s.op.rule.target, Target::Jump(_)), "{flags:?}: {s:?}");
-                        }
-                    }
-                    let tx = transaction(&p).unwrap_or_else(|e| panic!("{flags:?} ipv6={ipv6}: {e}"));
-                    assert_loadable(&tx);
-                    assert_loadable(&apply_transaction(&p).unwrap());
-                    if !ipv6 {
-                        assert!(!tx.to_string().contains("ip6 "), "{flags:?}: {tx}");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How `--compact` plans are spelled: anonymous sets of normalised values.
-#[cfg(test)]
-mod compact_tests {
-    use super::{apply_transaction, transaction};
-    use crate::model::Backend;
-    use crate::plan::compact::plan;
-    use crate::plan::testing::{KNOBS, plan_of};
-
-    #[test]
-    fn compact_plans_render_as_transactions() {
-        for flags in KNOBS {
-            for ipv6 in [false, true] {
-                let nf = plan(plan_of(flags, ipv6), Backend::Nft);
-                transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
-                apply_transaction(&nf).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
-            }
-        }
-    }
-
-    #[test]
-    fn nft_sets_hold_normalised_values_per_family_and_provenance() {
-        let p = plan(plan_of(KNOBS[4], true), Backend::Nft);
-        let text = transaction(&p).unwrap().to_string();
-        // Host bits cleared, covered prefixes dropped, one set per family.
-        assert!(
-            text.contains("istio-output ip daddr { 10.0.0.0/8, 192.168.0.0/16 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output ip6 daddr 2001:db8::/32 counter return\n"),
-            "{text}"
-        );
-        let p = plan(plan_of(KNOBS[3], false), Backend::Nft);
-        let text = transaction(&p).unwrap().to_string();
-        assert!(
-            text.contains("istio-output tcp dport { 22, 53, 1000-2002 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output udp dport { 22, 53, 1000-2002 } counter return\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("istio-output tcp dport { 1-3, 443, 8443 } counter jump istio-redirect\n"),
-            "{text}"
-        );
-        // Virtual interfaces: the inserted PREROUTING rules, one set per interface.
-        let p = plan(plan_of(KNOBS[5], true), Backend::Nft);
-        let text = transaction(&p).unwrap().to_string();
-        assert!(
-            text.contains(
-                "prerouting iifname eth1 ip daddr { 10.0.0.0/8, 192.168.1.0/24 } counter jump istio-redirect\n"
+    fn every_statement_is_spelled() {
+        let iface = |s: &str| Iface::parse(s).unwrap();
+        let port = Port::new_const;
+        let cases = [
+            (
+                Stmt::Iface {
+                    input: true,
+                    name: iface("veth+"),
+                },
+                "iifname veth*",
             ),
-            "{text}"
+            (
+                Stmt::Iface {
+                    input: false,
+                    name: iface("a@b"),
+                },
+                "oifname \"a@b\"",
+            ),
+            (
+                Stmt::Iface {
+                    input: true,
+                    name: iface("counter"),
+                },
+                "iifname \"counter\"",
+            ),
+            (Stmt::L4Proto(Proto::Udp), "meta l4proto udp"),
+            (
+                Stmt::CtState(vec![CtState::Related, CtState::Established]),
+                "ct state related,established",
+            ),
+            (
+                Stmt::Addr {
+                    direction: Direction::Source,
+                    negated: true,
+                    cidr: Cidr::parse("::6/128").unwrap(),
+                },
+                "ip6 saddr != ::6/128",
+            ),
+            (
+                Stmt::AddrSet {
+                    direction: Direction::Destination,
+                    cidrs: vec![
+                        Cidr::parse("10.0.0.0/8").unwrap(),
+                        Cidr::parse("192.168.0.0/16").unwrap(),
+                    ],
+                },
+                "ip daddr { 10.0.0.0/8, 192.168.0.0/16 }",
+            ),
+            (
+                Stmt::Port {
+                    proto: Proto::Tcp,
+                    direction: Direction::Destination,
+                    negated: true,
+                    ports: vec![PortSpec::Single(port(53)), PortSpec::Range(port(1000), port(2000))],
+                },
+                "tcp dport != { 53, 1000-2000 }",
+            ),
+            (
+                Stmt::Owner {
+                    kind: OwnerKind::Gid,
+                    negated: false,
+                    owner: Owner::Id(7),
+                    meta: true,
+                },
+                "meta skgid 7",
+            ),
+            (
+                Stmt::Mark {
+                    negated: true,
+                    mark: Mark(1337),
+                },
+                "mark != 1337",
+            ),
+            (Stmt::CtMark(Mark(1)), "ct mark 1"),
+            (
+                Stmt::Jump(NftChain::Regular(IstioChain::OutputDns)),
+                "jump istio-output-dns",
+            ),
+            (Stmt::Redirect(port(15001)), "redirect to :15001"),
+            (
+                Stmt::Tproxy {
+                    family: None,
+                    port: port(1),
+                },
+                "tproxy to :1",
+            ),
+            (
+                Stmt::Tproxy {
+                    family: Some(Family::V6),
+                    port: port(1),
+                },
+                "tproxy ip6 to :1",
+            ),
+            (Stmt::SetMark(Mark(5)), "meta mark set 5"),
+            (Stmt::SaveMark, "ct mark set mark"),
+            (Stmt::RestoreMark, "meta mark set ct mark"),
+            (Stmt::CtZone(2), "ct zone set 2"),
+        ];
+        for (stmt, text) in cases {
+            assert_eq!(stmt.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn report_lines_spell_listed_names() {
+        let base = BaseChain {
+            kind: ChainType::Nat,
+            hook: NftHook::Netfilter(Hook::Output),
+            priority: -100,
+            policy: Policy::Drop,
+        };
+        assert_eq!(
+            add_chain("istio-proxy-nat", "output", Some(&base)),
+            "add chain inet istio-proxy-nat output { type nat hook output priority -100 ; policy drop ; }"
         );
+        assert_eq!(
+            NftOp::AddChain(NftTable::Raw, NftChain::Base(Hook::Prerouting)).to_string(),
+            "add chain inet istio-proxy-raw prerouting { type filter hook prerouting priority -300 ; }"
+        );
+        assert_eq!(add_table("t"), "add table inet t");
+        assert_eq!(add_rule("t", "c", "counter"), "add rule inet t c counter");
+        let o = Object {
+            table: "t".into(),
+            kind: "set".into(),
+            name: "s".into(),
+        };
+        assert_eq!(add_object(&o), "add set inet t s");
     }
 }

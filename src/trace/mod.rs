@@ -33,7 +33,7 @@ use crate::iptables::parse::SaveDump;
 use crate::model::{Backend, CtState, Hook, IstioChain, Match, Rule, Ruleset, TableName, Target};
 pub use crate::sys::host::Ids;
 use crate::values::Family;
-use crate::{iptables::render as iptables, nft::text as nft};
+use crate::{iptables::render as iptables, nft::ir as nft};
 
 pub use packet::{ConnState, Direction, Packet};
 
@@ -186,8 +186,9 @@ impl Netfilter {
     /// transaction with `nft`) and its TPROXY policy routing.
     pub fn from_plan(plan: &crate::plan::Plan, family: Family, nft: bool) -> crate::error::Result<Netfilter> {
         let mut nf = if nft {
-            let tx = nft::apply_transaction(plan).map_err(|e| crate::error::Error::inconsistent("nftables", e))?;
-            Netfilter::from_nft(&tx, family)
+            let tx = crate::nft::lower::apply_transaction(plan)
+                .map_err(|e| crate::error::Error::inconsistent("nftables", e))?;
+            Netfilter::from_nft(&nft::planned(&tx), family)
         } else {
             Netfilter::from_ruleset(&plan.ruleset(family))
         };
@@ -200,60 +201,34 @@ impl Netfilter {
         Ok(nf)
     }
 
-    /// The nftables ruleset `tx` leaves in the kernel (inserts, flushes and deletes applied),
-    /// as a packet of `family` sees it: rules whose address match or TPROXY is of the other
-    /// family never match it and are left out; a port match brings its implied protocol.
-    pub fn from_nft(tx: &nft::Transaction, family: Family) -> Netfilter {
-        use nft::NftOp;
-        let table_of = |t: nft::NftTable| match t {
-            nft::NftTable::Nat => TableName::Nat,
-            nft::NftTable::Mangle => TableName::Mangle,
-            nft::NftTable::Raw => TableName::Raw,
-        };
-        let mut live: BTreeMap<(TableName, String), Vec<Option<Entry>>> = BTreeMap::new();
-        for op in &tx.ops {
-            match op {
-                NftOp::AddTable(_) => {}
-                NftOp::FlushTable(t) => {
-                    for ((table, _), rules) in live.iter_mut() {
-                        if *table == table_of(*t) {
-                            rules.clear();
-                        }
-                    }
-                }
-                NftOp::DeleteTable(t) => live.retain(|(table, _), _| *table != table_of(*t)),
-                NftOp::AddChain(t, c) => {
-                    live.entry((table_of(*t), c.name().to_string())).or_default();
-                }
-                NftOp::DeleteChain(t, c) => {
-                    live.remove(&(table_of(*t), c.name().to_string()));
-                }
-                NftOp::AddRule { table, chain, rule } => live
-                    .entry((table_of(*table), chain.name().to_string()))
-                    .or_default()
-                    .push(nft_entry(rule, family)),
-                NftOp::InsertRule {
-                    table,
-                    chain,
-                    index,
-                    rule,
-                } => {
-                    let rules = live.entry((table_of(*table), chain.name().to_string())).or_default();
-                    let at = (*index as usize).min(rules.len());
-                    rules.insert(at, nft_entry(rule, family));
-                }
+    /// An nftables state (e.g. what a transaction leaves, [`crate::nft::ir::planned`]) as a
+    /// packet of `family` sees it: rules whose address match or TPROXY is of the other family
+    /// never match it and are left out; a port match brings its implied protocol; a base
+    /// chain's policy is its declared one.
+    pub fn from_nft(state: &nft::NftState, family: Family) -> Netfilter {
+        let mut chains = BTreeMap::new();
+        let mut policies = BTreeMap::new();
+        for ((table, chain), c) in &state.chains {
+            let Some(table) = nft::NftTable::from_name(table) else {
+                continue;
+            };
+            let key = (table.table_name(), chain.clone());
+            if let Some(base) = &c.base {
+                let policy = match base.policy {
+                    nft::Policy::Accept => Policy::Accept,
+                    nft::Policy::Drop => Policy::Drop,
+                };
+                policies.insert(key.clone(), policy);
             }
+            chains.insert(key, c.rules.iter().filter_map(|r| nft_entry(r, family)).collect());
         }
         Netfilter {
             family,
             local_marks: Vec::new(),
             routes_known: false,
             backend: Backend::Nft,
-            chains: live
-                .into_iter()
-                .map(|(k, rules)| (k, rules.into_iter().flatten().collect()))
-                .collect(),
-            policies: BTreeMap::new(),
+            chains,
+            policies,
         }
     }
 
@@ -276,9 +251,13 @@ impl Netfilter {
 
 /// An nftables rule as the tracer sees it for a packet of `family`; `None` when the rule can
 /// never see such a packet (an `ip`/`ip6` match or TPROXY of the other family).
-fn nft_entry(rule: &nft::NftRule, family: Family) -> Option<Entry> {
-    let text = rule.to_string();
-    match crate::nft::model::nft_rule_model(rule) {
+fn nft_entry(rule: &nft::StateRule, family: Family) -> Option<Entry> {
+    let text = rule.text.clone();
+    let model = match &rule.stmts {
+        Ok(r) => crate::nft::model::nft_rule_model(r),
+        Err(why) => Err(why.clone()),
+    };
+    match model {
         Ok(m) if m.family.is_some_and(|f| f != family) => None,
         Ok(m) => Some(Entry::Rule {
             rule: m.rule,
