@@ -12,6 +12,7 @@ mod dry_run_file;
 mod golden;
 mod hardening;
 mod lab;
+mod license;
 mod nft_apply;
 mod nft_render;
 mod packaging;
