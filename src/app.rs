@@ -19,7 +19,8 @@ use crate::{iptables, json, nft};
 
 /// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    drop_pasted_istio_iptables(&mut args);
     if let Some(e) = non_utf8_argument(&args) {
         let _ = writeln!(std::io::stderr(), "meshcap: {e}");
         return e.exit_code();
@@ -112,12 +113,65 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
         Some(Command::Man(args)) => print_doc(&docs::man_page(args.command.as_deref())?),
-        None => apply_command(&cli.capture, env, false),
+        None => Ok(no_command()),
     }
+}
+
+/// The subcommands that plan rules without applying them: an injected istio-init argument list
+/// (`istio-iptables -p 15001 …`) pasted after them keeps working.
+const PREVIEW_COMMANDS: [&str; 3] = ["render", "trace", "check"];
+
+/// Removes the `istio-iptables` word that directly follows `render`, `trace` or `check`, so
+/// `meshcap render istio-iptables -p 15001 …` is `meshcap render -p 15001 …`. Only the
+/// subcommand position counts: the words before it are logging flags (capture flags there are
+/// refused), so a word that is the value of a logging flag (`--log_target render`) is skipped.
+fn drop_pasted_istio_iptables(args: &mut Vec<OsString>) {
+    let mut i = 1;
+    while i < args.len() {
+        let Some(word) = args[i].to_str() else { return };
+        if word.starts_with('-') {
+            // A logging flag given as `--flag value` (not `--flag=value`, not the boolean
+            // `--log_as_json`) takes the next word.
+            if !word.contains('=') && word != "--log_as_json" && word.starts_with("--") {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if PREVIEW_COMMANDS.contains(&word) && args.get(i + 1).and_then(|a| a.to_str()) == Some("istio-iptables") {
+            args.remove(i + 1);
+        }
+        return;
+    }
+}
+
+/// `meshcap FLAGS` without a command: refused with exit 2 (a usage error), nothing applied.
+/// Istio's injected arguments always name `istio-iptables`, so only a person typing flags on
+/// their own machine gets here, and programming that machine's firewall is never what they meant.
+fn no_command() -> i32 {
+    let _ = writeln!(
+        std::io::stderr(),
+        "meshcap: no command given, nothing applied: to apply the capture to this network namespace \
+         run 'meshcap istio-iptables FLAGS' (as Istio's istio-init does); to preview the rules run \
+         'meshcap render FLAGS'; see 'meshcap --help'"
+    );
+    2
 }
 
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
     let (config, plan) = plan::unchecked(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+    let ignored = args.capture.apply_only_given();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "render ignores {}: only the apply command (meshcap istio-iptables) uses them; render prints the rules and touches nothing",
+            ignored.join(", ")
+        );
+    }
+    if args.family == Some(FamilyArg::V6) && !plan.ipv6 && !config.native_nftables {
+        tracing::warn!(
+            "IPv6 is off, so there are no IPv6 rules to print: add --ipv6 (or ENABLE_INBOUND_IPV6=true) to plan them"
+        );
+    }
     let out = if config.native_nftables {
         if args.format == Format::Json {
             return Err(Error::invalid(
@@ -341,6 +395,54 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid value '-1' for '--istio-inbound-tproxy-route-table': expected a 32-bit number in decimal digits"
+        );
+    }
+
+    fn pasted(args: &[&str]) -> Vec<String> {
+        let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        drop_pasted_istio_iptables(&mut args);
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_pasted_istio_iptables_word_after_a_preview_command_is_dropped() {
+        assert_eq!(
+            pasted(&["m", "render", "istio-iptables", "-p", "1"]),
+            ["m", "render", "-p", "1"]
+        );
+        assert_eq!(
+            pasted(&["m", "--log_output_level", "debug", "check", "istio-iptables"]),
+            ["m", "--log_output_level", "debug", "check"]
+        );
+        assert_eq!(
+            pasted(&["m", "--log_as_json", "trace", "istio-iptables", "x"]),
+            ["m", "--log_as_json", "trace", "x"]
+        );
+        // Not after the command: kept (and refused by clap as a stray word where it is one).
+        assert_eq!(pasted(&["m", "render", "-p", "1", "istio-iptables"]).len(), 5);
+        // The apply command itself, and a logging flag's value that happens to be a command name.
+        assert_eq!(pasted(&["m", "istio-iptables", "-p", "1"]).len(), 4);
+        assert_eq!(pasted(&["m", "--log_target", "render", "istio-iptables"]).len(), 4);
+    }
+
+    #[test]
+    fn apply_only_flags_are_named_for_render() {
+        let cli = Cli::try_parse_from([
+            "meshcap",
+            "render",
+            "-p",
+            "1",
+            "--cleanup-only",
+            "--network-namespace",
+            "x",
+        ])
+        .unwrap();
+        let Some(Command::Render(args)) = cli.command else {
+            panic!("render expected")
+        };
+        assert_eq!(
+            args.capture.apply_only_given(),
+            ["--network-namespace", "--cleanup-only"]
         );
     }
 

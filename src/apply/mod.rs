@@ -1,4 +1,4 @@
-//! The default command (`meshcap [istio-iptables] FLAGS`, and `istio-clean-iptables`): program
+//! The apply command (`meshcap istio-iptables FLAGS`, and `istio-clean-iptables`): program
 //! the plan into the kernel of the target network namespace with the iptables backend, safely
 //! and idempotently (spec §5, with the improvements of §10.2).
 //!
@@ -64,6 +64,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<i32> {
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    if !config.dry_run && env.get("DRY_RUN_FILE_PATH").is_some_and(|v| !v.is_empty()) {
+        // Not read (as Istio): a real run records nothing, so say so instead of staying silent.
+        tracing::warn!(
+            "DRY_RUN_FILE_PATH is set but this is not a dry run: nothing is written to it (add --dry-run or DRY_RUN=true)"
+        );
     }
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // One meshcap at a time per namespace, taken before anything is read, so concurrent runs

@@ -88,7 +88,7 @@ pub(crate) fn save(ns: &NetNs, v: V, base: &str) -> String {
 
 /// Runs meshcap with `args` then `--network-namespace <ns>` (and the forced variant).
 pub(crate) fn apply(ns: &NetNs, v: V, args: &[&str], extra: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
+    let mut all: Vec<&str> = [&["istio-iptables"][..], args].concat();
     all.extend_from_slice(extra);
     all.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
     meshcap(&all).output().unwrap()
@@ -161,7 +161,7 @@ fn the_variant_is_chosen_without_polluting_legacy() {
     }
     let ns = v4_ns("choose");
     for _ in 0..2 {
-        let mut args = SIDECAR.to_vec();
+        let mut args = [&["istio-iptables"][..], SIDECAR].concat();
         args.extend_from_slice(&["--network-namespace", &ns.name]);
         let o = meshcap(&args).output().unwrap();
         assert!(o.status.success(), "{}", show(&o));
@@ -180,7 +180,7 @@ fn the_variant_is_chosen_without_polluting_legacy() {
         &["-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN"],
     );
     assert!(o.status.success(), "{}", show(&o));
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--network-namespace", &ns.name]);
     let o = meshcap(&args).output().unwrap();
     assert!(o.status.success(), "{}", show(&o));
@@ -199,13 +199,13 @@ fn the_namespace_by_name_by_path_by_pid_and_from_inside() {
         assert_eq!(save(ns, V::Nft, "iptables"), want);
     };
     let by_name = v4_ns("name");
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--network-namespace", &by_name.name]);
     check(&by_name, meshcap(&args).output().unwrap());
 
     let by_path = v4_ns("path");
     let path = by_path.path();
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--network-namespace", path.to_str().unwrap()]);
     check(&by_path, meshcap(&args).output().unwrap());
 
@@ -229,7 +229,7 @@ fn the_namespace_by_name_by_path_by_pid_and_from_inside() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(entered, "the sleeper never entered {}", by_pid.name);
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--network-namespace", &proc_path]);
     let o = meshcap(&args).output().unwrap();
     let _ = sleeper.kill();
@@ -238,7 +238,10 @@ fn the_namespace_by_name_by_path_by_pid_and_from_inside() {
 
     let inside = v4_ns("inside");
     let bin = crate::support::meshcap_bin();
-    let o = inside.cmd(bin.to_str().unwrap(), SIDECAR).output().unwrap();
+    let o = inside
+        .cmd(bin.to_str().unwrap(), &[&["istio-iptables"][..], SIDECAR].concat())
+        .output()
+        .unwrap();
     check(&inside, o);
 }
 
@@ -255,7 +258,7 @@ fn a_bad_namespace_fails_and_nothing_is_applied_here() {
         ("/proc/self/ns/uts", "is not a network namespace"),
         ("mc-no-such-namespace", "'/var/run/netns/mc-no-such-namespace'"),
     ] {
-        let mut args = SIDECAR.to_vec();
+        let mut args = [&["istio-iptables"][..], SIDECAR].concat();
         args.extend_from_slice(&["--network-namespace", target]);
         let o = here.cmd(bin.to_str().unwrap(), &args).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -481,7 +484,7 @@ fn dry_run_changes_nothing() {
         &["--dry-run", "--dual-stack", "--reconcile"],
         &["--dry-run", "--cleanup-only"],
     ] {
-        let mut args = TPROXY.to_vec();
+        let mut args = [&["istio-iptables"][..], TPROXY].concat();
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--network-namespace", &ns.name]);
         let o = meshcap(&args).output().unwrap();
@@ -547,7 +550,7 @@ fn a_failed_ipv6_restore_rolls_ipv4_back() {
         ns.ip(&["-6", "addr", "add", "fd00::2/128", "dev", "lo"]);
         add_foreign(&ns, v);
         let before = save(&ns, v, "iptables");
-        let mut args = TPROXY.to_vec();
+        let mut args = [&["istio-iptables"][..], TPROXY].concat();
         args.extend_from_slice(&[
             "--dual-stack",
             "--network-namespace",
@@ -575,7 +578,7 @@ fn concurrent_applies_take_turns() {
     // namespace path) must not fight meshcap's own namespace lock.
     for (v, extra) in [(V::Nft, &[][..]), (V::Legacy, &["--cni-mode"][..])] {
         let ns = v4_ns("concurrent");
-        let mut args = SIDECAR.to_vec();
+        let mut args = [&["istio-iptables"][..], SIDECAR].concat();
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
         let children: Vec<_> = (0..10)

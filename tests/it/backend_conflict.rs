@@ -63,7 +63,7 @@ fn nft(ns: &NetNs, args: &[&str]) -> String {
 
 /// `meshcap ARGS EXTRA --network-namespace NS` with debug logs (the spawn count).
 fn run(ns: &NetNs, args: &[&str], extra: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
+    let mut all: Vec<&str> = [&["istio-iptables"][..], args].concat();
     all.extend_from_slice(extra);
     all.extend_from_slice(&["--network-namespace", &ns.name, "--log_output_level=default:debug"]);
     meshcap(&all).output().unwrap()

@@ -96,7 +96,7 @@ fn nft_apply(ns: &NetNs, args: &[&str], extra: &[&str]) -> Output {
 }
 
 fn nft_apply_with_path(ns: &NetNs, args: &[&str], extra: &[&str], path: Option<&str>) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
+    let mut all: Vec<&str> = [&["istio-iptables"][..], args].concat();
     all.extend_from_slice(extra);
     all.extend_from_slice(&[
         "--native-nftables",
@@ -587,7 +587,7 @@ fn the_namespace_by_pid_and_concurrent_runs() {
         let _ = sleeper.wait();
         panic!("the sleeper never entered {}", by_pid.name);
     }
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--native-nftables", "--network-namespace", &proc_path]);
     let o = meshcap(&args).output().unwrap();
     let _ = sleeper.kill();
@@ -597,7 +597,7 @@ fn the_namespace_by_pid_and_concurrent_runs() {
 
     // Concurrent runs in one namespace take turns (the shared namespace lock).
     let ns = v4_ns("nftconc");
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--native-nftables", "--network-namespace", &ns.name]);
     let children: Vec<_> = (0..6)
         .map(|_| {
@@ -637,7 +637,7 @@ fn switching_from_the_iptables_backend_needs_reconcile_and_removes_its_rules() {
         return;
     }
     let ns = v4_ns("nftswitchbk");
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", "nft"]);
     let o = meshcap(&args).output().unwrap();
     assert!(o.status.success(), "{}", show(&o));

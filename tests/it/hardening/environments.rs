@@ -34,7 +34,7 @@ fn names(prefixes: &[&str], variants: &[&str]) -> Vec<String> {
 }
 
 fn run_with_path(ns: &NetNs, path: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut args = SIDECAR.to_vec();
+    let mut args = [&["istio-iptables"][..], SIDECAR].concat();
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--network-namespace", &ns.name]);
     let mut cmd = meshcap(&args);
@@ -163,7 +163,11 @@ fn a_read_only_run() {
         return;
     }
     let args_for = |ns: &NetNs, v: V, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = SIDECAR.iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = ["istio-iptables"]
+            .iter()
+            .chain(SIDECAR)
+            .map(|s| s.to_string())
+            .collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         a.extend(["--network-namespace".into(), ns.name.clone()]);
         a.extend(["--force-iptables-binary".into(), v.name().into()]);
@@ -225,6 +229,7 @@ fn as_nobody(w: &Wrappers, ns: &NetNs) -> std::process::Output {
     let mut cmd = Command::new(super::real("setpriv"));
     cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(w.file("meshcap"))
+        .arg("istio-iptables")
         .args(SIDECAR)
         .args(["--network-namespace", &ns.name])
         .env_clear()

@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// `args` + `--network-namespace ns --force-iptables-binary v` + `extra`.
 fn args_for<'a>(ns: &'a NetNs, v: V, args: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut all = args.to_vec();
+    let mut all = [&["istio-iptables"][..], args].concat();
     all.extend_from_slice(extra);
     all.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", v.name()]);
     all
@@ -365,7 +365,7 @@ fn namespace_paths_that_are_not_namespaces_apply_nothing_here() {
     ];
     let bin = meshcap_bin();
     for (flag, named) in cases {
-        let mut args = SIDECAR.to_vec();
+        let mut args = [&["istio-iptables"][..], SIDECAR].concat();
         args.push(flag.as_str());
         let o = output_within(&mut here.cmd(bin.to_str().unwrap(), &args), LIMIT);
         assert_eq!(o.status.code(), Some(1), "{flag}: {}", show(&o));

@@ -141,7 +141,7 @@ fn hostile_values_apply_nothing() {
     let ns = v4_ns("inject");
     for variant in ["nft", "legacy"] {
         for case in cases() {
-            let mut base = SIDECAR.to_vec();
+            let mut base = [&["istio-iptables"][..], SIDECAR].concat();
             base.extend_from_slice(&["--network-namespace", &ns.name, "--force-iptables-binary", variant]);
             assert_refused(&command(&base, &case).output().unwrap(), &case);
             assert_nothing_applied(&ns, &format!("{variant} {:?} {:?}", case.args, case.env));
