@@ -5,6 +5,7 @@
 
 mod apply;
 mod backend_conflict;
+mod backend_routes;
 mod check_netns;
 mod compact_equivalence;
 mod docs;

@@ -336,7 +336,8 @@ fn cleanup_deletes_meshcaps_tables_and_leaves_the_others() {
         let o = if cleanup_cmd {
             let mut args = vec!["istio-clean-iptables"];
             args.extend_from_slice(TPROXY);
-            nft_apply(&ns, &args, &[])
+            args.extend_from_slice(&["--native-nftables", "--network-namespace", &ns.name]);
+            meshcap(&args).arg("--log_output_level=default:debug").output().unwrap()
         } else {
             nft_apply(&ns, TPROXY, &["--cleanup-only"])
         };
