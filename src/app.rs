@@ -113,6 +113,7 @@ fn run(cli: Cli, env: &Env) -> Result<i32> {
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
         Some(Command::Man(args)) => print_doc(&docs::man_page(args.command.as_deref())?),
+        Some(Command::Audit(args)) => Ok(audit_command(&args)),
         None => Ok(no_command()),
     }
 }
@@ -343,6 +344,40 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
         tracing::warn!("{w}");
     }
     check::live(&config, ipv6_setting)
+}
+
+/// `meshcap audit`: exit 0 all pass, 1 some would fail, 2 bad input (printed here, like check).
+fn audit_command(args: &crate::cli::AuditArgs) -> i32 {
+    let text = if args.input == "-" {
+        let mut s = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            Ok(_) => Ok(s),
+            Err(e) => Err(Error::Other(format!("cannot read stdin: {e}"))),
+        }
+    } else {
+        crate::sys::host::read_file(&args.input)
+    };
+    let source = if args.input == "-" {
+        "stdin"
+    } else {
+        args.input.as_str()
+    };
+    let result = text
+        .and_then(|t| crate::audit::read_objects(&t, source))
+        .and_then(|objects| crate::audit::audit(&objects));
+    match result {
+        Ok(a) => {
+            let out = match args.format {
+                OutputFormat::Text => a.text(),
+                OutputFormat::Json => a.json(),
+            };
+            match write_stdout(&out) {
+                Ok(()) => a.exit_code(),
+                Err(e) => check_error(&e),
+            }
+        }
+        Err(e) => check_error(&e),
+    }
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {

@@ -86,6 +86,36 @@ pub enum Command {
     /// Compare the live rules of a network namespace with the plan; changes nothing.
     #[command(args_override_self = true, after_help = CHECK_HELP)]
     Check(Lazy<CheckArgs>),
+
+    /// Would these pods' istio-init / istio-validation arguments pass meshcap's validation?
+    #[command(after_help = AUDIT_HELP)]
+    Audit(Lazy<AuditArgs>),
+}
+
+const AUDIT_HELP: &str = "\
+Reads Kubernetes objects as JSON or YAML (several YAML documents, or a List): Pods, and the pod
+templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. For every
+istio-init and istio-validation init container, its args and literal env values go through the
+parsing and validation of 'meshcap istio-iptables' (nothing is applied, no host file is read;
+env set with valueFrom is reported as not evaluated). Per container: OK, or the exact error
+meshcap would exit with.
+
+Examples:
+  kubectl get pods -A -o json | meshcap audit -
+  kubectl get deploy,sts,ds -A -o yaml | meshcap audit - --format json
+  meshcap audit pod.yaml
+
+Exit codes: 0 every container passes, 1 some would fail, 2 bad input (unreadable, not JSON or YAML).";
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The file to read, or - for stdin.
+    #[arg(value_name = "FILE")]
+    pub input: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 const CHECK_HELP: &str = "\

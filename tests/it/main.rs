@@ -4,6 +4,7 @@
 //! create through [`support::NetNs`], which deletes them on drop (also when a test fails).
 
 mod apply;
+mod audit;
 mod backend_conflict;
 mod backend_routes;
 mod check_netns;
