@@ -58,8 +58,9 @@ fn report(e: &Error, stderr: &mut dyn Write) {
 
 /// What the command line asks, done: an exit code, or an error with the exit-code convention
 /// of the command that failed (`check`'s own, once it runs).
-fn outcome(args: Vec<OsString>, env: &Env) -> (Convention, Result<i32>) {
+fn outcome(mut args: Vec<OsString>, env: &Env) -> (Convention, Result<i32>) {
     let istio = |r| (Convention::Istio, r);
+    drop_pasted_istio_iptables(&mut args);
     if let Some(e) = non_utf8_argument(&args) {
         return istio(Err(e));
     }
@@ -83,7 +84,7 @@ fn outcome(args: Vec<OsString>, env: &Env) -> (Convention, Result<i32>) {
     if cli.command.is_some() && cli.capture != CaptureFlags::default() {
         return istio(Err(Error::FlagsBeforeSubcommand));
     }
-    run(cli.command, &cli.capture, env)
+    run(cli.command, env)
 }
 
 /// A flag value clap itself refused (a value outside a fixed set such as `--family v5`, or a
@@ -138,7 +139,7 @@ fn non_utf8_argument(args: &[OsString]) -> Option<Error> {
     Some(Error::invalid(flag, String::from_utf8_lossy(bytes), why))
 }
 
-fn run(command: Option<Command>, capture: &CaptureFlags, env: &Env) -> (Convention, Result<i32>) {
+fn run(command: Option<Command>, env: &Env) -> (Convention, Result<i32>) {
     let result = match command {
         Some(Command::Render(args)) => render_command(&args, env),
         Some(Command::Trace(args)) => trace_command(&args, env),
@@ -147,13 +148,54 @@ fn run(command: Option<Command>, capture: &CaptureFlags, env: &Env) -> (Conventi
         Some(Command::IstioCleanIptables(args)) => apply_command(&args.capture, env, true),
         Some(Command::Completions(args)) => print_doc(&docs::completions(args.shell)),
         Some(Command::Man(args)) => docs::man_page(args.command.as_deref()).and_then(|page| print_doc(&page)),
-        None => apply_command(capture, env, false),
+        Some(Command::Audit(args)) => return (Convention::Check, audit_command(&args)),
+        None => Err(Error::NoCommand),
     };
     (Convention::Istio, result)
 }
 
+/// The subcommands that plan rules without applying them: an injected istio-init argument list
+/// (`istio-iptables -p 15001 …`) pasted after them keeps working.
+const PREVIEW_COMMANDS: [&str; 3] = ["render", "trace", "check"];
+
+/// Removes the `istio-iptables` word that directly follows `render`, `trace` or `check`, so
+/// `meshcap render istio-iptables -p 15001 …` is `meshcap render -p 15001 …`. Only the
+/// subcommand position counts: the words before it are logging flags (capture flags there are
+/// refused), so a word that is the value of a logging flag (`--log_target render`) is skipped.
+fn drop_pasted_istio_iptables(args: &mut Vec<OsString>) {
+    let mut i = 1;
+    while i < args.len() {
+        let Some(word) = args[i].to_str() else { return };
+        if word.starts_with('-') {
+            // A logging flag given as `--flag value` (not `--flag=value`, not the boolean
+            // `--log_as_json`) takes the next word.
+            if !word.contains('=') && word != "--log_as_json" && word.starts_with("--") {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if PREVIEW_COMMANDS.contains(&word) && args.get(i + 1).and_then(|a| a.to_str()) == Some("istio-iptables") {
+            args.remove(i + 1);
+        }
+        return;
+    }
+}
+
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
     let (config, plan) = plan::unchecked(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+    let ignored = args.capture.apply_only_given();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "render ignores {}: only the apply command (meshcap istio-iptables) uses them; render prints the rules and touches nothing",
+            ignored.join(", ")
+        );
+    }
+    if args.family == Some(FamilyArg::V6) && !plan.ipv6 && !config.native_nftables {
+        tracing::warn!(
+            "IPv6 is off, so there are no IPv6 rules to print: add --ipv6 (or ENABLE_INBOUND_IPV6=true) to plan them"
+        );
+    }
     let out = if config.native_nftables {
         if args.format == Format::Json {
             return Err(Error::invalid(
@@ -320,6 +362,27 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
     check::live(&config, ipv6_setting)
 }
 
+/// `meshcap audit`: exit 0 all pass, 1 some would fail, 2 bad input (printed here, like check).
+fn audit_command(args: &crate::cli::AuditArgs) -> Result<i32> {
+    let (text, source) = if args.input == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|err| Error::Read {
+            path: "stdin".into(),
+            err,
+        })?;
+        (s, "stdin")
+    } else {
+        (crate::sys::host::read_file(&args.input)?, args.input.as_str())
+    };
+    let audit = crate::audit::audit(&crate::audit::read_objects(&text, source)?)?;
+    let out = match args.format {
+        OutputFormat::Text => audit.text(),
+        OutputFormat::Json => audit.json(),
+    };
+    write_stdout(&out)?;
+    Ok(audit.exit_code())
+}
+
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {
     crate::apply::run(flags, env, cleanup).map(|()| 0)
 }
@@ -424,6 +487,54 @@ mod tests {
         let mut stderr = Vec::new();
         assert_eq!(exit_code(Convention::Istio, Err(e), &mut stderr), 126);
         assert!(stderr.is_empty());
+    }
+
+    fn pasted(args: &[&str]) -> Vec<String> {
+        let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        drop_pasted_istio_iptables(&mut args);
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_pasted_istio_iptables_word_after_a_preview_command_is_dropped() {
+        assert_eq!(
+            pasted(&["m", "render", "istio-iptables", "-p", "1"]),
+            ["m", "render", "-p", "1"]
+        );
+        assert_eq!(
+            pasted(&["m", "--log_output_level", "debug", "check", "istio-iptables"]),
+            ["m", "--log_output_level", "debug", "check"]
+        );
+        assert_eq!(
+            pasted(&["m", "--log_as_json", "trace", "istio-iptables", "x"]),
+            ["m", "--log_as_json", "trace", "x"]
+        );
+        // Not after the command: kept (and refused by clap as a stray word where it is one).
+        assert_eq!(pasted(&["m", "render", "-p", "1", "istio-iptables"]).len(), 5);
+        // The apply command itself, and a logging flag's value that happens to be a command name.
+        assert_eq!(pasted(&["m", "istio-iptables", "-p", "1"]).len(), 4);
+        assert_eq!(pasted(&["m", "--log_target", "render", "istio-iptables"]).len(), 4);
+    }
+
+    #[test]
+    fn apply_only_flags_are_named_for_render() {
+        let cli = Cli::try_parse_from([
+            "meshcap",
+            "render",
+            "-p",
+            "1",
+            "--cleanup-only",
+            "--network-namespace",
+            "x",
+        ])
+        .unwrap();
+        let Some(Command::Render(args)) = cli.command else {
+            panic!("render expected")
+        };
+        assert_eq!(
+            args.capture.apply_only_given(),
+            ["--network-namespace", "--cleanup-only"]
+        );
     }
 
     use std::os::unix::ffi::OsStringExt;

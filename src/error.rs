@@ -18,6 +18,14 @@ pub enum Error {
     Usage(Box<clap::Error>),
     /// Capture flags before a subcommand: meshcap does not guess which command they are for.
     FlagsBeforeSubcommand,
+    /// Flags without a command: refused (exit 2, nothing applied). Istio's injected arguments
+    /// always name `istio-iptables`, so only a person typing flags on their own machine gets
+    /// here, and programming that machine's firewall is never what they meant.
+    NoCommand,
+    /// `meshcap audit`: the input is not Kubernetes JSON or YAML.
+    NotKubernetes { source: String, why: String },
+    /// `meshcap audit`: the input holds no Pod, List or workload.
+    NoWorkload,
 
     // Files and streams.
     /// A file meshcap had to read could not be read.
@@ -165,7 +173,7 @@ impl Error {
     /// The process exit code for this error, the one place that decides it.
     pub fn code(&self, convention: Convention) -> i32 {
         match (self, convention) {
-            (Error::Usage(_), _) | (_, Convention::Check) => EXIT_USAGE,
+            (Error::Usage(_) | Error::NoCommand, _) | (_, Convention::Check) => EXIT_USAGE,
             (Error::Validation { .. }, Convention::Istio) => EXIT_VALIDATION,
             (_, Convention::Istio) => 1,
         }
@@ -222,6 +230,17 @@ impl fmt::Display for Error {
             Error::FlagsBeforeSubcommand => {
                 f.write_str("capture flags go after the subcommand (e.g. 'meshcap render -p 15001'), not before it")
             }
+            Error::NotKubernetes { source, why } => {
+                write!(f, "cannot read {} as Kubernetes JSON or YAML: {why}", quote(source))
+            }
+            Error::NoWorkload => f.write_str(
+                "no Pod, List or workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) found in the input",
+            ),
+            Error::NoCommand => f.write_str(
+                "no command given, nothing applied: to apply the capture to this network namespace run \
+                 'meshcap istio-iptables FLAGS' (as Istio's istio-init does); to preview the rules run \
+                 'meshcap render FLAGS'; see 'meshcap --help'",
+            ),
             Error::Read { path, err } => write!(f, "cannot read {}: {}", quote(path), err),
             Error::Write { path, source, err } => write!(f, "cannot write {} ({source}): {err}", quote(path)),
             Error::Stdout(err) => write!(f, "cannot write to stdout: {err}"),
@@ -546,6 +565,21 @@ mod tests {
                 "internal error: the nftables plan is inconsistent: a jump to nowhere",
             ),
             (Error::NoLocalAddress, "no valid local IP address found"),
+            (
+                Error::NotKubernetes {
+                    source: "pods.json".into(),
+                    why: "EOF".into(),
+                },
+                "cannot read 'pods.json' as Kubernetes JSON or YAML: EOF",
+            ),
+            (
+                Error::NoWorkload,
+                "no Pod, List or workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) found in the input",
+            ),
+            (
+                Error::NoCommand,
+                "no command given, nothing applied: to apply the capture to this network namespace run 'meshcap istio-iptables FLAGS' (as Istio's istio-init does); to preview the rules run 'meshcap render FLAGS'; see 'meshcap --help'",
+            ),
         ]
     }
 
@@ -564,10 +598,12 @@ mod tests {
         for (e, _) in every_variant() {
             // Exhaustive on purpose: a new variant must say its exit code (and join the list).
             let istio = match e {
-                Error::Usage(_) => EXIT_USAGE,
+                Error::Usage(_) | Error::NoCommand => EXIT_USAGE,
                 Error::Validation { .. } => EXIT_VALIDATION,
                 Error::InvalidValue { .. }
                 | Error::FlagsBeforeSubcommand
+                | Error::NotKubernetes { .. }
+                | Error::NoWorkload
                 | Error::Read { .. }
                 | Error::Write { .. }
                 | Error::Stdout(_)

@@ -1,4 +1,4 @@
-//! The default command (`meshcap [istio-iptables] FLAGS`, and `istio-clean-iptables`): program
+//! The apply command (`meshcap istio-iptables FLAGS`, and `istio-clean-iptables`): program
 //! the plan into the kernel of the target network namespace with the iptables backend, safely
 //! and idempotently (spec §5, with the improvements of §10.2).
 //!
@@ -65,6 +65,12 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    if !config.dry_run && env.get("DRY_RUN_FILE_PATH").is_some_and(|v| !v.is_empty()) {
+        // Not read (as Istio): a real run records nothing, so say so instead of staying silent.
+        tracing::warn!(
+            "DRY_RUN_FILE_PATH is set but this is not a dry run: nothing is written to it (add --dry-run or DRY_RUN=true)"
+        );
     }
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // One meshcap at a time per namespace, taken before anything is read, so concurrent runs
@@ -155,7 +161,16 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
         }
         result
     };
-    let result = result.and_then(|()| routes_step(&kernel, &config, &plan, cleanup));
+    let result = result.and_then(|()| {
+        // Routes belong to whichever backend's capture is present: a cleanup of one backend
+        // leaves them to the other backend's rules that still need them.
+        let other = if cleanup {
+            other_backend_capture(&sys, &kernel, &config, ns_path)?
+        } else {
+            None
+        };
+        routes_step(&kernel, &config, &plan, cleanup, other.as_deref())
+    });
     drop(deferred);
     if let Some(sig) = crate::sys::signals::Deferred::pending() {
         let outcome = match &result {
@@ -176,9 +191,43 @@ pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     validate::after_rules(&config, netns.as_ref())
 }
 
+/// After a cleanup: the capture of the other backend that is still live (the nftables
+/// backend's tables after an iptables cleanup, the iptables backend's chains after an nftables
+/// one), named for the log; `None` when there is none.
+fn other_backend_capture(
+    sys: &dyn System,
+    kernel: &dyn Kernel,
+    config: &Config,
+    ns: Option<&Path>,
+) -> Result<Option<String>> {
+    if config.native_nftables {
+        let reader = live::iptables::Reader {
+            sys,
+            kernel,
+            force: config.force_iptables_binary,
+            ns,
+        };
+        let residue = reader.residue()?;
+        Ok((!residue.is_empty()).then(|| {
+            let bases: Vec<String> = residue.iter().map(|r| r.bins.base.clone()).collect();
+            format!("the iptables backend's ISTIO_* chains ({})", bases.join(", "))
+        }))
+    } else {
+        let tables = live::nft::our_tables(kernel).unwrap_or_default();
+        Ok((!tables.is_empty()).then(|| {
+            let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+            format!("the nftables backend's tables ({})", names.join(", "))
+        }))
+    }
+}
+
 /// TPROXY policy routing and `::6` (both backends): programmed after the rules, removed on
-/// cleanup.
-fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool) -> Result<()> {
+/// cleanup unless `other` (the other backend's capture) is still live and needs them.
+fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool, other: Option<&str>) -> Result<()> {
+    if let (true, Some(other)) = (cleanup, other) {
+        tracing::info!("Kept the policy routing and the ::6 address: {other} still capture with them");
+        return Ok(());
+    }
     let changes = if cleanup {
         routes::cleanup(kernel, config.tproxy_mark, config.tproxy_route_table)
     } else {
@@ -238,7 +287,14 @@ pub fn config_dump(c: &Config, ipv6: bool) -> String {
             format!(
                 "[{}],[{}]",
                 ips(c.dns.servers_v4.iter().map(|a| a.to_string()).collect()),
-                ips(c.dns.servers_v6.iter().map(|a| a.to_string()).collect())
+                // Zoned servers as Istio prints them (after the others; Istio keeps file order).
+                ips(c
+                    .dns
+                    .servers_v6
+                    .iter()
+                    .map(|a| a.to_string())
+                    .chain(c.dns.zoned_v6.iter().cloned())
+                    .collect())
             ),
         ),
         ("NETWORK_NAMESPACE", c.network_namespace.clone().unwrap_or_default()),

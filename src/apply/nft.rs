@@ -1,4 +1,4 @@
-//! The native nftables backend of the default command (`--native-nftables`, spec §8) — the
+//! The native nftables backend of the apply command (`--native-nftables`, spec §8) — the
 //! same flow as the iptables backend in [`super`] (namespace, lock, IPv6 detection, plan,
 //! state check, `--reconcile`, cleanup, routes, dry-run), with one `nft -f -` transaction in
 //! place of the restores.

@@ -17,7 +17,9 @@ pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
     }
     if let Some(t) = &routes.tproxy {
         for &family in &t.families {
-            if kernel.fwmark_rules(family, t.mark.0, t.table.0)? == 0 {
+            // Only Istio's own spelling (proto unspec) counts as present; a copy an older
+            // meshcap added with `proto boot` is left for cleanup and `check` reports it.
+            if !kernel.fwmark_rule_protocols(family, t.mark.0, t.table.0)?.contains(&0) {
                 kernel.add_fwmark_rule(family, t.mark.0, t.table.0)?;
                 done.push(format!(
                     "Added {family} policy rule: fwmark {} lookup {}",

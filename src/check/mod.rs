@@ -69,6 +69,10 @@ pub struct Report {
     /// With `--native-nftables`: the iptables backend's `ISTIO_*` chains found live (per
     /// family and variant), a second capture of every packet.
     pub also_in_iptables: Vec<IptablesChains>,
+    /// Nothing of the checked backend is live but the other backend's capture is: the
+    /// namespace uses the other backend (`iptables` or `nftables`), reported as that instead of
+    /// every planned rule missing.
+    pub other_backend: Option<&'static str>,
 }
 
 /// The iptables backend's chains in one family and variant.
@@ -98,6 +102,14 @@ impl Report {
     /// Per family a `# <family>: ...` summary line, then its `+`/`-` lines.
     pub fn text(&self) -> String {
         let mut out = String::new();
+        if let Some(backend) = self.other_backend {
+            out.push_str(&self.other_backend_text(backend));
+            if let Some(r) = &self.routes {
+                out.push_str(&format!("# {}\n", r.summary()));
+                out.push_str(&r.lines());
+            }
+            return out;
+        }
         for f in &self.families {
             out.push_str(&format!("# {}\n", f.summary()));
             out.push_str(&f.drift.to_string());
@@ -133,10 +145,29 @@ impl Report {
         out
     }
 
+    /// The lines of a namespace that uses the other backend: which one, what of it is live,
+    /// and the flag that checks it.
+    fn other_backend_text(&self, backend: &str) -> String {
+        let (found, hint) = if backend == "nftables" {
+            (self.also_in_nftables.join(", "), "add --native-nftables to check it")
+        } else {
+            let chains: Vec<String> = self
+                .also_in_iptables
+                .iter()
+                .map(|c| format!("{} ({})", c.source, c.family))
+                .collect();
+            (chains.join(", "), "drop --native-nftables to check it")
+        };
+        format!(
+            "# this namespace uses the {backend} backend ({found}): nothing of this backend's rules is live; {hint}\n"
+        )
+    }
+
     pub fn json(&self) -> String {
         let doc = ReportDoc {
             version: 1,
             in_sync: self.in_sync(),
+            uses_backend: self.other_backend,
             also_in_nftables: self.also_in_nftables.clone(),
             also_in_iptables: self
                 .also_in_iptables
@@ -241,6 +272,10 @@ fn kind_name(k: DriftKind) -> &'static str {
 struct ReportDoc {
     version: u32,
     in_sync: bool,
+    /// The namespace uses the other backend (`iptables` or `nftables`) and nothing of the
+    /// checked one is live (left out otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_backend: Option<&'static str>,
     families: Vec<FamilyDoc>,
     /// With the iptables backend: the nftables backend's tables that are live too (left out
     /// when there are none).
@@ -405,7 +440,7 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
             &live,
             &crate::sys::host::Ids::from_host()?,
         );
-        let also_in_iptables = reader
+        let also_in_iptables: Vec<IptablesChains> = reader
             .residue()?
             .into_iter()
             .map(|r| IptablesChains {
@@ -414,38 +449,53 @@ pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
                 chains: r.dump.istio_chains(),
             })
             .collect();
+        // None of meshcap's tables is live, but the iptables backend's chains are.
+        let other_backend = (live
+            .tables
+            .iter()
+            .all(|t| crate::nft::ir::NftTable::from_name(t).is_none())
+            && !also_in_iptables.is_empty())
+        .then_some("iptables");
         return Ok(Report {
             nft: Some(drift),
             routes,
             also_in_iptables,
+            other_backend,
             ..Report::default()
         });
     }
     let mut families = Vec::new();
+    // Whether any of the iptables backend's state is live, in any family or variant.
+    let mut any_live = false;
     for family in Family::ALL {
         let enabled = family == Family::V4 || ipv6;
         let report = match reader.read_family(family, enabled)? {
-            Some(live) => FamilyReport {
-                source: Some(live.bins.save()),
-                also_in: live.others.iter().map(|(b, _, _)| b.base.clone()).collect(),
-                ..check_family(&plan, family, &live.live)
-            },
+            Some(live) => {
+                any_live |= live.live.has_istio_state() || !live.others.is_empty();
+                FamilyReport {
+                    source: Some(live.bins.save()),
+                    also_in: live.others.iter().map(|(b, _, _)| b.base.clone()).collect(),
+                    ..check_family(&plan, family, &live.live)
+                }
+            }
             // The family is off and none of its tables exists: nothing of meshcap's there.
             None => check_family(&plan, family, &SaveDump::default()),
         };
         families.push(report);
     }
     // As apply refuses over them: the nftables backend's tables (netlink, no process).
-    let also_in_nftables = live::nft::our_tables(&kernel)
+    let also_in_nftables: Vec<String> = live::nft::our_tables(&kernel)
         .unwrap_or_default()
         .into_iter()
         .map(|t| t.name().to_string())
         .collect();
     tracing::debug!("{} processes spawned", sys.spawns());
+    let other_backend = (!any_live && !also_in_nftables.is_empty()).then_some("nftables");
     Ok(Report {
         families,
         routes,
         also_in_nftables,
+        other_backend,
         ..Report::default()
     })
 }

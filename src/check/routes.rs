@@ -3,7 +3,8 @@
 //! table <table>` per planned family; with IPv6, `::6/128` on `lo`. Planned but absent is
 //! missing; present but not planned (left by an earlier TPROXY run under a REDIRECT plan, or by
 //! an IPv6 run when IPv6 is now off) is unexpected, and so is every extra copy of the policy rule
-//! (Istio adds one per run). The items are spelled as the `ip` commands that show them.
+//! (Istio adds one per run), and every copy with a protocol (`proto boot`: Istio's has none).
+//! The items are spelled as the `ip` commands that show them.
 
 use crate::error::Result;
 use crate::plan::PASSTHROUGH_V6;
@@ -49,6 +50,16 @@ impl RoutesDrift {
     }
 }
 
+/// `ip rule`'s name of a rule protocol (`/etc/iproute2/rt_protos`).
+fn protocol_name(p: u8) -> String {
+    match p {
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        p => p.to_string(),
+    }
+}
+
 fn ip_flag(family: Family) -> &'static str {
     match family {
         Family::V4 => "-4",
@@ -65,8 +76,14 @@ pub fn compare(kernel: &dyn Kernel, routes: &Routes, mark: Mark, table: RouteTab
         let planned = routes.tproxy.as_ref().filter(|t| t.families.contains(&family));
         let (mark, table) = planned.map_or((mark, table), |t| (t.mark, t.table));
         let rule = format!("ip {} rule fwmark {mark} lookup {table}", ip_flag(family));
-        let copies = kernel.fwmark_rules(family, mark.0, table.0)?;
-        match (planned.is_some(), copies) {
+        let protocols = kernel.fwmark_rule_protocols(family, mark.0, table.0)?;
+        // Istio's rule has no protocol (`ip rule add`): a copy with one (an older meshcap's
+        // `proto boot`) is not Istio's state, whatever the plan.
+        let istio = protocols.iter().filter(|&&p| p == 0).count();
+        for &p in protocols.iter().filter(|&&p| p != 0) {
+            drift.unexpected.push(format!("{rule} proto {}", protocol_name(p)));
+        }
+        match (planned.is_some(), istio) {
             (true, 0) => drift.missing.push(rule),
             (true, n) => {
                 for _ in 1..n {

@@ -73,6 +73,24 @@ mod tests {
     }
 
     #[test]
+    fn completions_offer_the_values_of_the_mode_and_the_variant() {
+        // Values, not file names: each shell's spelling of a fixed list.
+        let bash = text(completions(CompletionShell::Bash));
+        assert!(bash.contains(r#"compgen -W "REDIRECT TPROXY""#), "{bash}");
+        assert!(bash.contains(r#"compgen -W "legacy nft""#), "{bash}");
+        let zsh = text(completions(CompletionShell::Zsh));
+        assert!(zsh.contains(":MODE:(REDIRECT TPROXY)'"), "{zsh}");
+        assert!(zsh.contains(":VARIANT:(legacy nft)'"), "{zsh}");
+        let fish = text(completions(CompletionShell::Fish));
+        let line = |flag: &str| fish.lines().find(|l| l.contains(flag)).unwrap_or_default().to_string();
+        assert!(
+            line("-l istio-inbound-interception-mode").contains(r#"-f -a "REDIRECT"#),
+            "{fish}"
+        );
+        assert!(line("-l force-iptables-binary").contains(r#"-f -a "legacy"#), "{fish}");
+    }
+
+    #[test]
     fn completion_scripts_name_their_shell() {
         assert!(text(completions(CompletionShell::Bash)).contains("complete -F _meshcap"));
         assert!(text(completions(CompletionShell::Zsh)).starts_with("#compdef meshcap"));

@@ -14,8 +14,10 @@ const LONG_ABOUT: &str = "\
 meshcap turns istio-iptables flags into a typed rule model for the ISTIO_* chains and renders,
 dry-runs or applies it.
 
-Without a subcommand (or with `istio-iptables`) meshcap applies the capture, as Istio's
-istio-init container does. `render` prints the rules and touches nothing.
+`meshcap istio-iptables FLAGS` applies the capture, as Istio's istio-init container does (its
+injected arguments name the subcommand). `render` prints the rules and touches nothing; `render`,
+`trace` and `check` accept a pasted `istio-iptables FLAGS` list as is. Flags without a command
+are refused (exit 2): nothing is applied to the namespace meshcap runs in by accident.
 
 List values (-b, -d, -i, -x, -q, -o, -c, -k, -u, -g and the owner-group variables) are split on
 commas; whitespace around an item is trimmed and empty items are skipped (Istio passes ' 443'
@@ -53,7 +55,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the capture (the default command; Istio's istio-init argument list works as is).
+    /// Apply the capture to this (or --network-namespace's) namespace; Istio's istio-init arguments work as is.
     #[command(name = "istio-iptables", args_override_self = true)]
     IstioIptables(Lazy<ApplyArgs>),
 
@@ -84,6 +86,36 @@ pub enum Command {
     /// Compare the live rules of a network namespace with the plan; changes nothing.
     #[command(args_override_self = true, after_help = CHECK_HELP)]
     Check(Lazy<CheckArgs>),
+
+    /// Would these pods' istio-init / istio-validation arguments pass meshcap's validation?
+    #[command(after_help = AUDIT_HELP)]
+    Audit(Lazy<AuditArgs>),
+}
+
+const AUDIT_HELP: &str = "\
+Reads Kubernetes objects as JSON or YAML (several YAML documents, or a List): Pods, and the pod
+templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. For every
+istio-init and istio-validation init container, its args and literal env values go through the
+parsing and validation of 'meshcap istio-iptables' (nothing is applied, no host file is read;
+env set with valueFrom is reported as not evaluated). Per container: OK, or the exact error
+meshcap would exit with.
+
+Examples:
+  kubectl get pods -A -o json | meshcap audit -
+  kubectl get deploy,sts,ds -A -o yaml | meshcap audit - --format json
+  meshcap audit pod.yaml
+
+Exit codes: 0 every container passes, 1 some would fail, 2 bad input (unreadable, not JSON or YAML).";
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The file to read, or - for stdin.
+    #[arg(value_name = "FILE")]
+    pub input: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 const CHECK_HELP: &str = "\
@@ -275,7 +307,9 @@ pub struct CaptureFlags {
         short = 'm',
         long = "istio-inbound-interception-mode",
         value_name = "MODE",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = Suggest(&["REDIRECT", "TPROXY"]),
+        hide_possible_values = true
     )]
     pub interception_mode: Option<String>,
 
@@ -438,7 +472,13 @@ pub struct CaptureFlags {
     pub compact: Option<String>,
 
     /// Force the iptables variant: legacy or nft [env FORCE_IPTABLES_BINARY]
-    #[arg(long = "force-iptables-binary", value_name = "VARIANT", allow_hyphen_values = true)]
+    #[arg(
+        long = "force-iptables-binary",
+        value_name = "VARIANT",
+        allow_hyphen_values = true,
+        value_parser = Suggest(&["legacy", "nft"]),
+        hide_possible_values = true
+    )]
     pub force_iptables_binary: Option<String>,
 
     /// Removed in Istio 1.24; accepted, no effect
@@ -457,6 +497,53 @@ pub struct CaptureFlags {
         allow_hyphen_values = true
     )]
     pub iptables_version: Option<String>,
+}
+
+/// A value parser that takes any text (`config` validates it and names the flag in its error)
+/// but tells shell completions the accepted values.
+#[derive(Clone)]
+struct Suggest(&'static [&'static str]);
+
+impl clap::builder::TypedValueParser for Suggest {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(self.0.iter().copied().map(clap::builder::PossibleValue::new)))
+    }
+}
+
+impl CaptureFlags {
+    /// The flags given that change only what the apply command does (how and where it runs),
+    /// never the rules: `render` warns that it ignores them.
+    pub fn apply_only_given(&self) -> Vec<&'static str> {
+        [
+            (&self.dry_run, "--dry-run"),
+            (&self.iptables_probe_port, "--iptables-probe-port"),
+            (&self.probe_timeout, "--probe-timeout"),
+            (&self.skip_rule_apply, "--skip-rule-apply"),
+            (&self.run_validation, "--run-validation"),
+            (&self.dual_stack, "--dual-stack"),
+            (&self.network_namespace, "--network-namespace"),
+            (&self.cni_mode, "--cni-mode"),
+            (&self.reconcile, "--reconcile"),
+            (&self.cleanup_only, "--cleanup-only"),
+            (&self.force_apply, "--force-apply"),
+            (&self.force_iptables_binary, "--force-iptables-binary"),
+        ]
+        .into_iter()
+        .filter(|(value, _)| value.is_some())
+        .map(|(_, name)| name)
+        .collect()
+    }
 }
 
 /// Istio's global logging flags. Logs always go to stderr; rules go to stdout.

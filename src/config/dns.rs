@@ -15,13 +15,20 @@ pub struct Dns {
     pub capture_all: bool,
     pub servers_v4: Vec<Ipv4Addr>,
     pub servers_v6: Vec<Ipv6Addr>,
+    /// IPv6 servers with a zone (`fe80::1%eth0`): they keep DNS capture on as in Istio, but no
+    /// rule names them (no ip6tables or nft address carries a zone; docs/istio-compat.md §2.5).
+    pub zoned_v6: Vec<String>,
 }
 
 impl Dns {
     /// DNS capture is effective only when requested and either capturing all DNS or knowing at
     /// least one server (Istio 1.29 disables it otherwise, with a warning).
     pub fn effective(&self) -> bool {
-        self.redirect && (self.capture_all || !self.servers_v4.is_empty() || !self.servers_v6.is_empty())
+        self.redirect
+            && (self.capture_all
+                || !self.servers_v4.is_empty()
+                || !self.servers_v6.is_empty()
+                || !self.zoned_v6.is_empty())
     }
 }
 
@@ -37,7 +44,11 @@ pub(super) fn dns(i: &mut Input, files: &HostFiles, redirect: bool, capture_all:
         return Ok(dns);
     }
     let text = host::read_capped(&files.resolv_conf, host::RESOLV_CONF_MAX)?;
-    let (servers, skipped) = host::parse_resolv_conf(&text);
+    let host::ResolvConf {
+        servers,
+        zoned,
+        skipped,
+    } = host::parse_resolv_conf(&text);
     for s in skipped {
         i.warn(format!(
             "ignoring un-parsable DNS server {} in {}",
@@ -45,6 +56,14 @@ pub(super) fn dns(i: &mut Input, files: &HostFiles, redirect: bool, capture_all:
             crate::error::printable(&files.resolv_conf)
         ));
     }
+    for s in &zoned {
+        i.warn(format!(
+            "DNS server {} in {} has an IPv6 zone: it keeps DNS capture on (as Istio), but no rule address can carry a zone, so no rule matches it (Istio's IPv6 rules with it fail to load); --capture-all-dns captures its queries",
+            crate::error::quote(s),
+            crate::error::printable(&files.resolv_conf)
+        ));
+    }
+    dns.zoned_v6 = zoned;
     for s in servers {
         match s {
             IpAddr::V4(a) => dns.servers_v4.push(a),

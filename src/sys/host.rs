@@ -93,25 +93,38 @@ pub fn lookup_uid(path: &str, user: &str) -> Result<Option<u32>> {
     Ok(read_optional(path, ACCOUNTS_MAX)?.and_then(|text| uid_of(&text, user)))
 }
 
+/// The DNS servers of a resolv.conf (see [`parse_resolv_conf`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResolvConf {
+    /// Servers as addresses, in file order.
+    pub servers: Vec<IpAddr>,
+    /// IPv6 servers with a zone (`fe80::1%eth0`), as written: Istio parses them, but no rule
+    /// address can carry the zone (docs/istio-compat.md §2.5).
+    pub zoned: Vec<String>,
+    /// Entries that are not an address at all.
+    pub skipped: Vec<String>,
+}
+
 /// DNS servers of a resolv.conf, as Istio collects them: every `nameserver X` line in order
-/// (later fields ignored), parsed as one IP address. Unparsable entries (including addresses
-/// with an IPv6 zone, which a rule cannot carry) are returned separately so the caller can
-/// say that they were skipped.
-pub fn parse_resolv_conf(text: &str) -> (Vec<IpAddr>, Vec<String>) {
-    let mut servers = Vec::new();
-    let mut skipped = Vec::new();
+/// (later fields ignored), parsed as one IP address, an IPv6 address possibly with a zone.
+pub fn parse_resolv_conf(text: &str) -> ResolvConf {
+    let mut out = ResolvConf::default();
     for line in text.lines() {
         let mut fields = line.split_whitespace();
         if fields.next() != Some("nameserver") {
             continue;
         }
         let Some(addr) = fields.next() else { continue };
+        let zoned = addr
+            .split_once('%')
+            .filter(|(ip, zone)| !zone.is_empty() && crate::values::parse_ip(ip).is_ok_and(|ip| ip.is_ipv6()));
         match crate::values::parse_ip(addr) {
-            Ok(ip) => servers.push(ip),
-            Err(_) => skipped.push(addr.to_string()),
+            Ok(ip) => out.servers.push(ip),
+            Err(_) if zoned.is_some() => out.zoned.push(addr.to_string()),
+            Err(_) => out.skipped.push(addr.to_string()),
         }
     }
-    (servers, skipped)
+    out
 }
 
 /// The size limit of resolv.conf: glibc reads a few kilobytes of it; 1 MiB is generous.
@@ -280,12 +293,14 @@ mod tests {
 
     #[test]
     fn resolv_conf_servers() {
-        let (s, skipped) = parse_resolv_conf(
-            "# c\nnameserver 10.96.0.10 # x\nsearch a\nnameserver ::127.0.0.53\nnameserver 01.2.3.4\nnameserver fe80::1%eth0\nnameserver\n",
+        let r = parse_resolv_conf(
+            "# c\nnameserver 10.96.0.10 # x\nsearch a\nnameserver ::127.0.0.53\nnameserver 01.2.3.4\nnameserver fe80::1%eth0\nnameserver\nnameserver 10.0.0.1%eth0\nnameserver fe80::2%\n",
         );
-        let s: Vec<String> = s.iter().map(|a| a.to_string()).collect();
+        let s: Vec<String> = r.servers.iter().map(|a| a.to_string()).collect();
         assert_eq!(s, ["10.96.0.10", "::7f00:35"]);
-        assert_eq!(skipped, ["01.2.3.4", "fe80::1%eth0"]);
+        assert_eq!(r.zoned, ["fe80::1%eth0"]);
+        // A zone is IPv6 only and never empty (as Go's netip).
+        assert_eq!(r.skipped, ["01.2.3.4", "10.0.0.1%eth0", "fe80::2%"]);
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub trait Kernel {
     }
     /// How many `fwmark <mark> lookup <table>` rules exist.
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize>;
+    /// The protocol of each `fwmark <mark> lookup <table>` rule (0: unspec, as `ip rule add`
+    /// leaves it; 3: boot).
+    fn fwmark_rule_protocols(&self, family: Family, mark: u32, table: u32) -> Result<Vec<u8>> {
+        Ok(vec![0; self.fwmark_rules(family, mark, table)?])
+    }
     fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()>;
     fn del_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()>;
     /// Whether `local default dev lo table <table>` exists.
@@ -168,6 +173,18 @@ impl Kernel for LinuxKernel {
             .rules(family)
             .map_err(|e| Error::system("cannot list the policy rules", e))?;
         Ok(rules.iter().filter(|r| r.is_fwmark_lookup(mark, table)).count())
+    }
+
+    fn fwmark_rule_protocols(&self, family: Family, mark: u32, table: u32) -> Result<Vec<u8>> {
+        let rules = self
+            .route
+            .rules(family)
+            .map_err(|e| Error::system("cannot list the policy rules", e))?;
+        Ok(rules
+            .iter()
+            .filter(|r| r.is_fwmark_lookup(mark, table))
+            .map(|r| r.protocol)
+            .collect())
     }
 
     fn add_fwmark_rule(&self, family: Family, mark: u32, table: u32) -> Result<()> {

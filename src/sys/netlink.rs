@@ -49,6 +49,8 @@ const FR_ACT_TO_TBL: u8 = 1;
 const RTN_LOCAL: u8 = 2;
 const RT_SCOPE_HOST: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
+/// A policy rule's protocol when none was given (`ip rule add` without `protocol`).
+pub const RTPROT_UNSPEC: u8 = 0;
 
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -285,6 +287,11 @@ impl Socket {
                 fwmask: get(FRA_FWMASK),
                 table: get(FRA_TABLE).unwrap_or(payload[4] as u32),
                 to_table: payload[7] == FR_ACT_TO_TBL,
+                protocol: a
+                    .iter()
+                    .find(|(k, _)| *k == FRA_PROTOCOL)
+                    .and_then(|(_, v)| v.first().copied())
+                    .unwrap_or(RTPROT_UNSPEC),
             });
         }
         Ok(out)
@@ -303,10 +310,10 @@ impl Socket {
         body
     }
 
-    /// `ip rule add fwmark <mark> lookup <table>` (no priority: the kernel picks one).
+    /// `ip rule add fwmark <mark> lookup <table>` (no priority: the kernel picks one; no
+    /// protocol: `proto unspec`, as `ip rule add` leaves it, docs/istio-compat.md §5.8).
     pub fn add_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
-        let mut body = Socket::rule_body(family, mark, table, false);
-        attr(&mut body, FRA_PROTOCOL, &[RTPROT_BOOT]);
+        let body = Socket::rule_body(family, mark, table, false);
         self.request(RTM_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
             .map(drop)
     }
@@ -417,6 +424,8 @@ pub struct PolicyRule {
     pub fwmask: Option<u32>,
     pub table: u32,
     pub to_table: bool,
+    /// `FRA_PROTOCOL` (`ip rule` shows `proto boot` for 3); [`RTPROT_UNSPEC`] when absent.
+    pub protocol: u8,
 }
 
 impl PolicyRule {
@@ -466,6 +475,7 @@ mod tests {
             fwmask: Some(u32::MAX),
             table: 133,
             to_table: true,
+            protocol: RTPROT_UNSPEC,
         };
         assert!(r.is_fwmark_lookup(1337, 133));
         assert!(!r.is_fwmark_lookup(1337, 134));

@@ -6,7 +6,9 @@
 //! [`support`]; the traffic lab's agent processes are the `lab_agent` example binary.
 
 mod apply;
+mod audit;
 mod backend_conflict;
+mod backend_routes;
 mod check_netns;
 mod compact_equivalence;
 mod docs;
@@ -17,6 +19,7 @@ mod hostile_cleanup;
 mod hostile_interrupt;
 mod hostile_reads;
 mod lab;
+mod license;
 mod nft_apply;
 mod nft_netlink;
 mod nft_render;
