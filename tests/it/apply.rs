@@ -8,7 +8,13 @@ use crate::support::{Meshcap, Netns, Run, SIDECAR, TPROXY, TempDir, Variant as V
 
 /// `meshcap ARGS EXTRA --network-namespace NS --force-iptables-binary V`.
 fn apply(ns: &Netns, v: V, args: &[&str], extra: &[&str]) -> Run {
-    Meshcap::new().args(args).args(extra).netns(ns).variant(v).run()
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(args)
+        .args(extra)
+        .netns(ns)
+        .variant(v)
+        .run()
 }
 
 #[test]
@@ -45,7 +51,12 @@ fn the_variant_is_chosen_without_polluting_legacy() {
     needs_netns!();
     let ns = Netns::ipv4("choose");
     for _ in 0..2 {
-        Meshcap::new().args(SIDECAR).netns(&ns).run().success();
+        Meshcap::new()
+            .arg("istio-iptables")
+            .args(SIDECAR)
+            .netns(&ns)
+            .run()
+            .success();
     }
     assert!(
         save(&ns, V::Nft, "iptables").contains("ISTIO_OUTPUT"),
@@ -61,7 +72,12 @@ fn the_variant_is_chosen_without_polluting_legacy() {
         &["-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "RETURN"],
     );
     assert!(o.status.success(), "{o:?}");
-    Meshcap::new().args(SIDECAR).netns(&ns).run().success();
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .netns(&ns)
+        .run()
+        .success();
     assert!(save(&ns, V::Legacy, "iptables").contains("ISTIO_OUTPUT"));
     assert!(!save(&ns, V::Nft, "iptables").contains("ISTIO"));
 }
@@ -74,7 +90,7 @@ fn the_namespace_by_name_by_path_by_pid_and_from_inside() {
         run.success();
         assert_eq!(save(ns, V::Nft, "iptables"), want);
     };
-    let sidecar = Meshcap::new().args(SIDECAR);
+    let sidecar = Meshcap::new().arg("istio-iptables").args(SIDECAR);
 
     let by_name = Netns::ipv4("name");
     check(&by_name, sidecar.clone().netns(&by_name).run());
@@ -103,6 +119,7 @@ fn a_bad_namespace_fails_and_nothing_is_applied_here() {
         ("mc-no-such-namespace", "'/var/run/netns/mc-no-such-namespace'"),
     ] {
         Meshcap::new()
+            .arg("istio-iptables")
             .args(SIDECAR)
             .args(["--network-namespace", target])
             .inside(&here)
@@ -279,7 +296,12 @@ fn dry_run_changes_nothing() {
         &["--dry-run", "--dual-stack", "--reconcile"],
         &["--dry-run", "--cleanup-only"],
     ] {
-        let run = Meshcap::new().args(TPROXY).args(extra).netns(&ns).run();
+        let run = Meshcap::new()
+            .arg("istio-iptables")
+            .args(TPROXY)
+            .args(extra)
+            .netns(&ns)
+            .run();
         run.success()
             .stderr_contains("running iptables in dry-run mode, no rule changes will be made")
             .stderr_contains("skipping configuring routes due to dry run mode");
@@ -319,6 +341,7 @@ fn a_failed_ipv6_restore_rolls_ipv4_back() {
         add_foreign(&ns, v);
         let before = save(&ns, v, "iptables");
         Meshcap::new()
+            .arg("istio-iptables")
             .args(TPROXY)
             .arg("--dual-stack")
             .netns(&ns)
@@ -341,7 +364,12 @@ fn concurrent_applies_take_turns() {
     // namespace path) must not fight meshcap's own namespace lock.
     for (v, extra) in [(V::Nft, &[][..]), (V::Legacy, &["--cni-mode"][..])] {
         let ns = Netns::ipv4("concurrent");
-        let run = Meshcap::new().args(SIDECAR).args(extra).netns(&ns).variant(v);
+        let run = Meshcap::new()
+            .arg("istio-iptables")
+            .args(SIDECAR)
+            .args(extra)
+            .netns(&ns)
+            .variant(v);
         let children: Vec<_> = (0..10).map(|_| run.spawn()).collect();
         for child in children {
             child.wait().success();

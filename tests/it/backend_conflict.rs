@@ -42,6 +42,7 @@ fn snapshot(ns: &Netns) -> String {
 /// `meshcap ARGS EXTRA --network-namespace NS` with debug logs (the spawn count).
 fn run(ns: &Netns, args: &[&str], extra: &[&str]) -> Run {
     Meshcap::new()
+        .arg("istio-iptables")
         .args(args)
         .args(extra)
         .netns(ns)

@@ -17,6 +17,7 @@ static SIDECAR: LazyLock<Vec<&str>> = LazyLock::new(|| [crate::support::SIDECAR,
 /// count).
 fn nft_apply_cmd(ns: &Netns, args: &[&str], extra: &[&str]) -> Meshcap {
     Meshcap::new()
+        .arg("istio-iptables")
         .args(args)
         .args(extra)
         .arg("--native-nftables")
@@ -405,6 +406,7 @@ fn the_namespace_by_pid_and_concurrent_runs() {
     let by_pid = Netns::ipv4("nftpid");
     let sleeper = by_pid.sleeper();
     Meshcap::new()
+        .arg("istio-iptables")
         .args(SIDECAR.iter())
         .args(["--native-nftables", "--network-namespace", &sleeper.ns_path()])
         .run()
@@ -413,7 +415,11 @@ fn the_namespace_by_pid_and_concurrent_runs() {
 
     // Concurrent runs in one namespace take turns (the shared namespace lock).
     let ns = Netns::ipv4("nftconc");
-    let apply = Meshcap::new().args(SIDECAR.iter()).arg("--native-nftables").netns(&ns);
+    let apply = Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR.iter())
+        .arg("--native-nftables")
+        .netns(&ns);
     let children: Vec<_> = (0..6).map(|_| apply.spawn()).collect();
     for child in children {
         child.wait().success();
@@ -442,6 +448,7 @@ fn switching_from_the_iptables_backend_needs_reconcile_and_removes_its_rules() {
     needs_netns!();
     let ns = Netns::ipv4("nftswitchbk");
     Meshcap::new()
+        .arg("istio-iptables")
         .args(SIDECAR.iter())
         .netns(&ns)
         .args(["--force-iptables-binary", "nft"])

@@ -33,6 +33,7 @@ fn names(prefixes: &[&str], variants: &[&str]) -> Vec<String> {
 /// The sidecar apply on `ns` with `PATH` set to `path`, bounded by [`LIMIT`].
 fn apply_with_path(ns: &Netns, path: &str) -> Meshcap {
     Meshcap::new()
+        .arg("istio-iptables")
         .args(SIDECAR)
         .netns(ns)
         .env("PATH", path)
@@ -119,6 +120,7 @@ fn with_read_only_run(ns: &Netns, v: V) -> Meshcap {
                   if touch /run/meshcap-ro-probe 2>/dev/null; then rm -f /run/meshcap-ro-probe; exit 98; fi\n\
                   exec \"$0\" \"$@\"";
     Meshcap::new()
+        .arg("istio-iptables")
         .launcher([
             "unshare",
             "--mount",
@@ -183,6 +185,7 @@ fn with_file_caps(meshcap_caps: &str, xtables_caps: Option<&str>) -> TempDir {
 /// meshcap from `w`, as `nobody`, with only `w` on `PATH`.
 fn as_nobody(w: &TempDir, ns: &Netns) -> Run {
     Meshcap::new()
+        .arg("istio-iptables")
         .launcher(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .program(w.join("meshcap"))
         .args(SIDECAR)

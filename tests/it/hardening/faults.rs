@@ -13,7 +13,12 @@ use crate::support::{Meshcap, Netns, SIDECAR, TPROXY, TempDir, Variant as V, nee
 
 /// `meshcap ARGS --network-namespace NS --force-iptables-binary V`, bounded by [`LIMIT`].
 fn meshcap_in(ns: &Netns, v: V, args: &[&str]) -> Meshcap {
-    Meshcap::new().args(args).netns(ns).variant(v).time_limit(LIMIT)
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(args)
+        .netns(ns)
+        .variant(v)
+        .time_limit(LIMIT)
 }
 
 fn filter_rules(ns: &Netns, v: V, base: &str) -> String {
@@ -297,6 +302,7 @@ fn namespace_paths_that_are_not_namespaces_apply_nothing_here() {
     ];
     for (flag, named) in cases {
         Meshcap::new()
+            .arg("istio-iptables")
             .args(SIDECAR)
             .arg(&flag)
             .inside(&here)

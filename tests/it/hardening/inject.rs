@@ -131,9 +131,11 @@ fn hostile_values_are_refused_by_render_and_dry_run() {
 fn hostile_values_apply_nothing() {
     needs_netns!();
     let ns = Netns::ipv4("inject");
+    let mut base = vec!["istio-iptables"];
+    base.extend_from_slice(SIDECAR);
     for variant in Variant::BOTH {
         for case in cases() {
-            let apply = command(SIDECAR, &case).netns(&ns).variant(variant);
+            let apply = command(&base, &case).netns(&ns).variant(variant);
             assert_refused(&apply.run(), &case);
             assert_nothing_applied(&ns, &format!("{variant:?} {:?} {:?}", case.args, case.env));
         }
