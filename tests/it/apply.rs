@@ -9,7 +9,7 @@ use crate::support::{Meshcap, Netns, Run, SIDECAR, TPROXY, TempDir, Variant as V
 /// `meshcap ARGS EXTRA --network-namespace NS --force-iptables-binary V`.
 fn apply(ns: &Netns, v: V, args: &[&str], extra: &[&str]) -> Run {
     Meshcap::new()
-        .arg("istio-iptables")
+        .args(command_for(args))
         .args(args)
         .args(extra)
         .netns(ns)
@@ -393,4 +393,12 @@ fn reconcile_moves_the_rules_between_variants() {
     let (want, _) = reference(V::Legacy, SIDECAR, false);
     assert_eq!(save(&ns, V::Legacy, "iptables"), want);
     assert!(!save(&ns, V::Nft, "iptables").contains("ISTIO"), "the nft copy is gone");
+}
+
+/// `istio-iptables` before `args`, unless they name a command themselves (`istio-clean-iptables`).
+fn command_for<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    match args.first() {
+        Some(first) if first.starts_with("istio-") => Vec::new(),
+        _ => vec!["istio-iptables"],
+    }
 }

@@ -17,7 +17,7 @@ static SIDECAR: LazyLock<Vec<&str>> = LazyLock::new(|| [crate::support::SIDECAR,
 /// count).
 fn nft_apply_cmd(ns: &Netns, args: &[&str], extra: &[&str]) -> Meshcap {
     Meshcap::new()
-        .arg("istio-iptables")
+        .args(command_for(args))
         .args(args)
         .args(extra)
         .arg("--native-nftables")
@@ -487,4 +487,12 @@ fn proxy_owners_given_by_name_are_not_drift() {
     let o = nft_apply(&ns, &args, &[]);
     o.success().stderr_contains("reconciliation not needed");
     assert_eq!(o.spawns(), 1);
+}
+
+/// `istio-iptables` before `args`, unless they name a command themselves (`istio-clean-iptables`).
+fn command_for<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    match args.first() {
+        Some(first) if first.starts_with("istio-") => Vec::new(),
+        _ => vec!["istio-iptables"],
+    }
 }
