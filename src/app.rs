@@ -330,6 +330,44 @@ fn check_command(args: &CheckArgs, env: &Env) -> Result<i32> {
 }
 
 fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
+    if let Some(spec) = &args.from_pod_spec {
+        // The pod's own argument list and env, exactly as its istio-init ran them.
+        let given = CaptureFlags {
+            network_namespace: None,
+            ..args.capture.clone()
+        };
+        if given != CaptureFlags::default() {
+            return Err(Error::invalid(
+                "--from-pod-spec",
+                spec,
+                "the capture flags come from the pod spec; give them there or on the command line, not both",
+            ));
+        }
+        let text = if spec == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| Error::Other(format!("cannot read stdin: {e}")))?;
+            s
+        } else {
+            crate::sys::host::read_file(spec)?
+        };
+        let (capture, pod_env, notes) = crate::audit::pod_spec_flags(&text, spec)?;
+        for n in notes {
+            tracing::warn!("{n} (in --from-pod-spec {})", crate::error::printable(spec));
+        }
+        let mut from_spec = CheckArgs {
+            capture,
+            ipv6: args.ipv6.clone(),
+            resolv_conf: args.resolv_conf.clone(),
+            from_save: args.from_save.clone(),
+            from_pod_spec: None,
+            family: args.family,
+            format: args.format,
+        };
+        // --network-namespace stays the command line's: the spec names no namespace.
+        from_spec.capture.network_namespace = args.capture.network_namespace.clone();
+        return check_report(&from_spec, &pod_env);
+    }
     if let Some(path) = &args.from_save {
         if Config::native_nftables(&args.capture, env)? {
             return Err(Error::invalid(

@@ -10,7 +10,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CaptureFlags, Cli, Command};
 use crate::config::{Config, HostFiles};
 use crate::error::{Error, Result};
 use crate::sys::host::Env;
@@ -214,6 +214,59 @@ pub fn container_invocation(c: &Value) -> (Vec<String>, Env, Vec<String>) {
         }
     }
     (args, Env::from_pairs(pairs), notes)
+}
+
+/// For `check --from-pod-spec`: the capture flags and literal env of the istio container of the
+/// one workload in `text` (`istio-init`, else `istio-validation`), with notes on what could not
+/// be evaluated.
+pub fn pod_spec_flags(text: &str, source: &str) -> Result<(CaptureFlags, Env, Vec<String>)> {
+    let refuse = |why: String| Error::invalid("--from-pod-spec", source, why);
+    let objects = read_objects(text, source)?;
+    let mut found = Vec::new();
+    let mut stack: Vec<&Value> = objects.iter().rev().collect();
+    while let Some(obj) = stack.pop() {
+        if let Some(items) = obj.get("items").and_then(Value::as_array) {
+            stack.extend(items.iter().rev());
+            continue;
+        }
+        let Some(spec) = pod_spec(obj) else { continue };
+        let inits = spec.get("initContainers").and_then(Value::as_array);
+        let pick = |name: &str| {
+            inits
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        };
+        if let Some(c) = pick("istio-init").or_else(|| pick("istio-validation")) {
+            found.push(c);
+        }
+    }
+    let container = match found.as_slice() {
+        [one] => *one,
+        [] => return Err(refuse("no istio-init or istio-validation init container in it".into())),
+        more => {
+            return Err(refuse(format!(
+                "{} workloads with an istio container; give one",
+                more.len()
+            )));
+        }
+    };
+    let (args, env, notes) = container_invocation(container);
+    let argv = std::iter::once("meshcap".to_string()).chain(args);
+    let cli = Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        refuse(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string(),
+        )
+    })?;
+    match cli.command {
+        Some(Command::IstioIptables(a)) | Some(Command::IstioCleanIptables(a)) => Ok((a.0.capture, env, notes)),
+        _ => Err(refuse("its args are not an istio-iptables command".into())),
+    }
 }
 
 /// meshcap's verdict on one container: `None` when the arguments pass.

@@ -131,6 +131,7 @@ namespace's addresses. With IPv6 off, any ISTIO state in ip6tables is drift.
 Examples:
   meshcap check --network-namespace pod1 -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*'
   meshcap check --from-save saved.v4 -i '*' -b '*'
+  meshcap check --network-namespace /proc/4242/ns/net --from-pod-spec pod.json
 
 Exit codes: 0 in sync, 1 drift, 2 error (namespace missing, state unreadable, bad flags).";
 
@@ -150,6 +151,11 @@ pub struct CheckArgs {
     /// Compare this iptables-save dump (of --family, default v4) instead of reading a namespace.
     #[arg(long, value_name = "FILE")]
     pub from_save: Option<String>,
+
+    /// Take the capture flags and env from the istio-init (or istio-validation) container of
+    /// this pod spec (Kubernetes JSON or YAML; - for stdin) instead of the command line.
+    #[arg(long, value_name = "FILE")]
+    pub from_pod_spec: Option<String>,
 
     /// The family of the --from-save dump.
     #[arg(long, value_enum, requires = "from_save")]

@@ -13,6 +13,7 @@ mod check_netns;
 mod compact_equivalence;
 mod docs;
 mod dry_run_file;
+mod from_pod_spec;
 mod golden;
 mod hardening;
 mod hostile_cleanup;
