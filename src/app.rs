@@ -343,14 +343,7 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
                 "the capture flags come from the pod spec; give them there or on the command line, not both",
             ));
         }
-        let text = if spec == "-" {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .map_err(|e| Error::Other(format!("cannot read stdin: {e}")))?;
-            s
-        } else {
-            crate::sys::host::read_file(spec)?
-        };
+        let text = read_input(spec)?;
         let (capture, pod_env, notes) = crate::audit::pod_spec_flags(&text, spec)?;
         for n in notes {
             tracing::warn!("{n} (in --from-pod-spec {})", crate::error::printable(spec));
@@ -402,15 +395,11 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
 
 /// `meshcap audit`: exit 0 all pass, 1 some would fail, 2 bad input (printed here, like check).
 fn audit_command(args: &crate::cli::AuditArgs) -> Result<i32> {
-    let (text, source) = if args.input == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|err| Error::Read {
-            path: "stdin".into(),
-            err,
-        })?;
-        (s, "stdin")
+    let text = read_input(&args.input)?;
+    let source = if args.input == "-" {
+        "stdin"
     } else {
-        (crate::sys::host::read_file(&args.input)?, args.input.as_str())
+        args.input.as_str()
     };
     let audit = crate::audit::audit(&crate::audit::read_objects(&text, source)?)?;
     let out = match args.format {
@@ -419,6 +408,20 @@ fn audit_command(args: &crate::cli::AuditArgs) -> Result<i32> {
     };
     write_stdout(&out)?;
     Ok(audit.exit_code())
+}
+
+/// A file named on the command line, or standard input for `-` (pod specs for `audit` and
+/// `check --from-pod-spec`).
+fn read_input(path: &str) -> Result<String> {
+    if path != "-" {
+        return crate::sys::host::read_file(path);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|err| Error::Read {
+        path: "stdin".into(),
+        err,
+    })?;
+    Ok(text)
 }
 
 fn apply_command(flags: &CaptureFlags, env: &Env, cleanup: bool) -> Result<i32> {

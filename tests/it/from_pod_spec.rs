@@ -2,13 +2,16 @@
 //! args and env of its own istio-init container (the reader of `meshcap audit`), in a namespace
 //! this test creates.
 
-use crate::support::{NetNs, SIDECAR, meshcap, netns_available};
+use crate::support::SIDECAR;
+use crate::support::netns::{Netns as NetNs, needs_netns};
+
+fn meshcap(args: &[&str]) -> std::process::Command {
+    crate::support::Meshcap::new().args(args).command()
+}
 
 #[test]
 fn check_a_live_namespace_with_the_flags_of_its_pod_spec() {
-    if !netns_available() {
-        return;
-    }
+    needs_netns!();
     let ns = NetNs::new("podspec");
     ns.ip(&["addr", "add", "198.51.100.2/32", "dev", "lo"]);
     let mut apply = vec!["istio-iptables", "--network-namespace", &ns.name];
