@@ -16,40 +16,40 @@ use crate::error::{Error, Result};
 use crate::sys::host::Env;
 
 /// The init containers Istio's injector adds that run istio-iptables flags.
-pub const CONTAINERS: [&str; 2] = ["istio-init", "istio-validation"];
+pub(crate) const CONTAINERS: [&str; 2] = ["istio-init", "istio-validation"];
 
 /// One istio container of one workload and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub container: String,
+pub(crate) struct Finding {
+    pub(crate) kind: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) container: String,
     /// `None`: meshcap accepts the arguments.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// What could not be evaluated (`valueFrom` variables), and non-fatal remarks.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// The audit of a whole input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Audit {
+pub(crate) struct Audit {
     /// Workloads (pod templates) read, with or without istio containers.
-    pub workloads: usize,
-    pub findings: Vec<Finding>,
+    pub(crate) workloads: usize,
+    pub(crate) findings: Vec<Finding>,
 }
 
 impl Audit {
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.findings.iter().filter(|f| f.error.is_some()).count()
     }
 
     /// 0 every container passes, 1 some would fail.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.failures() == 0 { 0 } else { 1 }
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let name = |f: &Finding| format!("{}/{}/{}", f.kind, f.namespace, f.name);
         let width = self.findings.iter().map(|f| name(f).len()).max().unwrap_or(8).max(8);
         let mut out = format!("{:width$}  {:16}  RESULT\n", "WORKLOAD", "CONTAINER");
@@ -72,7 +72,7 @@ impl Audit {
         out
     }
 
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         #[derive(Serialize)]
         struct Doc<'a> {
             version: u32,
@@ -95,7 +95,7 @@ impl Audit {
 }
 
 /// Reads `text` (JSON, or YAML with one or more documents) into Kubernetes objects.
-pub fn read_objects(text: &str, source: &str) -> Result<Vec<Value>> {
+pub(crate) fn read_objects(text: &str, source: &str) -> Result<Vec<Value>> {
     let bad = |why: String| Error::NotKubernetes {
         source: source.to_string(),
         why,
@@ -134,7 +134,7 @@ fn pod_spec(obj: &Value) -> Option<&Value> {
 }
 
 /// Audits every workload in `objects` (Lists are opened, in order).
-pub fn audit(objects: &[Value]) -> Result<Audit> {
+pub(crate) fn audit(objects: &[Value]) -> Result<Audit> {
     let mut out = Audit::default();
     let mut stack: Vec<&Value> = objects.iter().rev().collect();
     let mut recognised = 0usize;
@@ -180,7 +180,7 @@ pub fn audit(objects: &[Value]) -> Result<Audit> {
 }
 
 /// The argv (after `meshcap`) and env of an istio container, as the pod would run them.
-pub fn container_invocation(c: &Value) -> (Vec<String>, Env, Vec<String>) {
+pub(crate) fn container_invocation(c: &Value) -> (Vec<String>, Env, Vec<String>) {
     let strings = |key: &str| -> Vec<String> {
         c.get(key)
             .and_then(Value::as_array)
@@ -219,7 +219,7 @@ pub fn container_invocation(c: &Value) -> (Vec<String>, Env, Vec<String>) {
 /// For `check --from-pod-spec`: the capture flags and literal env of the istio container of the
 /// one workload in `text` (`istio-init`, else `istio-validation`), with notes on what could not
 /// be evaluated.
-pub fn pod_spec_flags(text: &str, source: &str) -> Result<(CaptureFlags, Env, Vec<String>)> {
+pub(crate) fn pod_spec_flags(text: &str, source: &str) -> Result<(CaptureFlags, Env, Vec<String>)> {
     let refuse = |why: String| Error::invalid("--from-pod-spec", source, why);
     let objects = read_objects(text, source)?;
     let mut found = Vec::new();
@@ -277,7 +277,7 @@ fn container_verdict(c: &Value) -> (Option<String>, Vec<String>) {
 
 /// Parses and validates `args` (after `meshcap`) with `env` as `meshcap istio-iptables` would,
 /// without reading host files; the error is meshcap's message.
-pub fn validate(args: &[String], env: &Env) -> std::result::Result<(), String> {
+pub(crate) fn validate(args: &[String], env: &Env) -> std::result::Result<(), String> {
     let argv = std::iter::once("meshcap".to_string()).chain(args.iter().cloned());
     let cli = Cli::try_parse_from(argv).map_err(|e| {
         let text = e.render().to_string();

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// A typed cause from another layer (a parse error, a trace error, an OS error code), kept as
 /// the error it is; only its `Display` is shown.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
 pub enum Error {
@@ -123,20 +123,20 @@ pub enum ExecError {
 /// Which exit codes a failed command uses: `check` follows `diff` (1 is drift, so every error
 /// is 2); the others follow Istio (1, with 2 for usage and 126 for a failed validation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Convention {
+pub(crate) enum Convention {
     Istio,
     Check,
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The exit code of `meshcap check` on any error, and of a usage error.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// The exit code of a failed `--run-validation` (Istio's).
-pub const EXIT_VALIDATION: i32 = 126;
+pub(crate) const EXIT_VALIDATION: i32 = 126;
 
 impl Error {
-    pub fn invalid(source: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Error {
+    pub(crate) fn invalid(source: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Error {
         Error::InvalidValue {
             source: source.into(),
             value: value.into(),
@@ -146,7 +146,7 @@ impl Error {
 
     /// The one constructor of internal errors: the `plan` (`v4`, `v6`, `nftables`) is
     /// inconsistent because of `why`.
-    pub fn inconsistent(plan: impl fmt::Display, why: impl fmt::Display) -> Error {
+    pub(crate) fn inconsistent(plan: impl fmt::Display, why: impl fmt::Display) -> Error {
         Error::Internal {
             plan: plan.to_string(),
             why: why.to_string(),
@@ -154,7 +154,7 @@ impl Error {
     }
 
     /// An OS request that failed while meshcap was `doing` something.
-    pub fn system(doing: impl Into<String>, err: impl Into<Cause>) -> Error {
+    pub(crate) fn system(doing: impl Into<String>, err: impl Into<Cause>) -> Error {
         Error::System {
             doing: doing.into(),
             err: err.into(),
@@ -162,7 +162,7 @@ impl Error {
     }
 
     /// A failed program, with what meshcap was doing (`context`).
-    pub fn exec(context: impl Into<String>, err: ExecError) -> Error {
+    pub(crate) fn exec(context: impl Into<String>, err: ExecError) -> Error {
         Error::Exec {
             context: context.into(),
             err,
@@ -171,7 +171,7 @@ impl Error {
     }
 
     /// The process exit code for this error, the one place that decides it.
-    pub fn code(&self, convention: Convention) -> i32 {
+    pub(crate) fn code(&self, convention: Convention) -> i32 {
         match (self, convention) {
             (Error::Usage(_) | Error::NoCommand, _) | (_, Convention::Check) => EXIT_USAGE,
             (Error::Validation { .. }, Convention::Istio) => EXIT_VALIDATION,
@@ -187,7 +187,7 @@ impl From<ExecError> for Error {
 }
 
 /// Quotes a value for a one-line message: control characters and quotes are escaped.
-pub fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
     for c in value.chars() {
@@ -204,7 +204,7 @@ pub fn quote(value: &str) -> String {
 
 /// A value for a log line, as is but with control characters escaped (`\n`, `\u{1b}`), so
 /// no value can start a forged log line or drive a terminal.
-pub fn printable(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(value);
     }

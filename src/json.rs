@@ -16,83 +16,83 @@ use crate::plan::{Plan, Routes};
 use crate::values::{Cidr, Family, Iface, Mark, Owner, Port, PortSpec};
 
 /// The document version this module writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
     /// Always [`VERSION`].
-    pub version: u32,
+    pub(crate) version: u32,
     /// One entry per rendered family, IPv4 first.
-    pub families: Vec<FamilyDoc>,
+    pub(crate) families: Vec<FamilyDoc>,
     /// Routing state programmed besides the rules.
-    pub routes: RoutesDoc,
+    pub(crate) routes: RoutesDoc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FamilyName {
+pub(crate) enum FamilyName {
     Ipv4,
     Ipv6,
 }
 
 /// One family's rules (what one `iptables-restore` / `ip6tables-restore` receives).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FamilyDoc {
-    pub family: FamilyName,
+pub(crate) struct FamilyDoc {
+    pub(crate) family: FamilyName,
     /// Tables with at least one rule, in payload order (`filter`, `mangle`, `nat`, `raw`).
-    pub tables: Vec<TableDoc>,
+    pub(crate) tables: Vec<TableDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableDoc {
-    pub name: String,
+pub(crate) struct TableDoc {
+    pub(crate) name: String,
     /// meshcap's chains in declaration (`-N`) order, then the built-in chains that get rules,
     /// in hook order; each with its rules in kernel order (inserts applied).
-    pub chains: Vec<ChainDoc>,
+    pub(crate) chains: Vec<ChainDoc>,
     /// The operations in the order the restore applies them.
-    pub ops: Vec<OpDoc>,
+    pub(crate) ops: Vec<OpDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainDoc {
-    pub name: String,
+pub(crate) struct ChainDoc {
+    pub(crate) name: String,
     /// True for the kernel's chains (`PREROUTING`, `OUTPUT`, ...), false for created ones.
-    pub builtin: bool,
-    pub rules: Vec<RuleDoc>,
+    pub(crate) builtin: bool,
+    pub(crate) rules: Vec<RuleDoc>,
 }
 
 /// One operation: a rule appended to a chain or inserted at a 1-based position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpDoc {
-    pub chain: String,
-    pub position: PositionDoc,
-    pub rule: RuleDoc,
+pub(crate) struct OpDoc {
+    pub(crate) chain: String,
+    pub(crate) position: PositionDoc,
+    pub(crate) rule: RuleDoc,
     /// The restore line, e.g. `-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN`.
-    pub iptables: String,
+    pub(crate) iptables: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PositionDoc {
+pub(crate) enum PositionDoc {
     Append,
     Insert(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleDoc {
+pub(crate) struct RuleDoc {
     /// All matches must hold; in the order the rule writes them.
-    pub matches: Vec<MatchDoc>,
-    pub target: TargetDoc,
+    pub(crate) matches: Vec<MatchDoc>,
+    pub(crate) target: TargetDoc,
     /// The rule as iptables arguments after the chain name, e.g. `-d 127.0.0.1/32 -j RETURN`.
-    pub iptables: String,
+    pub(crate) iptables: String,
 }
 
 /// A port (`15008`) or an inclusive range as the rule writes it (`{"from": 9000, "to": 9100}`;
 /// `a:a` stays a range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum PortRange {
+pub(crate) enum PortRange {
     Single(u16),
     Range { from: u16, to: u16 },
 }
@@ -100,14 +100,14 @@ pub enum PortRange {
 /// A user or group: a number, or a name resolved by iptables when the rule is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OwnerDoc {
+pub(crate) enum OwnerDoc {
     Id(u32),
     Name(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum MatchDoc {
+pub(crate) enum MatchDoc {
     InInterface {
         name: String,
     },
@@ -163,7 +163,7 @@ pub enum MatchDoc {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum TargetDoc {
+pub(crate) enum TargetDoc {
     Jump { chain: String },
     Return,
     Accept,
@@ -177,22 +177,22 @@ pub enum TargetDoc {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutesDoc {
+pub(crate) struct RoutesDoc {
     /// `::6/128` is added to `lo`.
-    pub v6_passthrough_address: bool,
+    pub(crate) v6_passthrough_address: bool,
     /// TPROXY policy routing, when inbound capture uses TPROXY.
-    pub tproxy: Option<TproxyRoutesDoc>,
+    pub(crate) tproxy: Option<TproxyRoutesDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TproxyRoutesDoc {
-    pub mark: u32,
-    pub table: u32,
-    pub families: Vec<FamilyName>,
+pub(crate) struct TproxyRoutesDoc {
+    pub(crate) mark: u32,
+    pub(crate) table: u32,
+    pub(crate) families: Vec<FamilyName>,
 }
 
 /// The document for `plan`, restricted to `families` (each must be one the plan renders).
-pub fn document(plan: &Plan, families: &[Family]) -> Document {
+pub(crate) fn document(plan: &Plan, families: &[Family]) -> Document {
     Document {
         version: VERSION,
         families: families.iter().map(|f| family_doc(&plan.ruleset(*f))).collect(),
@@ -222,7 +222,7 @@ fn family_of(f: FamilyName) -> Family {
 }
 
 /// One family's part of the document.
-pub fn family_doc(rs: &Ruleset) -> FamilyDoc {
+pub(crate) fn family_doc(rs: &Ruleset) -> FamilyDoc {
     FamilyDoc {
         family: family_name(rs.family),
         tables: rs.tables.iter().map(table_doc).collect(),
@@ -285,7 +285,7 @@ fn owner_doc(o: &Owner) -> OwnerDoc {
 }
 
 /// The wire form of a rule.
-pub fn rule_doc(rule: &Rule) -> RuleDoc {
+pub(crate) fn rule_doc(rule: &Rule) -> RuleDoc {
     RuleDoc {
         matches: rule.matches.iter().map(match_doc).collect(),
         target: target_doc(&rule.target),
@@ -478,7 +478,7 @@ fn iface(text: &str) -> Result<Iface, ReadError> {
 
 impl RuleDoc {
     /// The model rule this wire rule describes. The `iptables` text must agree with it.
-    pub fn to_model(&self) -> Result<Rule, ReadError> {
+    pub(crate) fn to_model(&self) -> Result<Rule, ReadError> {
         let matches = self
             .matches
             .iter()

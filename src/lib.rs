@@ -5,22 +5,22 @@
 //! are in `docs/architecture.md`.
 
 pub mod app;
-pub mod apply;
-pub mod audit;
-pub mod check;
+pub(crate) mod apply;
+pub(crate) mod audit;
+pub(crate) mod check;
 pub mod cli;
 pub mod config;
 pub mod drift;
-pub mod error;
+pub(crate) mod error;
 pub mod iptables;
 pub mod json;
-pub mod live;
+pub(crate) mod live;
 pub mod logging;
 pub mod model;
 pub mod nft;
 pub mod plan;
-pub mod probe;
-pub mod speed;
+pub(crate) mod probe;
+pub(crate) mod speed;
 pub mod sys;
 pub mod trace;
 pub mod values;

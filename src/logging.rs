@@ -17,12 +17,12 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSettings {
-    pub level: LevelFilter,
-    pub json: bool,
+    pub(crate) level: LevelFilter,
+    pub(crate) json: bool,
 }
 
 /// Parses Istio's `--log_output_level` grammar and returns the `default` scope's level.
-pub fn parse_output_level(text: &str, mut level: LevelFilter) -> Result<LevelFilter> {
+pub(crate) fn parse_output_level(text: &str, mut level: LevelFilter) -> Result<LevelFilter> {
     let bad = |why: String| Error::invalid("--log_output_level", text, why);
     for item in text.split(',') {
         let (scope, name) = match item.split_once(':') {
@@ -68,7 +68,7 @@ impl LogSettings {
     }
 
     /// Installs the subscriber for this process.
-    pub fn install(self) {
+    pub(crate) fn install(self) {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_max_level(self.level)
@@ -115,7 +115,7 @@ fn level_name(level: &Level) -> &'static str {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
-pub fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -50,7 +50,7 @@ use crate::sys::netns::{self, Netns};
 use crate::values::{Family, Owner};
 
 /// What Istio prints (at error level) before exiting 126 (`app` logs it after the failed paths).
-pub const FAILURE_MESSAGE: &str = "iptables validation failed; workload is not ready for Istio.
+pub(crate) const FAILURE_MESSAGE: &str = "iptables validation failed; workload is not ready for Istio.
 When using Istio CNI, this can occur if a pod is scheduled before the node is ready.
 
 If installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.
@@ -63,7 +63,7 @@ const ATTEMPT: Duration = Duration::from_millis(400);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbePath {
+pub(crate) enum ProbePath {
     Loopback,
     Inbound,
     Dns,
@@ -81,27 +81,27 @@ impl fmt::Display for ProbePath {
 
 /// How one path of one family ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Passed(String),
     Skipped(String),
     Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub path: ProbePath,
-    pub family: Family,
-    pub outcome: Outcome,
+pub(crate) struct Check {
+    pub(crate) path: ProbePath,
+    pub(crate) family: Family,
+    pub(crate) outcome: Outcome,
 }
 
 /// Every path checked (passed or skipped; failures make a [`ValidationError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationReport {
-    pub checks: Vec<Check>,
+pub(crate) struct ValidationReport {
+    pub(crate) checks: Vec<Check>,
 }
 
 #[derive(Debug)]
-pub enum ValidationError {
+pub(crate) enum ValidationError {
     /// The validator could not start (namespace, no usable local address): exit 1.
     Setup(Error),
     /// No listener could be created (Istio: `Validation failed: no listener available: …`).
@@ -152,14 +152,14 @@ impl fmt::Display for ValidationError {
 
 /// Runs the validation for `cfg` inside `netns` (or the current namespace) and reports every
 /// path.
-pub fn run(cfg: &Config, netns: Option<&Netns>) -> Result<ValidationReport, ValidationError> {
+pub(crate) fn run(cfg: &Config, netns: Option<&Netns>) -> Result<ValidationReport, ValidationError> {
     netns::within(netns, || Validator::new(cfg)?.run()).map_err(ValidationError::Setup)?
 }
 
 /// Step 5 of Istio's flow (spec §2.2), after the rules step: nothing unless
 /// `--run-validation`; a failed probe is [`Error::Validation`]: `app` logs its failed paths
 /// and Istio's fixed message, and exits 126.
-pub fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<()> {
+pub(crate) fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<()> {
     if !cfg.run_validation {
         return Ok(());
     }
@@ -778,7 +778,7 @@ fn udp_socket_as(who: As, addr: SocketAddr) -> nix::Result<std::net::UdpSocket> 
 const QUERY_NAME: &[&str] = &["meshcap-validation", "invalid"];
 
 /// A standard query (recursion desired) for `QUERY_NAME` type A, class IN.
-pub fn dns_query(id: u16) -> Vec<u8> {
+pub(crate) fn dns_query(id: u16) -> Vec<u8> {
     let mut q = Vec::with_capacity(48);
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -791,7 +791,7 @@ pub fn dns_query(id: u16) -> Vec<u8> {
 }
 
 /// The validator's answer to its own query: same id and question, QR set, rcode REFUSED.
-pub fn dns_reply(query: &[u8]) -> Vec<u8> {
+pub(crate) fn dns_reply(query: &[u8]) -> Vec<u8> {
     let mut r = query.to_vec();
     r[2] = 0x81;
     r[3] = 0x85;

@@ -22,7 +22,7 @@ use clap::{ArgMatches, Args, FromArgMatches};
 /// Parses argv with clap without ever dropping the command tree: freeing its few hundred
 /// allocations is work for a process that exits moments later; the memory goes back with the
 /// process.
-pub fn parse_args<C: clap::CommandFactory + FromArgMatches>(args: Vec<OsString>) -> Result<C, clap::Error> {
+pub(crate) fn parse_args<C: clap::CommandFactory + FromArgMatches>(args: Vec<OsString>) -> Result<C, clap::Error> {
     let mut command = std::mem::ManuallyDrop::new(C::command());
     let mut matches = command.try_get_matches_from_mut(args)?;
     C::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
@@ -30,7 +30,7 @@ pub fn parse_args<C: clap::CommandFactory + FromArgMatches>(args: Vec<OsString>)
 
 /// Lets `value` go without running its destructor: for large values (thousands of rules) built
 /// just before the process exits, whose memory the kernel reclaims anyway.
-pub fn keep_until_exit<T>(value: T) {
+pub(crate) fn keep_until_exit<T>(value: T) {
     std::mem::forget(value);
 }
 
@@ -84,7 +84,7 @@ impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
 
 /// `a.b.c.d/len` written into `buf` (at most 18 bytes) without the formatting machinery: the
 /// render of thousands of prefixes spends most of its time here otherwise.
-pub fn v4_prefix_text(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> &str {
+pub(crate) fn v4_prefix_text(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> &str {
     let n = v4_prefix_bytes(addr, len, buf);
     std::str::from_utf8(&buf[..n]).expect("ASCII digits and dots")
 }
@@ -116,7 +116,7 @@ const SMALL_DECIMALS: &str = {
 };
 
 /// `n` in decimal, from [`SMALL_DECIMALS`].
-pub fn small_decimal(n: u8) -> &'static str {
+pub(crate) fn small_decimal(n: u8) -> &'static str {
     let at = usize::from(n) * 3;
     let len = if n >= 100 {
         3
@@ -159,7 +159,7 @@ fn v4_prefix_bytes(addr: Ipv4Addr, len: u8, buf: &mut [u8; 18]) -> usize {
 /// Strict dotted-quad `a.b.c.d/len` in one pass, without allocation: four decimal octets
 /// without leading zeros, a prefix length 0–32 without leading zeros. `None` for anything else
 /// (including valid IPv6 text), which then takes the general path and its error messages.
-pub fn parse_v4_prefix(text: &str) -> Option<(Ipv4Addr, u8)> {
+pub(crate) fn parse_v4_prefix(text: &str) -> Option<(Ipv4Addr, u8)> {
     let mut octets = [0u8; 4];
     // Octets done, the value and digit count of the current field (an octet, then the length).
     let (mut done, mut value, mut digits) = (0usize, 0u32, 0u32);
@@ -185,13 +185,13 @@ pub fn parse_v4_prefix(text: &str) -> Option<(Ipv4Addr, u8)> {
 }
 
 /// A u32 in decimal, on the stack.
-pub struct Decimal {
+pub(crate) struct Decimal {
     buf: [u8; 10],
     start: usize,
 }
 
 impl Decimal {
-    pub fn new(mut n: u32) -> Decimal {
+    pub(crate) fn new(mut n: u32) -> Decimal {
         let mut buf = [0u8; 10];
         let mut start = buf.len();
         loop {
@@ -205,13 +205,13 @@ impl Decimal {
         Decimal { buf, start }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[self.start..]).expect("ASCII digits")
     }
 }
 
 /// Appends `n` in decimal.
-pub fn push_decimal(out: &mut String, n: u32) {
+pub(crate) fn push_decimal(out: &mut String, n: u32) {
     match u8::try_from(n) {
         Ok(small) => out.push_str(small_decimal(small)),
         Err(_) => out.push_str(Decimal::new(n).as_str()),

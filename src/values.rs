@@ -15,12 +15,12 @@ use crate::speed::{self, Decimal};
 pub struct Invalid(pub String);
 
 impl Invalid {
-    pub fn new(why: impl Into<String>) -> Self {
+    pub(crate) fn new(why: impl Into<String>) -> Self {
         Invalid(why.into())
     }
 }
 
-pub type Parsed<T> = Result<T, Invalid>;
+pub(crate) type Parsed<T> = Result<T, Invalid>;
 
 /// An IP family. Rules, loopback addresses and the `::6`/`127.0.0.6` passthrough source are
 /// functions of it.
@@ -31,9 +31,9 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+    pub(crate) const ALL: [Family; 2] = [Family::V4, Family::V6];
 
-    pub fn of(addr: &IpAddr) -> Family {
+    pub(crate) fn of(addr: &IpAddr) -> Family {
         match addr {
             IpAddr::V4(_) => Family::V4,
             IpAddr::V6(_) => Family::V6,
@@ -41,7 +41,7 @@ impl Family {
     }
 
     /// The source address of the proxy's inbound passthrough connections (`127.0.0.6` / `::6`).
-    pub fn passthrough_source(self) -> Cidr {
+    pub(crate) fn passthrough_source(self) -> Cidr {
         match self {
             Family::V4 => Cidr::host(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))),
             Family::V6 => Cidr::host(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))),
@@ -49,11 +49,11 @@ impl Family {
     }
 
     /// `::1/128`: the IPv6 loopback is fixed; the IPv4 one is configurable (see `Config`).
-    pub fn v6_loopback() -> Cidr {
+    pub(crate) fn v6_loopback() -> Cidr {
         Cidr::host(IpAddr::V6(Ipv6Addr::LOCALHOST))
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Family::V4 => "ipv4",
             Family::V6 => "ipv6",
@@ -78,16 +78,16 @@ const WILDCARD_ITEM: &str = "'*' (all) is only accepted as the whole value of an
 pub struct Port(u16);
 
 impl Port {
-    pub const fn new_const(n: u16) -> Port {
+    pub(crate) const fn new_const(n: u16) -> Port {
         assert!(n != 0);
         Port(n)
     }
 
-    pub fn get(self) -> u16 {
+    pub(crate) fn get(self) -> u16 {
         self.0
     }
 
-    pub fn parse(text: &str) -> Parsed<Port> {
+    pub(crate) fn parse(text: &str) -> Parsed<Port> {
         let n = parse_decimal(text, "a port")?;
         if n == 0 || n > 65535 {
             return Err(Invalid::new("a port must be between 1 and 65535"));
@@ -110,13 +110,13 @@ impl Spell for Port {
 
 /// A port or an inclusive port range `a:b` (as iptables writes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PortSpec {
+pub(crate) enum PortSpec {
     Single(Port),
     Range(Port, Port),
 }
 
 impl PortSpec {
-    pub fn parse(text: &str) -> Parsed<PortSpec> {
+    pub(crate) fn parse(text: &str) -> Parsed<PortSpec> {
         if text == "*" {
             return Err(Invalid::new(WILDCARD_ITEM));
         }
@@ -133,7 +133,7 @@ impl PortSpec {
         }
     }
 
-    pub fn contains(self, port: u16) -> bool {
+    pub(crate) fn contains(self, port: u16) -> bool {
         match self {
             PortSpec::Single(p) => p.get() == port,
             PortSpec::Range(lo, hi) => lo.get() <= port && port <= hi.get(),
@@ -173,7 +173,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn new(addr: IpAddr, len: u8) -> Parsed<Cidr> {
+    pub(crate) fn new(addr: IpAddr, len: u8) -> Parsed<Cidr> {
         let max = match addr {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => 128,
@@ -184,7 +184,7 @@ impl Cidr {
         Ok(Cidr { addr, len })
     }
 
-    pub fn host(addr: IpAddr) -> Cidr {
+    pub(crate) fn host(addr: IpAddr) -> Cidr {
         let len = match addr {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => 128,
@@ -234,7 +234,7 @@ impl Cidr {
         Family::of(&self.addr)
     }
 
-    pub fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         self.addr.is_loopback()
     }
 
@@ -259,7 +259,7 @@ impl Cidr {
 
     /// Whether `ip` falls inside the prefix (host bits of the prefix are ignored, as the kernel
     /// masks them).
-    pub fn contains(&self, ip: &IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
@@ -315,7 +315,7 @@ impl Spell for Cidr {
 }
 
 /// Parses an IP address strictly (see [`Cidr::parse`]).
-pub fn parse_ip(text: &str) -> Parsed<IpAddr> {
+pub(crate) fn parse_ip(text: &str) -> Parsed<IpAddr> {
     if text.contains('%') {
         return Err(Invalid::new(format!(
             "'{text}' has an IPv6 zone, which rules cannot use"
@@ -339,7 +339,7 @@ impl Owner {
 
     /// A number (0 to [`Owner::MAX_ID`]), or a name matching `[a-z_][a-z0-9_-]*` of at most
     /// 32 bytes.
-    pub fn parse(text: &str) -> Parsed<Owner> {
+    pub(crate) fn parse(text: &str) -> Parsed<Owner> {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return text
                 .parse::<u32>()
@@ -382,10 +382,10 @@ impl fmt::Display for Owner {
 /// quotes, control characters; a trailing `+` is iptables' prefix wildcard. `*` is refused: the
 /// two backends would read it differently (a literal in iptables, a wildcard in nft).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Iface(String);
+pub(crate) struct Iface(String);
 
 impl Iface {
-    pub fn parse(text: &str) -> Parsed<Iface> {
+    pub(crate) fn parse(text: &str) -> Parsed<Iface> {
         if text.is_empty() || text.len() > 15 {
             return Err(Invalid::new("an interface name has 1 to 15 bytes"));
         }
@@ -416,12 +416,12 @@ impl Iface {
         Ok(Iface(text.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Whether a concrete interface name matches (honouring the `+` wildcard).
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         match self.0.strip_suffix('+') {
             Some(prefix) => name.starts_with(prefix),
             None => self.0 == name,
@@ -437,11 +437,11 @@ impl fmt::Display for Iface {
 
 /// A packet / connection mark (u32). Printed in decimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mark(pub u32);
+pub(crate) struct Mark(pub u32);
 
 impl Mark {
     /// Decimal or `0x` hexadecimal, without a mask (the rules add `/0xffffffff` themselves).
-    pub fn parse(text: &str) -> Parsed<Mark> {
+    pub(crate) fn parse(text: &str) -> Parsed<Mark> {
         if text.contains('/') {
             return Err(Invalid::new(
                 "expected a mark without a mask (the mask /0xffffffff is added)",
@@ -466,10 +466,10 @@ impl Spell for Mark {
 /// A policy-routing table id (u32, not 0, and not one of the kernel's reserved tables
 /// `local`/`main`/`default`, which a `local default dev lo` route would break).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteTable(pub u32);
+pub(crate) struct RouteTable(pub u32);
 
 impl RouteTable {
-    pub fn parse(text: &str) -> Parsed<RouteTable> {
+    pub(crate) fn parse(text: &str) -> Parsed<RouteTable> {
         let n = parse_u32(text)?;
         if n == 0 || n == 253 || n == 254 || n == 255 {
             return Err(Invalid::new(
@@ -490,10 +490,10 @@ impl fmt::Display for RouteTable {
 /// directory. Whether its directory exists and is writable is the writer's concern (it needs the
 /// OS); this is the syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutFile(String);
+pub(crate) struct OutFile(String);
 
 impl OutFile {
-    pub fn parse(text: &str) -> Parsed<OutFile> {
+    pub(crate) fn parse(text: &str) -> Parsed<OutFile> {
         if text.is_empty() {
             return Err(Invalid::new("expected a file path"));
         }
@@ -508,11 +508,11 @@ impl OutFile {
         Ok(OutFile(text.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         std::path::Path::new(&self.0)
     }
 }
@@ -528,7 +528,7 @@ fn parse_decimal(text: &str, what: &str) -> Parsed<u32> {
 }
 
 /// A u32 in decimal or `0x` hexadecimal.
-pub fn parse_u32(text: &str) -> Parsed<u32> {
+pub(crate) fn parse_u32(text: &str) -> Parsed<u32> {
     if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || hex.len() > 8 {
             return Err(Invalid::new("expected a 32-bit number (decimal or 0x hex)"));
@@ -540,7 +540,7 @@ pub fn parse_u32(text: &str) -> Parsed<u32> {
 
 /// Splits a comma-separated list: items are trimmed of surrounding whitespace and empty items
 /// are skipped. (Istio does not trim; it passes `" 443"` on verbatim. meshcap trims.)
-pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
     // A byte scan for the comma: `str::split` with a char pattern costs several times more per
     // item on lists of thousands of short items.
     let mut rest = Some(text);
@@ -562,7 +562,7 @@ pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// An upper bound of the number of items [`split_list`] yields (to size a vector once).
-pub fn list_len_bound(text: &str) -> usize {
+pub(crate) fn list_len_bound(text: &str) -> usize {
     text.bytes().filter(|&b| b == b',').count() + 1
 }
 
@@ -576,7 +576,7 @@ fn trim(s: &str) -> &str {
 
 /// A value written onto the end of a string, without the formatting machinery (the renderers
 /// write tens of thousands of values; `Display` stays for everything else and agrees).
-pub trait Spell {
+pub(crate) trait Spell {
     fn spell(&self, out: &mut String);
 }
 

@@ -12,7 +12,7 @@ use crate::sys::exec::ExecError;
 const VERDICTS: [&str; 4] = ["ACCEPT", "DROP", "RETURN", "QUEUE"];
 
 /// `err` with meshcap's notes appended to the tool's stderr (only for [`ExecError::Failed`]).
-pub fn annotate(err: ExecError, input: &str, wait_secs: u32) -> ExecError {
+pub(crate) fn annotate(err: ExecError, input: &str, wait_secs: u32) -> ExecError {
     match err {
         ExecError::Failed { cmd, code, stderr } => {
             let notes = notes(input, &stderr, wait_secs);
@@ -28,7 +28,7 @@ pub fn annotate(err: ExecError, input: &str, wait_secs: u32) -> ExecError {
 }
 
 /// The notes for a restore that failed with `stderr` on `input`.
-pub fn notes(input: &str, stderr: &str, wait_secs: u32) -> Vec<String> {
+pub(crate) fn notes(input: &str, stderr: &str, wait_secs: u32) -> Vec<String> {
     let mut out = Vec::new();
     if stderr.contains("xtables lock") {
         out.push(format!(
@@ -89,7 +89,7 @@ pub fn notes(input: &str, stderr: &str, wait_secs: u32) -> Vec<String> {
 }
 
 /// The input line number a restore error names (`line N failed`, `Error occurred at line: N`).
-pub fn failed_line(stderr: &str) -> Option<usize> {
+pub(crate) fn failed_line(stderr: &str) -> Option<usize> {
     let mut rest = stderr;
     while let Some(i) = rest.find("line") {
         let after = rest[i + 4..].trim_start_matches([':', ' ']);

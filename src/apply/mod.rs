@@ -14,12 +14,12 @@
 //! `--dry-run` prints the commands and changes nothing. With `--native-nftables` the rules go
 //! through the nft backend ([`nft`]) instead; everything around them is shared.
 
-pub mod diagnose;
+pub(crate) mod diagnose;
 pub mod nft;
-pub mod payloads;
-pub mod routes;
-pub mod shapes;
-pub mod stream;
+pub(crate) mod payloads;
+pub(crate) mod routes;
+pub(crate) mod shapes;
+pub(crate) mod stream;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -45,7 +45,7 @@ use crate::live::{self, binaries::Binaries};
 use payloads::Found;
 
 /// Runs the command; `cleanup_cmd` is `istio-clean-iptables`.
-pub fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
+pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
     let native_nft = config.native_nftables;
@@ -242,7 +242,7 @@ fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool,
 
 /// Istio's environment dump (spec §6.1), its header naming the backend (`iptables`,
 /// `nftables`).
-pub fn env_dump_titled(env: &Env, backend: &str) -> String {
+pub(crate) fn env_dump_titled(env: &Env, backend: &str) -> String {
     let mut s = format!("Istio {backend} environment:\n");
     for name in ECHOED_ENV {
         // Raw, as Istio prints them (a value shadowed by a flag is not validated, so control
@@ -253,7 +253,7 @@ pub fn env_dump_titled(env: &Env, backend: &str) -> String {
 }
 
 /// Istio's config dump (spec §6.1), with `ENABLE_INBOUND_IPV6` as resolved.
-pub fn config_dump(c: &Config, ipv6: bool) -> String {
+pub(crate) fn config_dump(c: &Config, ipv6: bool) -> String {
     let list = |v: &[crate::values::Owner]| v.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",");
     let ips = |v: Vec<String>| v.join(" ");
     let d = &c.dump;
@@ -342,14 +342,14 @@ fn lock_mode(cmd: &Cmd) -> &'static str {
 /// The refusal of the iptables backend where the nftables backend's tables are live (`tables`
 /// not empty): both would capture every packet. Worded like the nftables backend's refusal of
 /// the iptables backend's rules (what was found; nothing was changed; the remedy).
-pub fn nft_backend_refusal(tables: &[NftTable]) -> Refusal {
+pub(crate) fn nft_backend_refusal(tables: &[NftTable]) -> Refusal {
     Refusal::NftBackend {
         tables: live::nft::tables_note(tables),
     }
 }
 
 /// What the iptables backend's cleanup says about the nftables backend's tables it leaves.
-pub fn nft_backend_left(tables: &[NftTable]) -> String {
+pub(crate) fn nft_backend_left(tables: &[NftTable]) -> String {
     format!(
         "{}; the iptables cleanup does not remove them and they still capture packets: remove them with --cleanup-only --native-nftables",
         live::nft::tables_note(tables)

@@ -41,24 +41,24 @@ use super::payloads;
 use crate::live::{self, iptables::Residue};
 
 /// The program, looked up in `PATH`.
-pub const NFT: &str = "nft";
+pub(crate) const NFT: &str = "nft";
 
 /// The oldest nft meshcap (and Istio) accepts.
-pub const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
+pub(crate) const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
 
 /// `nft -f -` with `tx` on stdin, in `ns`.
-pub fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
+pub(crate) fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
     Cmd::new(NFT, ["-f", "-"]).stdin(tx.to_string()).netns(ns)
 }
 
 /// The transaction meshcap applies for `plan` (the rendered one plus the removal of unused
 /// tables and chains).
-pub fn planned_transaction(plan: &Plan) -> Result<Transaction> {
+pub(crate) fn planned_transaction(plan: &Plan) -> Result<Transaction> {
     apply_transaction(plan).map_err(|e| Error::inconsistent("nftables", e))
 }
 
 /// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
-pub fn check_version(text: &str) -> Result<()> {
+pub(crate) fn check_version(text: &str) -> Result<()> {
     let text = text.trim();
     let parsed = crate::live::binaries::parse_version(text)
         .or_else(|| crate::live::binaries::parse_version(&format!("v{text}")));
@@ -93,10 +93,10 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<(
 
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
-    pub sys: &'a dyn System,
-    pub kernel: &'a dyn Kernel,
-    pub config: &'a Config,
-    pub ns: Option<&'a Path>,
+    pub(crate) sys: &'a dyn System,
+    pub(crate) kernel: &'a dyn Kernel,
+    pub(crate) config: &'a Config,
+    pub(crate) ns: Option<&'a Path>,
 }
 
 impl NftCtx<'_> {
@@ -179,7 +179,7 @@ impl NftCtx<'_> {
         Ok(())
     }
 
-    pub fn apply(&self, plan: &Plan) -> Result<()> {
+    pub(crate) fn apply(&self, plan: &Plan) -> Result<()> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
@@ -243,7 +243,7 @@ impl NftCtx<'_> {
     }
 
     /// `--cleanup-only` / `istio-clean-iptables`: deletes meshcap's tables, nothing else.
-    pub fn cleanup(&self) -> Result<()> {
+    pub(crate) fn cleanup(&self) -> Result<()> {
         tracing::info!("Performing cleanup of existing nftables rules");
         if self.our_tables().is_some_and(|t| t.is_empty()) {
             tracing::info!("No nftables tables of meshcap's exist, nothing to clean up");

@@ -16,7 +16,7 @@ use crate::model::{ChainName, Match, Proto, Rule, Ruleset, TableName, Target};
 
 /// How the live state relates to the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// Nothing of meshcap's is there.
     Absent,
     /// Exactly the planned rules, in order.
@@ -105,7 +105,7 @@ fn stale_chains(planned: &Ruleset, live: &SaveDump) -> Vec<(String, String)> {
 }
 
 /// Compares the plan of one family with the live dump of the variant in use.
-pub fn found(planned: &Ruleset, live: &SaveDump) -> Found {
+pub(crate) fn found(planned: &Ruleset, live: &SaveDump) -> Found {
     if !live.has_istio_state() && planned_builtin_present(planned, live).is_empty() {
         return Found::Absent;
     }
@@ -210,7 +210,7 @@ enum Kind {
 /// ([`super::shapes`]: so a cleanup without the apply's flags removes them too); then flush
 /// every `ISTIO_*` chain, then delete them. Foreign rules and chains are left alone, in order.
 /// Every token read from the live state is quoted as iptables-restore reads it back.
-pub fn cleanup_lines(planned: &Ruleset, live: &SaveDump) -> BTreeMap<TableName, Vec<String>> {
+pub(crate) fn cleanup_lines(planned: &Ruleset, live: &SaveDump) -> BTreeMap<TableName, Vec<String>> {
     let mut out: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
     let shapes = Shapes::of(live);
     for table in &live.tables {
@@ -299,7 +299,7 @@ pub fn cleanup_lines(planned: &Ruleset, live: &SaveDump) -> BTreeMap<TableName, 
 
 /// A restore input: per table (in table order), the cleanup lines, then the planned lines.
 /// Each table's block is committed atomically, so old and new never coexist in one table.
-pub fn restore_input(cleanup: &BTreeMap<TableName, Vec<String>>, planned: Option<&Ruleset>) -> String {
+pub(crate) fn restore_input(cleanup: &BTreeMap<TableName, Vec<String>>, planned: Option<&Ruleset>) -> String {
     let mut out = String::new();
     for name in TableName::ALL {
         let clean = cleanup.get(&name).map(Vec::as_slice).unwrap_or_default();
@@ -339,7 +339,7 @@ fn guardrails() -> Vec<(&'static str, Rule)> {
 
 /// Installs the guardrails at the top of the filter chains, first removing one leftover copy
 /// of each (from an interrupted earlier run), as Istio does.
-pub fn guardrails_input(live: &SaveDump) -> String {
+pub(crate) fn guardrails_input(live: &SaveDump) -> String {
     let filter = live.table(TableName::Filter).map(|t| t.resolved()).unwrap_or_default();
     let mut out = String::from("* filter\n");
     for (chain, rule) in guardrails() {
@@ -359,7 +359,7 @@ pub fn guardrails_input(live: &SaveDump) -> String {
 }
 
 /// Removes the guardrails [`guardrails_input`] installed.
-pub fn guardrails_removal() -> String {
+pub(crate) fn guardrails_removal() -> String {
     let mut out = String::from("* filter\n");
     for line in guardrail_deletes() {
         out.push_str(&line);
@@ -370,7 +370,7 @@ pub fn guardrails_removal() -> String {
 }
 
 /// The filter-table lines that delete one copy of each guardrail.
-pub fn guardrail_deletes() -> Vec<String> {
+pub(crate) fn guardrail_deletes() -> Vec<String> {
     guardrails()
         .into_iter()
         .map(|(chain, rule)| format!("-D {chain} {}", rule_spec(&rule)))
@@ -380,7 +380,7 @@ pub fn guardrail_deletes() -> Vec<String> {
 /// Whether the whole guardrail set is live: what a meshcap killed during `--reconcile` leaves
 /// behind (TCP and UDP dropped for good, since the rules may well be in place). Holding the
 /// namespace lock, meshcap knows no other run is rebuilding right now.
-pub fn guardrails_present(live: &SaveDump) -> bool {
+pub(crate) fn guardrails_present(live: &SaveDump) -> bool {
     let Some(filter) = live.table(TableName::Filter).map(|t| t.resolved()) else {
         return false;
     };
@@ -393,7 +393,7 @@ pub fn guardrails_present(live: &SaveDump) -> bool {
 }
 
 /// The tables a restore input writes.
-pub fn tables_of(input: &str) -> Vec<TableName> {
+pub(crate) fn tables_of(input: &str) -> Vec<TableName> {
     let mut out: Vec<TableName> = input
         .lines()
         .filter_map(|l| l.strip_prefix('*'))
@@ -407,7 +407,7 @@ pub fn tables_of(input: &str) -> Vec<TableName> {
 /// An input for `iptables-restore` (without `--noflush`) that puts `tables` back as the save
 /// output `before` shows them; a table absent before is emptied. With `guardrails`, the filter
 /// table keeps the guardrails (they are removed separately).
-pub fn rollback_input(before: &str, tables: &[TableName], guardrails_on: bool) -> String {
+pub(crate) fn rollback_input(before: &str, tables: &[TableName], guardrails_on: bool) -> String {
     let mut blocks: BTreeMap<TableName, Vec<&str>> = BTreeMap::new();
     let mut current: Option<TableName> = None;
     for line in before.lines() {

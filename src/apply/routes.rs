@@ -9,7 +9,7 @@ use crate::sys::kernel::Kernel;
 use crate::values::{Family, Mark, RouteTable};
 
 /// Programs `routes`; returns what was changed, for the log.
-pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
+pub(crate) fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if routes.v6_passthrough_address && !kernel.lo_has_address(PASSTHROUGH_V6)? {
         kernel.add_lo_address(PASSTHROUGH_V6, 128)?;
@@ -37,7 +37,7 @@ pub fn apply(kernel: &dyn Kernel, routes: &Routes) -> Result<Vec<String>> {
 
 /// Removes what [`apply`] adds for `mark`/`table`, in both families (every copy of the policy
 /// rule, including duplicates an earlier Istio run left); returns what was removed.
-pub fn cleanup(kernel: &dyn Kernel, mark: Mark, table: RouteTable) -> Result<Vec<String>> {
+pub(crate) fn cleanup(kernel: &dyn Kernel, mark: Mark, table: RouteTable) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for family in Family::ALL {
         let n = kernel.fwmark_rules(family, mark.0, table.0)?;

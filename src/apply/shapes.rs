@@ -25,14 +25,14 @@ use crate::iptables::parse::SaveDump;
 use crate::model::{Hook, Match, Proto, Rule, TableName, Target};
 
 /// meshcap's rule shapes in one family's live dump.
-pub struct Shapes {
+pub(crate) struct Shapes {
     /// Interfaces meshcap's plans name (virtual and excluded ones), found in the dump.
     ifaces: HashSet<String>,
 }
 
 impl Shapes {
     /// The shapes to look for in `live`; `None` when nothing of meshcap's is there.
-    pub fn of(live: &SaveDump) -> Option<Shapes> {
+    pub(crate) fn of(live: &SaveDump) -> Option<Shapes> {
         if !live.has_istio_state() {
             return None;
         }
@@ -65,7 +65,7 @@ impl Shapes {
 
     /// Whether `rule` (in canonical form: matches sorted) in `table`/`hook` has a shape only
     /// meshcap's plans give a rule of a built-in chain.
-    pub fn is_ours(&self, table: TableName, hook: Hook, rule: &Rule) -> bool {
+    pub(crate) fn is_ours(&self, table: TableName, hook: Hook, rule: &Rule) -> bool {
         use Match as M;
         let tcp = |m: &Match| matches!(m, M::Protocol(Proto::Tcp));
         let mark = |m: &Match| matches!(m, M::Mark { negated: false, .. });

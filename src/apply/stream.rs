@@ -24,7 +24,7 @@ use crate::values::Family;
 use crate::live::binaries::Binaries;
 
 /// The iptables dry run's stream as commands; render it with [`crate::sys::exec::recorded_stream`].
-pub fn iptables(plan: &Plan, cleanup: bool) -> Vec<Cmd> {
+pub(crate) fn iptables(plan: &Plan, cleanup: bool) -> Vec<Cmd> {
     let save = |family: Family| Cmd::new(Binaries::plain(family).save(), [""; 0]);
     let mut cmds = vec![save(Family::V4), save(Family::V6)];
     for family in plan.families() {
@@ -40,7 +40,7 @@ pub fn iptables(plan: &Plan, cleanup: bool) -> Vec<Cmd> {
 }
 
 /// The nftables dry run's stream: Istio's transaction as one `nft -f -`.
-pub fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
+pub(crate) fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
     let tx = if cleanup {
         cleanup_transaction()
     } else {
@@ -53,7 +53,7 @@ pub fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
 /// order: walking them backwards, delete every rule of a built-in chain and every jump between
 /// `ISTIO_*` chains; then, walking backwards again, flush and delete each `ISTIO_*` chain when
 /// first seen.
-pub fn cleanup_commands(plan: &Plan, family: Family) -> Vec<Cmd> {
+pub(crate) fn cleanup_commands(plan: &Plan, family: Family) -> Vec<Cmd> {
     let program = Binaries::plain(family).base;
     let ops: Vec<(TableName, &crate::model::Op)> = plan
         .ops

@@ -9,11 +9,11 @@ use crate::sys::exec::{Output, Recorder};
 
 #[derive(Default)]
 pub(crate) struct FakeKernel {
-    pub legacy: [Vec<TableName>; 2],
-    pub nft: [Option<Vec<TableName>>; 2],
+    pub(crate) legacy: [Vec<TableName>; 2],
+    pub(crate) nft: [Option<Vec<TableName>>; 2],
     /// The `inet` tables (`None`: the kernel does not say).
-    pub nft_inet: Option<Vec<String>>,
-    pub log: RefCell<Vec<String>>,
+    pub(crate) nft_inet: Option<Vec<String>>,
+    pub(crate) log: RefCell<Vec<String>>,
 }
 
 fn idx(f: Family) -> usize {

@@ -5,7 +5,7 @@
 //! 1 drift, 2 error (decided by the caller for errors). [`live`] reads a namespace's state the
 //! way apply does ([`crate::live`]), so `check` answers "would apply find drift?".
 
-pub mod routes;
+pub(crate) mod routes;
 
 use serde::Serialize;
 
@@ -24,18 +24,18 @@ use crate::values::Family;
 
 /// One family's comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FamilyReport {
-    pub drift: Drift,
+pub(crate) struct FamilyReport {
+    pub(crate) drift: Drift,
     /// `ISTIO_*` chains that exist live but are not planned (empty ones too), as (table, chain).
-    pub stale_chains: Vec<(String, String)>,
+    pub(crate) stale_chains: Vec<(String, String)>,
     /// The save program whose output was compared, when read live (e.g. `iptables-nft-save`).
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Other iptables variants that hold meshcap's chains too (e.g. `iptables-legacy`).
-    pub also_in: Vec<String>,
+    pub(crate) also_in: Vec<String>,
 }
 
 impl FamilyReport {
-    pub fn in_sync(&self) -> bool {
+    pub(crate) fn in_sync(&self) -> bool {
         self.drift.is_clean() && self.stale_chains.is_empty() && self.also_in.is_empty()
     }
 
@@ -57,36 +57,36 @@ impl FamilyReport {
 
 /// The comparison of every checked family, or of the nftables ruleset.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Report {
-    pub families: Vec<FamilyReport>,
+pub(crate) struct Report {
+    pub(crate) families: Vec<FamilyReport>,
     /// With `--native-nftables`: meshcap's `inet` tables.
-    pub nft: Option<nft_drift::NftDrift>,
+    pub(crate) nft: Option<nft_drift::NftDrift>,
     /// TPROXY policy routing and `::6` (read from a live namespace only, not with --from-save).
-    pub routes: Option<routes::RoutesDrift>,
+    pub(crate) routes: Option<routes::RoutesDrift>,
     /// With the iptables backend: the nftables backend's tables found live (e.g.
     /// `istio-proxy-nat`), a second capture of every packet.
-    pub also_in_nftables: Vec<String>,
+    pub(crate) also_in_nftables: Vec<String>,
     /// With `--native-nftables`: the iptables backend's `ISTIO_*` chains found live (per
     /// family and variant), a second capture of every packet.
-    pub also_in_iptables: Vec<IptablesChains>,
+    pub(crate) also_in_iptables: Vec<IptablesChains>,
     /// Nothing of the checked backend is live but the other backend's capture is: the
     /// namespace uses the other backend (`iptables` or `nftables`), reported as that instead of
     /// every planned rule missing.
-    pub other_backend: Option<&'static str>,
+    pub(crate) other_backend: Option<&'static str>,
 }
 
 /// The iptables backend's chains in one family and variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IptablesChains {
+pub(crate) struct IptablesChains {
     /// The save program that listed them (e.g. `iptables-nft-save`).
-    pub source: String,
-    pub family: Family,
+    pub(crate) source: String,
+    pub(crate) family: Family,
     /// (table, chain).
-    pub chains: Vec<(String, String)>,
+    pub(crate) chains: Vec<(String, String)>,
 }
 
 impl Report {
-    pub fn in_sync(&self) -> bool {
+    pub(crate) fn in_sync(&self) -> bool {
         self.families.iter().all(FamilyReport::in_sync)
             && self.nft.as_ref().is_none_or(nft_drift::NftDrift::is_clean)
             && self.routes.as_ref().is_none_or(routes::RoutesDrift::is_clean)
@@ -95,12 +95,12 @@ impl Report {
     }
 
     /// 0 in sync, 1 drift.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.in_sync() { 0 } else { 1 }
     }
 
     /// Per family a `# <family>: ...` summary line, then its `+`/`-` lines.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         if let Some(backend) = self.other_backend {
             out.push_str(&self.other_backend_text(backend));
@@ -163,7 +163,7 @@ impl Report {
         )
     }
 
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let doc = ReportDoc {
             version: 1,
             in_sync: self.in_sync(),
@@ -370,7 +370,7 @@ struct ChainDoc {
 
 /// Compares one family's plan with its live dump. A family the plan leaves off (IPv6
 /// disabled) has an empty plan, so leftover ISTIO state there is drift.
-pub fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyReport {
+pub(crate) fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyReport {
     let planned = plan.ruleset(family);
     let stale_chains = live
         .istio_chains()
@@ -392,7 +392,7 @@ pub fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyRepor
 }
 
 /// Compares the plan with each family's live dump.
-pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
+pub(crate) fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
     Report {
         families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
         ..Report::default()
@@ -402,7 +402,7 @@ pub fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
 /// Reads the live iptables state of the namespace `config` names (or this one) exactly as apply
 /// would (same binary choice, same reads, under the per-namespace lock) and compares it with the
 /// plan, both families. IPv6 as apply enables it: explicit, or detected from the addresses.
-pub fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
+pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;

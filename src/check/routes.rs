@@ -14,18 +14,18 @@ use crate::values::{Family, Mark, RouteTable};
 
 /// The routing comparison: `ip` command spellings of what is missing and what is unexpected.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RoutesDrift {
-    pub missing: Vec<String>,
-    pub unexpected: Vec<String>,
+pub(crate) struct RoutesDrift {
+    pub(crate) missing: Vec<String>,
+    pub(crate) unexpected: Vec<String>,
 }
 
 impl RoutesDrift {
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.missing.is_empty() && self.unexpected.is_empty()
     }
 
     /// `routes: in sync`, or the counts.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.is_clean() {
             "routes: in sync".to_string()
         } else {
@@ -38,7 +38,7 @@ impl RoutesDrift {
     }
 
     /// `+` lines (planned, absent), then `-` lines (present, not planned).
-    pub fn lines(&self) -> String {
+    pub(crate) fn lines(&self) -> String {
         let mut out = String::new();
         for m in &self.missing {
             out.push_str(&format!("+ {m}\n"));
@@ -70,7 +70,7 @@ fn ip_flag(family: Family) -> &'static str {
 /// Compares the namespace `kernel` reads with the plan's `routes`. `mark` and `table` are the
 /// configured TPROXY values, looked for in every family even when the plan has no TPROXY (as
 /// cleanup removes them).
-pub fn compare(kernel: &dyn Kernel, routes: &Routes, mark: Mark, table: RouteTable) -> Result<RoutesDrift> {
+pub(crate) fn compare(kernel: &dyn Kernel, routes: &Routes, mark: Mark, table: RouteTable) -> Result<RoutesDrift> {
     let mut drift = RoutesDrift::default();
     for family in Family::ALL {
         let planned = routes.tproxy.as_ref().filter(|t| t.families.contains(&family));

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 const BIN: &str = "meshcap";
 
 /// The completion script for `shell`.
-pub fn completions(shell: CompletionShell) -> Vec<u8> {
+pub(crate) fn completions(shell: CompletionShell) -> Vec<u8> {
     let shell = match shell {
         CompletionShell::Bash => clap_complete::Shell::Bash,
         CompletionShell::Zsh => clap_complete::Shell::Zsh,
@@ -23,7 +23,7 @@ pub fn completions(shell: CompletionShell) -> Vec<u8> {
 }
 
 /// The man page of meshcap (`None`) or of one of its commands, `meshcap-<command>(1)`.
-pub fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
+pub(crate) fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
     let mut cmd = Cli::command();
     // Resolves display names (meshcap-render) and propagates the global log flags.
     cmd.build();

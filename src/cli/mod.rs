@@ -2,7 +2,7 @@
 //! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
 //! flags and their environment fallbacks alike and names the source of a bad value.
 
-pub mod manual;
+pub(crate) mod manual;
 
 use crate::speed::Lazy;
 
@@ -47,7 +47,7 @@ pub struct Cli {
     pub command: Option<Command>,
 
     #[command(flatten)]
-    pub capture: CaptureFlags,
+    pub(crate) capture: CaptureFlags,
 
     #[command(flatten)]
     pub log: LogFlags,
@@ -111,11 +111,11 @@ Exit codes: 0 every container passes, 1 some would fail, 2 bad input (unreadable
 pub struct AuditArgs {
     /// The file to read, or - for stdin.
     #[arg(value_name = "FILE")]
-    pub input: String,
+    pub(crate) input: String,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 }
 
 const CHECK_HELP: &str = "\
@@ -138,32 +138,32 @@ Exit codes: 0 in sync, 1 drift, 2 error (namespace missing, state unreadable, ba
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub capture: CaptureFlags,
+    pub(crate) capture: CaptureFlags,
 
     /// Plan IPv6 rules too (default: detect as apply does; env ENABLE_INBOUND_IPV6).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub ipv6: Option<String>,
+    pub(crate) ipv6: Option<String>,
 
     /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: String,
+    pub(crate) resolv_conf: String,
 
     /// Compare this iptables-save dump (of --family, default v4) instead of reading a namespace.
     #[arg(long, value_name = "FILE")]
-    pub from_save: Option<String>,
+    pub(crate) from_save: Option<String>,
 
     /// Take the capture flags and env from the istio-init (or istio-validation) container of
     /// this pod spec (Kubernetes JSON or YAML; - for stdin) instead of the command line.
     #[arg(long, value_name = "FILE")]
-    pub from_pod_spec: Option<String>,
+    pub(crate) from_pod_spec: Option<String>,
 
     /// The family of the --from-save dump.
     #[arg(long, value_enum, requires = "from_save")]
-    pub family: Option<FamilyArg>,
+    pub(crate) family: Option<FamilyArg>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 }
 
 const TRACE_HELP: &str = "\
@@ -186,32 +186,32 @@ Exit codes: 0 traced, 1 error (bad packet or flags, a rule that cannot be evalua
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     #[command(flatten)]
-    pub capture: CaptureFlags,
+    pub(crate) capture: CaptureFlags,
 
     /// Plan IPv6 rules too (needed for an IPv6 packet; env ENABLE_INBOUND_IPV6).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub ipv6: Option<String>,
+    pub(crate) ipv6: Option<String>,
 
     /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: String,
+    pub(crate) resolv_conf: String,
 
     /// Trace through this iptables-save (or ip6tables-save) dump instead of the planned rules.
     #[arg(long, value_name = "FILE")]
-    pub from_save: Option<String>,
+    pub(crate) from_save: Option<String>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 
     /// The packet (one argument, or several words).
     #[arg(value_name = "PACKET", required = true, num_args = 1.., allow_hyphen_values = true)]
-    pub packet: Vec<String>,
+    pub(crate) packet: Vec<String>,
 }
 
 /// Output format of `trace` and `check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Text,
     Json,
 }
@@ -223,17 +223,17 @@ pub struct ApplyArgs {
 
     /// Positional arguments are accepted and ignored, as Istio does.
     #[arg(hide = true)]
-    pub ignored: Vec<String>,
+    pub(crate) ignored: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     #[command(flatten)]
-    pub capture: CaptureFlags,
+    pub(crate) capture: CaptureFlags,
 
     /// Render IPv6 rules too (render never scans interfaces; env ENABLE_INBOUND_IPV6).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub ipv6: Option<String>,
+    pub(crate) ipv6: Option<String>,
 
     /// resolv.conf to read DNS servers from (with --redirect-dns and without --capture-all-dns).
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
@@ -242,21 +242,21 @@ pub struct RenderArgs {
     /// Print only this family's payload, exactly as the restore receives it (iptables only:
     /// rejected with --native-nftables, whose one inet transaction covers both families).
     #[arg(long, value_enum)]
-    pub family: Option<FamilyArg>,
+    pub(crate) family: Option<FamilyArg>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Iptables)]
-    pub format: Format,
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FamilyArg {
+pub(crate) enum FamilyArg {
     V4,
     V6,
 }
 
 impl FamilyArg {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             FamilyArg::V4 => "v4",
             FamilyArg::V6 => "v6",
@@ -265,7 +265,7 @@ impl FamilyArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// iptables-restore input.
     Iptables,
     /// A versioned JSON document of the plan (see docs/json.md).
@@ -530,7 +530,7 @@ impl clap::builder::TypedValueParser for Suggest {
 impl CaptureFlags {
     /// The flags given that change only what the apply command does (how and where it runs),
     /// never the rules: `render` warns that it ignores them.
-    pub fn apply_only_given(&self) -> Vec<&'static str> {
+    pub(crate) fn apply_only_given(&self) -> Vec<&'static str> {
         [
             (&self.dry_run, "--dry-run"),
             (&self.iptables_probe_port, "--iptables-probe-port"),
@@ -557,43 +557,43 @@ impl CaptureFlags {
 pub struct LogFlags {
     /// Log levels: `<scope>:<level>,...` or `<level>` (debug, info, warn, error, fatal, none)
     #[arg(global = true, long = "log_output_level", value_name = "LEVELS")]
-    pub log_output_level: Option<String>,
+    pub(crate) log_output_level: Option<String>,
 
     /// Log as JSON lines
     #[arg(global = true, long = "log_as_json", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub log_as_json: Option<String>,
+    pub(crate) log_as_json: Option<String>,
 
     /// Accepted for compatibility; meshcap logs to stderr
     #[arg(global = true, long = "log_target", value_name = "TARGET", hide = true)]
-    pub log_target: Vec<String>,
+    pub(crate) log_target: Vec<String>,
 
     /// Accepted for compatibility
     #[arg(global = true, long = "log_caller", value_name = "SCOPES", hide = true)]
-    pub log_caller: Option<String>,
+    pub(crate) log_caller: Option<String>,
 
     /// Accepted for compatibility
     #[arg(global = true, long = "log_stacktrace_level", value_name = "LEVELS", hide = true)]
-    pub log_stacktrace_level: Option<String>,
+    pub(crate) log_stacktrace_level: Option<String>,
 
     /// Accepted for compatibility (Istio 1.20)
     #[arg(global = true, long = "log_rotate", value_name = "PATH", hide = true)]
-    pub log_rotate: Option<String>,
+    pub(crate) log_rotate: Option<String>,
 
     /// Accepted for compatibility (Istio 1.20)
     #[arg(global = true, long = "log_rotate_max_age", value_name = "DAYS", hide = true)]
-    pub log_rotate_max_age: Option<String>,
+    pub(crate) log_rotate_max_age: Option<String>,
 
     /// Accepted for compatibility (Istio 1.20)
     #[arg(global = true, long = "log_rotate_max_size", value_name = "MB", hide = true)]
-    pub log_rotate_max_size: Option<String>,
+    pub(crate) log_rotate_max_size: Option<String>,
 
     /// Accepted for compatibility (Istio 1.20)
     #[arg(global = true, long = "log_rotate_max_backups", value_name = "N", hide = true)]
-    pub log_rotate_max_backups: Option<String>,
+    pub(crate) log_rotate_max_backups: Option<String>,
 
     /// Accepted for compatibility
     #[arg(global = true, long = "vklog", value_name = "LEVEL", hide = true)]
-    pub vklog: Option<String>,
+    pub(crate) vklog: Option<String>,
 }
 
 const COMPLETIONS_HELP: &str = "\
@@ -612,11 +612,11 @@ Examples:
 pub struct CompletionsArgs {
     /// The shell to complete in.
     #[arg(value_enum)]
-    pub shell: CompletionShell,
+    pub(crate) shell: CompletionShell,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
+pub(crate) enum CompletionShell {
     Bash,
     Zsh,
     Fish,
@@ -626,5 +626,5 @@ pub enum CompletionShell {
 pub struct ManArgs {
     /// A command (e.g. render) whose own page to print, named meshcap-<command>(1).
     #[arg(value_name = "COMMAND")]
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
 }

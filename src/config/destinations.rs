@@ -9,17 +9,17 @@ use crate::values::{Cidr, Invalid};
 
 /// `-i`: all outbound destinations, or a list of prefixes (empty: no outbound CIDR capture).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CidrSelection {
+pub(crate) enum CidrSelection {
     All,
     List(Vec<Cidr>),
 }
 
 /// The outbound prefixes and their raw text for the config dump.
 pub(super) struct Destinations {
-    pub include: CidrSelection,
-    pub exclude: Vec<Cidr>,
-    pub include_text: String,
-    pub exclude_text: String,
+    pub(crate) include: CidrSelection,
+    pub(crate) exclude: Vec<Cidr>,
+    pub(crate) include_text: String,
+    pub(crate) exclude_text: String,
 }
 
 /// `-i` / `ISTIO_SERVICE_CIDR` and `-x` / `ISTIO_SERVICE_EXCLUDE_CIDR` (which cannot be `*`).

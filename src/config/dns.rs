@@ -9,21 +9,21 @@ use crate::error::Result;
 use crate::sys::host;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Dns {
+pub(crate) struct Dns {
     /// `--redirect-dns` as configured.
-    pub redirect: bool,
-    pub capture_all: bool,
-    pub servers_v4: Vec<Ipv4Addr>,
-    pub servers_v6: Vec<Ipv6Addr>,
+    pub(crate) redirect: bool,
+    pub(crate) capture_all: bool,
+    pub(crate) servers_v4: Vec<Ipv4Addr>,
+    pub(crate) servers_v6: Vec<Ipv6Addr>,
     /// IPv6 servers with a zone (`fe80::1%eth0`): they keep DNS capture on as in Istio, but no
     /// rule names them (no ip6tables or nft address carries a zone; docs/istio-compat.md §2.5).
-    pub zoned_v6: Vec<String>,
+    pub(crate) zoned_v6: Vec<String>,
 }
 
 impl Dns {
     /// DNS capture is effective only when requested and either capturing all DNS or knowing at
     /// least one server (Istio 1.29 disables it otherwise, with a warning).
-    pub fn effective(&self) -> bool {
+    pub(crate) fn effective(&self) -> bool {
         self.redirect
             && (self.capture_all
                 || !self.servers_v4.is_empty()

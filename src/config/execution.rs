@@ -9,9 +9,9 @@ use crate::values::Invalid;
 
 /// The execution settings.
 pub(super) struct Execution {
-    pub network_namespace: Option<String>,
-    pub force_iptables_binary: Option<IptablesVariant>,
-    pub xtables_wait: u32,
+    pub(crate) network_namespace: Option<String>,
+    pub(crate) force_iptables_binary: Option<IptablesVariant>,
+    pub(crate) xtables_wait: u32,
 }
 
 /// `--network-namespace` / `NETWORK_NAMESPACE` (empty: the current one),

@@ -7,18 +7,18 @@ use crate::error::Result;
 use crate::values::{Invalid, Mark, RouteTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InterceptionMode {
+pub(crate) enum InterceptionMode {
     Redirect,
     Tproxy,
 }
 
 /// The interception settings.
 pub(super) struct Interception {
-    pub mode: InterceptionMode,
+    pub(crate) mode: InterceptionMode,
     /// The mode text as given (Istio prints it in its config dump).
-    pub mode_text: String,
-    pub tproxy_mark: Mark,
-    pub tproxy_route_table: RouteTable,
+    pub(crate) mode_text: String,
+    pub(crate) tproxy_mark: Mark,
+    pub(crate) tproxy_route_table: RouteTable,
 }
 
 /// `-m` / `ISTIO_INBOUND_INTERCEPTION_MODE`, `-t` / `ISTIO_INBOUND_TPROXY_MARK` (1337) and

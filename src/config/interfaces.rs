@@ -7,10 +7,10 @@ use crate::values::Iface;
 
 /// The interface lists and their raw text for the config dump.
 pub(super) struct Interfaces {
-    pub exclude: Vec<Iface>,
-    pub virtual_: Vec<Iface>,
-    pub exclude_text: String,
-    pub virtual_text: String,
+    pub(crate) exclude: Vec<Iface>,
+    pub(crate) virtual_: Vec<Iface>,
+    pub(crate) exclude_text: String,
+    pub(crate) virtual_text: String,
 }
 
 /// `-c` / `ISTIO_EXCLUDE_INTERFACES` and `-k` / `KUBE_VIRT_INTERFACES`.

@@ -32,30 +32,29 @@ use crate::model::Backend;
 use crate::sys::host::Env;
 use crate::values::{Cidr, Iface, Mark, OutFile, Owner, Port, PortSpec, RouteTable};
 
-pub use destinations::CidrSelection;
-pub use dns::Dns;
-pub use interception::InterceptionMode;
-pub use owners::{MAX_OWNER_GROUPS, OwnerGroups};
-pub use ports::PortSelection;
-pub use validation::parse_go_duration;
+pub(crate) use destinations::CidrSelection;
+pub(crate) use dns::Dns;
+pub(crate) use interception::InterceptionMode;
+pub(crate) use owners::OwnerGroups;
+pub(crate) use ports::PortSelection;
 
 /// The outbound mark the proxy's own loopback traffic gets in TPROXY mode (fixed by Istio).
-pub const OUTBOUND_MARK: Mark = Mark(1338);
+pub(crate) const OUTBOUND_MARK: Mark = Mark(1338);
 /// The port of the DNS proxy in the agent (fixed by Istio).
-pub const DNS_AGENT_PORT: Port = Port::new_const(15053);
+pub(crate) const DNS_AGENT_PORT: Port = Port::new_const(15053);
 /// The DNS port.
-pub const DNS_PORT: Port = Port::new_const(53);
+pub(crate) const DNS_PORT: Port = Port::new_const(53);
 
 /// The kernel side an iptables binary programs: the legacy x_tables or nf_tables
 /// (`--force-iptables-binary`, and the variant apply chooses per family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IptablesVariant {
+pub(crate) enum IptablesVariant {
     Legacy,
     Nft,
 }
 
 impl IptablesVariant {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             IptablesVariant::Legacy => "legacy",
             IptablesVariant::Nft => "nft",
@@ -73,7 +72,7 @@ pub enum Ipv6Setting {
 
 /// Raw values of the variables Istio echoes in its environment dump
 /// (`docs/istio-compat.md §1.6`).
-pub const ECHOED_ENV: [&str; 12] = [
+pub(crate) const ECHOED_ENV: [&str; 12] = [
     "ENVOY_PORT",
     "INBOUND_CAPTURE_PORT",
     "ISTIO_INBOUND_INTERCEPTION_MODE",
@@ -93,75 +92,75 @@ pub const ECHOED_ENV: [&str; 12] = [
 pub struct Config {
     pub proxy_port: Port,
     pub inbound_capture_port: Port,
-    pub inbound_tunnel_port: Port,
-    pub proxy_uids: Vec<Owner>,
-    pub proxy_gids: Vec<Owner>,
-    pub mode: InterceptionMode,
+    pub(crate) inbound_tunnel_port: Port,
+    pub(crate) proxy_uids: Vec<Owner>,
+    pub(crate) proxy_gids: Vec<Owner>,
+    pub(crate) mode: InterceptionMode,
     /// The mode text as given (Istio prints it in its config dump).
-    pub mode_text: String,
-    pub tproxy_mark: Mark,
-    pub tproxy_route_table: RouteTable,
-    pub inbound_ports: PortSelection,
-    pub inbound_exclude_ports: Vec<PortSpec>,
-    pub exclude_interfaces: Vec<Iface>,
-    pub virtual_interfaces: Vec<Iface>,
-    pub outbound_include: CidrSelection,
-    pub outbound_exclude: Vec<Cidr>,
-    pub outbound_ports_include: Vec<PortSpec>,
-    pub outbound_ports_exclude: Vec<PortSpec>,
-    pub owner_groups: OwnerGroups,
+    pub(crate) mode_text: String,
+    pub(crate) tproxy_mark: Mark,
+    pub(crate) tproxy_route_table: RouteTable,
+    pub(crate) inbound_ports: PortSelection,
+    pub(crate) inbound_exclude_ports: Vec<PortSpec>,
+    pub(crate) exclude_interfaces: Vec<Iface>,
+    pub(crate) virtual_interfaces: Vec<Iface>,
+    pub(crate) outbound_include: CidrSelection,
+    pub(crate) outbound_exclude: Vec<Cidr>,
+    pub(crate) outbound_ports_include: Vec<PortSpec>,
+    pub(crate) outbound_ports_exclude: Vec<PortSpec>,
+    pub(crate) owner_groups: OwnerGroups,
     /// The IPv4 loopback prefix (`ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR`), host bits kept.
-    pub loopback_v4: Cidr,
-    pub dns: Dns,
-    pub drop_invalid: bool,
-    pub dual_stack: bool,
-    pub ipv6: Ipv6Setting,
-    pub dry_run: bool,
+    pub(crate) loopback_v4: Cidr,
+    pub(crate) dns: Dns,
+    pub(crate) drop_invalid: bool,
+    pub(crate) dual_stack: bool,
+    pub(crate) ipv6: Ipv6Setting,
+    pub(crate) dry_run: bool,
     /// `DRY_RUN_FILE_PATH`: where a dry run also writes its command stream in Istio's recorded
     /// format (spec §4.6). Read only for a dry run (ignored otherwise, as Istio); empty is unset.
-    pub dry_run_file: Option<OutFile>,
+    pub(crate) dry_run_file: Option<OutFile>,
     pub skip_rule_apply: bool,
     pub run_validation: bool,
-    pub probe_port: Port,
-    pub probe_timeout: Duration,
-    pub network_namespace: Option<String>,
-    pub cni_mode: bool,
-    pub reconcile: bool,
-    pub cleanup_only: bool,
-    pub force_apply: bool,
-    pub native_nftables: bool,
+    pub(crate) probe_port: Port,
+    pub(crate) probe_timeout: Duration,
+    pub(crate) network_namespace: Option<String>,
+    pub(crate) cni_mode: bool,
+    pub(crate) reconcile: bool,
+    pub(crate) cleanup_only: bool,
+    pub(crate) force_apply: bool,
+    pub(crate) native_nftables: bool,
     /// `--compact`: fewer rules with the same verdicts (meshcap's own; not Istio's rule text).
-    pub compact: bool,
-    pub force_iptables_binary: Option<IptablesVariant>,
+    pub(crate) compact: bool,
+    pub(crate) force_iptables_binary: Option<IptablesVariant>,
     /// Seconds a legacy restore waits for the xtables lock (`--wait=N`): 30 as Istio, or
     /// `MESHCAP_XTABLES_WAIT` (meshcap's own variable, 1–3600).
-    pub xtables_wait: u32,
+    pub(crate) xtables_wait: u32,
     /// Raw text of the flags as Istio's config dump prints them.
-    pub dump: DumpText,
+    pub(crate) dump: DumpText,
     /// Notes for the log (ignored flags, skipped resolv.conf entries), said once by the caller.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The raw text of list settings, as Istio prints them in its config dump.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DumpText {
-    pub inbound_ports: String,
-    pub inbound_exclude_ports: String,
-    pub owner_groups_include: String,
-    pub owner_groups_exclude: String,
-    pub outbound_include: String,
-    pub outbound_exclude: String,
-    pub outbound_ports_include: String,
-    pub outbound_ports_exclude: String,
-    pub virtual_interfaces: String,
-    pub exclude_interfaces: String,
+pub(crate) struct DumpText {
+    pub(crate) inbound_ports: String,
+    pub(crate) inbound_exclude_ports: String,
+    pub(crate) owner_groups_include: String,
+    pub(crate) owner_groups_exclude: String,
+    pub(crate) outbound_include: String,
+    pub(crate) outbound_exclude: String,
+    pub(crate) outbound_ports_include: String,
+    pub(crate) outbound_ports_exclude: String,
+    pub(crate) virtual_interfaces: String,
+    pub(crate) exclude_interfaces: String,
 }
 
 /// The files the configuration step reads.
 #[derive(Debug, Clone)]
 pub struct HostFiles {
-    pub passwd: String,
-    pub resolv_conf: String,
+    pub(crate) passwd: String,
+    pub(crate) resolv_conf: String,
 }
 
 impl Default for HostFiles {
@@ -254,7 +253,7 @@ impl Config {
     }
 
     /// The rule language the capture is written in.
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         if self.native_nftables {
             Backend::Nft
         } else {
@@ -264,7 +263,7 @@ impl Config {
 
     /// `--native-nftables` / `NATIVE_NFTABLES`, parsed as every boolean is (for commands that
     /// must know the backend before a whole configuration exists, such as `--from-save`).
-    pub fn native_nftables(flags: &CaptureFlags, env: &Env) -> Result<bool> {
+    pub(crate) fn native_nftables(flags: &CaptureFlags, env: &Env) -> Result<bool> {
         match source::pick(
             &flags.native_nftables,
             "native-nftables",
@@ -278,7 +277,7 @@ impl Config {
     }
 
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.
-    pub fn ipv6_setting(flag: &Option<String>, env: &Env) -> Result<Ipv6Setting> {
+    pub(crate) fn ipv6_setting(flag: &Option<String>, env: &Env) -> Result<Ipv6Setting> {
         match source::pick(flag, "ipv6", env, Some("ENABLE_INBOUND_IPV6"), None)? {
             Some(s) => Ok(Ipv6Setting::Explicit(source::parse_bool(&s)?)),
             None => Ok(Ipv6Setting::Detect),
@@ -291,7 +290,7 @@ impl Config {
 mod testing {
     use super::*;
 
-    pub fn cfg(flags: CaptureFlags, env: &[(&str, &str)]) -> Result<Config> {
+    pub(crate) fn cfg(flags: CaptureFlags, env: &[(&str, &str)]) -> Result<Config> {
         let files = HostFiles {
             passwd: "/nonexistent".into(),
             resolv_conf: "/nonexistent".into(),

@@ -8,11 +8,11 @@ use crate::sys::host;
 use crate::values::Owner;
 
 /// Istio's limit on the owner-group include list.
-pub const MAX_OWNER_GROUPS: usize = 64;
+pub(crate) const MAX_OWNER_GROUPS: usize = 64;
 
 /// Owner groups whose outbound traffic is captured (env-only settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerGroups {
+pub(crate) enum OwnerGroups {
     /// `*`: every group, except those listed.
     AllExcept(Vec<Owner>),
     /// Only these groups (an empty list captures no outbound traffic, as in Istio).
@@ -21,10 +21,10 @@ pub enum OwnerGroups {
 
 /// The owner groups and the raw text of both variables for the config dump.
 pub(super) struct Groups {
-    pub groups: OwnerGroups,
+    pub(crate) groups: OwnerGroups,
     /// The include list as given, `*` when unset.
-    pub include_text: String,
-    pub exclude_text: String,
+    pub(crate) include_text: String,
+    pub(crate) exclude_text: String,
 }
 
 /// `ISTIO_OUTBOUND_OWNER_GROUPS` (include, `*` by default, at most [`MAX_OWNER_GROUPS`]) and
@@ -61,8 +61,8 @@ pub(super) fn owner_groups(i: &mut Input) -> Result<Groups> {
 
 /// The proxy's UIDs and GIDs.
 pub(super) struct ProxyOwners {
-    pub uids: Vec<Owner>,
-    pub gids: Vec<Owner>,
+    pub(crate) uids: Vec<Owner>,
+    pub(crate) gids: Vec<Owner>,
 }
 
 /// `-u` / `PROXY_UID`: the list, else `ENVOY_USER`'s uid in passwd (default user `istio-proxy`),

@@ -7,13 +7,13 @@ use crate::values::{Port, PortSpec};
 
 /// `-b`: all inbound ports, or a list (empty: no inbound capture).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortSelection {
+pub(crate) enum PortSelection {
     All,
     List(Vec<PortSpec>),
 }
 
 impl PortSelection {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         matches!(self, PortSelection::List(l) if l.is_empty())
     }
 }
@@ -22,11 +22,11 @@ impl PortSelection {
 pub(super) struct ProxyPorts {
     /// `-p`: the outbound listener (15001). No environment variable: `ENVOY_PORT` is only
     /// echoed (`docs/istio-compat.md §1.6`).
-    pub proxy: Port,
+    pub(crate) proxy: Port,
     /// `-z` / `INBOUND_CAPTURE_PORT`: the inbound listener (15006).
-    pub inbound_capture: Port,
+    pub(crate) inbound_capture: Port,
     /// `-e` / `INBOUND_TUNNEL_PORT`: the tunnel (HBONE) port, never captured (15008).
-    pub inbound_tunnel: Port,
+    pub(crate) inbound_tunnel: Port,
 }
 
 pub(super) fn proxy_ports(i: &Input) -> Result<ProxyPorts> {
@@ -56,11 +56,11 @@ pub(super) fn proxy_ports(i: &Input) -> Result<ProxyPorts> {
 
 /// The inbound ports captured, and their raw text for the config dump.
 pub(super) struct InboundPorts {
-    pub ports: PortSelection,
+    pub(crate) ports: PortSelection,
     /// `-d`: excluded from capture, only with `-b '*'`.
-    pub exclude: Vec<PortSpec>,
-    pub ports_text: String,
-    pub exclude_text: String,
+    pub(crate) exclude: Vec<PortSpec>,
+    pub(crate) ports_text: String,
+    pub(crate) exclude_text: String,
 }
 
 /// `-b` / `ISTIO_INBOUND_PORTS` and `-d` / `ISTIO_LOCAL_EXCLUDE_PORTS`; a note when `-d` is
@@ -98,10 +98,10 @@ pub(super) fn inbound_ports(i: &mut Input) -> Result<InboundPorts> {
 
 /// The outbound ports always (`-q`) and never (`-o`) captured, and their raw text.
 pub(super) struct OutboundPorts {
-    pub include: Vec<PortSpec>,
-    pub exclude: Vec<PortSpec>,
-    pub include_text: String,
-    pub exclude_text: String,
+    pub(crate) include: Vec<PortSpec>,
+    pub(crate) exclude: Vec<PortSpec>,
+    pub(crate) include_text: String,
+    pub(crate) exclude_text: String,
 }
 
 /// `-q` / `ISTIO_OUTBOUND_PORTS` and `-o` / `ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE`.

@@ -12,19 +12,19 @@ use crate::values::{Invalid, list_len_bound, split_list};
 
 /// A value and where it came from (`--long-flag` or an environment variable's name).
 pub(super) struct Sourced {
-    pub text: String,
-    pub source: String,
+    pub(crate) text: String,
+    pub(crate) source: String,
 }
 
 impl Sourced {
     /// The value parsed by `parse`; an error names the source and the whole value.
-    pub fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, Invalid>) -> Result<T> {
+    pub(crate) fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, Invalid>) -> Result<T> {
         parse(&self.text).map_err(|Invalid(why)| Error::invalid(&self.source, &self.text, why))
     }
 
     /// The value as a comma-separated list, each item parsed by `parse`; an error names the
     /// source and the item.
-    pub fn list<T>(&self, parse: impl Fn(&str) -> Result<T, Invalid>) -> Result<Vec<T>> {
+    pub(crate) fn list<T>(&self, parse: impl Fn(&str) -> Result<T, Invalid>) -> Result<Vec<T>> {
         let mut out = Vec::with_capacity(list_len_bound(&self.text));
         for item in split_list(&self.text) {
             out.push(parse(item).map_err(|Invalid(why)| Error::invalid(&self.source, item, why))?);
@@ -91,15 +91,15 @@ pub(super) fn parse_bool(s: &Sourced) -> Result<bool> {
 
 /// What the configuration is read from, and the notes it leaves for the log.
 pub(super) struct Input<'a> {
-    pub flags: &'a CaptureFlags,
-    pub env: &'a Env,
+    pub(crate) flags: &'a CaptureFlags,
+    pub(crate) env: &'a Env,
     /// Notes for the log (ignored flags, skipped resolv.conf entries), in the order they arise.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Input<'_> {
     /// [`pick`] in this input's environment.
-    pub fn pick(
+    pub(crate) fn pick(
         &self,
         flag: &Option<String>,
         long: &str,
@@ -110,7 +110,7 @@ impl Input<'_> {
     }
 
     /// An environment-only setting.
-    pub fn env_only(&self, name: &str) -> Result<Option<Sourced>> {
+    pub(crate) fn env_only(&self, name: &str) -> Result<Option<Sourced>> {
         self.env
             .get(name)
             .map(|text| sourced(text, name.to_string()))
@@ -118,12 +118,18 @@ impl Input<'_> {
     }
 
     /// A boolean setting (false when unset).
-    pub fn flag_bool(&self, flag: &Option<String>, long: &str, primary: &str, alias: Option<&str>) -> Result<bool> {
+    pub(crate) fn flag_bool(
+        &self,
+        flag: &Option<String>,
+        long: &str,
+        primary: &str,
+        alias: Option<&str>,
+    ) -> Result<bool> {
         self.pick(flag, long, Some(primary), alias)?
             .map_or(Ok(false), |s| parse_bool(&s))
     }
 
-    pub fn warn(&mut self, note: impl Into<String>) {
+    pub(crate) fn warn(&mut self, note: impl Into<String>) {
         self.warnings.push(note.into());
     }
 }

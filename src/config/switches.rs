@@ -7,21 +7,21 @@ use crate::values::OutFile;
 
 /// The boolean settings, in the order they are read (a bad value is reported in that order).
 pub(super) struct Switches {
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `DRY_RUN_FILE_PATH`, read only for a dry run.
-    pub dry_run_file: Option<OutFile>,
-    pub skip_rule_apply: bool,
-    pub run_validation: bool,
-    pub redirect_dns: bool,
-    pub drop_invalid: bool,
-    pub dual_stack: bool,
-    pub capture_all_dns: bool,
-    pub cni_mode: bool,
-    pub reconcile: bool,
-    pub cleanup_only: bool,
-    pub force_apply: bool,
-    pub native_nftables: bool,
-    pub compact: bool,
+    pub(crate) dry_run_file: Option<OutFile>,
+    pub(crate) skip_rule_apply: bool,
+    pub(crate) run_validation: bool,
+    pub(crate) redirect_dns: bool,
+    pub(crate) drop_invalid: bool,
+    pub(crate) dual_stack: bool,
+    pub(crate) capture_all_dns: bool,
+    pub(crate) cni_mode: bool,
+    pub(crate) reconcile: bool,
+    pub(crate) cleanup_only: bool,
+    pub(crate) force_apply: bool,
+    pub(crate) native_nftables: bool,
+    pub(crate) compact: bool,
 }
 
 /// Every switch: the flag, else the alias variable, else the primary one; false when unset.

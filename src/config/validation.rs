@@ -9,8 +9,8 @@ use crate::values::{Invalid, Port};
 
 /// The probe's port and timeout.
 pub(super) struct Probe {
-    pub port: Port,
-    pub timeout: Duration,
+    pub(crate) port: Port,
+    pub(crate) timeout: Duration,
 }
 
 /// `--iptables-probe-port` / `IPTABLES_PROBE_PORT` (15002) and `--probe-timeout` /
@@ -41,7 +41,7 @@ pub(super) fn probe(i: &Input) -> Result<Probe> {
 
 /// Parses a Go duration (`5s`, `500ms`, `1m30s`, `1.5h`; a bare `0`). Negative durations are
 /// refused.
-pub fn parse_go_duration(text: &str) -> Result<Duration, Invalid> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, Invalid> {
     let bad = || Invalid::new("expected a duration such as 5s, 500ms or 1m30s");
     if text == "0" {
         return Ok(Duration::ZERO);

@@ -8,7 +8,7 @@
 //! is reported once, as misordered.
 
 pub mod nft;
-pub mod report;
+pub(crate) mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
@@ -19,7 +19,7 @@ use crate::model::{ChainName, Rule, Ruleset, TableName};
 use crate::values::Family;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DriftKind {
+pub(crate) enum DriftKind {
     /// Planned, not in the kernel.
     Missing,
     /// In the kernel, not planned.
@@ -29,33 +29,33 @@ pub enum DriftKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DriftEntry {
-    pub table: String,
-    pub chain: String,
-    pub kind: DriftKind,
+pub(crate) struct DriftEntry {
+    pub(crate) table: String,
+    pub(crate) chain: String,
+    pub(crate) kind: DriftKind,
     /// The rule as iptables arguments after the chain.
-    pub rule: String,
+    pub(crate) rule: String,
     /// 1-based position in the planned chain (missing, misordered).
-    pub planned_at: Option<usize>,
+    pub(crate) planned_at: Option<usize>,
     /// 1-based position in the live chain (unexpected, misordered).
-    pub live_at: Option<usize>,
+    pub(crate) live_at: Option<usize>,
 }
 
 /// The differences of one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
-    pub family: Family,
-    pub entries: Vec<DriftEntry>,
+    pub(crate) family: Family,
+    pub(crate) entries: Vec<DriftEntry>,
     /// Whether the live dump held anything of meshcap's at all.
-    pub live_has_istio: bool,
+    pub(crate) live_has_istio: bool,
 }
 
 impl Drift {
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn count(&self, kind: DriftKind) -> usize {
+    pub(crate) fn count(&self, kind: DriftKind) -> usize {
         self.entries.iter().filter(|e| e.kind == kind).count()
     }
 }
@@ -64,9 +64,9 @@ impl Drift {
 /// display text and 1-based position. The key type is the backend's rule model (`Rule` here,
 /// the nft rule in `nft_drift`), so both backends share one diff.
 pub(crate) struct Item<K> {
-    pub key: Option<K>,
-    pub text: String,
-    pub at: usize,
+    pub(crate) key: Option<K>,
+    pub(crate) text: String,
+    pub(crate) at: usize,
 }
 
 fn live_item(e: &SavedEntry, at: usize) -> Item<Rule> {
@@ -98,7 +98,7 @@ fn same<K: PartialEq>(a: Option<&K>, b: Option<&K>) -> bool {
 /// costs linear time and no table); what is left is solved exactly by dynamic programming when
 /// small and by [`lcs_by_matching`] otherwise, so time and memory stay near-linear for chains
 /// of thousands of rules.
-pub fn common_subsequence<K: Eq + Hash>(a: &[Option<&K>], b: &[Option<&K>]) -> Vec<(usize, usize)> {
+pub(crate) fn common_subsequence<K: Eq + Hash>(a: &[Option<&K>], b: &[Option<&K>]) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
     let mut pre = 0;
     while pre < n && pre < m && same(a[pre], b[pre]) {

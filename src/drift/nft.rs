@@ -23,7 +23,7 @@ use crate::sys::host::Ids;
 use crate::values::{Family, Owner};
 
 /// A rule's canonical form and the family it is restricted to.
-pub type RuleKey = (Option<Family>, Rule);
+pub(crate) type RuleKey = (Option<Family>, Rule);
 
 /// The canonical form two spellings of one rule share: the model rule (owner names resolved
 /// where `ids` can, matches sorted and deduplicated, prefixes without host bits, `ct state`
@@ -67,7 +67,7 @@ pub fn key(rule: &NftRule, ids: &Ids) -> Option<RuleKey> {
 /// What is wrong with a chain as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ChainIssue {
+pub(crate) enum ChainIssue {
     Missing,
     Unexpected,
     /// A base chain with another type, hook or priority.
@@ -75,28 +75,28 @@ pub enum ChainIssue {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChainDrift {
-    pub table: String,
-    pub chain: String,
-    pub issue: ChainIssue,
+pub(crate) struct ChainDrift {
+    pub(crate) table: String,
+    pub(crate) chain: String,
+    pub(crate) issue: ChainIssue,
     /// `add chain …` as planned (missing, differs) or as live (unexpected).
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// One rule's difference (the same shape as the iptables backend's).
-pub type RuleDrift = DriftEntry;
+pub(crate) type RuleDrift = DriftEntry;
 
 /// The difference between the planned and the live nftables ruleset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NftDrift {
-    pub rules: Vec<RuleDrift>,
-    pub chains: Vec<ChainDrift>,
+    pub(crate) rules: Vec<RuleDrift>,
+    pub(crate) chains: Vec<ChainDrift>,
     /// meshcap's tables that exist but should not.
-    pub unexpected_tables: Vec<String>,
+    pub(crate) unexpected_tables: Vec<String>,
     /// meshcap's tables that should exist but do not.
-    pub missing_tables: Vec<String>,
+    pub(crate) missing_tables: Vec<String>,
     /// Sets, maps and other objects in meshcap's tables.
-    pub unexpected_objects: Vec<Object>,
+    pub(crate) unexpected_objects: Vec<Object>,
 }
 
 impl NftDrift {
@@ -108,7 +108,7 @@ impl NftDrift {
             && self.unexpected_objects.is_empty()
     }
 
-    pub fn count(&self, kind: DriftKind) -> usize {
+    pub(crate) fn count(&self, kind: DriftKind) -> usize {
         self.rules.iter().filter(|r| r.kind == kind).count()
     }
 }

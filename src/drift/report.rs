@@ -29,7 +29,7 @@ fn push_entry(out: &mut String, line: &str, e: &DriftEntry) {
 
 /// `<label>: M missing, U unexpected, O misordered`, with `, N unexpected chain(s)` when
 /// `stale_chains` `ISTIO_*` chains are live but not planned.
-pub fn iptables_summary(label: &str, d: &Drift, stale_chains: usize) -> String {
+pub(crate) fn iptables_summary(label: &str, d: &Drift, stale_chains: usize) -> String {
     let mut s = format!(
         "{label}: {} missing, {} unexpected, {} misordered",
         d.count(DriftKind::Missing),
@@ -43,18 +43,19 @@ pub fn iptables_summary(label: &str, d: &Drift, stale_chains: usize) -> String {
 }
 
 /// `- -t T -N C  # unexpected chain`: an `ISTIO_*` chain that is live but not planned.
-pub fn unexpected_chain(table: &str, chain: &str) -> String {
+pub(crate) fn unexpected_chain(table: &str, chain: &str) -> String {
     format!("- -t {table} -N {chain}  # unexpected chain\n")
 }
 
 /// `- add table inet T  # unexpected table`: one of meshcap's tables that should not exist.
-pub fn unexpected_nft_table(table: &str) -> String {
+pub(crate) fn unexpected_nft_table(table: &str) -> String {
     format!("- {}  # unexpected table\n", nft::add_table(table))
 }
 
 impl Drift {
     /// A one-line summary, e.g. `IPv4: 2 missing, 1 unexpected, 0 misordered`.
-    pub fn summary(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn summary(&self) -> String {
         iptables_summary(&self.family.to_string(), self, 0)
     }
 }

@@ -37,9 +37,9 @@ pub enum Strictness {
 /// A parse failure, with the 1-based line and the line's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
-    pub line: usize,
-    pub text: String,
-    pub why: String,
+    pub(crate) line: usize,
+    pub(crate) text: String,
+    pub(crate) why: String,
 }
 
 impl fmt::Display for ParseError {
@@ -53,19 +53,19 @@ impl std::error::Error for ParseError {}
 /// One `-A`/`-I` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedEntry {
-    pub chain: String,
-    pub position: Position,
+    pub(crate) chain: String,
+    pub(crate) position: Position,
     /// The tokens after the chain (and insert position), quotes removed.
-    pub tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
     /// The typed rule, or why it could not be understood.
     pub rule: Result<Rule, String>,
     /// The `-j` target as written, if any.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 impl SavedEntry {
     /// Whether the rule jumps to (or goes to) a chain named `ISTIO_*`.
-    pub fn jumps_to_istio(&self) -> bool {
+    pub(crate) fn jumps_to_istio(&self) -> bool {
         self.target.as_deref().is_some_and(is_istio_name)
     }
 }
@@ -73,13 +73,13 @@ impl SavedEntry {
 /// One table of a dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedTable {
-    pub name: String,
+    pub(crate) name: String,
     /// Chains declared with `:CHAIN …` or `-N CHAIN`, in order (built-ins included when the
     /// dump lists them).
-    pub chains: Vec<String>,
+    pub(crate) chains: Vec<String>,
     /// Built-in chains' policies as the dump declares them (`:INPUT DROP [0:0]` → `DROP`).
-    pub policies: BTreeMap<String, String>,
-    pub entries: Vec<SavedEntry>,
+    pub(crate) policies: BTreeMap<String, String>,
+    pub(crate) entries: Vec<SavedEntry>,
 }
 
 impl SavedTable {
@@ -113,12 +113,12 @@ pub struct SaveDump {
     pub tables: Vec<SavedTable>,
 }
 
-pub fn is_istio_name(name: &str) -> bool {
+pub(crate) fn is_istio_name(name: &str) -> bool {
     name.starts_with("ISTIO_")
 }
 
 impl SaveDump {
-    pub fn table(&self, name: TableName) -> Option<&SavedTable> {
+    pub(crate) fn table(&self, name: TableName) -> Option<&SavedTable> {
         self.tables.iter().find(|t| t.name == name.as_str())
     }
 
@@ -153,7 +153,7 @@ impl SaveDump {
     }
 
     /// Whether the dump holds anything of meshcap's (an `ISTIO_*` chain or a jump to one).
-    pub fn has_istio_state(&self) -> bool {
+    pub(crate) fn has_istio_state(&self) -> bool {
         !self.istio_chains().is_empty() || !self.istio_jumps().is_empty()
     }
 
@@ -184,7 +184,7 @@ impl SaveDump {
 
 /// Splits a line into tokens: whitespace-separated, `"…"` quoting with `\"` and `\\` escapes
 /// (as iptables-save quotes comments).
-pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn tokenize(line: &str) -> Result<Vec<String>, String> {
     let mut tokens = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -320,7 +320,7 @@ fn target_name(tokens: &[String]) -> Option<String> {
 }
 
 /// Parses the tokens after `-A CHAIN` into a typed rule.
-pub fn parse_rule(tokens: &[String]) -> Result<Rule, String> {
+pub(crate) fn parse_rule(tokens: &[String]) -> Result<Rule, String> {
     let mut matches = Vec::new();
     let mut target = None;
     let mut module: Option<String> = None;

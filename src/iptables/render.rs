@@ -17,7 +17,7 @@ pub fn restore_payload(rs: &Ruleset) -> String {
 }
 
 /// [`restore_payload`], appended to `out`.
-pub fn write_restore_payload(out: &mut String, rs: &Ruleset) {
+pub(crate) fn write_restore_payload(out: &mut String, rs: &Ruleset) {
     // Lines are rarely longer than 64 bytes: one allocation instead of a dozen regrowths.
     let ops: usize = rs.tables.iter().map(|t| t.ops.len()).sum();
     out.reserve(64 + ops * 64);
@@ -42,7 +42,7 @@ pub fn write_restore_payload(out: &mut String, rs: &Ruleset) {
 }
 
 /// `-A CHAIN <rule>` or `-I CHAIN n <rule>`.
-pub fn op_line(op: &Op) -> String {
+pub(crate) fn op_line(op: &Op) -> String {
     let mut out = String::new();
     write_op_line(&mut out, op);
     out
@@ -66,7 +66,7 @@ fn write_op_line(out: &mut String, op: &Op) {
 
 /// The rule as iptables arguments after the chain (matches, then `-j TARGET …`), joined by
 /// single spaces.
-pub fn rule_spec(rule: &Rule) -> String {
+pub(crate) fn rule_spec(rule: &Rule) -> String {
     let mut out = String::new();
     for_each_arg(rule, &mut Line(&mut out));
     // Every word was written with a space before it.
@@ -74,7 +74,7 @@ pub fn rule_spec(rule: &Rule) -> String {
 }
 
 /// The rule as iptables arguments after the chain.
-pub fn rule_args(rule: &Rule) -> Vec<String> {
+pub(crate) fn rule_args(rule: &Rule) -> Vec<String> {
     let mut args = Args(Vec::new());
     for_each_arg(rule, &mut args);
     args.0
@@ -265,7 +265,7 @@ fn target_words(rule: &Rule, s: &mut impl Sink) {
 }
 
 /// One match as iptables arguments (e.g. `["!", "-d", "127.0.0.1/32"]`).
-pub fn match_args(m: &Match) -> Vec<String> {
+pub(crate) fn match_args(m: &Match) -> Vec<String> {
     let mut args = Args(Vec::new());
     match_words(m, &mut args);
     args.0

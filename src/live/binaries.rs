@@ -20,17 +20,17 @@ use crate::values::Family;
 
 /// One family's chosen binaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binaries {
-    pub family: Family,
+pub(crate) struct Binaries {
+    pub(crate) family: Family,
     /// `iptables-nft`, `ip6tables-legacy`, `iptables`, …
-    pub base: String,
-    pub variant: IptablesVariant,
+    pub(crate) base: String,
+    pub(crate) variant: IptablesVariant,
     /// `(major, minor, patch)` when known.
-    pub version: Option<(u32, u32, u32)>,
+    pub(crate) version: Option<(u32, u32, u32)>,
 }
 
 /// `iptables` or `ip6tables`.
-pub fn prefix(family: Family) -> &'static str {
+pub(crate) fn prefix(family: Family) -> &'static str {
     match family {
         Family::V4 => "iptables",
         Family::V6 => "ip6tables",
@@ -38,7 +38,7 @@ pub fn prefix(family: Family) -> &'static str {
 }
 
 impl Binaries {
-    pub fn of(family: Family, variant: IptablesVariant) -> Binaries {
+    pub(crate) fn of(family: Family, variant: IptablesVariant) -> Binaries {
         Binaries {
             family,
             base: format!("{}-{}", prefix(family), variant.name()),
@@ -48,7 +48,7 @@ impl Binaries {
     }
 
     /// The plain names (`iptables-restore`, …), as Istio's dry-run prints them.
-    pub fn plain(family: Family) -> Binaries {
+    pub(crate) fn plain(family: Family) -> Binaries {
         Binaries {
             family,
             base: prefix(family).to_string(),
@@ -57,16 +57,16 @@ impl Binaries {
         }
     }
 
-    pub fn save(&self) -> String {
+    pub(crate) fn save(&self) -> String {
         format!("{}-save", self.base)
     }
 
-    pub fn restore(&self) -> String {
+    pub(crate) fn restore(&self) -> String {
         format!("{}-restore", self.base)
     }
 
     /// Legacy takes the xtables lock from 1.6.2 on (waiting up to `secs`); nft needs none.
-    pub fn wait_flag(&self, secs: u32) -> Option<String> {
+    pub(crate) fn wait_flag(&self, secs: u32) -> Option<String> {
         match (self.variant, self.version) {
             (IptablesVariant::Legacy, Some(v)) if v >= (1, 6, 2) => Some(format!("--wait={secs}")),
             _ => None,
@@ -74,13 +74,13 @@ impl Binaries {
     }
 
     /// Whether a pod-scoped lock file (`XTABLES_LOCKFILE`) is honoured (legacy ≥ 1.8.6).
-    pub fn lockfile_env(&self) -> bool {
+    pub(crate) fn lockfile_env(&self) -> bool {
         self.variant == IptablesVariant::Legacy && self.version.is_some_and(|v| v >= (1, 8, 6))
     }
 }
 
 /// The first `vX.Y[.Z]` in `text` (a `--version` line or a save header).
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let bytes = text.as_bytes();
     for (i, _) in text.match_indices('v') {
         let rest = &text[i + 1..];
@@ -97,17 +97,17 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 
 /// Whether a save output holds real rules: an `-A` line or a user-defined chain. Policy lines
 /// of an instantiated but empty table (what Istio's probe leaves behind) do not count.
-pub fn holds_rules(save: &str) -> bool {
+pub(crate) fn holds_rules(save: &str) -> bool {
     save.lines()
         .any(|l| l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-")))
 }
 
 /// A family's selection, with the save output read on the way (if any).
 #[derive(Debug, Clone)]
-pub struct Choice {
-    pub bins: Binaries,
+pub(crate) struct Choice {
+    pub(crate) bins: Binaries,
     /// `B-legacy-save` output read while choosing (legacy tables existed).
-    pub legacy_save: Option<String>,
+    pub(crate) legacy_save: Option<String>,
 }
 
 fn missing(family: Family, base: &str, why: &str) -> Error {
@@ -119,7 +119,7 @@ fn missing(family: Family, base: &str, why: &str) -> Error {
 }
 
 /// Chooses the binaries of `family`.
-pub fn select(
+pub(crate) fn select(
     sys: &dyn System,
     kernel: &dyn Kernel,
     family: Family,

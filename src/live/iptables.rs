@@ -16,28 +16,28 @@ use super::binaries::{Binaries, parse_version, prefix, select};
 
 /// One family's live state in the variant apply would use.
 #[derive(Debug, Clone)]
-pub struct LiveFamily {
+pub(crate) struct LiveFamily {
     /// The binaries apply would use (and whose save was read).
-    pub bins: Binaries,
+    pub(crate) bins: Binaries,
     /// The save output read ("" when the variant had no table).
-    pub before: String,
-    pub live: SaveDump,
+    pub(crate) before: String,
+    pub(crate) live: SaveDump,
     /// Another variant that holds meshcap's rules too: its binaries, save output and dump.
-    pub others: Vec<(Binaries, String, SaveDump)>,
+    pub(crate) others: Vec<(Binaries, String, SaveDump)>,
 }
 
 /// meshcap's iptables rules (the iptables backend's `ISTIO_*` chains) found in one family and
 /// variant, where the nftables backend looks: with both backends live, packets would be
 /// captured twice.
 #[derive(Debug, Clone)]
-pub struct Residue {
-    pub bins: Binaries,
-    pub dump: SaveDump,
+pub(crate) struct Residue {
+    pub(crate) bins: Binaries,
+    pub(crate) dump: SaveDump,
 }
 
 impl Residue {
     /// The note the nftables backend logs and reports for this residue.
-    pub fn note(&self) -> String {
+    pub(crate) fn note(&self) -> String {
         let chains: Vec<String> = self
             .dump
             .istio_chains()
@@ -54,16 +54,16 @@ impl Residue {
 }
 
 /// Reads iptables state in one namespace (`ns`; `None` is the current one).
-pub struct Reader<'a> {
-    pub sys: &'a dyn System,
-    pub kernel: &'a dyn Kernel,
+pub(crate) struct Reader<'a> {
+    pub(crate) sys: &'a dyn System,
+    pub(crate) kernel: &'a dyn Kernel,
     /// `--force-iptables-binary`.
-    pub force: Option<IptablesVariant>,
-    pub ns: Option<&'a Path>,
+    pub(crate) force: Option<IptablesVariant>,
+    pub(crate) ns: Option<&'a Path>,
 }
 
 impl Reader<'_> {
-    pub fn save(&self, bins: &Binaries) -> Result<String> {
+    pub(crate) fn save(&self, bins: &Binaries) -> Result<String> {
         let cmd = Cmd::new(bins.save(), [""; 0]).netns(self.ns);
         tracing::debug!("Running command (without lock): {cmd}");
         run_ok(self.sys, &cmd)
@@ -71,7 +71,7 @@ impl Reader<'_> {
             .map_err(|e| Error::exec(format!("cannot read the live {} rules", bins.family), e))
     }
 
-    pub fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
+    pub(crate) fn parse(&self, bins: &Binaries, text: &str) -> Result<SaveDump> {
         parse_save(text, Strictness::Lenient).map_err(|e| Error::Output {
             cmd: bins.save(),
             err: e.into(),
@@ -85,7 +85,7 @@ impl Reader<'_> {
 
     /// Chooses the binaries and reads the live state of `family`. `None` when the family is
     /// off and no usable binary exists (a warning is logged) or nothing can be there.
-    pub fn read_family(&self, family: Family, enabled: bool) -> Result<Option<LiveFamily>> {
+    pub(crate) fn read_family(&self, family: Family, enabled: bool) -> Result<Option<LiveFamily>> {
         if !enabled && !self.any_tables(family) {
             return Ok(None);
         }
@@ -149,7 +149,7 @@ impl Reader<'_> {
 
     /// The iptables backend's rules, looked for only in the iptables tables the kernel lists
     /// (a fresh pod costs no process): what the nftables backend treats as the other backend.
-    pub fn residue(&self) -> Result<Vec<Residue>> {
+    pub(crate) fn residue(&self) -> Result<Vec<Residue>> {
         let mut out = Vec::new();
         for family in Family::ALL {
             for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {

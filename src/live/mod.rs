@@ -4,6 +4,6 @@
 //! [`binaries`] chooses the iptables variant per family; [`iptables`] reads the saves;
 //! [`nft`] lists meshcap's nftables tables (over netlink) and reads their rules.
 
-pub mod binaries;
-pub mod iptables;
+pub(crate) mod binaries;
+pub(crate) mod iptables;
 pub mod nft;

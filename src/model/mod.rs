@@ -20,9 +20,9 @@ pub enum TableName {
 }
 
 impl TableName {
-    pub const ALL: [TableName; 4] = [TableName::Filter, TableName::Mangle, TableName::Nat, TableName::Raw];
+    pub(crate) const ALL: [TableName; 4] = [TableName::Filter, TableName::Mangle, TableName::Nat, TableName::Raw];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TableName::Filter => "filter",
             TableName::Mangle => "mangle",
@@ -31,12 +31,12 @@ impl TableName {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<TableName> {
+    pub(crate) fn from_name(name: &str) -> Option<TableName> {
         TableName::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
     /// Built-in chains (hooks) this table has.
-    pub fn hooks(self) -> &'static [Hook] {
+    pub(crate) fn hooks(self) -> &'static [Hook] {
         use Hook::*;
         match self {
             TableName::Filter => &[Input, Forward, Output],
@@ -64,7 +64,7 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] = [
+    pub(crate) const ALL: [Hook; 5] = [
         Hook::Prerouting,
         Hook::Input,
         Hook::Forward,
@@ -72,7 +72,7 @@ impl Hook {
         Hook::Postrouting,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Hook::Prerouting => "PREROUTING",
             Hook::Input => "INPUT",
@@ -98,7 +98,7 @@ pub enum IstioChain {
 }
 
 impl IstioChain {
-    pub const ALL: [IstioChain; 8] = [
+    pub(crate) const ALL: [IstioChain; 8] = [
         IstioChain::Inbound,
         IstioChain::Redirect,
         IstioChain::InRedirect,
@@ -109,7 +109,7 @@ impl IstioChain {
         IstioChain::Drop,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IstioChain::Inbound => "ISTIO_INBOUND",
             IstioChain::Redirect => "ISTIO_REDIRECT",
@@ -122,38 +122,38 @@ impl IstioChain {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<IstioChain> {
+    pub(crate) fn from_name(name: &str) -> Option<IstioChain> {
         IstioChain::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
 /// A chain: a built-in hook chain or one of meshcap's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ChainName {
+pub(crate) enum ChainName {
     Builtin(Hook),
     Istio(IstioChain),
 }
 
 impl ChainName {
     /// How many chain names there are ([`ChainName::index`] is below this).
-    pub const COUNT: usize = Hook::ALL.len() + IstioChain::ALL.len();
+    pub(crate) const COUNT: usize = Hook::ALL.len() + IstioChain::ALL.len();
 
     /// A dense number for the name (built-in hooks first), for per-chain arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             ChainName::Builtin(h) => h as usize,
             ChainName::Istio(c) => Hook::ALL.len() + c as usize,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChainName::Builtin(h) => h.as_str(),
             ChainName::Istio(c) => c.as_str(),
         }
     }
 
-    pub fn from_name(name: &str) -> Option<ChainName> {
+    pub(crate) fn from_name(name: &str) -> Option<ChainName> {
         Hook::ALL
             .into_iter()
             .find(|h| h.as_str() == name)
@@ -169,13 +169,13 @@ impl fmt::Display for ChainName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
+pub(crate) enum Proto {
     Tcp,
     Udp,
 }
 
 impl Proto {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
@@ -185,7 +185,7 @@ impl Proto {
 
 /// Conntrack states a rule can match. Kept in the order the rule lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CtState {
+pub(crate) enum CtState {
     Invalid,
     New,
     Related,
@@ -193,7 +193,7 @@ pub enum CtState {
 }
 
 impl CtState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CtState::Invalid => "INVALID",
             CtState::New => "NEW",
@@ -206,7 +206,7 @@ impl CtState {
 /// One match of a rule. The order of matches in a rule is the order the plan wrote them, so a
 /// renderer reproduces Istio's word order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Match {
+pub(crate) enum Match {
     InIface(Iface),
     OutIface(Iface),
     Protocol(Proto),
@@ -254,7 +254,7 @@ pub enum Match {
 
 /// What a rule does with a matching packet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Target {
+pub(crate) enum Target {
     Jump(IstioChain),
     Return,
     Accept,
@@ -279,12 +279,12 @@ pub enum Target {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
-    pub matches: Vec<Match>,
-    pub target: Target,
+    pub(crate) matches: Vec<Match>,
+    pub(crate) target: Target,
 }
 
 impl Rule {
-    pub fn new(matches: Vec<Match>, target: Target) -> Rule {
+    pub(crate) fn new(matches: Vec<Match>, target: Target) -> Rule {
         Rule { matches, target }
     }
 
@@ -315,7 +315,7 @@ impl Rule {
     }
 
     /// The protocol the rule is restricted to, if any.
-    pub fn protocol(&self) -> Option<Proto> {
+    pub(crate) fn protocol(&self) -> Option<Proto> {
         self.matches.iter().find_map(|m| match m {
             Match::Protocol(p) => Some(*p),
             _ => None,
@@ -326,7 +326,7 @@ impl Rule {
 /// Where an operation puts its rule: at the end of the chain, or before the rule now at the
 /// 1-based position `n` (iptables `-I CHAIN n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Position {
+pub(crate) enum Position {
     Append,
     Insert(u32),
 }
@@ -335,7 +335,7 @@ pub enum Position {
 /// `Some(i)` is an insert before the rule at 0-based `i`, `None` an append. iptables' `-I CHAIN
 /// n` is nft's `index n-1`; Istio degrades it to an append when the chain is still empty or the
 /// index is not below its length (spec §8.4).
-pub fn nft_insert_index(position: Position, written: u32) -> Option<u32> {
+pub(crate) fn nft_insert_index(position: Position, written: u32) -> Option<u32> {
     match position {
         Position::Insert(n) if n > 0 && n - 1 < written => Some(n - 1),
         Position::Insert(_) | Position::Append => None,
@@ -345,22 +345,22 @@ pub fn nft_insert_index(position: Position, written: u32) -> Option<u32> {
 /// One step of a restore: put `rule` into `chain` at `position`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Op {
-    pub chain: ChainName,
-    pub position: Position,
-    pub rule: Rule,
+    pub(crate) chain: ChainName,
+    pub(crate) position: Position,
+    pub(crate) rule: Rule,
 }
 
 /// One table's operations, in the order they are applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
-    pub name: TableName,
+    pub(crate) name: TableName,
     pub ops: Vec<Op>,
 }
 
 impl Table {
     /// meshcap's chains this table creates, in the order a restore declares them: first by
     /// first appearance as an operation's chain, then as a jump target without rules.
-    pub fn declared_chains(&self) -> Vec<IstioChain> {
+    pub(crate) fn declared_chains(&self) -> Vec<IstioChain> {
         let mut seen: Vec<IstioChain> = Vec::new();
         let mut note = |c: IstioChain| {
             if !seen.contains(&c) {
@@ -382,7 +382,7 @@ impl Table {
 
     /// The rules each chain holds after every operation was applied in order, as the kernel
     /// would list them. Declared chains without rules are present with an empty list.
-    pub fn resolved(&self) -> BTreeMap<ChainName, Vec<Rule>> {
+    pub(crate) fn resolved(&self) -> BTreeMap<ChainName, Vec<Rule>> {
         let mut chains: BTreeMap<ChainName, Vec<Rule>> = BTreeMap::new();
         for c in self.declared_chains() {
             chains.insert(ChainName::Istio(c), Vec::new());
@@ -396,7 +396,7 @@ impl Table {
     /// For each chain with operations, the indices into `ops` of its rules in kernel order.
     /// O(n log n) however many inserts there are (a plan may insert thousands of rules at the
     /// head of PREROUTING; see [`final_order`]).
-    pub fn resolved_order(&self) -> BTreeMap<ChainName, Vec<usize>> {
+    pub(crate) fn resolved_order(&self) -> BTreeMap<ChainName, Vec<usize>> {
         let mut per_chain: BTreeMap<ChainName, Vec<usize>> = BTreeMap::new();
         for (i, op) in self.ops.iter().enumerate() {
             per_chain.entry(op.chain).or_default().push(i);
@@ -425,7 +425,7 @@ impl Table {
 /// index `at[k]` (at most the chain's length then; an append is `at[k] == k`): the positions
 /// `k` of the elements, first rule first. O(n log n): walking the inserts backwards, each
 /// takes the `at[k]`-th slot still free, since only later inserts can move it.
-pub fn final_order(at: &[usize]) -> Vec<usize> {
+pub(crate) fn final_order(at: &[usize]) -> Vec<usize> {
     if at.iter().enumerate().all(|(k, &a)| a >= k) {
         // Appends only.
         return (0..at.len()).collect();
@@ -490,9 +490,9 @@ pub struct Ruleset {
 /// A structural defect of a ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    pub table: TableName,
-    pub chain: ChainName,
-    pub why: String,
+    pub(crate) table: TableName,
+    pub(crate) chain: ChainName,
+    pub(crate) why: String,
 }
 
 impl fmt::Display for Invalid {
@@ -512,10 +512,10 @@ pub enum Backend {
 }
 
 /// iptables' `multiport` limit: 15 slots per rule, a port range `a:b` takes two.
-pub const MULTIPORT_SLOTS: usize = 15;
+pub(crate) const MULTIPORT_SLOTS: usize = 15;
 
 /// The `multiport` slots a port list takes.
-pub fn multiport_slots(ports: &[PortSpec]) -> usize {
+pub(crate) fn multiport_slots(ports: &[PortSpec]) -> usize {
     ports
         .iter()
         .map(|p| match p {
@@ -526,11 +526,11 @@ pub fn multiport_slots(ports: &[PortSpec]) -> usize {
 }
 
 impl Ruleset {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tables.iter().all(|t| t.ops.is_empty())
     }
 
-    pub fn table(&self, name: TableName) -> Option<&Table> {
+    pub(crate) fn table(&self, name: TableName) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
     }
 
@@ -543,7 +543,7 @@ impl Ruleset {
     /// every jump resolves to a chain of the same table, inserts land inside the chain, targets
     /// are legal in their table, addresses belong to the ruleset's family, set-valued matches
     /// fit the backend, and no jump loops. Linear in the number of operations.
-    pub fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
+    pub(crate) fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
         RulesetView {
             family: self.family,
             tables: self.tables.iter().map(|t| (t.name, t.ops.iter().collect())).collect(),
@@ -555,14 +555,14 @@ impl Ruleset {
 /// A ruleset's tables as operations by reference: what [`Ruleset::validate_for`] checks, built
 /// without copying rules (a plan validates its family views this way).
 #[derive(Debug, Clone)]
-pub struct RulesetView<'a> {
-    pub family: Family,
-    pub tables: Vec<(TableName, Vec<&'a Op>)>,
+pub(crate) struct RulesetView<'a> {
+    pub(crate) family: Family,
+    pub(crate) tables: Vec<(TableName, Vec<&'a Op>)>,
 }
 
 impl RulesetView<'_> {
     /// See [`Ruleset::validate_for`].
-    pub fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
+    pub(crate) fn validate_for(&self, backend: Backend) -> Result<(), Invalid> {
         for pair in self.tables.windows(2) {
             if pair[0].0 >= pair[1].0 {
                 return Err(Invalid {

@@ -28,9 +28,9 @@ pub enum NftTable {
 }
 
 impl NftTable {
-    pub const ALL: [NftTable; 3] = [NftTable::Nat, NftTable::Mangle, NftTable::Raw];
+    pub(crate) const ALL: [NftTable; 3] = [NftTable::Nat, NftTable::Mangle, NftTable::Raw];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             NftTable::Nat => "istio-proxy-nat",
             NftTable::Mangle => "istio-proxy-mangle",
@@ -39,17 +39,12 @@ impl NftTable {
     }
 
     /// The table called `name` (`istio-proxy-nat`, …), if it is one of meshcap's.
-    pub fn from_name(name: &str) -> Option<NftTable> {
+    pub(crate) fn from_name(name: &str) -> Option<NftTable> {
         NftTable::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// The chain of this table called `name`, if it is one of the table's chains.
-    pub fn chain(self, name: &str) -> Option<NftChain> {
-        self.chains().iter().copied().find(|c| c.name() == name)
-    }
-
     /// The nft table holding the rules of the iptables table `table` (none for `filter`).
-    pub fn of(table: TableName) -> Option<NftTable> {
+    pub(crate) fn of(table: TableName) -> Option<NftTable> {
         match table {
             TableName::Nat => Some(NftTable::Nat),
             TableName::Mangle => Some(NftTable::Mangle),
@@ -59,7 +54,7 @@ impl NftTable {
     }
 
     /// The iptables table whose rules this table holds.
-    pub fn table_name(self) -> TableName {
+    pub(crate) fn table_name(self) -> TableName {
         match self {
             NftTable::Nat => TableName::Nat,
             NftTable::Mangle => TableName::Mangle,
@@ -68,7 +63,7 @@ impl NftTable {
     }
 
     /// The chains the table may hold, in declaration order (base chains first).
-    pub fn chains(self) -> &'static [NftChain] {
+    pub(crate) fn chains(self) -> &'static [NftChain] {
         use IstioChain::*;
         use NftChain::{Base, Regular};
         match self {
@@ -101,7 +96,7 @@ impl NftTable {
     /// The declaration of this table's base chain on `hook`: nat at dstnat (-100), mangle at
     /// mangle (-150, output as a route chain so a new mark re-routes), raw at raw (-300);
     /// policy accept.
-    pub fn base_chain(self, hook: Hook) -> BaseChain {
+    pub(crate) fn base_chain(self, hook: Hook) -> BaseChain {
         let (kind, priority) = match (self, hook) {
             (NftTable::Nat, _) => (ChainType::Nat, -100),
             (NftTable::Mangle, Hook::Output) => (ChainType::Route, -150),
@@ -132,7 +127,7 @@ pub enum NftChain {
 }
 
 impl NftChain {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             NftChain::Base(h) => NftHook::Netfilter(h).word(),
             NftChain::Regular(c) => match c {
@@ -149,7 +144,7 @@ impl NftChain {
     }
 
     /// The regular chain called `name` (`istio-output`, …), if meshcap has one.
-    pub fn regular_named(name: &str) -> Option<NftChain> {
+    pub(crate) fn regular_named(name: &str) -> Option<NftChain> {
         IstioChain::ALL
             .into_iter()
             .map(NftChain::Regular)
@@ -166,25 +161,25 @@ impl fmt::Display for NftChain {
 
 /// A base chain's declaration: `type T hook H priority P ; policy X ;`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BaseChain {
-    pub kind: ChainType,
-    pub hook: NftHook,
-    pub priority: i32,
-    pub policy: Policy,
+pub(crate) struct BaseChain {
+    pub(crate) kind: ChainType,
+    pub(crate) hook: NftHook,
+    pub(crate) priority: i32,
+    pub(crate) policy: Policy,
 }
 
 /// A base chain's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChainType {
+pub(crate) enum ChainType {
     Filter,
     Nat,
     Route,
 }
 
 impl ChainType {
-    pub const ALL: [ChainType; 3] = [ChainType::Filter, ChainType::Nat, ChainType::Route];
+    pub(crate) const ALL: [ChainType; 3] = [ChainType::Filter, ChainType::Nat, ChainType::Route];
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
@@ -192,7 +187,7 @@ impl ChainType {
         }
     }
 
-    pub fn from_word(word: &str) -> Option<Self> {
+    pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
 }
@@ -200,13 +195,13 @@ impl ChainType {
 /// The hooks of the `inet` family: netfilter's five, and `ingress` (which iptables has not;
 /// meshcap never declares one, but a listing may hold one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NftHook {
+pub(crate) enum NftHook {
     Netfilter(Hook),
     Ingress,
 }
 
 impl NftHook {
-    pub const ALL: [NftHook; 6] = [
+    pub(crate) const ALL: [NftHook; 6] = [
         NftHook::Netfilter(Hook::Prerouting),
         NftHook::Netfilter(Hook::Input),
         NftHook::Netfilter(Hook::Forward),
@@ -216,7 +211,7 @@ impl NftHook {
     ];
 
     /// nft's name of the hook (also the name of meshcap's base chain on it).
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             NftHook::Netfilter(Hook::Prerouting) => "prerouting",
             NftHook::Netfilter(Hook::Input) => "input",
@@ -227,43 +222,43 @@ impl NftHook {
         }
     }
 
-    pub fn from_word(word: &str) -> Option<Self> {
+    pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
 }
 
 /// A base chain's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Policy {
+pub(crate) enum Policy {
     Accept,
     Drop,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 2] = [Policy::Accept, Policy::Drop];
+    pub(crate) const ALL: [Policy; 2] = [Policy::Accept, Policy::Drop];
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Policy::Accept => "accept",
             Policy::Drop => "drop",
         }
     }
 
-    pub fn from_word(word: &str) -> Option<Self> {
+    pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
 }
 
 /// Which end of a packet a match looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub(crate) enum Direction {
     Source,
     Destination,
 }
 
 impl Direction {
     /// The address field: `saddr` / `daddr`.
-    pub fn addr_field(self) -> &'static str {
+    pub(crate) fn addr_field(self) -> &'static str {
         match self {
             Direction::Source => "saddr",
             Direction::Destination => "daddr",
@@ -271,20 +266,20 @@ impl Direction {
     }
 
     /// The port field: `sport` / `dport`.
-    pub fn port_field(self) -> &'static str {
+    pub(crate) fn port_field(self) -> &'static str {
         match self {
             Direction::Source => "sport",
             Direction::Destination => "dport",
         }
     }
 
-    pub fn from_addr_field(word: &str) -> Option<Direction> {
+    pub(crate) fn from_addr_field(word: &str) -> Option<Direction> {
         [Direction::Source, Direction::Destination]
             .into_iter()
             .find(|d| d.addr_field() == word)
     }
 
-    pub fn from_port_field(word: &str) -> Option<Direction> {
+    pub(crate) fn from_port_field(word: &str) -> Option<Direction> {
         [Direction::Source, Direction::Destination]
             .into_iter()
             .find(|d| d.port_field() == word)
@@ -293,30 +288,30 @@ impl Direction {
 
 /// Which socket owner a match looks at: `skuid` or `skgid` ([`MetaKey::owner`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OwnerKind {
+pub(crate) enum OwnerKind {
     Uid,
     Gid,
 }
 
 /// The network-layer protocol of an address match (and of `tproxy ip|ip6`): `ip` / `ip6`.
-pub fn family_word(family: Family) -> &'static str {
+pub(crate) fn family_word(family: Family) -> &'static str {
     match family {
         Family::V4 => "ip",
         Family::V6 => "ip6",
     }
 }
 
-pub fn family_from_word(word: &str) -> Option<Family> {
+pub(crate) fn family_from_word(word: &str) -> Option<Family> {
     Family::ALL.into_iter().find(|f| family_word(*f) == word)
 }
 
 /// The transport protocol called `word` (`tcp` / `udp`).
-pub fn proto_from_word(word: &str) -> Option<Proto> {
+pub(crate) fn proto_from_word(word: &str) -> Option<Proto> {
     [Proto::Tcp, Proto::Udp].into_iter().find(|p| p.as_str() == word)
 }
 
 /// nft's name of a conntrack state.
-pub fn ct_state_word(s: CtState) -> &'static str {
+pub(crate) fn ct_state_word(s: CtState) -> &'static str {
     match s {
         CtState::Invalid => "invalid",
         CtState::New => "new",
@@ -325,7 +320,7 @@ pub fn ct_state_word(s: CtState) -> &'static str {
     }
 }
 
-pub fn ct_state_from_word(word: &str) -> Option<CtState> {
+pub(crate) fn ct_state_from_word(word: &str) -> Option<CtState> {
     [CtState::Invalid, CtState::New, CtState::Related, CtState::Established]
         .into_iter()
         .find(|s| ct_state_word(*s) == word)
@@ -333,7 +328,7 @@ pub fn ct_state_from_word(word: &str) -> Option<CtState> {
 
 /// An interface name as nft matches it: iptables' trailing `+` wildcard is nft's `*`. Returns
 /// the name without the wildcard and whether it has one.
-pub fn iface_pattern(name: &Iface) -> (&str, bool) {
+pub(crate) fn iface_pattern(name: &Iface) -> (&str, bool) {
     match name.as_str().strip_suffix('+') {
         Some(body) => (body, true),
         None => (name.as_str(), false),
@@ -342,7 +337,7 @@ pub fn iface_pattern(name: &Iface) -> (&str, bool) {
 
 /// The interface name of the nft pattern `word` (`veth*` is iptables' `veth+`); `None` for a
 /// name with a literal `+` (not a wildcard to nft, but one to the model) or not a valid name.
-pub fn iface_from_pattern(word: &str) -> Option<Iface> {
+pub(crate) fn iface_from_pattern(word: &str) -> Option<Iface> {
     if word.ends_with('+') {
         return None;
     }
@@ -354,7 +349,7 @@ pub fn iface_from_pattern(word: &str) -> Option<Iface> {
 
 /// A `meta` expression's key, as meshcap uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MetaKey {
+pub(crate) enum MetaKey {
     Iifname,
     Oifname,
     L4proto,
@@ -364,7 +359,7 @@ pub enum MetaKey {
 }
 
 impl MetaKey {
-    pub const ALL: [MetaKey; 6] = [
+    pub(crate) const ALL: [MetaKey; 6] = [
         MetaKey::Iifname,
         MetaKey::Oifname,
         MetaKey::L4proto,
@@ -373,7 +368,7 @@ impl MetaKey {
         MetaKey::Mark,
     ];
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             MetaKey::Iifname => "iifname",
             MetaKey::Oifname => "oifname",
@@ -384,16 +379,16 @@ impl MetaKey {
         }
     }
 
-    pub fn from_word(word: &str) -> Option<Self> {
+    pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
 
     /// `iifname` for an input interface, `oifname` for an output one.
-    pub fn iface(input: bool) -> MetaKey {
+    pub(crate) fn iface(input: bool) -> MetaKey {
         if input { MetaKey::Iifname } else { MetaKey::Oifname }
     }
 
-    pub fn owner(kind: OwnerKind) -> MetaKey {
+    pub(crate) fn owner(kind: OwnerKind) -> MetaKey {
         match kind {
             OwnerKind::Uid => MetaKey::Skuid,
             OwnerKind::Gid => MetaKey::Skgid,
@@ -403,16 +398,16 @@ impl MetaKey {
 
 /// A `ct` expression's key, as meshcap uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CtKey {
+pub(crate) enum CtKey {
     State,
     Mark,
     Zone,
 }
 
 impl CtKey {
-    pub const ALL: [CtKey; 3] = [CtKey::State, CtKey::Mark, CtKey::Zone];
+    pub(crate) const ALL: [CtKey; 3] = [CtKey::State, CtKey::Mark, CtKey::Zone];
 
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             CtKey::State => "state",
             CtKey::Mark => "mark",
@@ -420,7 +415,7 @@ impl CtKey {
         }
     }
 
-    pub fn from_word(word: &str) -> Option<Self> {
+    pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
 }
@@ -428,7 +423,7 @@ impl CtKey {
 /// One statement of a rule: a match, `counter`, a verdict or an action. A match of several
 /// values (addresses with `--compact`, ports) is a lookup in an anonymous set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Stmt {
+pub(crate) enum Stmt {
     /// `iifname` / `oifname`.
     Iface {
         input: bool,
@@ -495,7 +490,7 @@ pub enum Stmt {
 /// A rule: its statements in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NftRule {
-    pub stmts: Vec<Stmt>,
+    pub(crate) stmts: Vec<Stmt>,
 }
 
 /// One operation of a transaction.
@@ -528,12 +523,9 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     /// The tables the transaction fills with rules.
-    pub fn tables_with_rules(&self) -> Vec<NftTable> {
+    #[cfg(test)]
+    pub(crate) fn tables_with_rules(&self) -> Vec<NftTable> {
         let mut out: Vec<NftTable> = Vec::new();
         for op in &self.ops {
             if let NftOp::AddRule { table, .. } | NftOp::InsertRule { table, .. } = op
@@ -551,22 +543,22 @@ impl Transaction {
 /// never part of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NftState {
-    pub tables: BTreeSet<String>,
+    pub(crate) tables: BTreeSet<String>,
     pub chains: BTreeMap<(String, String), ChainState>,
     /// Sets, maps, flowtables, named counters, … in meshcap's tables.
     pub objects: BTreeSet<Object>,
     /// The listing's `metainfo.version` (e.g. `1.0.6`).
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 impl NftState {
     /// Whether none of meshcap's tables exists.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tables.is_empty()
     }
 
     /// Applies one operation, as the kernel does.
-    pub fn apply(&mut self, op: &NftOp) {
+    pub(crate) fn apply(&mut self, op: &NftOp) {
         let key = |t: &NftTable, c: &NftChain| (t.name().to_string(), c.name().to_string());
         let state_rule = |rule: &NftRule| StateRule {
             stmts: Ok(rule.clone()),
@@ -629,7 +621,7 @@ pub fn planned(tx: &Transaction) -> NftState {
 /// One chain of one of meshcap's tables: its declaration (base chains) and rules in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainState {
-    pub base: Option<BaseChain>,
+    pub(crate) base: Option<BaseChain>,
     pub rules: Vec<StateRule>,
 }
 
@@ -644,8 +636,8 @@ pub struct StateRule {
 /// An object other than a table, chain or rule in one of meshcap's tables (meshcap makes none).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Object {
-    pub table: String,
+    pub(crate) table: String,
     /// The listing's kind: `set`, `map`, `flowtable`, `counter`, …
-    pub kind: String,
-    pub name: String,
+    pub(crate) kind: String,
+    pub(crate) name: String,
 }

@@ -7,6 +7,6 @@
 pub mod ir;
 pub mod listing;
 pub mod lower;
-pub mod model;
+pub(crate) mod model;
 pub mod netlink;
-pub mod text;
+pub(crate) mod text;

@@ -8,16 +8,16 @@ use crate::values::Family;
 /// An nftables rule in the model's terms: its matches (with the words that spell each) and
 /// its action, and the one family its `ip`/`ip6` matches or TPROXY restrict it to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftModel {
-    pub rule: Rule,
-    pub shown: Vec<String>,
-    pub family: Option<Family>,
+pub(crate) struct NftModel {
+    pub(crate) rule: Rule,
+    pub(crate) shown: Vec<String>,
+    pub(crate) family: Option<Family>,
 }
 
 /// Reads an nftables rule in the model's terms. A port match brings its implied protocol
 /// (`tcp dport` is `meta l4proto tcp tcp dport`); `tproxy … meta mark set M … accept` is
 /// iptables' TPROXY target. Anything else the model cannot say is an error saying what.
-pub fn nft_rule_model(rule: &NftRule) -> Result<NftModel, String> {
+pub(crate) fn nft_rule_model(rule: &NftRule) -> Result<NftModel, String> {
     let mut matches = Vec::new();
     let mut shown = Vec::new();
     let mut target: Option<Target> = None;

@@ -488,7 +488,7 @@ impl fmt::Display for Transaction {
 
 impl Transaction {
     /// The `nft -f` input (the same as `Display`), built in one string.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::with_capacity(64 + self.ops.len() * 96);
         for op in &self.ops {
             op.spell(&mut out);
@@ -499,14 +499,14 @@ impl Transaction {
 }
 
 /// `add table inet T`, for a table as the kernel names it.
-pub fn add_table(table: &str) -> String {
+pub(crate) fn add_table(table: &str) -> String {
     let mut out = String::new();
     push_head(&mut out, "add table", table);
     out
 }
 
 /// `add chain inet T C`, with the base chain's declaration (`{ type … }`) when it has one.
-pub fn add_chain(table: &str, chain: &str, base: Option<&BaseChain>) -> String {
+pub(crate) fn add_chain(table: &str, chain: &str, base: Option<&BaseChain>) -> String {
     let mut out = String::new();
     push_chain_head(&mut out, "add chain", table, chain);
     if let Some(base) = base {
@@ -516,7 +516,7 @@ pub fn add_chain(table: &str, chain: &str, base: Option<&BaseChain>) -> String {
 }
 
 /// `add rule inet T C <rule>`, for a rule already spelled (or a listed rule's own text).
-pub fn add_rule(table: &str, chain: &str, rule: &str) -> String {
+pub(crate) fn add_rule(table: &str, chain: &str, rule: &str) -> String {
     let mut out = String::new();
     push_chain_head(&mut out, "add rule", table, chain);
     out.push(' ');
@@ -525,7 +525,7 @@ pub fn add_rule(table: &str, chain: &str, rule: &str) -> String {
 }
 
 /// `add <kind> inet T N`, e.g. `add set inet istio-proxy-nat extra`.
-pub fn add_object(o: &Object) -> String {
+pub(crate) fn add_object(o: &Object) -> String {
     let mut out = String::from("add ");
     out.push_str(&o.kind);
     out.push_str(" inet ");

@@ -51,7 +51,7 @@ use crate::values::{Cidr, Family, Port, PortSpec};
 use crate::model::{Ruleset, Table};
 
 /// The compacted plan for `backend` (see the module documentation).
-pub fn plan(plan: Plan, backend: Backend) -> Plan {
+pub(crate) fn plan(plan: Plan, backend: Backend) -> Plan {
     let Plan { ipv6, ops, routes } = plan;
     let families = if ipv6 {
         vec![Family::V4, Family::V6]
@@ -454,7 +454,7 @@ fn multiport_chunks(ports: Vec<PortSpec>) -> Vec<Vec<PortSpec>> {
 /// cleared, nested prefixes dropped, adjacent ones joined where they form a larger prefix),
 /// sorted, IPv4 first. This is also the form nft's set listing is read back into (`check`), so
 /// two sets compare equal exactly when they hold the same addresses.
-pub fn normalise_cidrs(cidrs: Vec<Cidr>) -> Vec<Cidr> {
+pub(crate) fn normalise_cidrs(cidrs: Vec<Cidr>) -> Vec<Cidr> {
     let mut out = Vec::with_capacity(cidrs.len());
     for family in [Family::V4, Family::V6] {
         let bits: u32 = match family {
@@ -474,7 +474,7 @@ pub fn normalise_cidrs(cidrs: Vec<Cidr>) -> Vec<Cidr> {
 }
 
 /// The addresses `start..=end` of `family` as prefixes, appended to `out`.
-pub fn prefixes_of(mut start: u128, end: u128, family: Family, bits: u32, out: &mut Vec<Cidr>) {
+pub(crate) fn prefixes_of(mut start: u128, end: u128, family: Family, bits: u32, out: &mut Vec<Cidr>) {
     loop {
         // The largest aligned block at `start` that does not pass `end`.
         let mut size_bits = if start == 0 {
@@ -524,7 +524,7 @@ fn join_intervals(mut spans: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
 }
 
 /// The same set of ports, sorted, overlapping or adjacent ranges joined.
-pub fn normalise_ports(ports: Vec<PortSpec>) -> Vec<PortSpec> {
+pub(crate) fn normalise_ports(ports: Vec<PortSpec>) -> Vec<PortSpec> {
     let bounds = |p: PortSpec| match p {
         PortSpec::Single(p) => (p.get(), p.get()),
         PortSpec::Range(lo, hi) => (lo.get(), hi.get()),

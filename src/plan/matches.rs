@@ -75,7 +75,7 @@ pub(super) enum OwnerKind {
 
 impl OwnerKind {
     /// `-m owner [!] --uid-owner WHO` or `--gid-owner WHO`.
-    pub fn matches(self, who: &Owner, negated: bool) -> Match {
+    pub(crate) fn matches(self, who: &Owner, negated: bool) -> Match {
         match self {
             OwnerKind::Uid => uid(who, negated),
             OwnerKind::Gid => gid(who, negated),

@@ -14,7 +14,7 @@
 //! shorthands, `step.rs` the [`Step`] enum. [`compact`] is a later pass over a built plan
 //! (`--compact`).
 
-pub mod compact;
+pub(crate) mod compact;
 mod dns;
 mod inbound;
 mod interfaces;
@@ -24,7 +24,7 @@ mod outbound;
 mod step;
 mod tproxy;
 
-pub use step::Step;
+pub(crate) use step::Step;
 
 use crate::config::{CidrSelection, Config, InterceptionMode, PortSelection};
 use crate::model::RulesetView;
@@ -34,13 +34,13 @@ use oplog::OpLog;
 
 /// The families an operation is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     Both,
     Only(Family),
 }
 
 impl Scope {
-    pub fn includes(self, family: Family) -> bool {
+    pub(crate) fn includes(self, family: Family) -> bool {
         match self {
             Scope::Both => true,
             Scope::Only(f) => f == family,
@@ -60,31 +60,32 @@ impl Scope {
 
 /// One operation of the capture with its table, families and provenance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopedOp {
-    pub scope: Scope,
-    pub table: TableName,
-    pub op: Op,
+pub(crate) struct ScopedOp {
+    pub(crate) scope: Scope,
+    pub(crate) table: TableName,
+    pub(crate) op: Op,
     /// The bullet of the algorithm that wrote the operation.
-    pub step: Step,
+    pub(crate) step: Step,
 }
 
 /// TPROXY policy routing: `fwmark <mark> lookup <table>` and `local default dev lo table <table>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TproxyRoutes {
-    pub mark: Mark,
-    pub table: RouteTable,
-    pub families: Vec<Family>,
+pub(crate) struct TproxyRoutes {
+    pub(crate) mark: Mark,
+    pub(crate) table: RouteTable,
+    pub(crate) families: Vec<Family>,
 }
 
 /// The IPv6 inbound passthrough source the proxy binds (`::6`), put on `lo` with IPv6.
-pub const PASSTHROUGH_V6: std::net::IpAddr = std::net::IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
+pub(crate) const PASSTHROUGH_V6: std::net::IpAddr =
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
 
 /// Routing state the capture needs besides rules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     /// `::6/128` on `lo` (the IPv6 inbound passthrough source), when IPv6 is on.
-    pub v6_passthrough_address: bool,
-    pub tproxy: Option<TproxyRoutes>,
+    pub(crate) v6_passthrough_address: bool,
+    pub(crate) tproxy: Option<TproxyRoutes>,
 }
 
 /// Everything meshcap will program, for every backend.
@@ -92,8 +93,8 @@ pub struct Routes {
 pub struct Plan {
     pub ipv6: bool,
     /// All operations in Istio's generation order.
-    pub ops: Vec<ScopedOp>,
-    pub routes: Routes,
+    pub(crate) ops: Vec<ScopedOp>,
+    pub(crate) routes: Routes,
 }
 
 impl Plan {
@@ -129,7 +130,7 @@ impl Plan {
 
 /// The plan the configuration asks for: [`build`], then, with `--compact`, [`compact::plan`]
 /// for the configuration's backend.
-pub fn build_for(cfg: &Config, ipv6: bool) -> Plan {
+pub(crate) fn build_for(cfg: &Config, ipv6: bool) -> Plan {
     let plan = build(cfg, ipv6);
     if cfg.compact {
         compact::plan(plan, cfg.backend())
@@ -164,7 +165,7 @@ impl Plan {
 
     /// Every family's view ([`Plan::ruleset`] for each of [`Plan::families`]), moving the
     /// operations instead of cloning them (an operation for both families is cloned once).
-    pub fn into_rulesets(self) -> Vec<Ruleset> {
+    pub(crate) fn into_rulesets(self) -> Vec<Ruleset> {
         let families = self.families();
         let mut per_family: Vec<[Vec<Op>; 4]> = families.iter().map(|_| Default::default()).collect();
         let slot = |t: TableName| TableName::ALL.iter().position(|&n| n == t).expect("a known table");
@@ -248,7 +249,7 @@ impl Policy<'_> {
 ///
 /// The steps of `docs/istio-compat.md §3.2`, in Istio's order (the order of the operations is
 /// the order of the restore payload and of the nft transaction, so it never changes).
-pub fn build(cfg: &Config, ipv6: bool) -> Plan {
+pub(crate) fn build(cfg: &Config, ipv6: bool) -> Plan {
     let p = Policy {
         cfg,
         ipv6,
@@ -310,7 +311,7 @@ pub fn for_flags(
 }
 
 /// [`for_flags`] without the check (the caller checks what it renders).
-pub fn unchecked(
+pub(crate) fn unchecked(
     capture: &crate::cli::CaptureFlags,
     ipv6: Option<&str>,
     resolv_conf: &str,
@@ -337,7 +338,7 @@ pub(crate) mod testing {
     use crate::config::Config;
 
     /// The configuration and plan of `meshcap render ARGS` with an empty environment.
-    pub fn config_and_plan(args: &[&str]) -> (Config, Plan) {
+    pub(crate) fn config_and_plan(args: &[&str]) -> (Config, Plan) {
         use clap::Parser;
         let argv = ["meshcap", "render"].iter().chain(args).copied();
         let cli = crate::cli::Cli::try_parse_from(argv).expect("flags parse");
@@ -348,7 +349,7 @@ pub(crate) mod testing {
     }
 
     /// Configurations with every kind of list, insert and chain.
-    pub const KNOBS: [&[&str]; 9] = [
+    pub(crate) const KNOBS: [&[&str]; 9] = [
         &[],
         &["-b", "*", "-d", "15090,15021,15020,8000:8100,22"],
         &["-b", "80,443,8080,9000:9010", "-m", "TPROXY"],
@@ -375,7 +376,7 @@ pub(crate) mod testing {
     ];
 
     /// The plan for `meshcap render FLAGS` (no --compact: the tests compact it themselves).
-    pub fn plan_of(flags: &[&str], ipv6: bool) -> Plan {
+    pub(crate) fn plan_of(flags: &[&str], ipv6: bool) -> Plan {
         use crate::cli::{Cli, Command};
         use crate::config::{HostFiles, Ipv6Setting};
         use clap::Parser;
@@ -400,7 +401,7 @@ pub(crate) mod testing {
     }
 
     /// The plan of `meshcap render ARGS` with an empty environment.
-    pub fn plan(args: &[&str]) -> Plan {
+    pub(crate) fn plan(args: &[&str]) -> Plan {
         config_and_plan(args).1
     }
 }

@@ -21,8 +21,8 @@ use crate::values::Family;
 /// Where a rule goes: a table and one of its chains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Loc {
-    pub table: TableName,
-    pub chain: ChainName,
+    pub(crate) table: TableName,
+    pub(crate) chain: ChainName,
 }
 
 const fn builtin(table: TableName, hook: Hook) -> Loc {
@@ -67,7 +67,7 @@ pub(super) struct OpLog {
 
 impl OpLog {
     /// An empty log; `ipv6` is the resolved IPv6 enablement, `capacity` the expected length.
-    pub fn new(ipv6: bool, capacity: usize) -> OpLog {
+    pub(crate) fn new(ipv6: bool, capacity: usize) -> OpLog {
         OpLog {
             ipv6,
             ops: Vec::with_capacity(capacity),
@@ -75,7 +75,7 @@ impl OpLog {
     }
 
     /// Starts a rule written by `step` at `loc` (appended unless [`At::insert`] says otherwise).
-    pub fn at(&mut self, step: Step, loc: Loc) -> At<'_> {
+    pub(crate) fn at(&mut self, step: Step, loc: Loc) -> At<'_> {
         At {
             log: self,
             step,
@@ -84,7 +84,7 @@ impl OpLog {
         }
     }
 
-    pub fn into_ops(self) -> Vec<ScopedOp> {
+    pub(crate) fn into_ops(self) -> Vec<ScopedOp> {
         self.ops
     }
 }
@@ -100,28 +100,28 @@ pub(super) struct At<'a> {
 
 impl At<'_> {
     /// Insert at rule number `n` (1-based, as `iptables -I CHAIN n`) instead of appending.
-    pub fn insert(mut self, n: u32) -> Self {
+    pub(crate) fn insert(mut self, n: u32) -> Self {
         self.position = Position::Insert(n);
         self
     }
 
     /// For both families.
-    pub fn both(mut self, matches: Vec<Match>, target: Target) {
+    pub(crate) fn both(mut self, matches: Vec<Match>, target: Target) {
         self.push(Scope::Both, matches, target);
     }
 
     /// For one family.
-    pub fn only(mut self, family: Family, matches: Vec<Match>, target: Target) {
+    pub(crate) fn only(mut self, family: Family, matches: Vec<Match>, target: Target) {
         self.push(Scope::Only(family), matches, target);
     }
 
     /// For the families of `scope`.
-    pub fn scoped(mut self, scope: Scope, matches: Vec<Match>, target: Target) {
+    pub(crate) fn scoped(mut self, scope: Scope, matches: Vec<Match>, target: Target) {
         self.push(scope, matches, target);
     }
 
     /// A rule whose text depends on the family: the IPv4 variant, then the IPv6 one.
-    pub fn per_family(mut self, rule: impl Fn(Family) -> (Vec<Match>, Target)) {
+    pub(crate) fn per_family(mut self, rule: impl Fn(Family) -> (Vec<Match>, Target)) {
         for family in Family::ALL {
             let (matches, target) = rule(family);
             self.push(Scope::Only(family), matches, target);

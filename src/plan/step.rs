@@ -9,7 +9,7 @@
 /// hand (nft, `docs/istio-compat.md §8.3`) reproduce that spelling without re-deriving the policy,
 /// and lets diagnostics say why a rule exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Step {
+pub(crate) enum Step {
     /// 1. Traffic on an excluded interface is left alone (nat; mangle too in TPROXY mode).
     ExcludedInterface,
     /// 2. A virtual interface's traffic skips inbound capture.

@@ -12,26 +12,26 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use crate::error::ExecError;
+pub(crate) use crate::error::ExecError;
 use crate::error::quote;
 use crate::sys::netns::Netns;
 
 /// One external command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     /// The program name, looked up in `PATH` (never a shell).
-    pub program: String,
-    pub args: Vec<String>,
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
     /// Bytes written to the program's stdin (`None`: stdin is `/dev/null`).
-    pub stdin: Option<String>,
+    pub(crate) stdin: Option<String>,
     /// The network namespace the program runs in (`None`: meshcap's own).
-    pub netns: Option<PathBuf>,
+    pub(crate) netns: Option<PathBuf>,
     /// Variables added to the inherited environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Cmd {
-    pub fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Cmd {
+    pub(crate) fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Cmd {
         Cmd {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
@@ -41,24 +41,24 @@ impl Cmd {
         }
     }
 
-    pub fn stdin(mut self, payload: impl Into<String>) -> Cmd {
+    pub(crate) fn stdin(mut self, payload: impl Into<String>) -> Cmd {
         self.stdin = Some(payload.into());
         self
     }
 
-    pub fn netns(mut self, path: Option<&Path>) -> Cmd {
+    pub(crate) fn netns(mut self, path: Option<&Path>) -> Cmd {
         self.netns = path.map(Path::to_path_buf);
         self
     }
 
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
+    pub(crate) fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// `program arg…` joined by spaces (arguments never contain spaces or quotes here; the
     /// rendering is for people, the argv vector is what runs).
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut s = self.program.clone();
         for a in &self.args {
             s.push(' ');
@@ -83,15 +83,16 @@ impl fmt::Display for Cmd {
 
 /// What a finished program left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Output {
+pub(crate) struct Output {
     /// The exit code; a signal is reported as 128 + signal number.
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Output {
-    pub fn ok(stdout: impl Into<String>) -> Output {
+    #[cfg(test)]
+    pub(crate) fn ok(stdout: impl Into<String>) -> Output {
         Output {
             code: 0,
             stdout: stdout.into(),
@@ -99,13 +100,13 @@ impl Output {
         }
     }
 
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.code == 0
     }
 }
 
 /// Runs commands.
-pub trait System {
+pub(crate) trait System {
     /// Runs `cmd` to completion. A non-zero exit is an `Ok` output; see [`run_ok`].
     fn run(&self, cmd: &Cmd) -> Result<Output, ExecError>;
 
@@ -117,7 +118,7 @@ pub trait System {
 }
 
 /// Runs `cmd` and turns a non-zero exit into [`ExecError::Failed`].
-pub fn run_ok(sys: &dyn System, cmd: &Cmd) -> Result<Output, ExecError> {
+pub(crate) fn run_ok(sys: &dyn System, cmd: &Cmd) -> Result<Output, ExecError> {
     let out = sys.run(cmd)?;
     if out.success() {
         Ok(out)
@@ -131,7 +132,7 @@ pub fn run_ok(sys: &dyn System, cmd: &Cmd) -> Result<Output, ExecError> {
 }
 
 /// Finds `program` in `path` (a `PATH` value). Names with a `/` are taken as they are.
-pub fn find_in_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+pub(crate) fn find_in_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p)
@@ -149,7 +150,7 @@ pub fn find_in_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<Pat
 }
 
 /// Spawns real processes. Programs are resolved in `PATH` once and cached.
-pub struct RealSystem<'a> {
+pub(crate) struct RealSystem<'a> {
     netns: Option<&'a Netns>,
     resolved: Mutex<Vec<(String, Option<PathBuf>)>>,
     spawns: AtomicUsize,
@@ -158,7 +159,7 @@ pub struct RealSystem<'a> {
 impl<'a> RealSystem<'a> {
     /// A system whose commands may run in `netns` (a command naming another namespace is
     /// refused, never run in the current one).
-    pub fn new(netns: Option<&'a Netns>) -> RealSystem<'a> {
+    pub(crate) fn new(netns: Option<&'a Netns>) -> RealSystem<'a> {
         RealSystem {
             netns,
             resolved: Mutex::new(Vec::new()),
@@ -288,7 +289,7 @@ fn payload_file(payload: &str) -> std::io::Result<std::fs::File> {
 /// Commands as Istio's dry-run recorder writes them (spec §4.6): a command with a stdin payload
 /// (a restore, an `nft -f -`) as the lines of its payload, any other as `program arg…` joined by
 /// single spaces; every entry ends with `\n` (an empty payload records nothing).
-pub fn recorded_stream(cmds: &[Cmd]) -> String {
+pub(crate) fn recorded_stream(cmds: &[Cmd]) -> String {
     let mut out = String::new();
     for cmd in cmds {
         match &cmd.stdin {
@@ -307,24 +308,28 @@ pub fn recorded_stream(cmds: &[Cmd]) -> String {
     out
 }
 
+#[cfg(test)]
 type Responder = Box<dyn Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync>;
 
+#[cfg(test)]
 /// Records commands instead of running them. Answers with `respond` (default: success with
 /// empty output, as Istio's dry-run recorder does).
-pub struct Recorder {
+pub(crate) struct Recorder {
     commands: Mutex<Vec<Cmd>>,
     respond: Responder,
     missing: Vec<String>,
 }
 
+#[cfg(test)]
 impl Default for Recorder {
     fn default() -> Self {
         Recorder::new(|_| Ok(Output::default()))
     }
 }
 
+#[cfg(test)]
 impl Recorder {
-    pub fn new(respond: impl Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync + 'static) -> Recorder {
+    pub(crate) fn new(respond: impl Fn(&Cmd) -> Result<Output, ExecError> + Send + Sync + 'static) -> Recorder {
         Recorder {
             commands: Mutex::new(Vec::new()),
             respond: Box::new(respond),
@@ -333,17 +338,18 @@ impl Recorder {
     }
 
     /// Programs [`System::has_program`] reports as absent.
-    pub fn without_programs(mut self, names: &[&str]) -> Recorder {
+    pub(crate) fn without_programs(mut self, names: &[&str]) -> Recorder {
         self.missing = names.iter().map(|s| s.to_string()).collect();
         self
     }
 
     /// The commands recorded so far.
-    pub fn commands(&self) -> Vec<Cmd> {
+    pub(crate) fn commands(&self) -> Vec<Cmd> {
         self.commands.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
+#[cfg(test)]
 impl System for Recorder {
     fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
         self.commands

@@ -36,13 +36,13 @@ impl Env {
         Env { vars }
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
 }
 
 /// Finds `user` in passwd(5) text and returns its numeric UID.
-pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
+pub(crate) fn uid_of(passwd: &str, user: &str) -> Option<u32> {
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
@@ -62,7 +62,7 @@ pub fn uid_of(passwd: &str, user: &str) -> Option<u32> {
 /// The proxy UID Istio derives when no UID is given: `ENVOY_USER`'s (default `istio-proxy`)
 /// uid in the passwd file at `passwd`, else 1337 (no such file or user). An `ENVOY_USER` that
 /// cannot be a user name (not UTF-8, a newline, a NUL) is refused rather than silently ignored.
-pub fn envoy_user_uid(env: &Env, passwd: &str) -> Result<u32> {
+pub(crate) fn envoy_user_uid(env: &Env, passwd: &str) -> Result<u32> {
     let user = env.get("ENVOY_USER").unwrap_or("istio-proxy");
     if user.contains(['\u{FFFD}', '\n', '\r', '\0']) {
         return Err(Error::invalid(
@@ -75,7 +75,7 @@ pub fn envoy_user_uid(env: &Env, passwd: &str) -> Result<u32> {
 }
 
 /// Finds `group` in group(5) text and returns its numeric GID.
-pub fn gid_of(group_text: &str, group: &str) -> Option<u32> {
+pub(crate) fn gid_of(group_text: &str, group: &str) -> Option<u32> {
     group_text.lines().find_map(|line| {
         let mut fields = line.split(':');
         if fields.next()? != group {
@@ -89,25 +89,25 @@ pub fn gid_of(group_text: &str, group: &str) -> Option<u32> {
 /// Looks `user` up in the passwd file at `path`; `None` when the file or the user is missing
 /// or the file cannot be read (Istio falls back to 1337 then); an error when the file is not a
 /// regular file or is larger than [`ACCOUNTS_MAX`] (a FIFO planted there must not hang a pod).
-pub fn lookup_uid(path: &str, user: &str) -> Result<Option<u32>> {
+pub(crate) fn lookup_uid(path: &str, user: &str) -> Result<Option<u32>> {
     Ok(read_optional(path, ACCOUNTS_MAX)?.and_then(|text| uid_of(&text, user)))
 }
 
 /// The DNS servers of a resolv.conf (see [`parse_resolv_conf`]).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ResolvConf {
+pub(crate) struct ResolvConf {
     /// Servers as addresses, in file order.
-    pub servers: Vec<IpAddr>,
+    pub(crate) servers: Vec<IpAddr>,
     /// IPv6 servers with a zone (`fe80::1%eth0`), as written: Istio parses them, but no rule
     /// address can carry the zone (docs/istio-compat.md §2.5).
-    pub zoned: Vec<String>,
+    pub(crate) zoned: Vec<String>,
     /// Entries that are not an address at all.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
 }
 
 /// DNS servers of a resolv.conf, as Istio collects them: every `nameserver X` line in order
 /// (later fields ignored), parsed as one IP address, an IPv6 address possibly with a zone.
-pub fn parse_resolv_conf(text: &str) -> ResolvConf {
+pub(crate) fn parse_resolv_conf(text: &str) -> ResolvConf {
     let mut out = ResolvConf::default();
     for line in text.lines() {
         let mut fields = line.split_whitespace();
@@ -128,23 +128,23 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConf {
 }
 
 /// The size limit of resolv.conf: glibc reads a few kilobytes of it; 1 MiB is generous.
-pub const RESOLV_CONF_MAX: u64 = 1 << 20;
+pub(crate) const RESOLV_CONF_MAX: u64 = 1 << 20;
 /// The size limit of /etc/passwd and /etc/group (directory-backed images can hold many
 /// thousands of accounts: 16 MiB is ~200,000 lines).
-pub const ACCOUNTS_MAX: u64 = 16 << 20;
+pub(crate) const ACCOUNTS_MAX: u64 = 16 << 20;
 /// The size limit of an iptables-save dump given with `--from-save` (64 MiB is ~500,000
 /// rules, far above what the rule limit lets meshcap plan).
-pub const DUMP_MAX: u64 = 64 << 20;
+pub(crate) const DUMP_MAX: u64 = 64 << 20;
 
 /// Reads a dump given on the command line (at most [`DUMP_MAX`] bytes, a regular file).
-pub fn read_file(path: &str) -> Result<String> {
+pub(crate) fn read_file(path: &str) -> Result<String> {
     read_capped(path, DUMP_MAX)
 }
 
 /// Reads the regular file at `path`, refusing anything else (a FIFO, a device such as
 /// `/dev/zero`, a directory) and any file larger than `max` bytes, naming the file. Never
 /// blocks: the file is opened with `O_NONBLOCK` and checked with `fstat` before a byte is read.
-pub fn read_capped(path: &str, max: u64) -> Result<String> {
+pub(crate) fn read_capped(path: &str, max: u64) -> Result<String> {
     read_bounded(path, max).map_err(|err| Error::Read {
         path: path.to_string(),
         err,
@@ -241,14 +241,14 @@ fn read_bounded(path: &str, max: u64) -> std::io::Result<String> {
 /// loads a rule; the tracer resolves them the same way, from the files' text).
 #[derive(Debug, Clone, Default)]
 pub struct Ids {
-    pub passwd: Option<String>,
-    pub group: Option<String>,
+    pub(crate) passwd: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 impl Ids {
     /// Reads `/etc/passwd` and `/etc/group` (bounded, regular files only); a missing file
     /// resolves nothing.
-    pub fn from_host() -> Result<Ids> {
+    pub(crate) fn from_host() -> Result<Ids> {
         Ok(Ids {
             passwd: read_optional("/etc/passwd", ACCOUNTS_MAX)?,
             group: read_optional("/etc/group", ACCOUNTS_MAX)?,
@@ -256,7 +256,7 @@ impl Ids {
     }
 
     /// The numeric id of an owner (`group`: a group), or why it does not resolve.
-    pub fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
+    pub(crate) fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
         match owner {
             Owner::Id(n) => Ok(*n),
             Owner::Name(name) => {

@@ -17,7 +17,7 @@ use crate::sys::netns::{self, Netns};
 use crate::values::Family;
 
 /// The kernel of the target namespace.
-pub trait Kernel {
+pub(crate) trait Kernel {
     /// Interface addresses in the kernel's dump order.
     fn addresses(&self) -> Result<Vec<IpAddr>>;
     /// The legacy (`ip_tables`/`ip6_tables`) tables that exist, of the four meshcap uses.
@@ -50,7 +50,7 @@ pub trait Kernel {
 }
 
 /// The real kernel, reached inside the target namespace.
-pub struct LinuxKernel {
+pub(crate) struct LinuxKernel {
     route: Socket,
     netfilter: io::Result<Socket>,
     legacy_v4: Vec<TableName>,
@@ -84,7 +84,7 @@ fn read_names(file: &str) -> Vec<TableName> {
 
 impl LinuxKernel {
     /// Enters `netns` (or stays here) and opens the sockets and facts meshcap needs.
-    pub fn open(netns: Option<&Netns>) -> Result<LinuxKernel> {
+    pub(crate) fn open(netns: Option<&Netns>) -> Result<LinuxKernel> {
         let (route, netfilter, legacy_v4, legacy_v6) = netns::within(netns, || {
             (
                 Socket::route(),
@@ -130,7 +130,7 @@ fn inet_names(sock: &Socket) -> Option<Vec<String>> {
 /// The names of the `inet` nftables tables of `netns` (or this namespace), from one netlink
 /// socket and nothing else (a dry run that has no [`LinuxKernel`] open): `None` when they
 /// cannot be listed (the namespace cannot be entered, no nf_tables, no `CAP_NET_ADMIN`).
-pub fn nft_inet_tables_in(netns: Option<&Netns>) -> Option<Vec<String>> {
+pub(crate) fn nft_inet_tables_in(netns: Option<&Netns>) -> Option<Vec<String>> {
     let sock = netns::within(netns, Socket::netfilter).ok()?.ok()?;
     inet_names(&sock)
 }
@@ -248,7 +248,7 @@ impl Kernel for LinuxKernel {
 
 /// Istio's IPv6 enablement (spec §2.4) from the addresses in dump order: returns the host
 /// address and whether IPv6 is enabled.
-pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)> {
+pub(crate) fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)> {
     let mut first: Option<IpAddr> = None;
     let mut last_v6 = false;
     for addr in addrs {

@@ -2,10 +2,10 @@
 //! ([`netlink`]) and what meshcap asks the kernel through it ([`kernel`]), host files
 //! ([`host`]), files written whole ([`outfile`]) and deferred signals ([`signals`]). Nothing here knows Istio's policy.
 
-pub mod exec;
+pub(crate) mod exec;
 pub mod host;
-pub mod kernel;
-pub mod netlink;
+pub(crate) mod kernel;
+pub(crate) mod netlink;
 pub mod netns;
-pub mod outfile;
-pub mod signals;
+pub(crate) mod outfile;
+pub(crate) mod signals;

@@ -50,7 +50,7 @@ const RTN_LOCAL: u8 = 2;
 const RT_SCOPE_HOST: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 /// A policy rule's protocol when none was given (`ip rule add` without `protocol`).
-pub const RTPROT_UNSPEC: u8 = 0;
+pub(crate) const RTPROT_UNSPEC: u8 = 0;
 
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -59,10 +59,10 @@ const NFTA_TABLE_NAME: u16 = 1;
 /// `ifaddrmsg.ifa_flags`: no duplicate address detection (the address is usable at once).
 const IFA_F_NODAD: u8 = 0x02;
 /// The nftables `inet` family (both IPv4 and IPv6), as a table's `nfgenmsg` family.
-pub const NFPROTO_INET: u8 = 1;
+pub(crate) const NFPROTO_INET: u8 = 1;
 
 /// `AF_INET` / `AF_INET6` of a family.
-pub fn af(family: Family) -> u8 {
+pub(crate) fn af(family: Family) -> u8 {
     match family {
         Family::V4 => libc::AF_INET as u8,
         Family::V6 => libc::AF_INET6 as u8,
@@ -120,12 +120,12 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 
 impl Socket {
     /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
-    pub fn route() -> io::Result<Socket> {
+    pub(crate) fn route() -> io::Result<Socket> {
         Socket::open(libc::NETLINK_ROUTE)
     }
 
     /// Opens a `NETLINK_NETFILTER` socket in the calling thread's namespace.
-    pub fn netfilter() -> io::Result<Socket> {
+    pub(crate) fn netfilter() -> io::Result<Socket> {
         Socket::open(NETLINK_NETFILTER)
     }
 
@@ -237,7 +237,7 @@ impl Socket {
 
     /// Every interface address in kernel dump order (IPv4 first, then IPv6, each by interface
     /// index). IPv4 uses the local address (`IFA_LOCAL`) where there is one.
-    pub fn addresses(&self) -> io::Result<Vec<IpAddr>> {
+    pub(crate) fn addresses(&self) -> io::Result<Vec<IpAddr>> {
         let body = [0u8; 8]; // ifaddrmsg, AF_UNSPEC
         let mut out = Vec::new();
         for (kind, payload) in self.request(RTM_GETADDR, NLM_F_DUMP, &body)? {
@@ -254,7 +254,7 @@ impl Socket {
     }
 
     /// The index of interface `name`.
-    pub fn link_index(&self, name: &str) -> io::Result<u32> {
+    pub(crate) fn link_index(&self, name: &str) -> io::Result<u32> {
         let mut body = vec![0u8; 16]; // ifinfomsg
         let mut cname = name.as_bytes().to_vec();
         cname.push(0);
@@ -271,7 +271,7 @@ impl Socket {
     }
 
     /// The policy rules of a family.
-    pub fn rules(&self, family: Family) -> io::Result<Vec<PolicyRule>> {
+    pub(crate) fn rules(&self, family: Family) -> io::Result<Vec<PolicyRule>> {
         let mut body = vec![0u8; 12];
         body[0] = af(family);
         let mut out = Vec::new();
@@ -312,20 +312,20 @@ impl Socket {
 
     /// `ip rule add fwmark <mark> lookup <table>` (no priority: the kernel picks one; no
     /// protocol: `proto unspec`, as `ip rule add` leaves it, docs/istio-compat.md §5.8).
-    pub fn add_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
+    pub(crate) fn add_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
         let body = Socket::rule_body(family, mark, table, false);
         self.request(RTM_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
             .map(drop)
     }
 
     /// Deletes one `fwmark <mark>/0xffffffff lookup <table>` rule.
-    pub fn del_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
+    pub(crate) fn del_rule(&self, family: Family, mark: u32, table: u32) -> io::Result<()> {
         let body = Socket::rule_body(family, mark, table, true);
         self.request(RTM_DELRULE, NLM_F_ACK, &body).map(drop)
     }
 
     /// The routes of every table of a family.
-    pub fn routes(&self, family: Family) -> io::Result<Vec<RouteEntry>> {
+    pub(crate) fn routes(&self, family: Family) -> io::Result<Vec<RouteEntry>> {
         let mut body = vec![0u8; 12];
         body[0] = af(family);
         let mut out = Vec::new();
@@ -359,14 +359,14 @@ impl Socket {
     }
 
     /// `ip route add local default dev <oif> table <table>` (`EEXIST` when present).
-    pub fn add_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
+    pub(crate) fn add_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
         let body = Socket::local_default_body(family, table, oif);
         self.request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
             .map(drop)
     }
 
     /// Deletes `local default dev <oif> table <table>`.
-    pub fn del_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
+    pub(crate) fn del_local_default(&self, family: Family, table: u32, oif: u32) -> io::Result<()> {
         let body = Socket::local_default_body(family, table, oif);
         self.request(RTM_DELROUTE, NLM_F_ACK, &body).map(drop)
     }
@@ -385,7 +385,7 @@ impl Socket {
     /// an IPv6 address stays tentative until the kernel's DAD work runs, shortly after the
     /// request is acknowledged, and a proxy binding `::6` in that window gets
     /// `EADDRNOTAVAIL`; loopback addresses need no duplicate detection.
-    pub fn add_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
+    pub(crate) fn add_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
         let mut body = Socket::addr_body(ip, prefix, index);
         body[2] = IFA_F_NODAD;
         self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body)
@@ -393,13 +393,13 @@ impl Socket {
     }
 
     /// `ip addr del <ip>/<prefix> dev <index>`.
-    pub fn del_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
+    pub(crate) fn del_address(&self, ip: IpAddr, prefix: u8, index: u32) -> io::Result<()> {
         let body = Socket::addr_body(ip, prefix, index);
         self.request(RTM_DELADDR, NLM_F_ACK, &body).map(drop)
     }
 
     /// The nftables tables as `(family, name)` (`NFPROTO_IPV4` = 2, `NFPROTO_IPV6` = 10, …).
-    pub fn nft_tables(&self) -> io::Result<Vec<(u8, String)>> {
+    pub(crate) fn nft_tables(&self) -> io::Result<Vec<(u8, String)>> {
         let body = [0u8; 4]; // nfgenmsg: NFPROTO_UNSPEC, version 0, res_id 0
         let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
         let mut out = Vec::new();
@@ -418,36 +418,36 @@ impl Socket {
 
 /// One policy-routing rule, as far as meshcap looks at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyRule {
-    pub priority: u32,
-    pub fwmark: Option<u32>,
-    pub fwmask: Option<u32>,
-    pub table: u32,
-    pub to_table: bool,
+pub(crate) struct PolicyRule {
+    pub(crate) priority: u32,
+    pub(crate) fwmark: Option<u32>,
+    pub(crate) fwmask: Option<u32>,
+    pub(crate) table: u32,
+    pub(crate) to_table: bool,
     /// `FRA_PROTOCOL` (`ip rule` shows `proto boot` for 3); [`RTPROT_UNSPEC`] when absent.
-    pub protocol: u8,
+    pub(crate) protocol: u8,
 }
 
 impl PolicyRule {
     /// Whether this is `fwmark <mark> lookup <table>` with the full mask.
-    pub fn is_fwmark_lookup(&self, mark: u32, table: u32) -> bool {
+    pub(crate) fn is_fwmark_lookup(&self, mark: u32, table: u32) -> bool {
         self.to_table && self.fwmark == Some(mark) && self.fwmask.unwrap_or(u32::MAX) == u32::MAX && self.table == table
     }
 }
 
 /// One route, as far as meshcap looks at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteEntry {
-    pub dst_len: u8,
-    pub has_dst: bool,
-    pub table: u32,
-    pub local: bool,
-    pub oif: Option<u32>,
+pub(crate) struct RouteEntry {
+    pub(crate) dst_len: u8,
+    pub(crate) has_dst: bool,
+    pub(crate) table: u32,
+    pub(crate) local: bool,
+    pub(crate) oif: Option<u32>,
 }
 
 impl RouteEntry {
     /// Whether this is `local default dev <oif> table <table>`.
-    pub fn is_local_default(&self, table: u32, oif: u32) -> bool {
+    pub(crate) fn is_local_default(&self, table: u32, oif: u32) -> bool {
         self.local && self.dst_len == 0 && self.table == table && self.oif == Some(oif)
     }
 }

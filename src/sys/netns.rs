@@ -24,7 +24,7 @@ pub struct Netns {
 
 /// The path `--network-namespace` names: a value with a `/` is a path, anything else a name
 /// under `/var/run/netns`.
-pub fn resolve(spec: &str) -> Result<PathBuf> {
+pub(crate) fn resolve(spec: &str) -> Result<PathBuf> {
     if spec.contains('/') {
         return Ok(PathBuf::from(spec));
     }
@@ -72,19 +72,19 @@ impl Netns {
         Ok(Netns { path, file })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether the path still names the namespace that was opened. When the namespace is
     /// deleted (`ip netns del`, the process of `/proc/PID/ns/net` exits) while meshcap holds
     /// it, meshcap's descriptor keeps it alive but nobody else can reach it any more.
-    pub fn still_named(&self) -> bool {
+    pub(crate) fn still_named(&self) -> bool {
         let Ok(held) = self.file.metadata() else { return false };
         std::fs::metadata(&self.path).is_ok_and(|now| now.dev() == held.dev() && now.ino() == held.ino())
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
 
@@ -124,7 +124,7 @@ impl Netns {
 /// named the namespace, and without touching the `flock` the xtables lock uses on the
 /// namespace path in CNI mode.
 #[derive(Debug)]
-pub struct NsLock {
+pub(crate) struct NsLock {
     _socket: OwnedFd,
 }
 
@@ -163,7 +163,7 @@ fn bind_lock(deadline: std::time::Instant) -> std::io::Result<Option<OwnedFd>> {
 }
 
 /// Locks `netns` (or the current namespace), waiting at most `timeout`.
-pub fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Result<NsLock> {
+pub(crate) fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Result<NsLock> {
     let shown = netns.map_or("the current network namespace".to_string(), |n| {
         quote(&n.path.display().to_string())
     });
@@ -179,7 +179,7 @@ pub fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Result<NsLoc
 }
 
 /// Runs `f` in `netns` (on a dedicated thread) or, without one, right here.
-pub fn within<T: Send>(netns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn within<T: Send>(netns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T> {
     match netns {
         Some(ns) => ns.run_in(f),
         None => Ok(f()),

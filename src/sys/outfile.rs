@@ -43,7 +43,7 @@ const MAX_LINKS: usize = 40;
 
 /// An output file opened for one complete write.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// The path as given (for messages) and the setting that named it.
     shown: String,
     source: String,
@@ -66,7 +66,7 @@ fn shown(path: &Path) -> String {
 
 impl Pending {
     /// Checks that `file` (named by the setting `source`) can be written and prepares the write.
-    pub fn open(file: &OutFile, source: &str) -> Result<Pending> {
+    pub(crate) fn open(file: &OutFile, source: &str) -> Result<Pending> {
         let invalid = |why: String| Error::invalid(source, file.as_str(), why);
         let given = file.path();
         // What the path names once the kernel follows every link (`stat` opens nothing, so a
@@ -142,7 +142,7 @@ impl Pending {
     }
 
     /// Writes `bytes` as the whole content and puts the file in place.
-    pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn commit(mut self, bytes: &[u8]) -> Result<()> {
         let err = |e: std::io::Error, path: &str| Error::Write {
             path: path.to_string(),
             source: self.source.clone(),

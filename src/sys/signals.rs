@@ -20,12 +20,12 @@ extern "C" fn record(sig: libc::c_int) {
 }
 
 /// Defers the terminating signals until dropped (see the module doc).
-pub struct Deferred {
+pub(crate) struct Deferred {
     previous: Vec<(libc::c_int, libc::sigaction)>,
 }
 
 impl Deferred {
-    pub fn new() -> Deferred {
+    pub(crate) fn new() -> Deferred {
         let mut previous = Vec::new();
         for sig in DEFERRED {
             // SAFETY: a zeroed sigaction is a valid value; the handler only stores an atomic.
@@ -49,7 +49,7 @@ impl Deferred {
     }
 
     /// The signal received so far, if any.
-    pub fn pending() -> Option<i32> {
+    pub(crate) fn pending() -> Option<i32> {
         Some(PENDING.load(Ordering::SeqCst)).filter(|s| *s != 0)
     }
 }

@@ -43,7 +43,7 @@ const MAX_DEPTH: usize = 32;
 
 /// A rule as the tracer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// A rule the tracer can evaluate, with the text to show for it and, per match, the words
     /// that spell that match (named when it fails).
     Rule {
@@ -93,7 +93,7 @@ fn chain_name(backend: Backend, c: IstioChain) -> &'static str {
 /// and the built-in chains' policies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netfilter {
-    pub family: Family,
+    pub(crate) family: Family,
     /// Packet marks that policy routing sends to `lo` (TPROXY's `fwmark M lookup T` with
     /// `local default dev lo table T`).
     local_marks: Vec<u32>,
@@ -112,7 +112,7 @@ fn iptables_entry(rule: Rule, text: String) -> Entry {
 
 impl Netfilter {
     /// The kernel state after restoring `rs` into empty tables (policies ACCEPT).
-    pub fn from_ruleset(rs: &Ruleset) -> Netfilter {
+    pub(crate) fn from_ruleset(rs: &Ruleset) -> Netfilter {
         let mut chains = BTreeMap::new();
         for table in &rs.tables {
             for (name, rules) in table.resolved() {
@@ -139,7 +139,7 @@ impl Netfilter {
     /// The state an iptables-save dump describes. Rules meshcap does not understand stay
     /// opaque (an error only if a packet reaches them); tables other than filter, mangle, nat
     /// and raw are ignored.
-    pub fn from_save(dump: &SaveDump, family: Family) -> Result<Netfilter, UnknownPolicy> {
+    pub(crate) fn from_save(dump: &SaveDump, family: Family) -> Result<Netfilter, UnknownPolicy> {
         let mut chains = BTreeMap::new();
         let mut policies = BTreeMap::new();
         for t in &dump.tables {
@@ -205,7 +205,7 @@ impl Netfilter {
     /// packet of `family` sees it: rules whose address match or TPROXY is of the other family
     /// never match it and are left out; a port match brings its implied protocol; a base
     /// chain's policy is its declared one.
-    pub fn from_nft(state: &nft::NftState, family: Family) -> Netfilter {
+    pub(crate) fn from_nft(state: &nft::NftState, family: Family) -> Netfilter {
         let mut chains = BTreeMap::new();
         let mut policies = BTreeMap::new();
         for ((table, chain), c) in &state.chains {
@@ -296,25 +296,25 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn accept() -> Verdict {
+    pub(crate) fn accept() -> Verdict {
         Verdict {
             action: Action::Accept,
             port: None,
         }
     }
-    pub fn drop() -> Verdict {
+    pub(crate) fn drop() -> Verdict {
         Verdict {
             action: Action::Drop,
             port: None,
         }
     }
-    pub fn redirect(port: u16) -> Verdict {
+    pub(crate) fn redirect(port: u16) -> Verdict {
         Verdict {
             action: Action::Redirect,
             port: Some(port),
         }
     }
-    pub fn tproxy(port: u16) -> Verdict {
+    pub(crate) fn tproxy(port: u16) -> Verdict {
         Verdict {
             action: Action::Tproxy,
             port: Some(port),
@@ -411,12 +411,12 @@ impl fmt::Display for Effect {
 /// One line of a trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Visit {
-    pub table: String,
-    pub chain: String,
+    pub(crate) table: String,
+    pub(crate) chain: String,
     /// 1-based rule number in the chain; none for a chain's end or a skipped chain.
-    pub rule: Option<usize>,
+    pub(crate) rule: Option<usize>,
     /// The rule as rendered: iptables arguments after the chain, or the nftables rule.
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     pub effect: Effect,
 }
 
@@ -435,7 +435,7 @@ pub struct Trace {
     pub verdict: Verdict,
     pub steps: Vec<Visit>,
     /// Facts about the trace as a whole, said before the verdict (e.g. IPv6 is off).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Trace {
@@ -466,7 +466,7 @@ struct TraceDoc<'a> {
 
 impl Trace {
     /// The JSON form: `{"packet": ..., "verdict": {"action": ..., "port": N}, "steps": [...]}`.
-    pub fn json(&self, packet: &Packet) -> String {
+    pub(crate) fn json(&self, packet: &Packet) -> String {
         let doc = TraceDoc {
             packet: packet.to_string(),
             verdict: &self.verdict,
@@ -483,8 +483,8 @@ impl Trace {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceError {
     /// `table/CHAIN #n 'rule'`, when a rule is to blame.
-    pub at: Option<String>,
-    pub why: String,
+    pub(crate) at: Option<String>,
+    pub(crate) why: String,
 }
 
 impl fmt::Display for TraceError {
@@ -500,10 +500,10 @@ impl std::error::Error for TraceError {}
 
 /// A dump's built-in chain policy other than ACCEPT and DROP (the tracer knows only those).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownPolicy {
-    pub table: String,
-    pub chain: String,
-    pub policy: String,
+pub(crate) struct UnknownPolicy {
+    pub(crate) table: String,
+    pub(crate) chain: String,
+    pub(crate) policy: String,
 }
 
 impl fmt::Display for UnknownPolicy {

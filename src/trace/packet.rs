@@ -37,7 +37,7 @@ pub enum ConnState {
 }
 
 impl ConnState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnState::New => "new",
             ConnState::Established => "established",
@@ -49,17 +49,17 @@ impl ConnState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
-    pub dir: Direction,
-    pub proto: Proto,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub iif: Option<String>,
-    pub oif: Option<String>,
-    pub mark: u32,
-    pub connmark: Option<u32>,
-    pub state: ConnState,
+    pub(crate) dir: Direction,
+    pub(crate) proto: Proto,
+    pub(crate) src: SocketAddr,
+    pub(crate) dst: SocketAddr,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) iif: Option<String>,
+    pub(crate) oif: Option<String>,
+    pub(crate) mark: u32,
+    pub(crate) connmark: Option<u32>,
+    pub(crate) state: ConnState,
 }
 
 impl Packet {
