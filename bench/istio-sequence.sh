@@ -1,6 +1,6 @@
 #!/bin/sh
 # istio-sequence.sh PAYLOAD: the commands Istio 1.29's istio-init runs for a fresh IPv4 pod
-# (spec §5.1-5.7), with the real binaries, run inside the pod's namespace by run.sh. Go start-up
+# (istio-compat §5.1-5.7), with the real binaries, run inside the pod's namespace by run.sh. Go start-up
 # of pilot-agent is not included.
 #
 # Binary probing, per family (v4, then v6 even with IPv6 off): iptables-legacy is probed (save,

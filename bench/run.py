@@ -17,7 +17,7 @@ the command and its children, from getrusage):
     then the command is timed: bare `iptables-nft-restore --noflush` of the same payload, meshcap
     `istio-iptables` (in the pod namespace, as istio-init runs, and from outside with
     `--network-namespace`), and Istio 1.29's command sequence with the real binaries
-    (bench/istio-sequence.sh, spec §5.1-5.7; pilot-agent's Go start-up not included). The
+    (bench/istio-sequence.sh, istio-compat §5.1-5.7; pilot-agent's Go start-up not included). The
     in-namespace commands run under `nsenter --net`, whose own cost is shown too.
 (b) render: `meshcap render` with the standard istio-init flags and growing lists (CIDRs in -x,
     ports in -d); instructions from callgrind (deterministic), wall and CPU medians.

@@ -3,6 +3,10 @@
 //! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → codecs ([`iptables`], [`nft`],
 //! [`json`]) / [`trace`] / [`drift`] / [`live`] / [`apply`]. The layers and their one-way order
 //! are in `docs/architecture.md`.
+//!
+//! A citation `istio-compat §N.N` (or a bare `§N.N`) names a section of
+//! `docs/istio-compat.md`, the project's account of Istio compatibility and of its deliberate
+//! deviations; a unit test checks that every cited section exists.
 
 pub mod app;
 pub(crate) mod apply;

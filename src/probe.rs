@@ -1,4 +1,4 @@
-//! `--run-validation` (spec §7): after the rules step, prove with real connections inside the
+//! `--run-validation` (istio-compat §7): after the rules step, prove with real connections inside the
 //! target network namespace that the capture works, before the workload starts. A failure is
 //! [`ValidationError`]; the caller logs Istio's fixed [`FAILURE_MESSAGE`] and exits 126.
 //!
@@ -18,7 +18,7 @@
 //!   Skipped (and logged) where a failure would not mean missing rules: no server of the
 //!   family, port 53 excluded (`-o`), excluded interfaces (`-c`), no application identity.
 //!
-//! Families: HostIP's (as Istio: the first non-loopback, non-link-local address, spec §2.4),
+//! Families: HostIP's (as Istio: the first non-loopback, non-link-local address, istio-compat §2.4),
 //! and IPv6 as well when dual-stack detection enables it.
 //!
 //! Identities: `-m owner` matches the filesystem uid/gid a socket was created with. Run as the
@@ -156,7 +156,7 @@ pub(crate) fn run(cfg: &Config, netns: Option<&Netns>) -> Result<ValidationRepor
     netns::within(netns, || Validator::new(cfg)?.run()).map_err(ValidationError::Setup)?
 }
 
-/// Step 5 of Istio's flow (spec §2.2), after the rules step: nothing unless
+/// Step 5 of Istio's flow (istio-compat §2.2), after the rules step: nothing unless
 /// `--run-validation`; a failed probe is [`Error::Validation`]: `app` logs its failed paths
 /// and Istio's fixed message, and exits 126.
 pub(crate) fn after_rules(cfg: &Config, netns: Option<&Netns>) -> crate::error::Result<()> {
@@ -180,7 +180,7 @@ fn local_addresses() -> Result<Vec<(IpAddr, bool)>, ValidationError> {
 }
 
 /// The pod's own address of `family`: the first address Istio's HostIP scan would accept
-/// (spec §2.4) that is not on `lo` (where the `::6` passthrough source lives, which that scan
+/// (istio-compat §2.4) that is not on `lo` (where the `::6` passthrough source lives, which that scan
 /// can pick).
 fn pod_address(addrs: &[(IpAddr, bool)], family: Family) -> Option<IpAddr> {
     addrs
@@ -303,7 +303,7 @@ fn socket_as(who: As, family: Family, ty: SockType) -> nix::Result<OwnedFd> {
     }
 }
 
-/// Fixed addresses of a family (spec §7).
+/// Fixed addresses of a family (istio-compat §7).
 struct FamilyAddrs {
     listen: IpAddr,
     probe: IpAddr,

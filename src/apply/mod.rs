@@ -1,6 +1,6 @@
 //! The apply command (`meshcap istio-iptables FLAGS`, and `istio-clean-iptables`): program
 //! the plan into the kernel of the target network namespace with the iptables backend, safely
-//! and idempotently (spec §5, with the improvements of §10.2).
+//! and idempotently (istio-compat §5, with the improvements of §10.2).
 //!
 //! Flow: validate → open the namespace → detect IPv6 → plan → refuse where the nftables
 //! backend's `inet istio-proxy-*` tables exist (listed over netlink, no process; both would
@@ -240,7 +240,7 @@ fn routes_step(kernel: &dyn Kernel, config: &Config, plan: &Plan, cleanup: bool,
     Ok(())
 }
 
-/// Istio's environment dump (spec §6.1), its header naming the backend (`iptables`,
+/// Istio's environment dump (istio-compat §6.1), its header naming the backend (`iptables`,
 /// `nftables`).
 pub(crate) fn env_dump_titled(env: &Env, backend: &str) -> String {
     let mut s = format!("Istio {backend} environment:\n");
@@ -252,7 +252,7 @@ pub(crate) fn env_dump_titled(env: &Env, backend: &str) -> String {
     s
 }
 
-/// Istio's config dump (spec §6.1), with `ENABLE_INBOUND_IPV6` as resolved.
+/// Istio's config dump (istio-compat §6.1), with `ENABLE_INBOUND_IPV6` as resolved.
 pub(crate) fn config_dump(c: &Config, ipv6: bool) -> String {
     let list = |v: &[crate::values::Owner]| v.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",");
     let ips = |v: Vec<String>| v.join(" ");

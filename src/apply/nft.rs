@@ -1,4 +1,4 @@
-//! The native nftables backend of the apply command (`--native-nftables`, spec §8) — the
+//! The native nftables backend of the apply command (`--native-nftables`, istio-compat §8) — the
 //! same flow as the iptables backend in [`super`] (namespace, lock, IPv6 detection, plan,
 //! state check, `--reconcile`, cleanup, routes, dry-run), with one `nft -f -` transaction in
 //! place of the restores.
@@ -13,7 +13,7 @@
 //! atomically, so there is no window without capture (no guardrails needed) and a failed
 //! transaction changed nothing (no rollback needed).
 //!
-//! The nft checks of spec §8.1 step 6 with as few processes as correctness allows: the binary
+//! The nft checks of istio-compat §8.1 step 6 with as few processes as correctness allows: the binary
 //! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from the listing's
 //! `metainfo` when the state was read, else from one `nft --version`, and only before a write;
 //! Istio's `nft --check` probe is not repeated, since the transaction itself fails atomically

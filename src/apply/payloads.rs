@@ -326,7 +326,7 @@ pub(crate) fn restore_input(cleanup: &BTreeMap<TableName, Vec<String>>, planned:
     out
 }
 
-/// The guardrail rules (spec §5.5): DROP TCP and UDP in filter INPUT, FORWARD and OUTPUT.
+/// The guardrail rules (istio-compat §5.5): DROP TCP and UDP in filter INPUT, FORWARD and OUTPUT.
 fn guardrails() -> Vec<(&'static str, Rule)> {
     let mut out = Vec::new();
     for chain in ["INPUT", "FORWARD", "OUTPUT"] {

@@ -1,4 +1,4 @@
-//! Routing state the capture needs besides rules (spec §5.8), programmed idempotently through
+//! Routing state the capture needs besides rules (istio-compat §5.8), programmed idempotently through
 //! [`Kernel`]: `::6/128` on `lo` when IPv6 is on, and for TPROXY `fwmark <mark> lookup <table>`
 //! plus `local default dev lo table <table>` per family. Unlike Istio, a re-run adds no
 //! duplicate policy rule (an identical rule is looked for first), and cleanup removes them.

@@ -1,4 +1,4 @@
-//! The command stream Istio's dry run records (spec §4.6), which meshcap writes to
+//! The command stream Istio's dry run records (istio-compat §4.6), which meshcap writes to
 //! `DRY_RUN_FILE_PATH`: the commands `istio-iptables` runs against a clean namespace, with the
 //! plain binary names and no lock flags. It is Istio's stream, for tools that compare it with
 //! Istio's files, not meshcap's own commands (those are in the log): meshcap reads the live
@@ -6,11 +6,11 @@
 //! one restore per family built from what is live instead of Istio's `-D`/`-F`/`-X` commands.
 //!
 //! Sequence: `iptables-save`, `ip6tables-save` (state verification, v6 always), then per
-//! enabled family the restore payload — or, for a cleanup, the deletes of spec §5.6 — then the
+//! enabled family the restore payload — or, for a cleanup, the deletes of istio-compat §5.6 — then the
 //! final `*-save` of each enabled family.
 //!
 //! Istio's nftables mode records nothing (it ignores `--dry-run`); meshcap's stream there is the
-//! one command Istio runs, `nft -f -` with Istio's transaction (spec §8.4, the text `render`
+//! one command Istio runs, `nft -f -` with Istio's transaction (istio-compat §8.4, the text `render`
 //! prints), recorded as its lines.
 
 use crate::error::{Error, Result};
@@ -49,7 +49,7 @@ pub(crate) fn nft(plan: &Plan, cleanup: bool) -> Result<Vec<Cmd>> {
     Ok(vec![super::nft::transaction_cmd(&tx, None)])
 }
 
-/// Istio's cleanup of one family (spec §5.6), derived from the planned operations in generation
+/// Istio's cleanup of one family (istio-compat §5.6), derived from the planned operations in generation
 /// order: walking them backwards, delete every rule of a built-in chain and every jump between
 /// `ISTIO_*` chains; then, walking backwards again, flush and delete each `ISTIO_*` chain when
 /// first seen.
@@ -115,7 +115,7 @@ mod tests {
         crate::plan::build_for(&config, ipv6)
     }
 
-    /// Spec §5.6's example: the cleanup of the `empty` golden configuration (all defaults).
+    /// istio-compat §5.6's example: the cleanup of the `empty` golden configuration (all defaults).
     #[test]
     fn cleanup_of_the_defaults_is_the_spec_example() {
         let cmds = cleanup_commands(&plan(CaptureFlags::default(), false), Family::V4);
@@ -143,7 +143,7 @@ mod tests {
         assert!(v6[0].contains("! -d ::1/128"), "{}", v6[0]);
     }
 
-    /// Spec §5.6's second example: the v4 cleanup of the `tproxy` golden configuration, whose
+    /// istio-compat §5.6's second example: the v4 cleanup of the `tproxy` golden configuration, whose
     /// deletes and flushes interleave the tables in generation order.
     #[test]
     fn cleanup_of_tproxy_interleaves_tables_as_the_spec_says() {

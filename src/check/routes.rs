@@ -1,4 +1,4 @@
-//! `check` for the routing state the capture needs besides rules (spec §5.8, programmed by
+//! `check` for the routing state the capture needs besides rules (istio-compat §5.8, programmed by
 //! `apply::routes`): with TPROXY, `fwmark <mark> lookup <table>` and `local default dev lo
 //! table <table>` per planned family; with IPv6, `::6/128` on `lo`. Planned but absent is
 //! missing; present but not planned (left by an earlier TPROXY run under a REDIRECT plan, or by

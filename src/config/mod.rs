@@ -117,7 +117,7 @@ pub struct Config {
     pub(crate) ipv6: Ipv6Setting,
     pub(crate) dry_run: bool,
     /// `DRY_RUN_FILE_PATH`: where a dry run also writes its command stream in Istio's recorded
-    /// format (spec §4.6). Read only for a dry run (ignored otherwise, as Istio); empty is unset.
+    /// format (istio-compat §4.6). Read only for a dry run (ignored otherwise, as Istio); empty is unset.
     pub(crate) dry_run_file: Option<OutFile>,
     pub skip_rule_apply: bool,
     pub run_validation: bool,

@@ -1,6 +1,6 @@
 //! The iptables spelling of the model: iptables-restore payloads and single rule texts.
 //!
-//! The payload follows Istio's builder byte for byte (spec §4.1): tables in `filter`, `mangle`,
+//! The payload follows Istio's builder byte for byte (istio-compat §4.1): tables in `filter`, `mangle`,
 //! `nat`, `raw` order, `* <table>` headers, the `-N` lines first (first use as a rule's chain,
 //! then as a jump target), the operations in generation order as `-A CHAIN …` / `-I CHAIN n …`,
 //! `COMMIT`; every line ends with `\n`; an empty ruleset is the empty string.

@@ -1,4 +1,4 @@
-//! Which iptables binaries to use per family (spec §5.1), with as few processes as correctness
+//! Which iptables binaries to use per family (istio-compat §5.1), with as few processes as correctness
 //! allows and without Istio's legacy pollution (§10.2 item 1).
 //!
 //! Istio probes every candidate with `B-save`, `B-save --version` and a rule added to and

@@ -334,7 +334,7 @@ pub(crate) enum Position {
 /// Where an operation lands in an nft chain that has `written` rules from this transaction:
 /// `Some(i)` is an insert before the rule at 0-based `i`, `None` an append. iptables' `-I CHAIN
 /// n` is nft's `index n-1`; Istio degrades it to an append when the chain is still empty or the
-/// index is not below its length (spec §8.4).
+/// index is not below its length (istio-compat §8.4).
 pub(crate) fn nft_insert_index(position: Position, written: u32) -> Option<u32> {
     match position {
         Position::Insert(n) if n > 0 && n - 1 < written => Some(n - 1),

@@ -5,7 +5,7 @@
 //! The result is a typed [`Transaction`] ([`super::ir`]); [`super::text`] spells it as the text
 //! `nft -f -` reads.
 //!
-//! # Istio's native nftables mode, reproduced (spec §8.2–8.5)
+//! # Istio's native nftables mode, reproduced (istio-compat §8.2–8.5)
 //!
 //! * Three `inet` tables `istio-proxy-nat|mangle|raw`, processed in that order; a table without
 //!   rules is left out. Each is `add table`, `flush table`, then `add chain` for every chain of
@@ -30,10 +30,10 @@
 //!
 //! # Fixed here (the rendered text stays Istio's for every configuration Istio can apply)
 //!
-//! * Spec §10.2 item 5: a jump whose target chain receives no rule is an error here, and the
+//! * istio-compat §10.2 item 5: a jump whose target chain receives no rule is an error here, and the
 //!   plan never writes one (the DNS jumps are scoped to the families with rules), so the
 //!   transaction never fails in the kernel with "No such file or directory".
-//! * Spec §10.2 item 6: [`transaction`] is what Istio pipes to `nft -f` (and what
+//! * istio-compat §10.2 item 6: [`transaction`] is what Istio pipes to `nft -f` (and what
 //!   `meshcap render --native-nftables` prints). [`apply_transaction`] is what meshcap applies:
 //!   the same, plus `add table` + `delete table` for each of meshcap's tables without rules in
 //!   this configuration and `add chain` + `delete chain` for each chain of a kept table that
@@ -50,7 +50,7 @@ use crate::model::{ChainName, Hook, Invalid, Match, Position, Proto, Rule, Table
 use crate::plan::{Plan, Step};
 use crate::values::{Cidr, Family};
 
-/// The transaction Istio 1.29 builds for this plan (spec §8.4), byte for byte.
+/// The transaction Istio 1.29 builds for this plan (istio-compat §8.4), byte for byte.
 pub fn transaction(plan: &Plan) -> Result<Transaction, Invalid> {
     let mut ops = Vec::new();
     for table in build_tables(plan)? {
@@ -61,7 +61,7 @@ pub fn transaction(plan: &Plan) -> Result<Transaction, Invalid> {
 
 /// The transaction meshcap applies: [`transaction`] plus the removal of meshcap's tables that
 /// get no rules and of the chains of kept tables that get none, so the result is the rendered
-/// ruleset whatever an earlier run left behind (spec §10.2 item 6).
+/// ruleset whatever an earlier run left behind (istio-compat §10.2 item 6).
 pub fn apply_transaction(plan: &Plan) -> Result<Transaction, Invalid> {
     let mut tables: Vec<Option<TableRules>> = build_tables(plan)?.into_iter().map(Some).collect();
     let mut ops = Vec::new();
@@ -79,7 +79,7 @@ pub fn apply_transaction(plan: &Plan) -> Result<Transaction, Invalid> {
 }
 
 /// Removes all of meshcap's tables; `add table` first makes the delete succeed when a table
-/// does not exist (spec §8.4, `--cleanup-only`). Other tables are not touched.
+/// does not exist (istio-compat §8.4, `--cleanup-only`). Other tables are not touched.
 pub fn cleanup_transaction() -> Transaction {
     let ops = NftTable::ALL
         .into_iter()
@@ -199,7 +199,7 @@ struct Spelling {
     tcp_only: bool,
 }
 
-/// Istio's per-step spelling choices (spec §8.3). Only the flags relevant to a step's rules
+/// Istio's per-step spelling choices (istio-compat §8.3). Only the flags relevant to a step's rules
 /// matter; the others keep the common value.
 fn spelling(step: Step, rule: &Rule) -> Spelling {
     let common = Spelling {
@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn default_capture_is_the_spec_example() {
-        // Spec §8.5: the transaction for all defaults, IPv4 only.
+        // istio-compat §8.5: the transaction for all defaults, IPv4 only.
         let expected = "\
 add table inet istio-proxy-nat
 flush table inet istio-proxy-nat
@@ -591,7 +591,7 @@ add rule inet istio-proxy-nat istio-output ip daddr 127.0.0.1/32 counter return
 
     #[test]
     fn ipv6_dns_servers_with_ipv6_off_jump_nowhere_missing() {
-        // Spec §10.2 item 5: Istio writes `istio-output → istio-output-dns` and raw
+        // istio-compat §10.2 item 5: Istio writes `istio-output → istio-output-dns` and raw
         // `prerouting → istio-inbound` although both chains stay empty (the IPv6 server rules
         // are dropped), and nft rejects the whole transaction.
         let v6_only = |ipv6| {

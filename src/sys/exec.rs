@@ -286,7 +286,7 @@ fn payload_file(payload: &str) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Commands as Istio's dry-run recorder writes them (spec §4.6): a command with a stdin payload
+/// Commands as Istio's dry-run recorder writes them (istio-compat §4.6): a command with a stdin payload
 /// (a restore, an `nft -f -`) as the lines of its payload, any other as `program arg…` joined by
 /// single spaces; every entry ends with `\n` (an empty payload records nothing).
 pub(crate) fn recorded_stream(cmds: &[Cmd]) -> String {

@@ -5,7 +5,7 @@
 //! `/proc/thread-self/net/ip{,6}_tables_names` from a thread that entered it (reading those
 //! files never instantiates a table, unlike running `iptables-legacy`).
 //!
-//! [`detect_ipv6`] is Istio's IPv6 enablement rule (spec §2.4) as a pure function.
+//! [`detect_ipv6`] is Istio's IPv6 enablement rule (istio-compat §2.4) as a pure function.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -246,7 +246,7 @@ impl Kernel for LinuxKernel {
     }
 }
 
-/// Istio's IPv6 enablement (spec §2.4) from the addresses in dump order: returns the host
+/// Istio's IPv6 enablement (istio-compat §2.4) from the addresses in dump order: returns the host
 /// address and whether IPv6 is enabled.
 pub(crate) fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool)> {
     let mut first: Option<IpAddr> = None;

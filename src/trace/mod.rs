@@ -1539,7 +1539,7 @@ COMMIT
         assert_eq!(t.verdict, Verdict::tproxy(15006));
         assert!(!t.text().contains("127.0.0.6"), "{}", t.text());
         assert!(t.text().contains("ip6 saddr ::6/128"), "{}", t.text());
-        // Istio's nftables drop-invalid is TCP only (spec §8.7): a UDP packet in state INVALID
+        // Istio's nftables drop-invalid is TCP only (istio-compat §8.7): a UDP packet in state INVALID
         // is dropped by the iptables rules but not by the nftables ones.
         let args = ["--drop-invalid", "-b", "*"];
         let udp = "in udp 203.0.113.9:5 -> 198.51.100.2:8080 iif=eth0 state=invalid";

@@ -263,7 +263,7 @@ fn check_of_an_empty_namespace_is_all_missing() {
     }
 }
 
-/// What apply programs besides the rules (spec §5.8, default mark 1337 and table 133): TPROXY's
+/// What apply programs besides the rules (istio-compat §5.8, default mark 1337 and table 133): TPROXY's
 /// policy rule and local route per enabled family, and `::6` on `lo` with IPv6. For tests that
 /// load rules without meshcap's apply.
 fn add_apply_routes(ns: &Netns, tproxy: bool, ipv6: bool) {

@@ -9,7 +9,7 @@ use crate::support::api::apply_config;
 use crate::support::flags::args_file;
 use crate::support::{Meshcap, SIDECAR};
 
-/// The golden case of the standard istio-init arguments (spec §4.3).
+/// The golden case of the standard istio-init arguments (istio-compat §4.3).
 const SIDECAR_CASE: &str = "golden/istio-init-sidecar";
 
 /// What Istio's injector passes to istio-init for a default sidecar (the seed arguments): the
@@ -171,7 +171,7 @@ fn example_pod_runs_meshcap_with_the_istio_init_arguments_verbatim() {
 #[test]
 fn example_pod_arguments_render_the_golden_payload() {
     // The Pod's own list with `render` in place of `istio-iptables` must print exactly the
-    // reviewed payload of the standard sidecar (spec §4.3).
+    // reviewed payload of the standard sidecar (istio-compat §4.3).
     let pod = example_pod();
     let init = istio_init(&pod);
     assert_eq!(init.args.first().map(String::as_str), Some("istio-iptables"));

@@ -243,7 +243,7 @@ pub fn dual_stack_tproxy() -> Scenario {
     scenario("dual_stack_tproxy", Stack::Dual, &["--dual-stack", "-m", "TPROXY"])
         .case(tcp(From::Peer, sa(POD4, 8080), tproxied(15006, sa(POD4, 8080))))
         .case(tcp(From::Peer, sa(POD6, 8080), tproxied(15006, sa(POD6, 8080))))
-        // nft orders the passthrough returns differently (spec §8.4); the outcome is the same.
+        // nft orders the passthrough returns differently (istio-compat §8.4); the outcome is the same.
         .case(tcp(From::Proxy, sa(POD6, 8080), Outcome::Direct).bound(PASS6))
         .case(tcp(From::Proxy, sa(POD4, 8080), Outcome::Direct).bound(PASS4))
         .case(tcp(From::Proxy, sa(POD6, 8080), redirected(15006, sa(POD6, 8080))))

@@ -15,7 +15,7 @@
 //!   transaction) loaded with `nft -f -` inside the pod.
 //!
 //! For the render installers the lab does what apply does besides rules, the way Istio does it
-//! (spec §5.8): `::6/128` on `lo` when IPv6 is on, and for TPROXY `ip rule add fwmark <mark>
+//! (istio-compat §5.8): `::6/128` on `lo` when IPv6 is on, and for TPROXY `ip rule add fwmark <mark>
 //! lookup <table>` plus `ip route add local default dev lo table <table>` per family.
 
 use std::fmt;
@@ -209,7 +209,7 @@ pub fn restore(variant: Variant, pod: &Netns, v6: bool, payload: &str) -> Result
     Ok(())
 }
 
-/// What meshcap apply (and Istio) does after the rules (spec §5.8).
+/// What meshcap apply (and Istio) does after the rules (istio-compat §5.8).
 fn routes_like_apply(net: &Net, scenario: &Scenario, ipv6: bool) -> Result<(), String> {
     let mut cmds: Vec<Vec<String>> = Vec::new();
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();

@@ -309,7 +309,7 @@ impl Scenario {
         self.flag("-m", "--istio-inbound-interception-mode") == Some("TPROXY")
     }
 
-    /// Whether Istio enables IPv6 for this pod (spec §2.4): the first non-loopback,
+    /// Whether Istio enables IPv6 for this pod (istio-compat §2.4): the first non-loopback,
     /// non-link-local address decides (IPv4 addresses are listed first), unless `--dual-stack`.
     pub fn ipv6_enabled(&self) -> bool {
         match self.stack {
