@@ -564,6 +564,47 @@ test_static_content() {
     unmount_image "$tag"
 }
 
+# The FROM scratch image runs `render`, `check` and `trace` as the golden cases say: every
+# check-* and trace-* case (offline: --from-save files or the plan alone) and the seed render, each
+# in its own container (no network, the case directory mounted read-only as the working
+# directory), compared with expected.out / expected.v4 as tests/it/golden.rs does.
+test_scratch_goldens() {
+    local tag=$1 dir args envs line n=0 bad=()
+    for dir in golden/check-* golden/trace-* "$SEED_CASE"; do
+        read_args "$dir/args" args
+        envs=()
+        if [ -f "$dir/env" ]; then
+            while IFS= read -r line || [ -n "$line" ]; do
+                [[ -z ${line//[[:space:]]/} || $line == \#* ]] || envs+=(--env "$line")
+            done <"$dir/env"
+        fi
+        local code=0
+        if [ -f "$dir/expected.out" ]; then
+            pm run --rm --network none -v "$repo/$dir:/case:ro" -w /case "${envs[@]}" "$tag" "${args[@]}" \
+                >"$state/out" 2>"$state/err" || code=$?
+            {
+                printf 'exit: %s\n--- stdout\n' "$code"
+                cat "$state/out"
+                printf -- '--- stderr\n'
+                cat "$state/err"
+            } | sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z/<time>/g' >"$state/record"
+            cmp -s "$state/record" "$dir/expected.out" || bad+=("$dir: $(diff "$dir/expected.out" "$state/record" | head -n 6 | tr '\n' ' ')")
+        else
+            pm run --rm --network none -v "$repo/$dir:/case:ro" -w /case "${envs[@]}" "$tag" "${args[@]}" \
+                --family v4 >"$state/out" 2>"$state/err" || code=$?
+            [ "$code" = 0 ] && cmp -s "$state/out" "$dir/expected.v4" ||
+                bad+=("$dir: exit $code $(head -c 200 "$state/err")")
+        fi
+        n=$((n + 1))
+    done
+    if [ "${#bad[@]}" -eq 0 ]; then
+        pass "$tag: $n golden cases (every check-* and trace-*, and the seed render) give their expected output in containers"
+    else
+        fail "$tag: ${#bad[@]} of $n golden cases differ in containers:"
+        printf '    %s\n' "${bad[@]}"
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # test: every golden configuration applied with the image's programs
 
@@ -1131,6 +1172,7 @@ cmd_test() {
     echo "# the images"
     test_runtime_content "$IMAGE:dev" "$host"
     test_static_content "$IMAGE:dev-scratch" "$host"
+    test_scratch_goldens "$IMAGE:dev-scratch"
     if [ "$all" = 1 ]; then
         test_runtime_content "$IMAGE:dev-$other" "$other"
         test_static_content "$IMAGE:dev-scratch-$other" "$other"

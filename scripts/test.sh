@@ -5,6 +5,7 @@
 #      would otherwise be skipped);
 #   3. cargo fmt --check, cargo clippy (warnings are errors), cargo build --release,
 #      cargo test --release (unit, golden, property and netns tests);
+#      scripts/image.sh build and test --all-arch (the container images, run in pods);
 #   4. fails if the tests changed the netfilter rules, ip rules or table-133 routes of the
 #      namespace the suite runs in (every test must work in namespaces it created).
 # Run it from anywhere; it works on the repository containing it. Needs root (or sudo) for
@@ -81,6 +82,13 @@ cargo build --release
 before=$(host_state)
 status=0
 cargo test --release || status=$?
+# The container images, built and run in pods (scripts/image.sh; podman inside throw-away
+# namespaces, so the comparison below covers them too).
+if ip netns add "$probe" 2>/dev/null && ip netns del "$probe"; then
+    { scripts/image.sh build --all-arch && scripts/image.sh test --all-arch; } || status=$?
+else
+    echo "test.sh: warning: no network namespaces here; the image tests are skipped" >&2
+fi
 after=$(host_state)
 if [ "$before" != "$after" ]; then
     echo "test.sh: FAILED: the tests changed the netfilter/routing state of the namespace they ran in:" >&2
