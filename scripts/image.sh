@@ -43,7 +43,7 @@ readonly MIB=$((1024 * 1024))
 readonly RUNTIME_LIMIT=$((20 * MIB)) RUNTIME_GOAL=$((12 * MIB)) STATIC_LIMIT=$((4 * MIB))
 
 work=$repo/target/image
-log() { echo "image.sh: $*" >&2; }
+log() { echo "image.sh: [${SECONDS}s] $*" >&2; }
 die() {
     echo "image.sh: FAILED: $*" >&2
     exit 1
