@@ -5,9 +5,10 @@
 #       localhost/meshcap:dev          the init-container image (Dockerfile target `runtime`)
 #       localhost/meshcap:dev-scratch  FROM scratch, the static binary alone (target `static`)
 #     and prints each image's size. --all-arch also builds the arm64 (or amd64) images
-#     (…:dev-<arch>, …:dev-scratch-<arch>) and the manifest lists localhost/meshcap:dev-multiarch
-#     and localhost/meshcap:dev-scratch-multiarch. The arm64 static binary is built in any case
-#     (the test renders with it under qemu-user).
+#     (…:dev-<arch>, …:dev-scratch-<arch>) and the manifest lists (image indexes) `dev` and
+#     `dev-scratch` of both architectures in the OCI image layout target/image/oci (podman 4.3
+#     lists local images no more once a manifest list of local images is in its storage). The
+#     arm64 static binary is built in any case (the test renders with it under qemu-user).
 #   scripts/image.sh test [--all-arch]    the image tests (after `build`): the static binary
 #     alone, the arm64 binary under qemu, the image's content, every golden configuration applied
 #     with the image's programs, and pods run for real (docs/image.md lists the scenarios).
@@ -27,7 +28,9 @@
 # Environment: MESHCAP_IMAGE_REFRESH=1 remakes the cached Debian base image and unpacked package
 # trees (target/image/); CONTAINERS_CONF is set to a file this script writes (runc, cgroupfs,
 # no default rlimits: crun and podman's default rlimits do not work on every host).
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails outside a condition ends the run: say which.
+trap 'echo "image.sh: FAILED: line $LINENO: $BASH_COMMAND" >&2' ERR
 
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
@@ -118,11 +121,12 @@ nodes=()
 pods=()
 containers=()
 mounts=()
+lists=()
 
 cleanup() {
     local status=$? id ns
     set +e
-    if [ "$((${#mounts[@]} + ${#pods[@]} + ${#containers[@]}))" -gt 0 ]; then
+    if [ "$((${#mounts[@]} + ${#pods[@]} + ${#containers[@]} + ${#lists[@]}))" -gt 0 ]; then
         # podman removes pods in a node namespace, so that CNI releases addresses there.
         if [ -z "${NODE:-}" ] || [ ! -e "/run/netns/$NODE" ]; then
             NODE=meshcap-node-$$-cleanup
@@ -136,6 +140,9 @@ cleanup() {
         done
         for id in "${mounts[@]}"; do
             [ -n "$id" ] && pm image unmount "$id" >/dev/null 2>&1
+        done
+        for id in "${lists[@]}"; do
+            [ -n "$id" ] && pm manifest rm "$id" >/dev/null 2>&1
         done
     fi
     for ns in "${nodes[@]}"; do
@@ -253,11 +260,22 @@ build_images() {
         --build-arg "DEBIAN_IMAGE=$BASE_IMAGE" --build-arg "BUILDPLATFORM=linux/$(host_arch)"
         --build-arg "VERSION=$(version)" --build-arg "REVISION=$(revision)"
         --build-arg "SOURCE=$(source_url)")
+    # The labels are also given with --label: buildah (1.28) reuses a cached LABEL step although
+    # the build argument in it changed, which left stale revision labels. The image a tag named
+    # before is removed when nothing else uses it.
+    local labels=() old
+    labels=(--label "org.opencontainers.image.version=$(version)"
+        --label "org.opencontainers.image.revision=$(revision)"
+        --label "org.opencontainers.image.source=$(source_url)")
     for target in runtime static; do
         if [ "$target" = runtime ]; then tag=$IMAGE:dev$suffix; else tag=$IMAGE:dev-scratch$suffix; fi
         log "podman build --target $target ($arch) -> $tag"
-        nice -n 10 nsenter --net="/run/netns/$NODE" podman build --quiet "${args[@]}" \
+        old=$(pm image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+        nice -n 10 nsenter --net="/run/netns/$NODE" podman build --quiet "${args[@]}" "${labels[@]}" \
             --target "$target" --tag "$tag" . >/dev/null
+        if [ -n "$old" ] && [ "$old" != "$(pm image inspect --format '{{.Id}}' "$tag")" ]; then
+            pm image rm "$old" >/dev/null 2>&1 || true
+        fi
     done
 }
 
@@ -270,14 +288,19 @@ print_sizes() {
     done
 }
 
-manifest() {
-    local list=$1 a
+# multiarch REF IMAGE...: an image index REF of the IMAGEs in the OCI layout target/image/oci,
+# through a manifest list that lives in podman's storage only meanwhile.
+multiarch() {
+    local ref=$1 a
     shift
-    pm manifest exists "$list" && pm manifest rm "$list" >/dev/null
-    pm manifest create "$list" >/dev/null
+    lists+=("$IMAGE-list-$$:$ref")
+    pm manifest create "$IMAGE-list-$$:$ref" >/dev/null
     for a in "$@"; do
-        pm manifest add "$list" "containers-storage:$a" >/dev/null
+        pm manifest add "$IMAGE-list-$$:$ref" "containers-storage:$a" >/dev/null
     done
+    pm manifest push --quiet --all "$IMAGE-list-$$:$ref" "oci:$work/oci:$ref" >/dev/null
+    pm manifest rm "$IMAGE-list-$$:$ref" >/dev/null
+    unset 'lists[-1]'
 }
 
 cmd_build() {
@@ -299,12 +322,15 @@ cmd_build() {
     if [ "$all" = 1 ]; then
         unpack_packages "$other"
         build_images "$other" "-$other"
-        manifest "$IMAGE:dev-multiarch" "$IMAGE:dev-amd64" "$IMAGE:dev-arm64"
-        manifest "$IMAGE:dev-scratch-multiarch" "$IMAGE:dev-scratch-amd64" "$IMAGE:dev-scratch-arm64"
+        rm -rf "$work/oci"
+        multiarch dev "$IMAGE:dev-amd64" "$IMAGE:dev-arm64"
+        multiarch dev-scratch "$IMAGE:dev-scratch-amd64" "$IMAGE:dev-scratch-arm64"
         tags+=("$IMAGE:dev-$other" "$IMAGE:dev-scratch-$other")
     fi
     print_sizes "${tags[@]}"
-    [ "$all" = 1 ] && echo "manifest lists: $IMAGE:dev-multiarch $IMAGE:dev-scratch-multiarch"
+    if [ "$all" = 1 ]; then
+        echo "manifest lists (amd64, arm64): oci:$work/oci:dev oci:$work/oci:dev-scratch"
+    fi
     log "build took $((SECONDS - started)) s"
 }
 
@@ -332,6 +358,7 @@ expect() {
 readonly SEED_CASE=golden/istio-init-sidecar
 readonly STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Istio's injected istio-init arguments for a default sidecar, verbatim (deploy/pod.yaml).
+# shellcheck disable=SC2054 # the commas are inside one argument
 readonly SEED_ARGS=(istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*'
     -d 15090,15021,15020 --log_output_level=default:info)
 
@@ -339,6 +366,7 @@ readonly SEED_ARGS=(istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' 
 # the array named by $2.
 read_args() {
     local -n into=$2
+    # shellcheck disable=SC2034 # a nameref: assigns the caller's array
     mapfile -t into <"$1"
 }
 
@@ -621,6 +649,7 @@ in_image() {
         envs+=("$1")
         shift
     done
+    # shellcheck disable=SC2016 # the script expands its own positional parameters
     env -i "${envs[@]}" ip netns exec "$ns" unshare --mount --propagation private -- /bin/sh -c '
         root=$1 etc=$2
         shift 2
@@ -778,6 +807,7 @@ test_golden_applies() {
 readonly LAB_NET=meshcap-lab
 readonly LAB=(python3 /usr/local/bin/lab.py)
 # What Istio grants istio-init.
+# shellcheck disable=SC2054 # one option with a comma-separated value
 readonly INIT_SECURITY=(--user 0:0 --cap-drop=all --cap-add=net_admin,net_raw)
 
 # The lab image (scripts/image/Containerfile.lab) and this run's CNI network: a bridge inside
@@ -1162,9 +1192,10 @@ cmd_test() {
     need_cross "$other"
     setup_state
     new_node
-    for t in "$IMAGE:dev" "$IMAGE:dev-scratch"; do
+    for t in "$IMAGE:dev" "$IMAGE:dev-scratch" "$BASE_IMAGE"; do
         pm image exists "$t" || die "$t does not exist: run scripts/image.sh build first"
     done
+    setup_lab
 
     echo "# the static binary"
     test_static_binary "$host"
@@ -1176,16 +1207,17 @@ cmd_test() {
     if [ "$all" = 1 ]; then
         test_runtime_content "$IMAGE:dev-$other" "$other"
         test_static_content "$IMAGE:dev-scratch-$other" "$other"
-        for t in dev-multiarch dev-scratch-multiarch; do
-            local archs
-            archs=$(pm manifest inspect "$IMAGE:$t" | sed -n 's/.*"architecture": "\(.*\)".*/\1/p' | sort | tr '\n' ' ')
-            expect "$IMAGE:$t lists amd64 and arm64 ($archs)" [ "$archs" = "amd64 arm64 " ]
+        for t in dev dev-scratch; do
+            local want got
+            want="amd64 $(pm image inspect --format '{{.Id}}' "$IMAGE:$t-amd64")
+arm64 $(pm image inspect --format '{{.Id}}' "$IMAGE:$t-arm64")"
+            got=$(pm run --rm --network none -v "$work/oci:/oci:ro" "$LAB_IMAGE" oci-index /oci "$t" 2>&1 | sort)
+            expect "manifest list oci:target/image/oci:$t: $IMAGE:$t-amd64 and $IMAGE:$t-arm64" [ "$got" = "$want" ]
         done
     fi
     echo "# every golden configuration, applied with the image's programs"
     test_golden_applies "$IMAGE:dev"
 
-    setup_lab
     drop_node "$NODE"
     scenario_1
     scenario_2
@@ -1208,7 +1240,7 @@ cmd_test() {
 # ---------------------------------------------------------------------------------------------
 
 usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,/^set -/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

@@ -6,6 +6,7 @@
     lab.py get HOST PORT            a client: one GET, prints the answer's body
     lab.py kube POD_YAML            prints the podman arguments that run the Pod in POD_YAML
     lab.py same-rules PAYLOAD SAVE  compares an iptables-restore payload with iptables-save output
+    lab.py oci-index LAYOUT REF     prints "ARCH IMAGE-ID" for each image of an OCI layout's index
 
 The HTTP server answers every request with one line saying who answered and what it saw:
 
@@ -82,7 +83,7 @@ def answer_http(name, conn, peer):
         conn.settimeout(TIMEOUT)
         try:
             head, _ = read_head(conn)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, KeyError) as e:
             log("http %s: %s: %s" % (name, addr(peer), e))
             return
         via = [
@@ -154,7 +155,7 @@ def forward(direction, conn, peer, own_ports):
                     if not chunk:
                         break
                     conn.sendall(chunk)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, KeyError) as e:
             log("proxy %s: %s -> %s: %s" % (direction, addr(peer), addr(orig), e))
 
 
@@ -235,6 +236,34 @@ def same_rules(payload_path, save_path):
     for d in diffs:
         print(d)
     return 1 if diffs else 0
+
+
+# ---- oci-index ------------------------------------------------------------------------------
+
+
+def oci_index(layout, ref):
+    """The images an OCI image layout's index REF lists: architecture and config digest (which is
+    the image ID podman shows)."""
+    import json
+
+    def blob(digest):
+        algo, hexa = digest.split(":", 1)
+        with open("%s/blobs/%s/%s" % (layout, algo, hexa)) as f:
+            return json.load(f)
+
+    with open(layout + "/index.json") as f:
+        top = json.load(f)
+    refs = [
+        m
+        for m in top["manifests"]
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref
+    ]
+    if len(refs) != 1:
+        raise ValueError("%s: %d entries named %s" % (layout, len(refs), ref))
+    for m in blob(refs[0]["digest"])["manifests"]:
+        config = blob(m["digest"])["config"]["digest"]
+        print("%s %s" % (m["platform"]["architecture"], config.split(":", 1)[1]))
+    return 0
 
 
 # ---- kube -----------------------------------------------------------------------------------
@@ -362,13 +391,15 @@ def main(argv):
             kube(argv[2])
         elif cmd == "same-rules" and len(argv) == 4:
             return same_rules(argv[2], argv[3])
+        elif cmd == "oci-index" and len(argv) == 4:
+            return oci_index(argv[2], argv[3])
         else:
             sys.stderr.write(__doc__)
             return 2
     except Refused as e:
         sys.stderr.write("lab.py kube: %s\n" % e)
         return 1
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         sys.stderr.write("lab.py %s: %s\n" % (cmd, e))
         return 1
     return 0

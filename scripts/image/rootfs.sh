@@ -42,7 +42,8 @@ libedit.so.2 libtinfo.so.6 libbsd.so.0 libmd.so.0"
 
 # The xtables extensions the rules meshcap writes load (iptables-restore and iptables-save,
 # both variants): standard targets (RETURN, ACCEPT, DROP, jumps), -p tcp/udp, and the -m/-j
-# modules of every golden configuration.
+# modules of every golden configuration. Tracing openat(2) over scripts/image.sh's apply and
+# check of every golden configuration (both variants) showed exactly these being loaded.
 extensions="standard tcp udp owner mark MARK CONNMARK connmark conntrack multiport TPROXY CT REDIRECT"
 
 die() { echo "rootfs.sh: $*" >&2; exit 1; }
