@@ -260,24 +260,28 @@ build_images() {
         --build-arg "DEBIAN_IMAGE=$BASE_IMAGE" --build-arg "BUILDPLATFORM=linux/$(host_arch)"
         --build-arg "VERSION=$(version)" --build-arg "REVISION=$(revision)"
         --build-arg "SOURCE=$(source_url)")
-    # The labels are also given with --label: buildah (1.28) reuses a cached LABEL step although
-    # the build argument in it changed, which left stale revision labels. The image a tag named
-    # before is removed when nothing else uses it.
-    local labels=() old
-    labels=(--label "org.opencontainers.image.version=$(version)"
-        --label "org.opencontainers.image.revision=$(revision)"
-        --label "org.opencontainers.image.source=$(source_url)")
+    # --no-cache: buildah 1.28 reuses a cached LABEL step although the build argument in it
+    # changed, so an image whose files did not change kept the revision of an older commit. These
+    # stages only copy files: a full build takes seconds. What the build leaves untagged (its
+    # intermediate stages, the image the tag named before) is removed afterwards.
+    local old before id
     for target in runtime static; do
         if [ "$target" = runtime ]; then tag=$IMAGE:dev$suffix; else tag=$IMAGE:dev-scratch$suffix; fi
         log "podman build --target $target ($arch) -> $tag"
         old=$(pm image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
-        nice -n 10 nsenter --net="/run/netns/$NODE" podman build --quiet "${args[@]}" "${labels[@]}" \
+        before=$(image_ids)
+        nice -n 10 nsenter --net="/run/netns/$NODE" podman build --quiet --no-cache "${args[@]}" \
             --target "$target" --tag "$tag" . >/dev/null
-        if [ -n "$old" ] && [ "$old" != "$(pm image inspect --format '{{.Id}}' "$tag")" ]; then
-            pm image rm "$old" >/dev/null 2>&1 || true
-        fi
+        for id in $(image_ids); do
+            if [[ $before == *"$id"* ]] && [ "$id" != "$old" ]; then continue; fi
+            [ "$(pm image inspect --format '{{len .RepoTags}}' "$id")" = 0 ] || continue
+            pm image rm "$id" >/dev/null 2>&1 || true
+        done
     done
 }
+
+# Every image ID in podman's storage, intermediate ones included (no "sha256:" prefix).
+image_ids() { pm images --all --quiet --no-trunc | sed 's/^sha256://'; }
 
 print_sizes() {
     local tag
