@@ -21,7 +21,8 @@ the answer. So an answer's `via` and `peer` show the path a request took.
 
 `kube` translates deploy/pod.yaml for podman (whose `kube play` cannot run init containers to
 completion): it reads only the fields it knows and refuses any other, so the pod the tests run
-is the file's, not a second copy of it. Output, one line per container, tab-separated:
+is the file's, not a second copy of it. Ignored on purpose: metadata, restartPolicy and
+resources (scheduling only); the image is checked and replaced by the caller. Output, one line per container, tab-separated:
 `init|app<TAB>NAME<TAB>IMAGE<TAB>podman create option...<TAB>--<TAB>argument...`.
 
 `same-rules` is the tests' own comparison, independent of meshcap's `check`: the same user
