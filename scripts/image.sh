@@ -274,7 +274,8 @@ build_images() {
             --target "$target" --tag "$tag" . >/dev/null
         for id in $(image_ids); do
             if [[ $before == *"$id"* ]] && [ "$id" != "$old" ]; then continue; fi
-            [ "$(pm image inspect --format '{{len .RepoTags}}' "$id")" = 0 ] || continue
+            # (Removing an image also removes its untagged parents: some are gone already.)
+            [ "$(pm image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ] || continue
             pm image rm "$id" >/dev/null 2>&1 || true
         done
     done
