@@ -7,6 +7,7 @@
 #   3. cargo fmt --check, cargo clippy (warnings are errors), cargo build --release,
 #      cargo test --release (unit, golden, property and netns tests, and the examples the
 #      traffic lab runs);
+#      scripts/image.sh build and test --all-arch (the container images, run in pods);
 #   4. fails if the tests changed the netfilter rules, ip rules or table-133 routes of the
 #      namespace the suite runs in (every test must work in namespaces it created).
 # Run it from anywhere; it works on the repository containing it. Needs root (or sudo) for
@@ -88,6 +89,13 @@ status=0
 log=$(mktemp "${TMPDIR:-/tmp}/meshcap-test-log.XXXXXX")
 trap 'rm -f "$log"' EXIT
 cargo test --release 2>&1 | tee "$log" || status=$?
+# The container images, built and run in pods (scripts/image.sh; podman inside throw-away
+# namespaces, so the comparison below covers them too).
+if ip netns add "$probe" 2>/dev/null && ip netns del "$probe"; then
+    { scripts/image.sh build --all-arch && scripts/image.sh test --all-arch; } || status=$?
+else
+    echo "test.sh: warning: no network namespaces here; the image tests are skipped" >&2
+fi
 after=$(host_state)
 # libtest may have started a "test NAME ... " line when a skip line arrives: match anywhere.
 skipped=$(grep -o 'SKIPPED (netns): [^[:space:]]*' "$log" | sort -u | wc -l)

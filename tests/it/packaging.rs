@@ -58,16 +58,15 @@ fn dockerfile_is_consistent_with_the_binary() {
         Some(&r#"ENTRYPOINT ["meshcap"]"#)
     );
     assert!(runtime.contains(&concat!("ARG VERSION=", env!("CARGO_PKG_VERSION"))));
+    // Distroless: the root file system scripts/image/rootfs.sh picks out of Debian's packages
+    // (scripts/image.sh test proves its content), then the binary.
+    assert!(runtime.contains(&"COPY --from=userland /rootfs/ /"));
     assert!(
         runtime
             .iter()
-            .any(|l| l.contains("apk add --no-cache iptables ip6tables iptables-legacy nftables"))
+            .any(|l| l.starts_with("COPY --from=binary /out/meshcap /usr/local/bin/meshcap"))
     );
-    assert!(
-        runtime
-            .iter()
-            .any(|l| l.starts_with("COPY --from=build /out/meshcap /usr/local/bin/meshcap"))
-    );
+    assert!(instructions.iter().any(|l| l.contains("scripts/image/rootfs.sh")));
     // The builder uses the same static build as this test suite.
     assert!(instructions.iter().any(|l| l.contains("scripts/build-static.sh")));
     for tool in ["curl", "wget"] {
