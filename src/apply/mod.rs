@@ -789,11 +789,7 @@ impl Ctx<'_> {
         for family in Family::ALL {
             let planned = plan.ruleset(family);
             for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
-                let has_tables = match variant {
-                    IptablesVariant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
-                    IptablesVariant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
-                };
-                if !has_tables {
+                if !self.reader().has_tables(family, variant) {
                     continue;
                 }
                 let mut bins = Binaries::of(family, variant);

@@ -90,20 +90,6 @@ fn take(counts: &mut HashMap<Rule, usize>, e: &SavedEntry) -> bool {
     }
 }
 
-/// `ISTIO_*` chains that are live but not planned, as (table, chain).
-fn stale_chains(planned: &Ruleset, live: &SaveDump) -> Vec<(String, String)> {
-    live.istio_chains()
-        .into_iter()
-        .filter(|(t, c)| {
-            let declared = TableName::from_name(t)
-                .and_then(|t| planned.table(t))
-                .map(|t| t.declared_chains())
-                .unwrap_or_default();
-            !declared.iter().any(|d| d.as_str() == c)
-        })
-        .collect()
-}
-
 /// Compares the plan of one family with the live dump of the variant in use.
 pub(crate) fn found(planned: &Ruleset, live: &SaveDump) -> Found {
     if !live.has_istio_state() && planned_builtin_present(planned, live).is_empty() {
@@ -116,7 +102,7 @@ pub(crate) fn found(planned: &Ruleset, live: &SaveDump) -> Found {
         return found;
     }
     let d: Drift = drift::compare(planned, live);
-    let stale = stale_chains(planned, live);
+    let stale = drift::stale_chains(planned, live);
     if d.is_clean() && stale.is_empty() {
         return Found::Equal;
     }
@@ -155,7 +141,7 @@ fn interrupted(planned: &Ruleset, live: &SaveDump) -> Option<Found> {
             continue;
         }
         if !drift::compare(&planned_table, &live_table).is_clean()
-            || !stale_chains(&planned_table, &live_table).is_empty()
+            || !drift::stale_chains(&planned_table, &live_table).is_empty()
         {
             return None;
         }
@@ -479,22 +465,6 @@ mod tests {
         assert!(matches!(found(&rs, &dump(&other)), Found::Differs { .. }));
     }
 
-    /// The `* TABLE` … `COMMIT` blocks of a restore payload named in `keep`.
-    fn tables(payload: &str, keep: &[&str]) -> String {
-        let mut out = String::new();
-        let mut on = false;
-        for line in payload.lines() {
-            if let Some(name) = line.strip_prefix('*') {
-                on = keep.contains(&name.trim());
-            }
-            if on {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
     #[test]
     fn a_table_missing_whole_is_interrupted_or_drift_never_equal() {
         let rs = plan(&["-m", "TPROXY", "-b", "*"]);
@@ -504,7 +474,7 @@ mod tests {
             applied: vec![applied],
             missing: vec![missing],
         };
-        let mangle = tables(&payload, &["mangle"]);
+        let mangle = crate::iptables::render::only_tables(&payload, &["mangle"]);
         assert_eq!(
             found(&rs, &dump(&mangle)),
             interrupted(TableName::Mangle, TableName::Nat)
@@ -515,7 +485,7 @@ mod tests {
             interrupted(TableName::Mangle, TableName::Nat)
         );
         assert_eq!(
-            found(&rs, &dump(&tables(&payload, &["nat"]))),
+            found(&rs, &dump(&crate::iptables::render::only_tables(&payload, &["nat"]))),
             interrupted(TableName::Nat, TableName::Mangle)
         );
         // Not this plan's half: drift, and the summary counts the missing table's rules.

@@ -15,7 +15,6 @@ use crate::drift::{self, Drift, DriftKind, report};
 use crate::error::{Error, Result};
 use crate::iptables::parse::SaveDump;
 use crate::live;
-use crate::model::TableName;
 use crate::plan::{self, Plan};
 use crate::sys::exec::{RealSystem, System};
 use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
@@ -372,17 +371,7 @@ struct ChainDoc {
 /// disabled) has an empty plan, so leftover ISTIO state there is drift.
 pub(crate) fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyReport {
     let planned = plan.ruleset(family);
-    let stale_chains = live
-        .istio_chains()
-        .into_iter()
-        .filter(|(t, c)| {
-            let declared = TableName::from_name(t)
-                .and_then(|t| planned.table(t))
-                .map(|t| t.declared_chains())
-                .unwrap_or_default();
-            !declared.iter().any(|d| d.as_str() == c)
-        })
-        .collect();
+    let stale_chains = drift::stale_chains(&planned, live);
     FamilyReport {
         drift: drift::compare(&planned, live),
         stale_chains,

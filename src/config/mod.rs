@@ -264,16 +264,12 @@ impl Config {
     /// `--native-nftables` / `NATIVE_NFTABLES`, parsed as every boolean is (for commands that
     /// must know the backend before a whole configuration exists, such as `--from-save`).
     pub(crate) fn native_nftables(flags: &CaptureFlags, env: &Env) -> Result<bool> {
-        match source::pick(
-            &flags.native_nftables,
-            "native-nftables",
+        let input = source::Input {
+            flags,
             env,
-            Some("NATIVE_NFTABLES"),
-            None,
-        )? {
-            Some(s) => source::parse_bool(&s),
-            None => Ok(false),
-        }
+            warnings: Vec::new(),
+        };
+        input.flag_bool(&flags.native_nftables, "native-nftables", "NATIVE_NFTABLES", None)
     }
 
     /// `ENABLE_INBOUND_IPV6` / `--ipv6` as an explicit setting, if present.

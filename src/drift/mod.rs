@@ -316,6 +316,20 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
     }
 }
 
+/// `ISTIO_*` chains that are live but not planned, as (table, chain).
+pub(crate) fn stale_chains(planned: &Ruleset, live: &SaveDump) -> Vec<(String, String)> {
+    live.istio_chains()
+        .into_iter()
+        .filter(|(t, c)| {
+            let declared = TableName::from_name(t)
+                .and_then(|t| planned.table(t))
+                .map(|t| t.declared_chains())
+                .unwrap_or_default();
+            !declared.iter().any(|d| d.as_str() == c)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,22 +488,6 @@ mod tests {
         assert_eq!(d.count(DriftKind::Unexpected), 2, "{d}");
     }
 
-    /// The tables of `payload` named in `keep`, as iptables-restore text.
-    fn only_tables(payload: &str, keep: &[&str]) -> String {
-        let mut out = String::new();
-        let mut on = false;
-        for line in payload.lines() {
-            if let Some(name) = line.strip_prefix('*') {
-                on = keep.contains(&name.trim());
-            }
-            if on {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
     #[test]
     fn a_planned_table_missing_whole_is_all_missing() {
         let rs = plan_v4(&["-m", "TPROXY", "-b", "*"]);
@@ -497,7 +495,7 @@ mod tests {
         let nat = rs.table(TableName::Nat).unwrap().ops.len();
         assert!(nat > 0 && rs.table(TableName::Mangle).is_some());
         // Absent, a table present with only built-in chains, and one declaring no ISTIO_* chain.
-        let mangle = only_tables(&payload, &["mangle"]);
+        let mangle = crate::iptables::render::only_tables(&payload, &["mangle"]);
         let variants = [
             mangle.clone(),
             format!("{mangle}*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"),

@@ -296,6 +296,24 @@ impl Spell for MaskedMark {
 }
 
 /// How `--compact` plans are spelled: multiport rules within iptables' 15 slots.
+/// The `* TABLE` … `COMMIT` blocks of a restore payload named in `keep` (tests that load or
+/// compare part of a plan, as an interrupted restore leaves it).
+#[cfg(test)]
+pub(crate) fn only_tables(payload: &str, keep: &[&str]) -> String {
+    let mut out = String::new();
+    let mut on = false;
+    for line in payload.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            on = keep.contains(&name.trim());
+        }
+        if on {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod compact_tests {
     use super::restore_payload;

@@ -78,9 +78,17 @@ impl Reader<'_> {
         })
     }
 
+    /// Whether the kernel lists any of `family`'s tables for `variant` (no process).
+    pub(crate) fn has_tables(&self, family: Family, variant: IptablesVariant) -> bool {
+        match variant {
+            IptablesVariant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
+            IptablesVariant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
+        }
+    }
+
     /// Whether any of the four tables exists for `family` in either variant.
     fn any_tables(&self, family: Family) -> bool {
-        !self.kernel.legacy_tables(family).is_empty() || self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty())
+        self.has_tables(family, IptablesVariant::Legacy) || self.has_tables(family, IptablesVariant::Nft)
     }
 
     /// Chooses the binaries and reads the live state of `family`. `None` when the family is
@@ -153,11 +161,7 @@ impl Reader<'_> {
         let mut out = Vec::new();
         for family in Family::ALL {
             for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
-                let has_tables = match variant {
-                    IptablesVariant::Legacy => !self.kernel.legacy_tables(family).is_empty(),
-                    IptablesVariant::Nft => self.kernel.nft_tables(family).is_some_and(|t| !t.is_empty()),
-                };
-                if !has_tables {
+                if !self.has_tables(family, variant) {
                     continue;
                 }
                 let mut bins = Binaries::of(family, variant);

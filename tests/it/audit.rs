@@ -2,9 +2,7 @@
 //! (tests/fixtures/audit, from the Kubernetes API types, Istio's injected init containers
 //! included): per container OK or meshcap's exact error, JSON, stdin, exit codes.
 
-fn meshcap(args: &[&str]) -> std::process::Command {
-    crate::support::Meshcap::new().args(args).command()
-}
+use crate::support::cmd::meshcap_command as meshcap;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audit");
 

@@ -7,11 +7,8 @@
 use std::process::Output;
 
 use crate::support::SIDECAR;
+use crate::support::cmd::meshcap_command as meshcap;
 use crate::support::netns::{Netns as NetNs, needs_netns};
-
-fn meshcap(args: &[&str]) -> std::process::Command {
-    crate::support::Meshcap::new().args(args).command()
-}
 
 const TPROXY: &[&str] = &[
     "-p", "15001", "-z", "15006", "-u", "1337", "-m", "TPROXY", "-i", "*", "-b", "*",

@@ -3,11 +3,8 @@
 //! this test creates.
 
 use crate::support::SIDECAR;
+use crate::support::cmd::meshcap_command as meshcap;
 use crate::support::netns::{Netns as NetNs, needs_netns};
-
-fn meshcap(args: &[&str]) -> std::process::Command {
-    crate::support::Meshcap::new().args(args).command()
-}
 
 #[test]
 fn check_a_live_namespace_with_the_flags_of_its_pod_spec() {

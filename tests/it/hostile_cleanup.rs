@@ -4,25 +4,10 @@
 //! keeping foreign rules in order, and live chain names that need quoting (`ISTIO_x"y`) are
 //! quoted in the restore input.
 
+use crate::support::cmd::meshcap_command as meshcap;
 use crate::support::netfilter::{Variant as V, add_foreign, save};
 use crate::support::netns::{Netns as NetNs, needs_netns};
-
-fn meshcap(args: &[&str]) -> std::process::Command {
-    crate::support::Meshcap::new().args(args).command()
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
-fn show(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
-}
+use crate::support::run::{show, text};
 
 fn v4_ns(tag: &str) -> NetNs {
     NetNs::ipv4(tag)

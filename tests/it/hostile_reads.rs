@@ -6,11 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::cmd::meshcap_command as meshcap;
 use crate::support::cmd::run_bounded;
-
-fn meshcap(args: &[&str]) -> Command {
-    crate::support::Meshcap::new().args(args).command()
-}
 
 /// A scratch directory removed on drop.
 struct Dir(PathBuf);

@@ -327,3 +327,9 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec
         buf
     })
 }
+
+/// `meshcap ARGS` as a plain [`Command`] (clean environment, `PATH` only), for tests that need
+/// the process itself (signals, stdin from a file, a wrapper the builder cannot express).
+pub fn meshcap_command(args: &[&str]) -> Command {
+    Meshcap::new().args(args).command()
+}

@@ -114,3 +114,18 @@ impl fmt::Display for Run {
         )
     }
 }
+
+/// A captured stream as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A raw [`Output`] for an assertion message: exit code, stdout, stderr.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
