@@ -2,6 +2,7 @@
 //! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
 //! flags and their environment fallbacks alike and names the source of a bad value.
 
+pub(crate) mod environment;
 pub(crate) mod manual;
 
 use crate::speed::Lazy;
@@ -39,6 +40,7 @@ Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed -
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
+    after_long_help = environment::help_after(AFTER_HELP),
     args_override_self = true,
     subcommand_precedence_over_arg = true
 )]
@@ -56,7 +58,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the capture to this (or --network-namespace's) namespace; Istio's istio-init arguments work as is.
-    #[command(name = "istio-iptables", args_override_self = true)]
+    #[command(
+        name = "istio-iptables",
+        args_override_self = true,
+        after_long_help = environment::help_after(APPLY_HELP)
+    )]
     IstioIptables(Lazy<ApplyArgs>),
 
     /// Remove every ISTIO_* chain and jump (Istio 1.20's cleanup command).
@@ -91,6 +97,11 @@ pub enum Command {
     #[command(after_help = AUDIT_HELP)]
     Audit(Lazy<AuditArgs>),
 }
+
+const APPLY_HELP: &str = "\
+Examples:
+  meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+  meshcap istio-iptables --network-namespace cni-1234 -i '*' -b '*' --dry-run";
 
 const AUDIT_HELP: &str = "\
 Reads Kubernetes objects as JSON or YAML (several YAML documents, or a List): Pods, and the pod

@@ -155,3 +155,171 @@ fn man_page_of_an_unknown_command_fails_naming_it() {
         "{out}"
     );
 }
+
+// ---- The ENVIRONMENT section lists every variable the code reads ----
+
+/// `src/**/*.rs` without the `#[cfg(test)] mod … { … }` blocks (rustfmt closes a top-level
+/// module with a `}` alone in column 0), as (path, text).
+fn sources_without_tests() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with("tests.rs"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read source");
+            let mut kept = Vec::new();
+            let (mut skipping, mut after_cfg) = (false, false);
+            for line in text.lines() {
+                if skipping {
+                    skipping = line != "}";
+                    continue;
+                }
+                if line.trim() == "#[cfg(test)]" {
+                    after_cfg = true;
+                    continue;
+                }
+                if std::mem::take(&mut after_cfg) && line.starts_with("mod ") {
+                    skipping = line.ends_with('{');
+                    continue;
+                }
+                kept.push(line);
+            }
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
+            (rel, kept.join("\n"))
+        })
+        .collect()
+}
+
+/// The string literals of `text` in upper case (`UPPER_SNAKE`), each with its byte offset.
+fn upper_snake_literals(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut base = 0;
+    while let Some(open) = rest.find('"') {
+        let after = &rest[open + 1..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        let word = &after[..len];
+        if after[len..].starts_with('"')
+            && len > 1
+            && word.starts_with(|c: char| c.is_ascii_uppercase())
+            && !word.ends_with('_')
+        {
+            out.push((base + open + 1, word));
+        }
+        base += open + 1;
+        rest = after;
+    }
+    out
+}
+
+/// Every environment variable the code reads: all names in `src/config/` (the module that
+/// resolves flags and their variables: its only upper-case literals are variable names), and
+/// the literal argument of every `env.get(` / `env_only(` / `std::env::var_os(` elsewhere.
+fn variables_read() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (path, text) in sources_without_tests() {
+        for (at, name) in upper_snake_literals(&text) {
+            let before = &text[..at - 1];
+            let direct = ["env.get(", "env_only(", "env::var_os(", "env::var("]
+                .iter()
+                .any(|call| before.trim_end().ends_with(call));
+            // In `config`: a name with an underscore, or the variable right after a flag's long
+            // name (`flag_bool(&f.reconcile, "reconcile", "RECONCILE", None)`; `"UID"` and
+            // `"TPROXY"` there are not variables).
+            let after_flag = || {
+                let b = before.trim_end();
+                let b = b.strip_suffix("Some(").unwrap_or(b).trim_end();
+                let Some(b) = b.strip_suffix(',').map(str::trim_end) else {
+                    return false;
+                };
+                let Some(b) = b.strip_suffix('"') else { return false };
+                let long = &b[b.rfind('"').map_or(0, |i| i + 1)..];
+                !long.is_empty()
+                    && long
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())
+            };
+            let in_config = path.starts_with("src/config/") && (name.contains('_') || after_flag());
+            if in_config || direct {
+                names.insert(name.to_string());
+            }
+        }
+        // `PATH` has no underscore: found by its call.
+        if text.contains("env::var_os(\"PATH\")") {
+            names.insert("PATH".to_string());
+        }
+    }
+    names
+}
+
+/// The names in the ENVIRONMENT section of `--help` (two-space indent, then the name).
+fn environment_of_help(help: &str) -> Vec<String> {
+    let start = help.find("\nEnvironment").expect("--help has an Environment section");
+    help[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Names listed before the code that reads them lands on main (another change adds it).
+const LISTED_AHEAD: [&str; 1] = ["MESHCAP_MAX_RULES"];
+
+#[test]
+fn help_and_man_page_list_every_environment_variable_the_code_reads() {
+    let read = variables_read();
+    // The scan itself works: it finds variables of each kind of read.
+    for known in [
+        "ISTIO_OUTBOUND_OWNER_GROUPS",
+        "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
+        "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
+        "MESHCAP_XTABLES_WAIT",
+        "DRY_RUN_FILE_PATH",
+        "ENVOY_USER",
+        "ENABLE_INBOUND_IPV6",
+        "ISTIO_META_DNS_CAPTURE",
+        "RECONCILE",
+        "PATH",
+    ] {
+        assert!(read.contains(known), "the source scan missed {known}: {read:?}");
+    }
+    for args in [&["--help"][..], &["istio-iptables", "--help"]] {
+        let listed = environment_of_help(&stdout_of(args));
+        for name in &read {
+            assert!(listed.contains(name), "`meshcap {args:?}` does not list {name}");
+        }
+        for name in &listed {
+            assert!(
+                read.contains(name) || LISTED_AHEAD.contains(&name.as_str()),
+                "`meshcap {args:?}` lists {name}, which the code does not read"
+            );
+        }
+    }
+    for args in [&["man"][..], &["man", "istio-iptables"], &["man", "render"]] {
+        let page = stdout_of(args);
+        let section = &page[page.find(".SH ENVIRONMENT").expect("an ENVIRONMENT section")..];
+        let section = &section[..section[1..].find("\n.SH").map_or(section.len(), |i| i + 1)];
+        for name in &read {
+            assert!(
+                section.contains(&format!("\\fB{name}\\fR")),
+                "`meshcap {args:?}` does not list {name}"
+            );
+        }
+    }
+}
