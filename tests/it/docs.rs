@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{Meshcap, Run, TempDir};
+use crate::support::{Meshcap, Run, TempDir, meshcap_bin};
 
 fn run(args: &[&str]) -> Run {
     Meshcap::new().args(args).run()
@@ -321,5 +321,96 @@ fn help_and_man_page_list_every_environment_variable_the_code_reads() {
                 "`meshcap {args:?}` does not list {name}"
             );
         }
+    }
+}
+
+// ---- The README's examples and the golden-diff recipe run as written ----
+
+/// Runs `script` with bash in `dir`, in an environment of `PATH` only (the built meshcap
+/// first), as a reader would paste it into a shell on their laptop.
+fn bash_in(dir: &std::path::Path, script: &str) -> std::process::Output {
+    let bin_dir = meshcap_bin().parent().expect("the binary's directory").to_path_buf();
+    let mut path = std::ffi::OsString::from(bin_dir.as_os_str());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", script])
+        .env_clear()
+        .env("PATH", path)
+        .current_dir(dir);
+    crate::support::cmd::run_bounded(cmd, None, std::time::Duration::from_secs(60)).expect("run bash")
+}
+
+/// A documented command and the output the page shows for it.
+struct Example {
+    command: String,
+    /// The exit code the page states (`# exits N` at the end of the command), else 0.
+    exit: i32,
+    stdout: String,
+}
+
+/// The `$ command` lines of a page's ```console blocks, each with the lines shown under it.
+fn console_examples(page: &str) -> Vec<Example> {
+    let mut examples: Vec<Example> = Vec::new();
+    let mut in_block = false;
+    for line in page.lines() {
+        if !in_block {
+            in_block = line == "```console";
+            continue;
+        }
+        if line == "```" {
+            in_block = false;
+        } else if let Some(command) = line.strip_prefix("$ ") {
+            let exit = command.rsplit_once("# exits ").map_or(0, |(_, rest)| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .expect("# exits N")
+            });
+            examples.push(Example {
+                command: command.to_string(),
+                exit,
+                stdout: String::new(),
+            });
+        } else {
+            let last = examples.last_mut().expect("output before the first command");
+            last.stdout.push_str(line);
+            last.stdout.push('\n');
+        }
+    }
+    examples
+}
+
+#[test]
+fn readme_examples_print_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let examples = console_examples(&readme);
+    let commands: Vec<&str> = examples
+        .iter()
+        .map(|e| e.command.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    for needed in ["render", "trace", "check"] {
+        assert!(
+            commands.contains(&needed),
+            "the README has no `meshcap {needed}` example: {commands:?}"
+        );
+    }
+    // One directory for all, in order: a later example may read what an earlier one wrote.
+    let dir = TempDir::new("readme");
+    for e in &examples {
+        assert!(
+            e.command.starts_with("meshcap "),
+            "not a meshcap example: {}",
+            e.command
+        );
+        let out = bash_in(dir.path(), &e.command);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(e.exit), "{}\nstderr: {stderr}", e.command);
+        assert_eq!(stderr, "", "{}", e.command);
+        assert_eq!(stdout, e.stdout, "README.md shows another output for: {}", e.command);
     }
 }
