@@ -422,8 +422,11 @@ pub struct CaptureFlags {
 
     /// Print what would be done; change nothing [env DRY_RUN]
     ///
-    /// With DRY_RUN_FILE_PATH set, the dry run also writes Istio's recorded command stream to
-    /// that file (replaced whole, once complete). DRY_RUN_FILE_PATH is ignored without a dry run.
+    /// Like a real run it detects IPv6 from the namespace's addresses, so it fails in a namespace
+    /// without a non-loopback address unless ENABLE_INBOUND_IPV6=true|false pins IPv6 (`render`
+    /// needs no namespace). With DRY_RUN_FILE_PATH set, the dry run also writes Istio's recorded
+    /// command stream to that file (replaced whole, once complete). DRY_RUN_FILE_PATH is ignored
+    /// without a dry run.
     #[arg(short = 'n', long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dry_run: Option<String>,
 
