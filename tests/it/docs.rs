@@ -546,3 +546,44 @@ fn golden_diff_recipe_passes_when_nothing_changed_and_fails_when_rules_change() 
         "{text}"
     );
 }
+
+/// The relative links of a Markdown page: the targets of `](target)`, without `#anchor`.
+fn relative_links(page: &str) -> Vec<&str> {
+    page.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|target| target.split('#').next().unwrap_or_default())
+        .filter(|t| !t.is_empty() && !t.contains("://") && !t.starts_with("mailto:"))
+        .collect()
+}
+
+#[test]
+fn links_of_the_readme_and_the_docs_resolve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![
+        root.join("README.md"),
+        root.join("deploy/README.md"),
+        root.join("golden/README.md"),
+    ];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("a page");
+        let dir = page.parent().expect("the page's directory");
+        for target in relative_links(&text) {
+            if !dir.join(target).exists() {
+                broken.push(format!(
+                    "{}: {target}",
+                    page.strip_prefix(root).unwrap_or(page).display()
+                ));
+            }
+        }
+    }
+    assert!(pages.len() > 10, "{pages:?}");
+    assert!(broken.is_empty(), "links to nothing:\n{}", broken.join("\n"));
+}
