@@ -24,14 +24,32 @@ List values (-b, -d, -i, -x, -q, -o, -c, -k, -u, -g and the owner-group variable
 commas; whitespace around an item is trimmed and empty items are skipped (Istio passes ' 443'
 on verbatim). Every value is validated before anything is rendered or applied.";
 
-const AFTER_HELP: &str = "\
+/// The examples and exit codes after `meshcap --help` (a macro: `concat!` appends the
+/// environment table to it for the long help).
+macro_rules! after_help {
+    () => {
+        "\
 Examples:
   meshcap render -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
   meshcap render --family v4 -b '*' --redirect-dns --resolv-conf ./resolv.conf
   meshcap render --native-nftables -b '*' -m TPROXY --ipv6
   meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' --dry-run
 
-Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation.";
+Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation."
+    };
+}
+
+/// The examples of `meshcap istio-iptables --help`.
+macro_rules! apply_help {
+    () => {
+        "\
+Examples:
+  meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+  meshcap istio-iptables --network-namespace cni-1234 -i '*' -b '*' --dry-run"
+    };
+}
+
+const AFTER_HELP: &str = after_help!();
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,7 +58,7 @@ Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed -
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
-    after_long_help = environment::help_after(AFTER_HELP),
+    after_long_help = concat!(after_help!(), "\n\n", environment::environment_help!()),
     args_override_self = true,
     subcommand_precedence_over_arg = true
 )]
@@ -61,7 +79,7 @@ pub enum Command {
     #[command(
         name = "istio-iptables",
         args_override_self = true,
-        after_long_help = environment::help_after(APPLY_HELP)
+        after_long_help = concat!(apply_help!(), "\n\n", environment::environment_help!())
     )]
     IstioIptables(Lazy<ApplyArgs>),
 
@@ -97,11 +115,6 @@ pub enum Command {
     #[command(after_help = AUDIT_HELP)]
     Audit(Lazy<AuditArgs>),
 }
-
-const APPLY_HELP: &str = "\
-Examples:
-  meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
-  meshcap istio-iptables --network-namespace cni-1234 -i '*' -b '*' --dry-run";
 
 const AUDIT_HELP: &str = "\
 Reads Kubernetes objects as JSON or YAML (several YAML documents, or a List): Pods, and the pod
