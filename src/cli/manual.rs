@@ -4,7 +4,7 @@
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, CompletionShell};
+use crate::cli::{Cli, CompletionShell, environment};
 use crate::error::{Error, Result};
 
 const BIN: &str = "meshcap";
@@ -40,12 +40,34 @@ pub(crate) fn man_page(command: Option<&str>) -> Result<Vec<u8>> {
             }
         }
     };
+    let reads_env = command.is_none_or(|name| PLANNING.contains(&name));
+    // The long help's environment table becomes a real ENVIRONMENT section below; EXTRA keeps
+    // only the examples.
+    let page = page.after_long_help(None::<&str>);
     let mut out = Vec::new();
     clap_mangen::Man::new(page)
         .source(format!("{BIN} {}", env!("CARGO_PKG_VERSION")))
         .render(&mut out)
         .map_err(|e| Error::system("cannot render the man page", e))?;
+    if reads_env {
+        out = with_environment(out);
+    }
     Ok(out)
+}
+
+/// The commands that read the environment (they plan rules).
+const PLANNING: [&str; 5] = ["istio-iptables", "istio-clean-iptables", "render", "trace", "check"];
+
+/// `page` with the ENVIRONMENT section before VERSION (or at the end).
+fn with_environment(page: Vec<u8>) -> Vec<u8> {
+    let section = environment::roff();
+    let page = String::from_utf8(page).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let text = match page.find("\n.SH VERSION") {
+        Some(at) => format!("{}\n{section}{}", &page[..at], &page[at + 1..]),
+        None if page.ends_with('\n') => format!("{page}{section}"),
+        None => format!("{page}\n{section}"),
+    };
+    text.into_bytes()
 }
 
 #[cfg(test)]
@@ -106,6 +128,22 @@ mod tests {
         let render = text(man_page(Some("render")).unwrap());
         assert!(render.contains(".TH meshcap-render 1"), "{render}");
         assert!(render.contains("\\-\\-family"));
+    }
+
+    #[test]
+    fn man_pages_of_planning_commands_have_an_environment_section() {
+        for command in [None, Some("istio-iptables"), Some("render"), Some("check")] {
+            let page = text(man_page(command).unwrap());
+            let env = page.find(".SH ENVIRONMENT").expect("an ENVIRONMENT section");
+            assert!(page[env..].contains("ISTIO_OUTBOUND_OWNER_GROUPS"), "{command:?}");
+            // Once, and not also as plain text in EXTRA.
+            assert_eq!(page.matches("MESHCAP_XTABLES_WAIT").count(), 1, "{command:?}");
+            if let Some(version) = page.find(".SH VERSION") {
+                assert!(env < version, "{command:?}");
+            }
+        }
+        let completions = text(man_page(Some("completions")).unwrap());
+        assert!(!completions.contains(".SH ENVIRONMENT"));
     }
 
     #[test]

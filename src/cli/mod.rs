@@ -2,6 +2,7 @@
 //! subcommands. Values stay raw text here; `config` gives them meaning, so one place validates
 //! flags and their environment fallbacks alike and names the source of a bad value.
 
+pub(crate) mod environment;
 pub(crate) mod manual;
 
 use crate::speed::Lazy;
@@ -23,14 +24,32 @@ List values (-b, -d, -i, -x, -q, -o, -c, -k, -u, -g and the owner-group variable
 commas; whitespace around an item is trimmed and empty items are skipped (Istio passes ' 443'
 on verbatim). Every value is validated before anything is rendered or applied.";
 
-const AFTER_HELP: &str = "\
+/// The examples and exit codes after `meshcap --help` (a macro: `concat!` appends the
+/// environment table to it for the long help).
+macro_rules! after_help {
+    () => {
+        "\
 Examples:
   meshcap render -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
   meshcap render --family v4 -b '*' --redirect-dns --resolv-conf ./resolv.conf
   meshcap render --native-nftables -b '*' -m TPROXY --ipv6
   meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' --dry-run
 
-Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation.";
+Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed --run-validation."
+    };
+}
+
+/// The examples of `meshcap istio-iptables --help`.
+macro_rules! apply_help {
+    () => {
+        "\
+Examples:
+  meshcap istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+  meshcap istio-iptables --network-namespace cni-1234 -i '*' -b '*' --dry-run"
+    };
+}
+
+const AFTER_HELP: &str = after_help!();
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +58,7 @@ Exit codes: 0 ok, 1 error (bad value, failed apply), 2 usage error, 126 failed -
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
+    after_long_help = concat!(after_help!(), "\n\n", environment::environment_help!()),
     args_override_self = true,
     subcommand_precedence_over_arg = true
 )]
@@ -56,7 +76,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the capture to this (or --network-namespace's) namespace; Istio's istio-init arguments work as is.
-    #[command(name = "istio-iptables", args_override_self = true)]
+    #[command(
+        name = "istio-iptables",
+        args_override_self = true,
+        after_long_help = concat!(apply_help!(), "\n\n", environment::environment_help!())
+    )]
     IstioIptables(Lazy<ApplyArgs>),
 
     /// Remove every ISTIO_* chain and jump (Istio 1.20's cleanup command).
@@ -411,8 +435,11 @@ pub struct CaptureFlags {
 
     /// Print what would be done; change nothing [env DRY_RUN]
     ///
-    /// With DRY_RUN_FILE_PATH set, the dry run also writes Istio's recorded command stream to
-    /// that file (replaced whole, once complete). DRY_RUN_FILE_PATH is ignored without a dry run.
+    /// Like a real run it detects IPv6 from the namespace's addresses, so it fails in a namespace
+    /// without a non-loopback address unless ENABLE_INBOUND_IPV6=true|false pins IPv6 (`render`
+    /// needs no namespace). With DRY_RUN_FILE_PATH set, the dry run also writes Istio's recorded
+    /// command stream to that file (replaced whole, once complete). DRY_RUN_FILE_PATH is ignored
+    /// without a dry run.
     #[arg(short = 'n', long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dry_run: Option<String>,
 
