@@ -410,6 +410,116 @@ fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, their
     Ok(())
 }
 
+/// What apply does with each family's live state (the same order as `states`), logged as
+/// apply logs it (Istio's lines where they are true, the interrupted run, the `+`/`-` diff);
+/// the drift refusal when there is drift and neither `--reconcile` nor `--force-apply`. `dry`:
+/// the words of a dry run, which only says what a real run would do.
+fn assess(states: &[FamilyState], config: &Config, dry: bool) -> Result<Vec<Action>> {
+    let force = config.force_apply;
+    let actions: Vec<Action> = states
+        .iter()
+        .map(|s| match &s.found {
+            Found::Equal if force => Action::Rebuild,
+            Found::Equal => Action::Nothing,
+            Found::Absent if s.planned.is_empty() => Action::Nothing,
+            Found::Absent => Action::Apply,
+            Found::Differs { .. } | Found::Interrupted { .. } => Action::Rebuild,
+        })
+        .collect();
+    let differs: Vec<&FamilyState> = states
+        .iter()
+        .filter(|s| matches!(s.found, Found::Differs { .. }))
+        .collect();
+    for s in states {
+        if let Found::Interrupted { applied, missing } = &s.found {
+            let names = |t: &[TableName]| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+            tracing::warn!(
+                "[{}] found what an interrupted run of this same plan leaves (tables {} applied, {} missing); {}",
+                s.bins.family,
+                names(applied),
+                names(missing),
+                if dry { "a real run would complete it" } else { "completing it" }
+            );
+        }
+    }
+    if states.iter().all(|s| s.found == Found::Absent) {
+        tracing::info!("Clean-state detected, new iptables are needed");
+    } else if differs.is_empty() {
+        tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
+    } else {
+        tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
+        for s in &differs {
+            if let Found::Differs { diff, summary } = &s.found {
+                tracing::info!("{summary}\n{diff}");
+            }
+        }
+        if !config.reconcile && !force {
+            let summaries: Vec<String> = differs
+                .iter()
+                .filter_map(|s| match &s.found {
+                    Found::Differs { summary, .. } => Some(summary.clone()),
+                    _ => None,
+                })
+                .collect();
+            return Err(Error::Refused(Refusal::Drift {
+                rules: "ISTIO_* rules",
+                summary: summaries,
+                guarded: !leftover_guardrails(states).is_empty(),
+            }));
+        }
+    }
+    Ok(actions)
+}
+
+/// Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in place;
+/// kept (failing closed) while they are not.
+fn leftover_guardrails(states: &[FamilyState]) -> Vec<&FamilyState> {
+    states
+        .iter()
+        .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
+        .collect()
+}
+
+/// One restore a run performs: the binaries, the save output read before it (for a rollback)
+/// and the `--noflush` input.
+struct Step {
+    bins: Binaries,
+    before: String,
+    input: String,
+}
+
+/// Each family's restores in order (the other variant's cleanup first, then the family's own
+/// input), empty inputs left out.
+fn restore_steps(states: &[FamilyState], actions: &[Action]) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (s, action) in states.iter().zip(actions) {
+        match action {
+            Action::Nothing => {}
+            Action::Apply => steps.push(Step {
+                bins: s.bins.clone(),
+                before: s.before.clone(),
+                input: restore_payload(&s.planned),
+            }),
+            Action::Rebuild => {
+                for (ob, text, dump) in &s.others {
+                    steps.push(Step {
+                        bins: ob.clone(),
+                        before: text.clone(),
+                        input: payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None),
+                    });
+                }
+                steps.push(Step {
+                    bins: s.bins.clone(),
+                    before: s.before.clone(),
+                    input: payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned)),
+                });
+            }
+        }
+    }
+    steps.retain(|s| !s.input.is_empty());
+    steps
+}
+
 /// One family's live state in the variant in use.
 struct FamilyState {
     planned: Ruleset,
@@ -520,13 +630,8 @@ impl Ctx<'_> {
         })
     }
 
-    fn apply(&self, plan: &Plan) -> Result<()> {
-        // Before anything is read or written: the nftables backend's tables are there (netlink,
-        // no process), so these rules would capture every packet a second time.
-        let theirs = self.nft_backend_tables();
-        if !theirs.is_empty() {
-            return Err(Error::Refused(nft_backend_refusal(&theirs)));
-        }
+    /// Every family's live state, compared with the plan, as apply reads it before deciding.
+    fn read_states(&self, plan: &Plan) -> Result<Vec<FamilyState>> {
         let mut states = Vec::new();
         for family in Family::ALL {
             let enabled = plan.families().contains(&family);
@@ -534,64 +639,20 @@ impl Ctx<'_> {
                 states.push(s);
             }
         }
+        Ok(states)
+    }
+
+    fn apply(&self, plan: &Plan) -> Result<()> {
+        // Before anything is read or written: the nftables backend's tables are there (netlink,
+        // no process), so these rules would capture every packet a second time.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            return Err(Error::Refused(nft_backend_refusal(&theirs)));
+        }
+        let states = self.read_states(plan)?;
         let force = self.config.force_apply;
-        let actions: Vec<Action> = states
-            .iter()
-            .map(|s| match &s.found {
-                Found::Equal if force => Action::Rebuild,
-                Found::Equal => Action::Nothing,
-                Found::Absent if s.planned.is_empty() => Action::Nothing,
-                Found::Absent => Action::Apply,
-                Found::Differs { .. } | Found::Interrupted { .. } => Action::Rebuild,
-            })
-            .collect();
-        let differs: Vec<&FamilyState> = states
-            .iter()
-            .filter(|s| matches!(s.found, Found::Differs { .. }))
-            .collect();
-        // Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in
-        // place; kept (failing closed) while they are not.
-        let leftovers: Vec<&FamilyState> = states
-            .iter()
-            .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
-            .collect();
-        for s in &states {
-            if let Found::Interrupted { applied, missing } = &s.found {
-                let names = |t: &[TableName]| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
-                tracing::warn!(
-                    "[{}] found what an interrupted run of this same plan leaves (tables {} applied, {} missing); completing it",
-                    s.bins.family,
-                    names(applied),
-                    names(missing)
-                );
-            }
-        }
-        if states.iter().all(|s| s.found == Found::Absent) {
-            tracing::info!("Clean-state detected, new iptables are needed");
-        } else if differs.is_empty() {
-            tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
-        } else {
-            tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
-            for s in &differs {
-                if let Found::Differs { diff, summary } = &s.found {
-                    tracing::info!("{summary}\n{diff}");
-                }
-            }
-            if !self.config.reconcile && !force {
-                let summaries: Vec<String> = differs
-                    .iter()
-                    .filter_map(|s| match &s.found {
-                        Found::Differs { summary, .. } => Some(summary.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                return Err(Error::Refused(Refusal::Drift {
-                    rules: "ISTIO_* rules",
-                    summary: summaries,
-                    guarded: !leftovers.is_empty(),
-                }));
-            }
-        }
+        let actions = assess(&states, self.config, false)?;
+        let leftovers = leftover_guardrails(&states);
         if actions.iter().all(|a| *a == Action::Nothing) {
             return self.remove_leftover_guardrails(&leftovers);
         }
@@ -657,38 +718,19 @@ impl Ctx<'_> {
     /// rollback, and the failure.
     fn run_restores(&self, states: &[FamilyState], actions: &[Action]) -> (Vec<Touched>, Option<ExecError>) {
         let mut touched: Vec<Touched> = Vec::new();
-        for (s, action) in states.iter().zip(actions) {
-            let mut steps: Vec<(Binaries, String, String)> = Vec::new();
-            match action {
-                Action::Nothing => continue,
-                Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
-                Action::Rebuild => {
-                    for (ob, text, dump) in &s.others {
-                        let input = payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None);
-                        steps.push((ob.clone(), text.clone(), input));
-                    }
-                    let input =
-                        payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
-                    steps.push((s.bins.clone(), s.before.clone(), input));
-                }
-            }
-            for (bins, before, input) in steps {
-                if input.is_empty() {
-                    continue;
-                }
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    bins.restore(),
-                    input.trim()
-                );
-                touched.push(Touched {
-                    tables: payloads::tables_of(&input),
-                    bins: bins.clone(),
-                    before,
-                });
-                if let Err(e) = self.restore(&bins, &input, true) {
-                    return (touched, Some(e));
-                }
+        for Step { bins, before, input } in restore_steps(states, actions) {
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                bins.restore(),
+                input.trim()
+            );
+            touched.push(Touched {
+                tables: payloads::tables_of(&input),
+                bins: bins.clone(),
+                before,
+            });
+            if let Err(e) = self.restore(&bins, &input, true) {
+                return (touched, Some(e));
             }
         }
         (touched, None)
@@ -786,6 +828,27 @@ impl Ctx<'_> {
     /// in every variant that holds them.
     fn cleanup(&self, plan: &Plan) -> Result<()> {
         tracing::info!("Performing cleanup of existing iptables");
+        for (bins, input) in self.cleanup_steps(plan)? {
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                bins.restore(),
+                input.trim()
+            );
+            self.restore(&bins, &input, true)?;
+        }
+        // The nftables backend's tables are not this backend's to remove (its cleanup is one
+        // atomic nft transaction); said, so the capture they keep is no surprise.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            tracing::warn!("{}", nft_backend_left(&theirs));
+        }
+        Ok(())
+    }
+
+    /// The cleanup's restores: per family and variant holding meshcap's rules (or the
+    /// guardrails an interrupted run left), its binaries and `--noflush` input. Reads only.
+    fn cleanup_steps(&self, plan: &Plan) -> Result<Vec<(Binaries, String)>> {
+        let mut steps = Vec::new();
         for family in Family::ALL {
             let planned = plan.ruleset(family);
             for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
@@ -816,24 +879,12 @@ impl Ctx<'_> {
                         .extend(payloads::guardrail_deletes());
                 }
                 let input = payloads::restore_input(&lines, None);
-                if input.is_empty() {
-                    continue;
+                if !input.is_empty() {
+                    steps.push((bins, input));
                 }
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    bins.restore(),
-                    input.trim()
-                );
-                self.restore(&bins, &input, true)?;
             }
         }
-        // The nftables backend's tables are not this backend's to remove (its cleanup is one
-        // atomic nft transaction); said, so the capture they keep is no surprise.
-        let theirs = self.nft_backend_tables();
-        if !theirs.is_empty() {
-            tracing::warn!("{}", nft_backend_left(&theirs));
-        }
-        Ok(())
+        Ok(steps)
     }
 
     fn final_state_dump(&self, plan: &Plan) {
