@@ -11,10 +11,12 @@
 //! what is actually live and the new rules in one restore per family, each table atomic) →
 //! roll every touched table back if any restore fails → TPROXY routing ([`crate::apply::routes`])
 //! → `--run-validation` ([`crate::probe`]).
-//! `--dry-run` prints the commands and changes nothing. With `--native-nftables` the rules go
+//! `--dry-run` reads the live state read-only and says what a real run would do ([`dry`]);
+//! it changes nothing. With `--native-nftables` the rules go
 //! through the nft backend ([`nft`]) instead; everything around them is shared.
 
 pub(crate) mod diagnose;
+mod dry;
 pub mod nft;
 pub(crate) mod payloads;
 pub(crate) mod routes;
@@ -27,7 +29,7 @@ use std::path::Path;
 use crate::cli::CaptureFlags;
 use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
 use crate::error::{Error, Refusal, Result};
-use crate::iptables::parse::{SaveDump, Strictness, parse_save};
+use crate::iptables::parse::SaveDump;
 use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
 use crate::nft::ir::NftTable;
@@ -83,18 +85,20 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
             std::time::Duration::from_secs(60),
         )?)
     };
-    let detect = ipv6_setting == Ipv6Setting::Detect && !cleanup;
-    let kernel = if !config.dry_run || detect {
-        Some(LinuxKernel::open(netns.as_ref())?)
-    } else {
-        None
+    // A dry run goes on without the kernel (it says why).
+    let kernel = match LinuxKernel::open(netns.as_ref()) {
+        Err(e) if config.dry_run => Err(e),
+        k => Ok(k?),
     };
     let ipv6 = match (ipv6_setting, &kernel) {
         (Ipv6Setting::Explicit(on), _) => on,
         // Cleanup looks at both families whatever the addresses say.
         (Ipv6Setting::Detect, _) if cleanup => true,
-        (Ipv6Setting::Detect, Some(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
-        (Ipv6Setting::Detect, None) => unreachable!("the kernel is opened when detecting"),
+        (Ipv6Setting::Detect, Ok(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
+        (Ipv6Setting::Detect, Err(e)) => {
+            tracing::warn!("dry run: IPv6 could not be detected ({e}); showing the IPv4 rules only");
+            false
+        }
     };
     tracing::info!(
         "{}",
@@ -113,18 +117,15 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
+        let target = dry::Target {
+            netns: netns.as_ref(),
+            kernel: kernel.as_ref(),
+        };
         let recorded = if native_nft {
-            nft::dry_run(&plan, ns_path, cleanup)?;
+            dry::nftables(&config, &plan, &target, cleanup)?;
             stream::nft(&plan, cleanup)?
         } else {
-            // Listed over netlink (no process; skipped silently without the rights to ask).
-            let theirs = match &kernel {
-                Some(k) => live::nft::our_tables(k),
-                None => {
-                    crate::sys::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| live::nft::tables_named(&names))
-                }
-            };
-            dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?;
+            dry::iptables(&config, &plan, &target, cleanup)?;
             stream::iptables(&plan, cleanup)
         };
         if let Some(file) = stream_file {
@@ -132,7 +133,9 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         }
         return validate::after_rules(&config, netns.as_ref());
     }
-    let kernel = kernel.expect("opened for real runs");
+    let Ok(kernel) = kernel else {
+        unreachable!("a real run fails when the kernel cannot be opened")
+    };
     // From here until the routes are done, a terminating signal waits for the run to finish
     // (or roll back): a family is never left half applied by a Ctrl-C or a `kill`.
     let deferred = crate::sys::signals::Deferred::new();
@@ -356,60 +359,6 @@ pub(crate) fn nft_backend_left(tables: &[NftTable]) -> String {
     )
 }
 
-/// Dry run: the commands a clean namespace gets, printed, nothing executed.
-/// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
-fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<()> {
-    let bins = |f: Family| match config.force_iptables_binary {
-        Some(variant) => Binaries::of(f, variant),
-        None => Binaries::plain(f),
-    };
-    let show = |cmd: &Cmd| {
-        tracing::info!("Running command (dry run, {}): {cmd}", lock_mode(cmd));
-    };
-    if !theirs.is_empty() {
-        if cleanup {
-            tracing::warn!("{}", nft_backend_left(theirs));
-        } else {
-            tracing::warn!("a real run would refuse: {}", nft_backend_refusal(theirs));
-        }
-    }
-    tracing::info!("Clean-state detected, new iptables are needed");
-    if cleanup {
-        tracing::info!("Performing cleanup of existing iptables");
-        for family in plan.families() {
-            // What the cleanup removes from a namespace holding exactly this configuration.
-            let rs = plan.ruleset(family);
-            let live =
-                parse_save(&restore_payload(&rs), Strictness::Lenient).map_err(|e| Error::inconsistent(family, e))?;
-            let input = payloads::restore_input(&payloads::cleanup_lines(&rs, &live), None);
-            if !input.is_empty() {
-                let b = bins(family);
-                show(&restore_cmd(&b, &input, true, ns, config.cni_mode, config.xtables_wait));
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    b.restore(),
-                    input.trim()
-                );
-            }
-        }
-    } else {
-        tracing::info!("Applying iptables chains and rules");
-        for family in plan.families() {
-            let b = bins(family);
-            let payload = restore_payload(&plan.ruleset(family));
-            let cmd = restore_cmd(&b, &payload, true, ns, config.cni_mode, config.xtables_wait);
-            show(&cmd);
-            tracing::info!(
-                "Running iptables restore with: {} and the following input:\n{}",
-                b.restore(),
-                payload.trim()
-            );
-        }
-    }
-    tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(())
-}
-
 /// What apply does with each family's live state (the same order as `states`), logged as
 /// apply logs it (Istio's lines where they are true, the interrupted run, the `+`/`-` diff);
 /// the drift refusal when there is drift and neither `--reconcile` nor `--force-apply`. `dry`:
@@ -438,7 +387,11 @@ fn assess(states: &[FamilyState], config: &Config, dry: bool) -> Result<Vec<Acti
                 s.bins.family,
                 names(applied),
                 names(missing),
-                if dry { "a real run would complete it" } else { "completing it" }
+                if dry {
+                    "a real run would complete it"
+                } else {
+                    "completing it"
+                }
             );
         }
     }
