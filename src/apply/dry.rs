@@ -383,12 +383,7 @@ fn nft_assess(
     if let Err(e) = nft::check_version(&version) {
         tracing::warn!("dry run: a real run would fail: {e}");
     }
-    let parsed =
-        live::binaries::parse_version(&version).or_else(|| live::binaries::parse_version(&format!("v{version}")));
-    let label = match parsed {
-        Some((a, b, c)) => format!("nftables (nft v{a}.{b}.{c})"),
-        None => "nftables (nft)".to_string(),
-    };
+    let label = "nftables (nft)";
     let verb = if live.is_empty() && residue.is_empty() {
         tracing::info!("Clean-state detected, new nftables rules are needed");
         if planned.is_empty() {

@@ -94,9 +94,25 @@ fn scratch_copy(dir: &Path) -> Result<TempDir, String> {
     Ok(scratch)
 }
 
-/// Runs `meshcap <args> <extra>` in `dir`.
+/// Whether the case runs the apply command (`istio-iptables`, `istio-clean-iptables`): its dry
+/// run reads the live state of the namespace it runs in.
+fn applies(case: &Case) -> bool {
+    matches!(
+        case.args.first().map(String::as_str),
+        Some("istio-iptables" | "istio-clean-iptables")
+    )
+}
+
+/// Runs `meshcap <args> <extra>` in `dir`; a case of the apply command in a fresh, empty
+/// network namespace of its own (`unshare -rn`: a user namespace owning it, so no root is
+/// needed), whose state its dry run reads: the log says "clean state" on every machine.
 fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
-    Meshcap::new()
+    let meshcap = if applies(case) {
+        Meshcap::new().launcher(["unshare", "--map-root-user", "--net", "--"])
+    } else {
+        Meshcap::new()
+    };
+    meshcap
         .args(&case.args)
         .args(extra)
         .envs(case.env.iter().map(|(k, v)| (k, v)))
