@@ -175,6 +175,7 @@ pub(super) fn iptables(config: &Config, plan: &Plan, target: &Target, cleanup: b
         Ok(a) => a,
         Err(Error::Refused(r)) => {
             refused(&r);
+            routes_skipped();
             return Ok(());
         }
         Err(e) => return Err(e),
