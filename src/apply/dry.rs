@@ -139,7 +139,7 @@ pub(super) fn iptables(config: &Config, plan: &Plan, target: &Target, cleanup: b
     let theirs = ctx.nft_backend_tables();
     if cleanup {
         tracing::info!("Performing cleanup of existing iptables");
-        let steps = match ctx.cleanup_steps(plan) {
+        let steps = match ctx.cleanup_steps(plan, true) {
             Ok(s) => s,
             Err(e) => return unread_preview(config, plan, target.ns(), cleanup, &e),
         };

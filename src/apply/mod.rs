@@ -781,7 +781,7 @@ impl Ctx<'_> {
     /// in every variant that holds them.
     fn cleanup(&self, plan: &Plan) -> Result<()> {
         tracing::info!("Performing cleanup of existing iptables");
-        for (bins, input) in self.cleanup_steps(plan)? {
+        for (bins, input) in self.cleanup_steps(plan, false)? {
             tracing::info!(
                 "Running iptables restore with: {} and the following input:\n{}",
                 bins.restore(),
@@ -799,8 +799,9 @@ impl Ctx<'_> {
     }
 
     /// The cleanup's restores: per family and variant holding meshcap's rules (or the
-    /// guardrails an interrupted run left), its binaries and `--noflush` input. Reads only.
-    fn cleanup_steps(&self, plan: &Plan) -> Result<Vec<(Binaries, String)>> {
+    /// guardrails an interrupted run left), its binaries and `--noflush` input. Reads only;
+    /// `dry`: the words of a dry run.
+    fn cleanup_steps(&self, plan: &Plan, dry: bool) -> Result<Vec<(Binaries, String)>> {
         let mut steps = Vec::new();
         for family in Family::ALL {
             let planned = plan.ruleset(family);
@@ -811,9 +812,10 @@ impl Ctx<'_> {
                 let mut bins = Binaries::of(family, variant);
                 if !self.sys.has_program(&bins.save()) || !self.sys.has_program(&bins.restore()) {
                     tracing::warn!(
-                        "{} tables exist but {} is not installed; they were not cleaned",
+                        "{} tables exist but {} is not installed; they {} cleaned",
                         variant.name(),
-                        bins.base
+                        bins.base,
+                        if dry { "would not be" } else { "were not" }
                     );
                     continue;
                 }
@@ -823,7 +825,8 @@ impl Ctx<'_> {
                 let mut lines = payloads::cleanup_lines(&planned, &dump);
                 if payloads::guardrails_present(&dump) {
                     tracing::warn!(
-                        "removing the guardrails an interrupted meshcap run left in {}",
+                        "{} the guardrails an interrupted meshcap run left in {}",
+                        if dry { "a real run would remove" } else { "removing" },
                         bins.base
                     );
                     lines
