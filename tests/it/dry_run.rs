@@ -11,7 +11,7 @@
 use std::fs;
 
 use crate::support::netfilter::{Variant as V, nft_ruleset, render, save};
-use crate::support::{Meshcap, Netns, Run, SIDECAR, TempDir, needs_netns};
+use crate::support::{Meshcap, Netns, Run, SIDECAR, TempDir, needs_netns, real};
 
 /// Everything a run could change: both backends' rules (`nft list ruleset` shows the
 /// iptables-nft tables too), the legacy tables (whether they exist at all, then their rules)
@@ -329,4 +329,35 @@ fn an_unreadable_state_is_said_and_the_clean_commands_printed() {
     );
     assert_eq!(unreadable, applied);
     assert_eq!(unreadable, clean_ns);
+}
+
+#[test]
+fn a_run_in_progress_is_said() {
+    needs_netns!();
+    let ns = Netns::ipv4("dry-busy");
+    // A real run holds the namespace's lock until it exits; here its restore takes 4 s.
+    let slow = TempDir::new("dry-slow");
+    slow.script(
+        "iptables-nft-restore",
+        &format!("sleep 4\nexec {} \"$@\"\n", real("iptables-nft-restore").display()),
+    );
+    let running = meshcap(&ns, &[]).env("PATH", slow.path_first()).spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let o = meshcap(&ns, &["--dry-run"]).run();
+        o.success();
+        if o.stderr.contains(
+            "dry run: another meshcap run is working on this namespace right now; the state read below may be half written",
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the busy lock was never reported:\n{o}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The dry runs never held it: the real run finishes as usual.
+    running.wait().success();
+    dry(&ns, &[]).stderr_contains(NOTHING_IPT);
 }
