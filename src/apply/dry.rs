@@ -8,8 +8,9 @@
 //!
 //! Never a write: every command goes through [`ReadOnly`], which runs only reads (`*-save`,
 //! `--version`, `nft -j list ruleset inet`) and refuses anything else. The namespace's lock is
-//! not taken, so a dry run can never make a real run wait: it is probed without waiting and
-//! released at once, and a busy lock is reported (the state read may be half written).
+//! not held while reading: it is taken for an instant without waiting, only to report a real
+//! run in progress (the state read may be half written), and released at once; a real run
+//! starting in that instant retries 20 ms later, so a dry run never holds one up longer.
 //!
 //! Where the state cannot be read (no rights — a laptop as non-root —, the namespace cannot be
 //! entered, a binary missing) the dry run says so and why, and prints the commands for a clean
@@ -91,7 +92,8 @@ impl Target<'_> {
         }
     }
 
-    /// Says when another meshcap works on the namespace now; never waits, never holds.
+    /// Says when another meshcap works on the namespace now; never waits, holds the lock
+    /// for an instant only.
     fn probe_lock(&self) {
         if let Err(Error::Busy { .. }) = crate::sys::netns::lock(self.netns, std::time::Duration::ZERO) {
             tracing::warn!(
