@@ -122,6 +122,13 @@ fn variant_name(b: &Binaries) -> String {
 
 /// The iptables backend's dry run.
 pub(super) fn iptables(config: &Config, plan: &Plan, target: &Target, cleanup: bool) -> Result<()> {
+    let real = RealSystem::new(target.netns);
+    let result = iptables_with(&real, config, plan, target, cleanup);
+    tracing::debug!("{} processes spawned", real.spawns());
+    result
+}
+
+fn iptables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Target, cleanup: bool) -> Result<()> {
     let kernel = match target.readable() {
         Ok(k) => k,
         Err(why) => {
@@ -130,8 +137,7 @@ pub(super) fn iptables(config: &Config, plan: &Plan, target: &Target, cleanup: b
         }
     };
     target.probe_lock();
-    let real = RealSystem::new(target.netns);
-    let sys = ReadOnly(&real);
+    let sys = ReadOnly(real);
     let ctx = Ctx {
         sys: &sys,
         kernel,
@@ -297,6 +303,13 @@ fn clean_preview(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool)
 
 /// The nftables backend's dry run (`--native-nftables`).
 pub(super) fn nftables(config: &Config, plan: &Plan, target: &Target, cleanup: bool) -> Result<()> {
+    let real = RealSystem::new(target.netns);
+    let result = nftables_with(&real, config, plan, target, cleanup);
+    tracing::debug!("{} processes spawned", real.spawns());
+    result
+}
+
+fn nftables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Target, cleanup: bool) -> Result<()> {
     let kernel = match target.readable() {
         Ok(k) => k,
         Err(why) => {
@@ -305,8 +318,7 @@ pub(super) fn nftables(config: &Config, plan: &Plan, target: &Target, cleanup: b
         }
     };
     target.probe_lock();
-    let real = RealSystem::new(target.netns);
-    let sys = ReadOnly(&real);
+    let sys = ReadOnly(real);
     if !sys.has_program(nft::NFT) {
         let e = Error::NoNft { cni: config.cni_mode };
         tracing::warn!("dry run: a real run would fail: {e}");

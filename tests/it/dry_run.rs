@@ -81,7 +81,11 @@ fn iptables_clean_applied_drifted_and_reconciled() {
         )
         .stderr_lacks("IPv6 (");
 
+    // As a real run reads: a fresh namespace costs no process, an applied one one save.
+    const DEBUG: &str = "--log_output_level=default:debug";
+    assert_eq!(dry(&ns, &[DEBUG]).spawns(), 0);
     apply(&ns, &[]);
+    assert_eq!(dry(&ns, &[DEBUG]).stderr_contains(NOTHING_IPT).spawns(), 1);
     dry(&ns, &[])
         .stderr_contains("Found compatible residues of old iptables rules/chains, reconciliation not needed")
         .stderr_contains(NOTHING_IPT)
