@@ -111,12 +111,12 @@ fn unreadable(why: &str) {
 }
 
 /// A family's binaries as the log names them: `iptables-nft`, or the plain name with the
-/// variant it turned out to be (`iptables (legacy)`).
+/// variant it turned out to be (`iptables, legacy`).
 fn variant_name(b: &Binaries) -> String {
     if b.base.contains('-') {
         b.base.clone()
     } else {
-        format!("{} ({})", b.base, b.variant.name())
+        format!("{}, {}", b.base, b.variant.name())
     }
 }
 
