@@ -11,10 +11,12 @@
 //! what is actually live and the new rules in one restore per family, each table atomic) →
 //! roll every touched table back if any restore fails → TPROXY routing ([`crate::apply::routes`])
 //! → `--run-validation` ([`crate::probe`]).
-//! `--dry-run` prints the commands and changes nothing. With `--native-nftables` the rules go
+//! `--dry-run` reads the live state read-only and says what a real run would do ([`dry`]);
+//! it changes nothing. With `--native-nftables` the rules go
 //! through the nft backend ([`nft`]) instead; everything around them is shared.
 
 pub(crate) mod diagnose;
+mod dry;
 pub mod nft;
 pub(crate) mod payloads;
 pub(crate) mod routes;
@@ -27,7 +29,7 @@ use std::path::Path;
 use crate::cli::CaptureFlags;
 use crate::config::{Config, ECHOED_ENV, HostFiles, IptablesVariant, Ipv6Setting};
 use crate::error::{Error, Refusal, Result};
-use crate::iptables::parse::{SaveDump, Strictness, parse_save};
+use crate::iptables::parse::SaveDump;
 use crate::iptables::render::restore_payload;
 use crate::model::{Ruleset, TableName};
 use crate::nft::ir::NftTable;
@@ -83,18 +85,20 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
             std::time::Duration::from_secs(60),
         )?)
     };
-    let detect = ipv6_setting == Ipv6Setting::Detect && !cleanup;
-    let kernel = if !config.dry_run || detect {
-        Some(LinuxKernel::open(netns.as_ref())?)
-    } else {
-        None
+    // A dry run goes on without the kernel (it says why).
+    let kernel = match LinuxKernel::open(netns.as_ref()) {
+        Err(e) if config.dry_run => Err(e),
+        k => Ok(k?),
     };
     let ipv6 = match (ipv6_setting, &kernel) {
         (Ipv6Setting::Explicit(on), _) => on,
         // Cleanup looks at both families whatever the addresses say.
         (Ipv6Setting::Detect, _) if cleanup => true,
-        (Ipv6Setting::Detect, Some(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
-        (Ipv6Setting::Detect, None) => unreachable!("the kernel is opened when detecting"),
+        (Ipv6Setting::Detect, Ok(k)) => detect_ipv6(&k.addresses()?, config.dual_stack)?.1,
+        (Ipv6Setting::Detect, Err(e)) => {
+            tracing::warn!("dry run: IPv6 could not be detected ({e}); showing the IPv4 rules only");
+            false
+        }
     };
     tracing::info!(
         "{}",
@@ -113,18 +117,15 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let ns_path = netns.as_ref().map(Netns::path);
     if config.dry_run {
+        let target = dry::Target {
+            netns: netns.as_ref(),
+            kernel: kernel.as_ref(),
+        };
         let recorded = if native_nft {
-            nft::dry_run(&plan, ns_path, cleanup)?;
+            dry::nftables(&config, &plan, &target, cleanup)?;
             stream::nft(&plan, cleanup)?
         } else {
-            // Listed over netlink (no process; skipped silently without the rights to ask).
-            let theirs = match &kernel {
-                Some(k) => live::nft::our_tables(k),
-                None => {
-                    crate::sys::kernel::nft_inet_tables_in(netns.as_ref()).map(|names| live::nft::tables_named(&names))
-                }
-            };
-            dry_run(&config, &plan, ns_path, cleanup, theirs.as_deref().unwrap_or_default())?;
+            dry::iptables(&config, &plan, &target, cleanup)?;
             stream::iptables(&plan, cleanup)
         };
         if let Some(file) = stream_file {
@@ -132,7 +133,9 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         }
         return validate::after_rules(&config, netns.as_ref());
     }
-    let kernel = kernel.expect("opened for real runs");
+    let Ok(kernel) = kernel else {
+        unreachable!("a real run fails when the kernel cannot be opened")
+    };
     // From here until the routes are done, a terminating signal waits for the run to finish
     // (or roll back): a family is never left half applied by a Ctrl-C or a `kill`.
     let deferred = crate::sys::signals::Deferred::new();
@@ -356,58 +359,118 @@ pub(crate) fn nft_backend_left(tables: &[NftTable]) -> String {
     )
 }
 
-/// Dry run: the commands a clean namespace gets, printed, nothing executed.
-/// `theirs`: the nftables backend's live tables, reported as a real run would act on them.
-fn dry_run(config: &Config, plan: &Plan, ns: Option<&Path>, cleanup: bool, theirs: &[NftTable]) -> Result<()> {
-    let bins = |f: Family| match config.force_iptables_binary {
-        Some(variant) => Binaries::of(f, variant),
-        None => Binaries::plain(f),
-    };
-    let show = |cmd: &Cmd| {
-        tracing::info!("Running command (dry run, {}): {cmd}", lock_mode(cmd));
-    };
-    if !theirs.is_empty() {
-        if cleanup {
-            tracing::warn!("{}", nft_backend_left(theirs));
-        } else {
-            tracing::warn!("a real run would refuse: {}", nft_backend_refusal(theirs));
-        }
-    }
-    tracing::info!("Clean-state detected, new iptables are needed");
-    if cleanup {
-        tracing::info!("Performing cleanup of existing iptables");
-        for family in plan.families() {
-            // What the cleanup removes from a namespace holding exactly this configuration.
-            let rs = plan.ruleset(family);
-            let live =
-                parse_save(&restore_payload(&rs), Strictness::Lenient).map_err(|e| Error::inconsistent(family, e))?;
-            let input = payloads::restore_input(&payloads::cleanup_lines(&rs, &live), None);
-            if !input.is_empty() {
-                let b = bins(family);
-                show(&restore_cmd(&b, &input, true, ns, config.cni_mode, config.xtables_wait));
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    b.restore(),
-                    input.trim()
-                );
-            }
-        }
-    } else {
-        tracing::info!("Applying iptables chains and rules");
-        for family in plan.families() {
-            let b = bins(family);
-            let payload = restore_payload(&plan.ruleset(family));
-            let cmd = restore_cmd(&b, &payload, true, ns, config.cni_mode, config.xtables_wait);
-            show(&cmd);
-            tracing::info!(
-                "Running iptables restore with: {} and the following input:\n{}",
-                b.restore(),
-                payload.trim()
+/// What apply does with each family's live state (the same order as `states`), logged as
+/// apply logs it (Istio's lines where they are true, the interrupted run, the `+`/`-` diff);
+/// the drift refusal when there is drift and neither `--reconcile` nor `--force-apply`. `dry`:
+/// the words of a dry run, which only says what a real run would do.
+fn assess(states: &[FamilyState], config: &Config, dry: bool) -> Result<Vec<Action>> {
+    let force = config.force_apply;
+    let actions: Vec<Action> = states
+        .iter()
+        .map(|s| match &s.found {
+            Found::Equal if force => Action::Rebuild,
+            Found::Equal => Action::Nothing,
+            Found::Absent if s.planned.is_empty() => Action::Nothing,
+            Found::Absent => Action::Apply,
+            Found::Differs { .. } | Found::Interrupted { .. } => Action::Rebuild,
+        })
+        .collect();
+    let differs: Vec<&FamilyState> = states
+        .iter()
+        .filter(|s| matches!(s.found, Found::Differs { .. }))
+        .collect();
+    for s in states {
+        if let Found::Interrupted { applied, missing } = &s.found {
+            let names = |t: &[TableName]| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+            tracing::warn!(
+                "[{}] found what an interrupted run of this same plan leaves (tables {} applied, {} missing); {}",
+                s.bins.family,
+                names(applied),
+                names(missing),
+                if dry {
+                    "a real run would complete it"
+                } else {
+                    "completing it"
+                }
             );
         }
     }
-    tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(())
+    if states.iter().all(|s| s.found == Found::Absent) {
+        tracing::info!("Clean-state detected, new iptables are needed");
+    } else if differs.is_empty() {
+        tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
+    } else {
+        tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
+        for s in &differs {
+            if let Found::Differs { diff, summary } = &s.found {
+                tracing::info!("{summary}\n{diff}");
+            }
+        }
+        if !config.reconcile && !force {
+            let summaries: Vec<String> = differs
+                .iter()
+                .filter_map(|s| match &s.found {
+                    Found::Differs { summary, .. } => Some(summary.clone()),
+                    _ => None,
+                })
+                .collect();
+            return Err(Error::Refused(Refusal::Drift {
+                rules: "ISTIO_* rules",
+                summary: summaries,
+                guarded: !leftover_guardrails(states).is_empty(),
+            }));
+        }
+    }
+    Ok(actions)
+}
+
+/// Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in place;
+/// kept (failing closed) while they are not.
+fn leftover_guardrails(states: &[FamilyState]) -> Vec<&FamilyState> {
+    states
+        .iter()
+        .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
+        .collect()
+}
+
+/// One restore a run performs: the binaries, the save output read before it (for a rollback)
+/// and the `--noflush` input.
+struct Step {
+    bins: Binaries,
+    before: String,
+    input: String,
+}
+
+/// Each family's restores in order (the other variant's cleanup first, then the family's own
+/// input), empty inputs left out.
+fn restore_steps(states: &[FamilyState], actions: &[Action]) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (s, action) in states.iter().zip(actions) {
+        match action {
+            Action::Nothing => {}
+            Action::Apply => steps.push(Step {
+                bins: s.bins.clone(),
+                before: s.before.clone(),
+                input: restore_payload(&s.planned),
+            }),
+            Action::Rebuild => {
+                for (ob, text, dump) in &s.others {
+                    steps.push(Step {
+                        bins: ob.clone(),
+                        before: text.clone(),
+                        input: payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None),
+                    });
+                }
+                steps.push(Step {
+                    bins: s.bins.clone(),
+                    before: s.before.clone(),
+                    input: payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned)),
+                });
+            }
+        }
+    }
+    steps.retain(|s| !s.input.is_empty());
+    steps
 }
 
 /// One family's live state in the variant in use.
@@ -520,13 +583,8 @@ impl Ctx<'_> {
         })
     }
 
-    fn apply(&self, plan: &Plan) -> Result<()> {
-        // Before anything is read or written: the nftables backend's tables are there (netlink,
-        // no process), so these rules would capture every packet a second time.
-        let theirs = self.nft_backend_tables();
-        if !theirs.is_empty() {
-            return Err(Error::Refused(nft_backend_refusal(&theirs)));
-        }
+    /// Every family's live state, compared with the plan, as apply reads it before deciding.
+    fn read_states(&self, plan: &Plan) -> Result<Vec<FamilyState>> {
         let mut states = Vec::new();
         for family in Family::ALL {
             let enabled = plan.families().contains(&family);
@@ -534,64 +592,20 @@ impl Ctx<'_> {
                 states.push(s);
             }
         }
+        Ok(states)
+    }
+
+    fn apply(&self, plan: &Plan) -> Result<()> {
+        // Before anything is read or written: the nftables backend's tables are there (netlink,
+        // no process), so these rules would capture every packet a second time.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            return Err(Error::Refused(nft_backend_refusal(&theirs)));
+        }
+        let states = self.read_states(plan)?;
         let force = self.config.force_apply;
-        let actions: Vec<Action> = states
-            .iter()
-            .map(|s| match &s.found {
-                Found::Equal if force => Action::Rebuild,
-                Found::Equal => Action::Nothing,
-                Found::Absent if s.planned.is_empty() => Action::Nothing,
-                Found::Absent => Action::Apply,
-                Found::Differs { .. } | Found::Interrupted { .. } => Action::Rebuild,
-            })
-            .collect();
-        let differs: Vec<&FamilyState> = states
-            .iter()
-            .filter(|s| matches!(s.found, Found::Differs { .. }))
-            .collect();
-        // Guardrails a killed `--reconcile` left behind: removed once meshcap's rules are in
-        // place; kept (failing closed) while they are not.
-        let leftovers: Vec<&FamilyState> = states
-            .iter()
-            .filter(|s| s.enabled && payloads::guardrails_present(&s.live))
-            .collect();
-        for s in &states {
-            if let Found::Interrupted { applied, missing } = &s.found {
-                let names = |t: &[TableName]| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
-                tracing::warn!(
-                    "[{}] found what an interrupted run of this same plan leaves (tables {} applied, {} missing); completing it",
-                    s.bins.family,
-                    names(applied),
-                    names(missing)
-                );
-            }
-        }
-        if states.iter().all(|s| s.found == Found::Absent) {
-            tracing::info!("Clean-state detected, new iptables are needed");
-        } else if differs.is_empty() {
-            tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
-        } else {
-            tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
-            for s in &differs {
-                if let Found::Differs { diff, summary } = &s.found {
-                    tracing::info!("{summary}\n{diff}");
-                }
-            }
-            if !self.config.reconcile && !force {
-                let summaries: Vec<String> = differs
-                    .iter()
-                    .filter_map(|s| match &s.found {
-                        Found::Differs { summary, .. } => Some(summary.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                return Err(Error::Refused(Refusal::Drift {
-                    rules: "ISTIO_* rules",
-                    summary: summaries,
-                    guarded: !leftovers.is_empty(),
-                }));
-            }
-        }
+        let actions = assess(&states, self.config, false)?;
+        let leftovers = leftover_guardrails(&states);
         if actions.iter().all(|a| *a == Action::Nothing) {
             return self.remove_leftover_guardrails(&leftovers);
         }
@@ -657,38 +671,19 @@ impl Ctx<'_> {
     /// rollback, and the failure.
     fn run_restores(&self, states: &[FamilyState], actions: &[Action]) -> (Vec<Touched>, Option<ExecError>) {
         let mut touched: Vec<Touched> = Vec::new();
-        for (s, action) in states.iter().zip(actions) {
-            let mut steps: Vec<(Binaries, String, String)> = Vec::new();
-            match action {
-                Action::Nothing => continue,
-                Action::Apply => steps.push((s.bins.clone(), s.before.clone(), restore_payload(&s.planned))),
-                Action::Rebuild => {
-                    for (ob, text, dump) in &s.others {
-                        let input = payloads::restore_input(&payloads::cleanup_lines(&s.planned, dump), None);
-                        steps.push((ob.clone(), text.clone(), input));
-                    }
-                    let input =
-                        payloads::restore_input(&payloads::cleanup_lines(&s.planned, &s.live), Some(&s.planned));
-                    steps.push((s.bins.clone(), s.before.clone(), input));
-                }
-            }
-            for (bins, before, input) in steps {
-                if input.is_empty() {
-                    continue;
-                }
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    bins.restore(),
-                    input.trim()
-                );
-                touched.push(Touched {
-                    tables: payloads::tables_of(&input),
-                    bins: bins.clone(),
-                    before,
-                });
-                if let Err(e) = self.restore(&bins, &input, true) {
-                    return (touched, Some(e));
-                }
+        for Step { bins, before, input } in restore_steps(states, actions) {
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                bins.restore(),
+                input.trim()
+            );
+            touched.push(Touched {
+                tables: payloads::tables_of(&input),
+                bins: bins.clone(),
+                before,
+            });
+            if let Err(e) = self.restore(&bins, &input, true) {
+                return (touched, Some(e));
             }
         }
         (touched, None)
@@ -786,6 +781,28 @@ impl Ctx<'_> {
     /// in every variant that holds them.
     fn cleanup(&self, plan: &Plan) -> Result<()> {
         tracing::info!("Performing cleanup of existing iptables");
+        for (bins, input) in self.cleanup_steps(plan, false)? {
+            tracing::info!(
+                "Running iptables restore with: {} and the following input:\n{}",
+                bins.restore(),
+                input.trim()
+            );
+            self.restore(&bins, &input, true)?;
+        }
+        // The nftables backend's tables are not this backend's to remove (its cleanup is one
+        // atomic nft transaction); said, so the capture they keep is no surprise.
+        let theirs = self.nft_backend_tables();
+        if !theirs.is_empty() {
+            tracing::warn!("{}", nft_backend_left(&theirs));
+        }
+        Ok(())
+    }
+
+    /// The cleanup's restores: per family and variant holding meshcap's rules (or the
+    /// guardrails an interrupted run left), its binaries and `--noflush` input. Reads only;
+    /// `dry`: the words of a dry run.
+    fn cleanup_steps(&self, plan: &Plan, dry: bool) -> Result<Vec<(Binaries, String)>> {
+        let mut steps = Vec::new();
         for family in Family::ALL {
             let planned = plan.ruleset(family);
             for variant in [IptablesVariant::Legacy, IptablesVariant::Nft] {
@@ -795,9 +812,10 @@ impl Ctx<'_> {
                 let mut bins = Binaries::of(family, variant);
                 if !self.sys.has_program(&bins.save()) || !self.sys.has_program(&bins.restore()) {
                     tracing::warn!(
-                        "{} tables exist but {} is not installed; they were not cleaned",
+                        "{} tables exist but {} is not installed; they {} cleaned",
                         variant.name(),
-                        bins.base
+                        bins.base,
+                        if dry { "would not be" } else { "were not" }
                     );
                     continue;
                 }
@@ -807,7 +825,8 @@ impl Ctx<'_> {
                 let mut lines = payloads::cleanup_lines(&planned, &dump);
                 if payloads::guardrails_present(&dump) {
                     tracing::warn!(
-                        "removing the guardrails an interrupted meshcap run left in {}",
+                        "{} the guardrails an interrupted meshcap run left in {}",
+                        if dry { "a real run would remove" } else { "removing" },
                         bins.base
                     );
                     lines
@@ -816,24 +835,12 @@ impl Ctx<'_> {
                         .extend(payloads::guardrail_deletes());
                 }
                 let input = payloads::restore_input(&lines, None);
-                if input.is_empty() {
-                    continue;
+                if !input.is_empty() {
+                    steps.push((bins, input));
                 }
-                tracing::info!(
-                    "Running iptables restore with: {} and the following input:\n{}",
-                    bins.restore(),
-                    input.trim()
-                );
-                self.restore(&bins, &input, true)?;
             }
         }
-        // The nftables backend's tables are not this backend's to remove (its cleanup is one
-        // atomic nft transaction); said, so the capture they keep is no surprise.
-        let theirs = self.nft_backend_tables();
-        if !theirs.is_empty() {
-            tracing::warn!("{}", nft_backend_left(&theirs));
-        }
-        Ok(())
+        Ok(steps)
     }
 
     fn final_state_dump(&self, plan: &Plan) {

@@ -75,22 +75,6 @@ pub(crate) fn check_version(text: &str) -> Result<()> {
     }
 }
 
-/// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
-/// command; nothing is run.
-pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<()> {
-    let tx = if cleanup {
-        tracing::info!("Performing cleanup of existing nftables rules");
-        cleanup_transaction()
-    } else {
-        tracing::info!("Clean-state detected, new nftables rules are needed");
-        planned_transaction(plan)?
-    };
-    tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
-    tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
-    tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(())
-}
-
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
     pub(crate) sys: &'a dyn System,

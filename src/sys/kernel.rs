@@ -30,6 +30,12 @@ pub(crate) trait Kernel {
     fn nft_inet_tables(&self) -> Option<Vec<String>> {
         None
     }
+    /// Why this namespace's netfilter state cannot be read (no rights: the legacy table names
+    /// or the nf_tables listing refused), `None` when it can. A dry run says so instead of
+    /// reporting a clean namespace it did not see.
+    fn netfilter_unreadable(&self) -> Option<String> {
+        None
+    }
     /// How many `fwmark <mark> lookup <table>` rules exist.
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize>;
     /// The protocol of each `fwmark <mark> lookup <table>` rule (0: unspec, as `ip rule add`
@@ -55,6 +61,8 @@ pub(crate) struct LinuxKernel {
     netfilter: io::Result<Socket>,
     legacy_v4: Vec<TableName>,
     legacy_v6: Vec<TableName>,
+    /// Why a legacy table-names file could not be read (it exists but is not readable).
+    legacy_unreadable: Option<String>,
     lo: std::cell::Cell<Option<u32>>,
 }
 
@@ -65,21 +73,27 @@ fn tables_in(text: &str) -> Vec<TableName> {
     out
 }
 
-fn read_names(file: &str) -> Vec<TableName> {
+/// The legacy tables a names file lists, and why it could not be read (then none are assumed).
+fn read_names(file: &str) -> (Vec<TableName>, Option<String>) {
     // The file is absent when the legacy module is not loaded: then no legacy table exists.
     let path = format!("/proc/thread-self/net/{file}");
     match std::fs::read_to_string(&path) {
-        Ok(t) => tables_in(&t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Ok(t) => (tables_in(&t), None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), None),
         Err(e) => {
             // Mode 0440, root: a non-root meshcap with file capabilities needs
             // CAP_DAC_READ_SEARCH to see the legacy tables. Said, not silently assumed.
             tracing::warn!(
                 "cannot read /proc/net/{file} ({e}); legacy tables are assumed absent (run as root or add CAP_DAC_READ_SEARCH)"
             );
-            Vec::new()
+            (Vec::new(), Some(format!("cannot read /proc/net/{file}: {e}")))
         }
     }
+}
+
+/// Whether `e` says the caller lacks the rights.
+fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
 }
 
 impl LinuxKernel {
@@ -94,11 +108,13 @@ impl LinuxKernel {
             )
         })?;
         let route = route.map_err(|e| Error::system("cannot open a netlink socket", e))?;
+        let ((legacy_v4, why_v4), (legacy_v6, why_v6)) = (legacy_v4, legacy_v6);
         Ok(LinuxKernel {
             route,
             netfilter,
             legacy_v4,
             legacy_v6,
+            legacy_unreadable: why_v4.or(why_v6),
             lo: std::cell::Cell::new(None),
         })
     }
@@ -125,14 +141,6 @@ fn inet_names(sock: &Socket) -> Option<Vec<String>> {
             .map(|(_, n)| n)
             .collect(),
     )
-}
-
-/// The names of the `inet` nftables tables of `netns` (or this namespace), from one netlink
-/// socket and nothing else (a dry run that has no [`LinuxKernel`] open): `None` when they
-/// cannot be listed (the namespace cannot be entered, no nf_tables, no `CAP_NET_ADMIN`).
-pub(crate) fn nft_inet_tables_in(netns: Option<&Netns>) -> Option<Vec<String>> {
-    let sock = netns::within(netns, Socket::netfilter).ok()?.ok()?;
-    inet_names(&sock)
 }
 
 impl Kernel for LinuxKernel {
@@ -165,6 +173,23 @@ impl Kernel for LinuxKernel {
 
     fn nft_inet_tables(&self) -> Option<Vec<String>> {
         inet_names(self.netfilter.as_ref().ok()?)
+    }
+
+    fn netfilter_unreadable(&self) -> Option<String> {
+        if let Some(why) = &self.legacy_unreadable {
+            return Some(why.clone());
+        }
+        let listed = match self.netfilter.as_ref() {
+            Ok(sock) => sock.nft_tables().map(drop),
+            Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+        };
+        match listed {
+            Err(e) if denied(&e) => Some(format!(
+                "the kernel refuses to list the nftables tables ({e}): CAP_NET_ADMIN in the namespace is needed"
+            )),
+            // No nf_tables at all: nothing can be there, as a real run finds too.
+            _ => None,
+        }
     }
 
     fn fwmark_rules(&self, family: Family, mark: u32, table: u32) -> Result<usize> {

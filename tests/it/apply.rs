@@ -305,15 +305,21 @@ fn dry_run_changes_nothing() {
         run.success()
             .stderr_contains("running iptables in dry-run mode, no rule changes will be made")
             .stderr_contains("skipping configuring routes due to dry run mode");
-        if !extra.contains(&"--cleanup-only") {
-            run.stderr_contains("Running iptables restore with: iptables-restore and the following input:\n* mangle")
+        // A clean namespace: the rules a real run would apply, with the binaries it would use
+        // (iptables-nft: no legacy table exists); a cleanup finds nothing to remove.
+        if extra.contains(&"--cleanup-only") {
+            run.stderr_contains("dry run: nothing to clean up: no iptables rules of meshcap's are live");
+        } else {
+            run.stderr_contains("Clean-state detected, new iptables are needed")
+                .stderr_contains("dry run: IPv4 (iptables-nft): a real run would apply the rules (clean state) with iptables-nft-restore")
+                .stderr_contains("Running iptables restore with: iptables-nft-restore and the following input:\n* mangle")
                 .stderr_contains(&format!(
-                    "iptables-restore --noflush (in network namespace /var/run/netns/{})",
+                    "iptables-nft-restore --noflush (in network namespace /var/run/netns/{})",
                     ns.name
                 ));
         }
         if extra.contains(&"--dual-stack") {
-            run.stderr_contains("ip6tables-restore and the following input");
+            run.stderr_contains("ip6tables-nft-restore and the following input");
         }
     }
     for v in V::BOTH {

@@ -107,7 +107,7 @@ fn the_iptables_backend_refuses_over_the_nftables_backends_tables() {
     // The dry run reports it (and still only prints).
     run(&ns, SIDECAR, &["--dry-run"])
         .success()
-        .stderr_contains(&format!("a real run would refuse: {REFUSAL}"));
+        .stderr_contains(&format!("dry run: a real run would refuse: {REFUSAL}"));
     assert_eq!(snapshot(&ns), before);
 
     // The remedy works: the nftables cleanup, then the iptables backend applies as usual.

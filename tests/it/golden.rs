@@ -94,9 +94,28 @@ fn scratch_copy(dir: &Path) -> Result<TempDir, String> {
     Ok(scratch)
 }
 
-/// Runs `meshcap <args> <extra>` in `dir`.
+/// Whether the case runs the apply command (`istio-iptables`, `istio-clean-iptables`): its dry
+/// run reads the live state of the namespace it runs in.
+fn applies(case: &Case) -> bool {
+    matches!(
+        case.args.first().map(String::as_str),
+        Some("istio-iptables" | "istio-clean-iptables")
+    )
+}
+
+/// Runs `meshcap <args> <extra>` in `dir`; a case of the apply command in a fresh, empty
+/// network namespace of its own (`unshare -rn`: a user namespace owning it, so no root is
+/// needed) whose only address is 198.51.100.2/32 on `lo` (IPv6 detection says IPv4 only, as
+/// for a plain pod) and whose state its dry run reads: the log says "clean state" on every
+/// machine.
 fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
-    Meshcap::new()
+    const POD: &str = "ip link set lo up && ip addr add 198.51.100.2/32 dev lo && exec \"$@\"";
+    let meshcap = if applies(case) {
+        Meshcap::new().launcher(["unshare", "--map-root-user", "--net", "--", "sh", "-c", POD, "sh"])
+    } else {
+        Meshcap::new()
+    };
+    meshcap
         .args(&case.args)
         .args(extra)
         .envs(case.env.iter().map(|(k, v)| (k, v)))

@@ -12,6 +12,7 @@ mod backend_routes;
 mod check_netns;
 mod compact_equivalence;
 mod docs;
+mod dry_run;
 mod dry_run_file;
 mod from_pod_spec;
 mod golden;

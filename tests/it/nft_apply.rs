@@ -299,15 +299,18 @@ fn dry_run_prints_the_transaction_and_changes_nothing() {
             "running nftables in dry-run mode, no rule changes will be made",
             "skipping configuring routes due to dry run mode",
             "Istio nftables environment:",
-            &format!("nft -f - (in network namespace /var/run/netns/{})", ns.name),
-            "Running nft with the following input:\nadd table inet istio-proxy-nat\n",
         ] {
             o.stderr_contains(want);
         }
         if extra.contains(&"--cleanup-only") {
-            o.stderr_contains("delete table inet istio-proxy-raw");
+            // A clean namespace: nothing to delete, so no transaction.
+            o.stderr_contains("No nftables tables of meshcap's exist, nothing to clean up")
+                .stderr_lacks("Running nft with the following input");
         } else {
-            o.stderr_contains("tproxy ip to :15006");
+            o.stderr_contains("dry run: nftables (nft): a real run would apply the rules (clean state) with nft -f -")
+                .stderr_contains(&format!("nft -f - (in network namespace /var/run/netns/{})", ns.name))
+                .stderr_contains("Running nft with the following input:\nadd table inet istio-proxy-nat\n")
+                .stderr_contains("tproxy ip to :15006");
         }
         assert_eq!(
             extra.contains(&"--dual-stack"),
