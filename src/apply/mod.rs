@@ -108,7 +108,7 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         }
         return validate::after_rules(&config, netns.as_ref());
     }
-    let plan = plan::build_for(&config, ipv6);
+    let plan = plan::build_for(&config, ipv6)?;
     plan.validate(config.backend())
         .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let ns_path = netns.as_ref().map(Netns::path);
