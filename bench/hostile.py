@@ -32,6 +32,17 @@ release binary of the base branch, after = the linear parser and cleanup):
   live 50k foreign chains: apply, check  6.4 s, 5.9 s  0.52 s, 0.71 s
   cleanup -c 16,000 (apply 0.6-0.8 s)    7.2 s         0.99 s
   cleanup 300 x 300 -k/-i (apply 2.0 s)  125.1 s       9.1 s
+
+limits (before = the base commit's release binary, without the limit; after = the limit and the
+streamed JSON; one run, shared machine, so times are ±2x; RSS is stable):
+
+  case                                   before              after
+  render 2,000 x 2,000 -k/-i             3.54 s, 840 MiB     refused: 9-16 ms, 4.0 MiB
+  JSON / apply of the same               -                   refused: 7-10 / 13-35 ms, 4.1 / 4.5 MiB
+  18 x 1,000 -k/-i: render / JSON        8.3 / 47.9 MiB      8.2 / 10.6 MiB
+    nft render / apply ipt / apply nft   14.2 / 29.0 / 94.4  14.1 / 29.2 / 94.2 MiB (apply: the child)
+  830 ids: render / JSON                 10.0 / 62.3 MiB     9.4 / 9.0 MiB
+    nft render / apply ipt / apply nft   13.0 / 13.3 / 82.7  13.2 / 13.1 / 82.8 MiB
 """
 
 import os

@@ -68,6 +68,14 @@ fn every_planning_command_refuses_the_explosion_naming_the_flags() {
         1,
         &[EXPLOSION, LIMIT],
     );
+    // Refused before the namespace is opened: a missing one is never looked at.
+    refused(
+        Meshcap::new()
+            .args(["istio-iptables", "--network-namespace", "/nonexistent/netns"])
+            .args(&k_i),
+        1,
+        &[EXPLOSION, LIMIT],
+    );
     let dump = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
     refused(
         Meshcap::new()
@@ -191,4 +199,29 @@ fn apply_over_the_limit_leaves_the_namespace_untouched() {
         let rules = String::from_utf8_lossy(&ns.run("ip", &["rule"]).stdout).into_owned();
         assert!(!rules.contains("lookup 133"), "{rules}");
     }
+}
+
+/// Without an IPv6 setting apply counts IPv4 first (before opening anything), then the full
+/// plan once the namespace's addresses say IPv6 is on: an IPv6 pod over the limit is refused
+/// with nothing applied, while the same flags fit an IPv4 pod.
+#[test]
+fn apply_counts_ipv6_once_it_is_detected() {
+    needs_netns!();
+    let flags = ["istio-iptables", "-p", "15001", "-z", "15006", "-b", "*", "-u", "1337"];
+    let v6 = Netns::ipv6("limits6");
+    let before = (save(&v6, V::Nft, "ip6tables"), nft_ruleset(&v6));
+    refused(
+        Meshcap::new().args(flags).env("MESHCAP_MAX_RULES", "20").netns(&v6),
+        1,
+        &["(28 in all for iptables: IPv4 14, IPv6 14); the limit is 20 "],
+    );
+    assert_eq!((save(&v6, V::Nft, "ip6tables"), nft_ruleset(&v6)), before);
+    let v4 = Netns::ipv4("limits4");
+    Meshcap::new()
+        .args(flags)
+        .env("MESHCAP_MAX_RULES", "20")
+        .netns(&v4)
+        .run()
+        .success();
+    assert!(save(&v4, V::Nft, "iptables").contains("-A ISTIO_OUTPUT"));
 }
