@@ -3,9 +3,8 @@
 //! `List`), finds the pod spec of each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job
 //! and CronJob, and runs the same parsing (`cli`) and validation (`config`) as `meshcap
 //! istio-iptables` on each such container's args and literal env, and the rule limit
-//! (`plan::budget`). Nothing is applied, no host
-//! file is read (resolv.conf and passwd are the pod's, unknown here), so the answer is about the
-//! values alone.
+//! (`plan::budget`). Nothing is applied, no host file is read (resolv.conf and passwd are the
+//! pod's, unknown here), so the answer is about the values alone.
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};

@@ -211,8 +211,9 @@ pub fn render(plan: &Plan, families: &[Family]) -> String {
 }
 
 /// Writes the document, pretty-printed with a final newline, to `out` as it is produced: the
-/// same bytes as serialising [`document`], but one family's ruleset and one rule's wire form
-/// at a time, so memory stays proportional to the plan, not to the text (docs/performance.md).
+/// same bytes as serialising the plan's [`Document`], but one family's ruleset and one rule's
+/// wire form at a time, so memory stays proportional to the plan, not to the text
+/// (docs/performance.md).
 pub fn write(plan: &Plan, families: &[Family], out: &mut impl std::io::Write) -> std::io::Result<()> {
     let mut ser = serde_json::Serializer::pretty(&mut *out);
     DocumentView { plan, families }
