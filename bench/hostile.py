@@ -14,8 +14,14 @@ parse    `meshcap check --from-save DUMP` of a dump declaring 25k/50k/100k forei
 live     apply and `check` in a namespace holding 50k foreign chains (nat table).
 cleanup  `istio-clean-iptables` after an apply of `-c` with 16,000 interfaces, and of
          300 × 300 `-k`/`-i` (the apply time is shown beside it).
-limits   the rule-count limit: the refusal's time, and render/apply just under the limit
-         (time, peak RSS of meshcap; RSS at the limit must stay ≤ 100 MB). Not written yet.
+limits   the rule-count limit (MESHCAP_MAX_RULES, 20,000 by default): the refusal of
+         2,000 × 2,000 -k/-i (4 million rules; render, JSON, apply: must be instant), and
+         render (text, JSON, nft) and apply (iptables, nft) of two configurations just under
+         the limit: 18 × 1,000 -k/-i (19,032 IPv4 rules) and 830 proxy ids with TPROXY, DNS
+         and IPv6 (19,970 iptables rules, 13,309 nft; 5 matches each, the heaviest per rule). Peak RSS at the limit
+         must stay ≤ 100 MB. An apply's peak RSS is the largest of meshcap and its restore
+         child (GNU time reports the process tree's largest). SKIP_REFUSAL=1 skips the refusal
+         rows (for a binary without the limit).
 
 Figures (2 shared cores under heavy load from other builds, one run each; before = the
 release binary of the base branch, after = the linear parser and cleanup):
@@ -26,6 +32,17 @@ release binary of the base branch, after = the linear parser and cleanup):
   live 50k foreign chains: apply, check  6.4 s, 5.9 s  0.52 s, 0.71 s
   cleanup -c 16,000 (apply 0.6-0.8 s)    7.2 s         0.99 s
   cleanup 300 x 300 -k/-i (apply 2.0 s)  125.1 s       9.1 s
+
+limits (before = the base commit's release binary, without the limit; after = the limit and the
+streamed JSON; one run, shared machine, so times are ±2x; RSS is stable):
+
+  case                                   before              after
+  render 2,000 x 2,000 -k/-i             3.54 s, 840 MiB     refused: 9-16 ms, 4.0 MiB
+  JSON / apply of the same               -                   refused: 7-10 / 13-35 ms, 4.1 / 4.5 MiB
+  18 x 1,000 -k/-i: render / JSON        8.3 / 47.9 MiB      8.2 / 10.6 MiB
+    nft render / apply ipt / apply nft   14.2 / 29.0 / 94.4  14.1 / 29.2 / 94.2 MiB (apply: the child)
+  830 ids: render / JSON                 10.0 / 62.3 MiB     9.4 / 9.0 MiB
+    nft render / apply ipt / apply nft   13.0 / 13.3 / 82.7  13.2 / 13.1 / 82.8 MiB
 """
 
 import os
@@ -152,7 +169,48 @@ def section_cleanup():
             row(f"{name}: cleanup", wall, rss)
 
 
-SECTIONS = {"parse": section_parse, "live": section_live, "cleanup": section_cleanup}
+def limits_cases():
+    """The configurations just under the limit: (name, flags)."""
+    ki = ["-k", ",".join(f"k{i}" for i in range(18)),
+          "-i", ",".join(f"10.{i >> 8}.{i & 255}.0/24" for i in range(1000))]
+    ids = ",".join(str(1000 + i) for i in range(830))
+    owners = ["-u", ids, "-m", "TPROXY", "-b", "*", "--redirect-dns", "--capture-all-dns"]
+    return [("18 x 1,000 -k/-i", ki, False), ("830 ids -u/-g, TPROXY, DNS, IPv6", owners, True)]
+
+
+def section_limits():
+    print("limits: MESHCAP_MAX_RULES (default 20,000)")
+    base = ["-p", "15001", "-z", "15006", "-b", "*"]
+    if os.environ.get("SKIP_REFUSAL") != "1":
+        k = ",".join(f"k{i}" for i in range(2000))
+        i = ",".join(f"10.{n >> 8}.{n & 255}.0/24" for n in range(2000))
+        boom = base + ["-k", k, "-i", i]
+        wall, rss = best([MESHCAP, "render", *boom], ok=(1,))
+        row("refusal: render 2,000 x 2,000 -k/-i (4M rules)", wall, rss)
+        wall, rss = best([MESHCAP, "render", "--format", "json", *boom], ok=(1,))
+        row("refusal: render --format json, same", wall, rss)
+        with Ns("limits") as ns:
+            wall, rss = best(ns.meshcap("istio-iptables", *boom), ok=(1,))
+            row("refusal: apply, same", wall, rss)
+    for name, flags, ipv6 in limits_cases():
+        v6 = ["--ipv6"] if ipv6 else ["--ipv6=false"]
+        print(f"  at the limit: {name}")
+        wall, rss = best([MESHCAP, "render", *base, *flags, *v6])
+        row("render (iptables text)", wall, rss)
+        wall, rss = best([MESHCAP, "render", "--format", "json", *base, *flags, *v6])
+        row("render --format json", wall, rss)
+        wall, rss = best([MESHCAP, "render", "--native-nftables", *base, *flags, *v6])
+        row("render --native-nftables", wall, rss)
+        for backend in ([], ["--native-nftables"]):
+            with Ns("limits") as ns:
+                # istio-iptables has no --ipv6: Istio's variable says it (env execs meshcap).
+                env = ["env", f"ENABLE_INBOUND_IPV6={'true' if ipv6 else 'false'}"]
+                wall, rss, _ = run(env + ns.meshcap("istio-iptables", *backend, *base, *flags))
+                row(f"apply {'nft' if backend else 'iptables'} (fresh namespace)", wall, rss)
+
+
+SECTIONS = {"parse": section_parse, "live": section_live, "cleanup": section_cleanup,
+            "limits": section_limits}
 
 if __name__ == "__main__":
     if os.geteuid() != 0:

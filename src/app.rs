@@ -196,7 +196,7 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
             "IPv6 is off, so there are no IPv6 rules to print: add --ipv6 (or ENABLE_INBOUND_IPV6=true) to plan them"
         );
     }
-    let out = if config.native_nftables {
+    if config.native_nftables {
         if args.format == Format::Json {
             return Err(Error::invalid(
                 "--format",
@@ -216,53 +216,52 @@ fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
         let tx = nft::lower::transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let text = tx.text();
         crate::speed::keep_until_exit((plan, tx));
-        text
-    } else {
-        match args.format {
-            Format::Iptables => {
-                // Each family's ruleset is built once (moved out of the plan), checked, rendered.
-                let rulesets = plan.into_rulesets();
-                for rs in &rulesets {
-                    rs.validate_for(Backend::Iptables)
-                        .map_err(|e| Error::inconsistent(rs.family, e))?;
-                }
-                let payload = |family: Family| {
-                    rulesets
-                        .iter()
-                        .find(|rs| rs.family == family)
-                        .map(iptables::render::restore_payload)
-                        .unwrap_or_default()
-                };
-                let out = match args.family {
-                    Some(FamilyArg::V4) => payload(Family::V4),
-                    Some(FamilyArg::V6) => payload(Family::V6),
-                    None => {
-                        let mut out = String::new();
-                        for rs in &rulesets {
-                            out.push_str("# ");
-                            out.push_str(rs.family.name());
-                            out.push('\n');
-                            iptables::render::write_restore_payload(&mut out, rs);
-                        }
-                        out
+        return write_stdout(&text).map(|()| 0);
+    }
+    match args.format {
+        Format::Iptables => {
+            // Each family's ruleset is built once (moved out of the plan), checked, rendered.
+            let rulesets = plan.into_rulesets();
+            for rs in &rulesets {
+                rs.validate_for(Backend::Iptables)
+                    .map_err(|e| Error::inconsistent(rs.family, e))?;
+            }
+            let payload = |family: Family| {
+                rulesets
+                    .iter()
+                    .find(|rs| rs.family == family)
+                    .map(iptables::render::restore_payload)
+                    .unwrap_or_default()
+            };
+            match args.family {
+                Some(FamilyArg::V4) => write_stdout(&payload(Family::V4))?,
+                Some(FamilyArg::V6) => write_stdout(&payload(Family::V6))?,
+                None => {
+                    // One family at a time: the text in memory is one payload, not both.
+                    for rs in &rulesets {
+                        let mut out = format!("# {}\n", rs.family.name());
+                        iptables::render::write_restore_payload(&mut out, rs);
+                        write_stdout(&out)?;
                     }
-                };
-                crate::speed::keep_until_exit(rulesets);
-                out
+                }
             }
-            Format::Json => {
-                plan.validate(Backend::Iptables)
-                    .map_err(|(family, e)| Error::inconsistent(family, e))?;
-                let families = match args.family {
-                    Some(FamilyArg::V4) => vec![Family::V4],
-                    Some(FamilyArg::V6) => vec![Family::V6],
-                    None => plan.families(),
-                };
-                json::render(&plan, &families)
-            }
+            crate::speed::keep_until_exit(rulesets);
         }
-    };
-    write_stdout(&out)?;
+        Format::Json => {
+            plan.validate(Backend::Iptables)
+                .map_err(|(family, e)| Error::inconsistent(family, e))?;
+            let families = match args.family {
+                Some(FamilyArg::V4) => vec![Family::V4],
+                Some(FamilyArg::V6) => vec![Family::V6],
+                None => plan.families(),
+            };
+            // Streamed: written while it is produced (json::write), never one big string.
+            let mut stdout = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+            json::write(&plan, &families, &mut stdout)
+                .and_then(|()| stdout.flush())
+                .map_err(Error::Stdout)?;
+        }
+    }
     Ok(0)
 }
 

@@ -2,9 +2,9 @@
 //! meshcap's validation? Reads Kubernetes objects (JSON or YAML, one document or several, a
 //! `List`), finds the pod spec of each Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job
 //! and CronJob, and runs the same parsing (`cli`) and validation (`config`) as `meshcap
-//! istio-iptables` on each such container's args and literal env. Nothing is applied, no host
-//! file is read (resolv.conf and passwd are the pod's, unknown here), so the answer is about the
-//! values alone.
+//! istio-iptables` on each such container's args and literal env, and the rule limit
+//! (`plan::budget`). Nothing is applied, no host file is read (resolv.conf and passwd are the
+//! pod's, unknown here), so the answer is about the values alone.
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -296,7 +296,11 @@ pub(crate) fn validate(args: &[String], env: &Env) -> std::result::Result<(), St
         resolv_conf: "/dev/null".into(),
     };
     let ipv6 = Config::ipv6_setting(&None, env).map_err(|e| e.to_string())?;
-    Config::from_flags(flags, env, &files, ipv6)
+    let config = Config::from_flags(flags, env, &files, ipv6).map_err(|e| e.to_string())?;
+    // The rule limit as the pod would meet it; without ENABLE_INBOUND_IPV6 the pod's addresses
+    // decide, so the audit assumes the larger, dual-stack plan.
+    let ipv6 = !matches!(ipv6, crate::config::Ipv6Setting::Explicit(false));
+    crate::plan::budget::check(&config, ipv6)
         .map(drop)
         .map_err(|e| e.to_string())
 }

@@ -26,6 +26,18 @@ pub enum Error {
     NotKubernetes { source: String, why: String },
     /// `meshcap audit`: the input holds no Pod, List or workload.
     NoWorkload,
+    /// The flags would plan more rules than `MESHCAP_MAX_RULES` allows (counted before any is
+    /// built): `cause` names the flags with the most of them (`cause_rules`), `total` is what
+    /// `backend` would load, `v4`/`v6` the families' views.
+    TooManyRules {
+        cause: &'static str,
+        cause_rules: u64,
+        total: u64,
+        v4: u64,
+        v6: u64,
+        backend: &'static str,
+        limit: u64,
+    },
 
     // Files and streams.
     /// A file meshcap had to read could not be read.
@@ -202,6 +214,19 @@ pub(crate) fn quote(value: &str) -> String {
     out
 }
 
+/// A count with thousands separators (`4,000,000`), as the limit's message spells numbers.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A value for a log line, as is but with control characters escaped (`\n`, `\u{1b}`), so
 /// no value can start a forged log line or drive a terminal.
 pub(crate) fn printable(value: &str) -> std::borrow::Cow<'_, str> {
@@ -240,6 +265,24 @@ impl fmt::Display for Error {
                 "no command given, nothing applied: to apply the capture to this network namespace run \
                  'meshcap istio-iptables FLAGS' (as Istio's istio-init does); to preview the rules run \
                  'meshcap render FLAGS'; see 'meshcap --help'",
+            ),
+            Error::TooManyRules {
+                cause,
+                cause_rules,
+                total,
+                v4,
+                v6,
+                backend,
+                limit,
+            } => write!(
+                f,
+                "{cause} would plan {} rules ({} in all for {backend}: IPv4 {}, IPv6 {}); the limit is {} \
+                 (set MESHCAP_MAX_RULES to raise it); nothing was done",
+                thousands(*cause_rules),
+                thousands(*total),
+                thousands(*v4),
+                thousands(*v6),
+                thousands(*limit)
             ),
             Error::Read { path, err } => write!(f, "cannot read {}: {}", quote(path), err),
             Error::Write { path, source, err } => write!(f, "cannot write {} ({source}): {err}", quote(path)),
@@ -573,6 +616,19 @@ mod tests {
                 "cannot read 'pods.json' as Kubernetes JSON or YAML: EOF",
             ),
             (
+                Error::TooManyRules {
+                    cause: "-k × -i",
+                    cause_rules: 4_000_000,
+                    total: 4_000_022,
+                    v4: 4_000_022,
+                    v6: 0,
+                    backend: "iptables",
+                    limit: 100_000,
+                },
+                "-k × -i would plan 4,000,000 rules (4,000,022 in all for iptables: IPv4 4,000,022, IPv6 0); \
+                 the limit is 100,000 (set MESHCAP_MAX_RULES to raise it); nothing was done",
+            ),
+            (
                 Error::NoWorkload,
                 "no Pod, List or workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) found in the input",
             ),
@@ -581,6 +637,19 @@ mod tests {
                 "no command given, nothing applied: to apply the capture to this network namespace run 'meshcap istio-iptables FLAGS' (as Istio's istio-init does); to preview the rules run 'meshcap render FLAGS'; see 'meshcap --help'",
             ),
         ]
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (100_000, "100,000"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
     }
 
     #[test]
@@ -601,6 +670,7 @@ mod tests {
                 Error::Usage(_) | Error::NoCommand => EXIT_USAGE,
                 Error::Validation { .. } => EXIT_VALIDATION,
                 Error::InvalidValue { .. }
+                | Error::TooManyRules { .. }
                 | Error::FlagsBeforeSubcommand
                 | Error::NotKubernetes { .. }
                 | Error::NoWorkload

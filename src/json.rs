@@ -191,7 +191,9 @@ pub(crate) struct TproxyRoutesDoc {
     pub(crate) families: Vec<FamilyName>,
 }
 
-/// The document for `plan`, restricted to `families` (each must be one the plan renders).
+/// The document for `plan`, restricted to `families` (each must be one the plan renders): the
+/// reference [`write`] streams byte for byte (tests only; `render` writes through [`write`]).
+#[cfg(test)]
 pub(crate) fn document(plan: &Plan, families: &[Family]) -> Document {
     Document {
         version: VERSION,
@@ -200,11 +202,130 @@ pub(crate) fn document(plan: &Plan, families: &[Family]) -> Document {
     }
 }
 
-/// The document as pretty-printed JSON with a final newline.
+/// The document as pretty-printed JSON with a final newline, in memory (tests and library
+/// users; the command streams it with [`write`]).
 pub fn render(plan: &Plan, families: &[Family]) -> String {
-    let mut out = serde_json::to_string_pretty(&document(plan, families)).expect("the document serialises");
-    out.push('\n');
-    out
+    let mut out = Vec::new();
+    write(plan, families, &mut out).expect("writing to memory does not fail");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// Writes the document, pretty-printed with a final newline, to `out` as it is produced: the
+/// same bytes as serialising the plan's [`Document`], but one family's ruleset and one rule's
+/// wire form at a time, so memory stays proportional to the plan, not to the text
+/// (docs/performance.md).
+pub fn write(plan: &Plan, families: &[Family], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::pretty(&mut *out);
+    DocumentView { plan, families }
+        .serialize(&mut ser)
+        .map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// A JSON array produced by an iterator when it is serialised (never collected).
+struct Seq<F>(F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// [`Document`], field for field, produced while it is written.
+struct DocumentView<'a> {
+    plan: &'a Plan,
+    families: &'a [Family],
+}
+
+impl Serialize for DocumentView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Document", 3)?;
+        st.serialize_field("version", &VERSION)?;
+        st.serialize_field(
+            "families",
+            &Seq(|| self.families.iter().map(|f| FamilyView(self.plan.ruleset(*f)))),
+        )?;
+        st.serialize_field("routes", &routes_doc(&self.plan.routes))?;
+        st.end()
+    }
+}
+
+/// [`FamilyDoc`] of one family's ruleset.
+struct FamilyView(Ruleset);
+
+impl Serialize for FamilyView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("FamilyDoc", 2)?;
+        st.serialize_field("family", &family_name(self.0.family))?;
+        st.serialize_field("tables", &Seq(|| self.0.tables.iter().map(TableView)))?;
+        st.end()
+    }
+}
+
+/// [`TableDoc`] of one table ([`table_doc`]'s chains and operations).
+struct TableView<'a>(&'a Table);
+
+impl Serialize for TableView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let table = self.0;
+        let order = table.resolved_order();
+        let mut chains: Vec<(ChainName, bool, &[usize])> = Vec::new();
+        for c in table.declared_chains() {
+            let name = ChainName::Istio(c);
+            chains.push((name, false, order.get(&name).map_or(&[], Vec::as_slice)));
+        }
+        for h in Hook::ALL {
+            let name = ChainName::Builtin(h);
+            if let Some(rules) = order.get(&name) {
+                chains.push((name, true, rules));
+            }
+        }
+        let mut st = s.serialize_struct("TableDoc", 3)?;
+        st.serialize_field("name", table.name.as_str())?;
+        st.serialize_field(
+            "chains",
+            &Seq(|| {
+                chains.iter().map(|&(name, builtin, rules)| ChainView {
+                    name,
+                    builtin,
+                    rules,
+                    table,
+                })
+            }),
+        )?;
+        st.serialize_field("ops", &Seq(|| table.ops.iter().map(op_doc)))?;
+        st.end()
+    }
+}
+
+/// [`ChainDoc`]: a chain's rules (indices into the table's operations, kernel order).
+struct ChainView<'a> {
+    name: ChainName,
+    builtin: bool,
+    rules: &'a [usize],
+    table: &'a Table,
+}
+
+impl Serialize for ChainView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ChainDoc", 3)?;
+        st.serialize_field("name", self.name.as_str())?;
+        st.serialize_field("builtin", &self.builtin)?;
+        st.serialize_field(
+            "rules",
+            &Seq(|| self.rules.iter().map(|&i| rule_doc(&self.table.ops[i].rule))),
+        )?;
+        st.end()
+    }
 }
 
 fn family_name(f: Family) -> FamilyName {
@@ -222,6 +343,7 @@ fn family_of(f: FamilyName) -> Family {
 }
 
 /// One family's part of the document.
+#[cfg(test)]
 pub(crate) fn family_doc(rs: &Ruleset) -> FamilyDoc {
     FamilyDoc {
         family: family_name(rs.family),
@@ -251,19 +373,20 @@ fn table_doc(table: &Table) -> TableDoc {
     TableDoc {
         name: table.name.as_str().to_string(),
         chains,
-        ops: table
-            .ops
-            .iter()
-            .map(|op| OpDoc {
-                chain: op.chain.as_str().to_string(),
-                position: match op.position {
-                    Position::Append => PositionDoc::Append,
-                    Position::Insert(n) => PositionDoc::Insert(n),
-                },
-                rule: rule_doc(&op.rule),
-                iptables: iptables::op_line(op),
-            })
-            .collect(),
+        ops: table.ops.iter().map(op_doc).collect(),
+    }
+}
+
+/// The wire form of an operation.
+fn op_doc(op: &Op) -> OpDoc {
+    OpDoc {
+        chain: op.chain.as_str().to_string(),
+        position: match op.position {
+            Position::Append => PositionDoc::Append,
+            Position::Insert(n) => PositionDoc::Insert(n),
+        },
+        rule: rule_doc(&op.rule),
+        iptables: iptables::op_line(op),
     }
 }
 
@@ -645,6 +768,26 @@ mod tests {
                     let in_chains: usize = t.chains.iter().map(|c| c.rules.len()).sum();
                     assert_eq!(in_chains, model.ops.len());
                     assert_eq!(t.ops.len(), model.ops.len());
+                }
+            }
+        }
+    }
+
+    /// The streamed document is the serialised [`Document`], byte for byte, for every kind of
+    /// configuration (compacted too) and family selection.
+    #[test]
+    fn the_stream_is_the_document() {
+        use crate::plan::testing::{KNOBS, config_and_plan};
+        for flags in KNOBS {
+            for extra in [&[][..], &["--ipv6"], &["--ipv6", "--compact"], &["--compact"]] {
+                let args: Vec<&str> = flags.iter().chain(extra).copied().collect();
+                let (_, p) = config_and_plan(&args);
+                let mut selections = vec![p.families()];
+                selections.extend(p.families().into_iter().map(|f| vec![f]));
+                for families in selections {
+                    let mut want = serde_json::to_string_pretty(&document(&p, &families)).unwrap();
+                    want.push('\n');
+                    assert_eq!(render(&p, &families), want, "{args:?} {families:?}");
                 }
             }
         }

@@ -50,6 +50,9 @@ use payloads::Found;
 pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<()> {
     let ipv6_setting = Config::ipv6_setting(&None, env)?;
     let config = Config::from_flags(flags, env, &HostFiles::default(), ipv6_setting)?;
+    // The rule limit before anything is opened: exact with an explicit IPv6 setting, else the
+    // IPv4-only count (a lower bound; `plan::build_for` checks the full one once IPv6 is known).
+    plan::budget::check(&config, ipv6_setting == Ipv6Setting::Explicit(true))?;
     let native_nft = config.native_nftables;
     let cleanup = cleanup_cmd || config.cleanup_only;
     // Checked before anything else happens; written once the stream is complete.
@@ -112,7 +115,7 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         }
         return validate::after_rules(&config, netns.as_ref());
     }
-    let plan = plan::build_for(&config, ipv6);
+    let plan = plan::build_for(&config, ipv6)?;
     plan.validate(config.backend())
         .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let ns_path = netns.as_ref().map(Netns::path);

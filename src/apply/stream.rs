@@ -112,7 +112,7 @@ mod tests {
             resolv_conf: resolv_conf.into(),
         };
         let config = Config::from_flags(&flags, &Env::default(), &files, Ipv6Setting::Explicit(ipv6)).unwrap();
-        crate::plan::build_for(&config, ipv6)
+        crate::plan::build_for(&config, ipv6).unwrap()
     }
 
     /// istio-compat §5.6's example: the cleanup of the `empty` golden configuration (all defaults).

@@ -404,7 +404,7 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
                 .1
         }
     };
-    let plan = plan::build_for(config, ipv6);
+    let plan = plan::build_for(config, ipv6)?;
     plan.validate(config.backend())
         .map_err(|(family, e)| Error::inconsistent(family, e))?;
     let sys = RealSystem::new(netns.as_ref());

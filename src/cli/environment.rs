@@ -54,7 +54,7 @@ Environment (a flag on the command line wins over its variable; docs/flags.md):
   ENVOY_USER                           user whose uid is the default -u [istio-proxy]
   DRY_RUN_FILE_PATH                    dry run: also write Istio's command stream here
   MESHCAP_XTABLES_WAIT                 seconds to wait for the xtables lock [30]
-  MESHCAP_MAX_RULES                    the most rules a configuration may plan before meshcap refuses it; see docs/security.md
+  MESHCAP_MAX_RULES                    most rules a configuration may plan [20000]
   PATH                                 where the iptables, ip6tables and nft programs are found
   RESTORE_FORMAT                       read and ignored (removed in Istio 1.24)
   IPTABLES_TRACE_LOGGING               read and ignored (removed in Istio 1.26)

@@ -1,6 +1,7 @@
 //! Where and with what the rules are applied: the network namespace (`--network-namespace`),
 //! the forced iptables variant (`--force-iptables-binary`) and the xtables lock wait
-//! (`MESHCAP_XTABLES_WAIT`, meshcap's own).
+//! (`MESHCAP_XTABLES_WAIT`, meshcap's own), and the most rules a plan may hold
+//! (`MESHCAP_MAX_RULES`, meshcap's own; docs/security.md says how the default was chosen).
 
 use super::IptablesVariant;
 use super::source::Input;
@@ -12,7 +13,12 @@ pub(super) struct Execution {
     pub(crate) network_namespace: Option<String>,
     pub(crate) force_iptables_binary: Option<IptablesVariant>,
     pub(crate) xtables_wait: u32,
+    pub(crate) max_rules: u64,
 }
+
+/// The default of `MESHCAP_MAX_RULES`: the most rules one plan may hold, both families
+/// together as the backend loads them (docs/security.md, "Bounded work", has the measurements).
+pub(crate) const DEFAULT_MAX_RULES: u64 = 20_000;
 
 /// `--network-namespace` / `NETWORK_NAMESPACE` (empty: the current one),
 /// `--force-iptables-binary` / `FORCE_IPTABLES_BINARY` (`legacy`, `nft` or empty) and
@@ -55,10 +61,18 @@ pub(super) fn execution(i: &Input) -> Result<Execution> {
         })?,
         None => 30,
     };
+    let max_rules = match i.env_only("MESHCAP_MAX_RULES")? {
+        Some(s) => s.parse(|t| match t.parse::<u64>() {
+            Ok(n) if t.bytes().all(|b| b.is_ascii_digit()) && n >= 1 => Ok(n),
+            _ => Err(Invalid::new("expected a whole number of rules, at least 1")),
+        })?,
+        None => DEFAULT_MAX_RULES,
+    };
     Ok(Execution {
         network_namespace,
         force_iptables_binary,
         xtables_wait,
+        max_rules,
     })
 }
 
@@ -76,6 +90,20 @@ mod tests {
         for bad in ["0", "3601", "+2", "2s", "", " 2"] {
             let e = cfg(CaptureFlags::default(), &[("MESHCAP_XTABLES_WAIT", bad)]).unwrap_err();
             assert!(e.to_string().contains("'MESHCAP_XTABLES_WAIT'"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_rule_limit() {
+        let default = cfg(CaptureFlags::default(), &[]).unwrap();
+        assert_eq!(default.max_rules, DEFAULT_MAX_RULES);
+        let c = cfg(CaptureFlags::default(), &[("MESHCAP_MAX_RULES", "5000000")]).unwrap();
+        assert_eq!(c.max_rules, 5_000_000);
+        let c = cfg(CaptureFlags::default(), &[("MESHCAP_MAX_RULES", "1")]).unwrap();
+        assert_eq!(c.max_rules, 1);
+        for bad in ["0", "-1", "+5", "1e6", "100,000", "", " 5", "99999999999999999999999"] {
+            let e = cfg(CaptureFlags::default(), &[("MESHCAP_MAX_RULES", bad)]).unwrap_err();
+            assert!(e.to_string().contains("'MESHCAP_MAX_RULES'"), "{bad:?}: {e}");
         }
     }
 

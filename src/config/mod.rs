@@ -135,6 +135,10 @@ pub struct Config {
     /// Seconds a legacy restore waits for the xtables lock (`--wait=N`): 30 as Istio, or
     /// `MESHCAP_XTABLES_WAIT` (meshcap's own variable, 1–3600).
     pub(crate) xtables_wait: u32,
+    /// The most rules a plan may hold (both families, as the backend loads them): refused
+    /// before the plan is built past it (`plan::budget`). `DEFAULT_MAX_RULES`, or
+    /// `MESHCAP_MAX_RULES` (meshcap's own variable).
+    pub(crate) max_rules: u64,
     /// Raw text of the flags as Istio's config dump prints them.
     pub(crate) dump: DumpText,
     /// Notes for the log (ignored flags, skipped resolv.conf entries), said once by the caller.
@@ -236,6 +240,7 @@ impl Config {
             compact: switches.compact,
             force_iptables_binary: execution.force_iptables_binary,
             xtables_wait: execution.xtables_wait,
+            max_rules: execution.max_rules,
             dump: DumpText {
                 inbound_ports: inbound.ports_text,
                 inbound_exclude_ports: inbound.exclude_text,

@@ -12,8 +12,11 @@
 //! and 19), `outbound.rs` (5, 8–13, 15–18), `dns.rs` (14). `oplog.rs` is the builder they record
 //! with (`log.at(step, NAT_ISTIO_OUTPUT).both(matches, target)`), `matches.rs` the match
 //! shorthands, `step.rs` the [`Step`] enum. [`compact`] is a later pass over a built plan
-//! (`--compact`).
+//! (`--compact`). [`budget`] counts the rules a configuration would plan without building them
+//! and refuses it past `MESHCAP_MAX_RULES`; [`build_for`] (what every command plans with) checks
+//! it first.
 
+pub(crate) mod budget;
 pub(crate) mod compact;
 mod dns;
 mod inbound;
@@ -26,7 +29,7 @@ mod tproxy;
 
 pub(crate) use step::Step;
 
-use crate::config::{CidrSelection, Config, InterceptionMode, PortSelection};
+use crate::config::{Config, InterceptionMode};
 use crate::model::RulesetView;
 use crate::model::{Backend, Invalid, Op, Ruleset, Table, TableName};
 use crate::values::{Cidr, Family, Mark, PortSpec, RouteTable};
@@ -128,15 +131,17 @@ impl Plan {
     }
 }
 
-/// The plan the configuration asks for: [`build`], then, with `--compact`, [`compact::plan`]
-/// for the configuration's backend.
-pub(crate) fn build_for(cfg: &Config, ipv6: bool) -> Plan {
+/// The plan the configuration asks for: refused past [`Config::max_rules`]
+/// ([`budget::check`], before any rule is built), then [`build`], then, with `--compact`,
+/// [`compact::plan`] for the configuration's backend.
+pub(crate) fn build_for(cfg: &Config, ipv6: bool) -> crate::error::Result<Plan> {
+    budget::check(cfg, ipv6)?;
     let plan = build(cfg, ipv6);
-    if cfg.compact {
+    Ok(if cfg.compact {
         compact::plan(plan, cfg.backend())
     } else {
         plan
-    }
+    })
 }
 
 impl Plan {
@@ -217,31 +222,22 @@ struct Policy<'a> {
 }
 
 impl Policy<'_> {
+    fn new(cfg: &Config, ipv6: bool) -> Policy<'_> {
+        Policy {
+            cfg,
+            ipv6,
+            tproxy: cfg.mode == InterceptionMode::Tproxy,
+            dns: cfg.dns.effective(),
+            tunnel: PortSpec::Single(cfg.inbound_tunnel_port),
+        }
+    }
+
     /// The family's loopback prefix (`LB`): `ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR`, or `::1/128`.
     fn loopback(&self, family: Family) -> Cidr {
         match family {
             Family::V4 => self.cfg.loopback_v4,
             Family::V6 => Family::v6_loopback(),
         }
-    }
-
-    /// How many rules the configuration's lists write, about: they dominate long
-    /// configurations, so the sequence is sized once.
-    fn list_rules(&self) -> usize {
-        let cfg = self.cfg;
-        cfg.exclude_interfaces.len() * 4
-            + cfg.virtual_interfaces.len() * 2
-            + match &cfg.inbound_ports {
-                PortSelection::All => cfg.inbound_exclude_ports.len(),
-                PortSelection::List(l) => l.len() * 2,
-            }
-            + cfg.outbound_ports_exclude.len() * 2
-            + cfg.outbound_exclude.len()
-            + cfg.outbound_ports_include.len()
-            + match &cfg.outbound_include {
-                CidrSelection::All => 1,
-                CidrSelection::List(l) => l.len() * (1 + cfg.virtual_interfaces.len()),
-            }
     }
 }
 
@@ -250,14 +246,11 @@ impl Policy<'_> {
 /// The steps of `docs/istio-compat.md §3.2`, in Istio's order (the order of the operations is
 /// the order of the restore payload and of the nft transaction, so it never changes).
 pub(crate) fn build(cfg: &Config, ipv6: bool) -> Plan {
-    let p = Policy {
-        cfg,
-        ipv6,
-        tproxy: cfg.mode == InterceptionMode::Tproxy,
-        dns: cfg.dns.effective(),
-        tunnel: PortSpec::Single(cfg.inbound_tunnel_port),
-    };
-    let mut ops = OpLog::new(ipv6, 64 + p.list_rules());
+    let p = Policy::new(cfg, ipv6);
+    // Sized exactly: the count is what the steps below record (callers have checked it against
+    // the limit; the cap only keeps an unchecked caller from reserving absurd memory up front).
+    let capacity = usize::try_from(budget::count(cfg, ipv6).ops()).map_or(1 << 20, |n| n.min(1 << 20));
+    let mut ops = OpLog::new(ipv6, capacity);
     let log = &mut ops;
     interfaces::excluded(log, &p); // 1
     interfaces::virtual_return(log, &p); // 2
@@ -327,7 +320,7 @@ pub(crate) fn unchecked(
         tracing::warn!("{w}");
     }
     let ipv6 = matches!(ipv6, crate::config::Ipv6Setting::Explicit(true));
-    let plan = build_for(&config, ipv6);
+    let plan = build_for(&config, ipv6)?;
     Ok((config, plan))
 }
 

@@ -19,6 +19,7 @@ mod golden;
 mod hardening;
 mod hostile_cleanup;
 mod hostile_interrupt;
+mod hostile_limits;
 mod hostile_reads;
 mod lab;
 mod license;
