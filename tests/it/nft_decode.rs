@@ -13,11 +13,11 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
+use crate::support::TempDir;
 use crate::support::api::{
     Ids, NftRuleset, NftSocket, NftState, Plan, TargetNetns, nft_compare, nft_decode, nft_planned, nft_transaction,
     render_plan,
 };
-use crate::support::TempDir;
 use crate::support::netns::{Netns, needs_netns};
 
 /// A case: its name, the arguments after `meshcap render`, its environment and directory.
@@ -73,7 +73,12 @@ fn golden_cases() -> Vec<Case> {
 fn dump(ns: &Netns) -> NftRuleset {
     TargetNetns::open(ns.path().to_str().unwrap())
         .expect("open test namespace")
-        .run_in(|| NftSocket::open().map_err(|e| e.to_string())?.ruleset(0).map_err(|e| e.to_string()))
+        .run_in(|| {
+            NftSocket::open()
+                .map_err(|e| e.to_string())?
+                .ruleset(0)
+                .map_err(|e| e.to_string())
+        })
         .expect("enter namespace")
         .expect("dump ruleset")
 }
@@ -107,7 +112,11 @@ fn numeric_owners(text: &str) -> (String, Ids) {
         .enumerate()
         .map(|(i, n)| format!("{n}:x:{}:{}::/:/bin/false\n", 40_000 + i, 40_000 + i))
         .collect();
-    let groups: String = names.iter().enumerate().map(|(i, n)| format!("{n}:x:{}:\n", 40_000 + i)).collect();
+    let groups: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{n}:x:{}:\n", 40_000 + i))
+        .collect();
     (out.join(" "), Ids::from_texts(Some(accounts), Some(groups)))
 }
 
@@ -138,7 +147,12 @@ fn why_not_equal(want: &NftState, got: &NftState, ids: &Ids) -> Option<String> {
                 .filter_map(move |r| r.stmts.as_ref().err().map(|why| format!("{t} {c}: {why}: {}", r.text)))
         })
         .collect();
-    Some(format!("{}\n{}\nnot understood:\n{}", drift.summary(), drift.lines(), unknown.join("\n")))
+    Some(format!(
+        "{}\n{}\nnot understood:\n{}",
+        drift.summary(),
+        drift.lines(),
+        unknown.join("\n")
+    ))
 }
 
 #[test]
@@ -154,7 +168,13 @@ fn the_decoder_reads_back_every_golden_case_as_planned() {
             failed.push(format!("{}: {why}", case.name));
         }
     }
-    assert!(failed.is_empty(), "{} of {} cases:\n{}", failed.len(), cases.len(), failed.join("\n\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n\n")
+    );
 }
 
 /// Valid random configurations per run; `PROPTEST_CASES=N` overrides it.
@@ -287,7 +307,9 @@ fn the_decoder_reads_back_random_configurations_as_planned() {
         dir.write("resolv.conf", &resolv);
         args.extend(["--resolv-conf".to_string(), "resolv.conf".to_string()]);
         // A configuration meshcap refuses (e.g. an exclusion with host bits) is no case.
-        let Ok(plan) = render_plan(&args, &env, dir.path()) else { continue };
+        let Ok(plan) = render_plan(&args, &env, dir.path()) else {
+            continue;
+        };
         planned += 1;
         compact += usize::from(args.iter().any(|a| a == "--compact"));
         big += usize::from(args.iter().any(|a| a.len() > 5000));
@@ -296,6 +318,14 @@ fn the_decoder_reads_back_random_configurations_as_planned() {
         }
     }
     assert_eq!(planned, count, "only {planned} of {tried} configurations were valid");
-    assert!(compact > 0 && big > 0, "no --compact ({compact}) or no long-list ({big}) case");
-    assert!(failed.is_empty(), "{} of {planned}:\n{}", failed.len(), failed.join("\n\n"));
+    assert!(
+        compact > 0 && big > 0,
+        "no --compact ({compact}) or no long-list ({big}) case"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {planned}:\n{}",
+        failed.len(),
+        failed.join("\n\n")
+    );
 }

@@ -88,7 +88,9 @@ pub fn decode(rs: &Ruleset) -> NftState {
         let base = match base_chain(c) {
             Ok(b) => b,
             Err(why) => {
-                state.objects.insert(object(&c.table, "chain", format!("{} ({why})", c.name)));
+                state
+                    .objects
+                    .insert(object(&c.table, "chain", format!("{} ({why})", c.name)));
                 continue;
             }
         };
@@ -121,7 +123,7 @@ pub fn decode(rs: &Ruleset) -> NftState {
             }
         }
     }
-    for (i, s) in rs.sets.iter().enumerate().filter(|(_, s)| ours(s.family, &s.table)) {
+    for s in rs.sets.iter().filter(|s| ours(s.family, &s.table)) {
         *held.entry(&s.table).or_default() += 1;
         let anonymous = s.flags & NFT_SET_ANONYMOUS != 0;
         if anonymous && used.contains(&(s.table.clone(), s.name.clone())) {
@@ -134,10 +136,7 @@ pub fn decode(rs: &Ruleset) -> NftState {
         } else {
             "set"
         };
-        let n = rs.elements.get(i).map_or(0, |e| e.elements.len());
-        state
-            .objects
-            .insert(object(&s.table, kind, format!("{} ({n} element(s))", s.name)));
+        state.objects.insert(object(&s.table, kind, s.name.clone()));
     }
     // The kernel counts chains, sets, stateful objects and flowtables in a table's use count;
     // the dump carries the first two, so the difference is objects meshcap never reads.
@@ -327,9 +326,7 @@ fn expr_text(e: &Expr) -> String {
     match e {
         Expr::Meta { key, .. } => format!("meta load {key:?}"),
         Expr::MetaSet { key, .. } => format!("meta set {key:?}"),
-        Expr::Payload {
-            base, offset, len, ..
-        } => format!("payload {base:?} @{offset}+{len}"),
+        Expr::Payload { base, offset, len, .. } => format!("payload {base:?} @{offset}+{len}"),
         Expr::Cmp { op, data, .. } => format!("cmp {op:?} {}", hex(data)),
         Expr::Bitwise { mask, xor, .. } => format!("bitwise & {} ^ {}", hex(mask), hex(xor)),
         Expr::Immediate {
@@ -500,10 +497,13 @@ impl Reader<'_> {
                 };
                 self.l4 = Some(proto);
                 // The dependency nft writes right before a port match belongs to it.
-                if let [Expr::Payload {
-                    base: PayloadBase::Transport,
-                    ..
-                }, ..] = tail
+                if let [
+                    Expr::Payload {
+                        base: PayloadBase::Transport,
+                        ..
+                    },
+                    ..,
+                ] = tail
                 {
                     let (stmt, n) = self.port(proto, tail)?;
                     return Ok((stmt, n + 2));
@@ -840,9 +840,8 @@ impl Reader<'_> {
 
     /// An action fed by an `immediate` value in `reg`: redirect, tproxy, mark or zone set.
     fn action(&self, reg: Register, v: &[u8], action: &Expr) -> Step {
-        let port = |what: &str| -> Result<Port, String> {
-            port_of(u128::from(u16_be(v).ok_or_else(|| self.odd(what))?))
-        };
+        let port =
+            |what: &str| -> Result<Port, String> { port_of(u128::from(u16_be(v).ok_or_else(|| self.odd(what))?)) };
         let stmt = match action {
             Expr::Redir {
                 proto_min: Some(min),
