@@ -13,12 +13,12 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::support::TempDir;
 use crate::support::api::{
     Ids, NftRuleset, NftSocket, NftState, Plan, TargetNetns, nft_compare, nft_decode, nft_planned, nft_transaction,
     render_plan,
 };
 use crate::support::netns::{Netns, needs_netns};
+use crate::support::{Meshcap, SIDECAR, TempDir};
 
 /// A case: its name, the arguments after `meshcap render`, its environment and directory.
 struct Case {
@@ -328,4 +328,83 @@ fn the_decoder_reads_back_random_configurations_as_planned() {
         failed.len(),
         failed.join("\n\n")
     );
+}
+
+/// Adds `line` (an `nft` command) inside `ns`.
+fn nft_add(ns: &Netns, line: &str) {
+    let out = ns.run("nft", &[line]);
+    assert!(
+        out.status.success(),
+        "nft {line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn foreign_additions_in_meshcaps_tables_are_drift_named_by_check() {
+    needs_netns!();
+    let ns = Netns::ipv4("nldecforeign");
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .arg("--native-nftables")
+        .netns(&ns)
+        .run()
+        .success();
+    let check = || {
+        Meshcap::new()
+            .args(["check", "--native-nftables"])
+            .args(SIDECAR)
+            .netns(&ns)
+            .run()
+    };
+    check().success().stdout_contains("in sync");
+    // Another table's objects are none of meshcap's business.
+    nft_add(&ns, "add table inet other");
+    nft_add(&ns, "add set inet other s { type ipv4_addr ; }");
+    nft_add(&ns, "add chain inet other c { type filter hook output priority 0 ; }");
+    nft_add(&ns, "add rule inet other c log prefix \"x\" accept");
+    check().success().stdout_contains("in sync");
+
+    let t = "inet istio-proxy-nat";
+    for (addition, named) in [
+        (
+            format!("add rule {t} istio-output log prefix \"seen\" counter accept"),
+            "add rule inet istio-proxy-nat istio-output [log (an expression meshcap never writes) counter verdict Accept]",
+        ),
+        (
+            format!("add rule {t} istio-output ip ttl 1 counter return"),
+            "add rule inet istio-proxy-nat istio-output [meta load NfProto cmp Eq 0x02 payload Network @8+1",
+        ),
+        (
+            format!("add rule {t} istio-output tcp dport 80 counter goto istio-redirect"),
+            "tcp dport 80 counter [verdict Goto(\"istio-redirect\")]",
+        ),
+        (
+            format!("add rule {t} istio-output counter return comment \"mine\""),
+            "add rule inet istio-proxy-nat istio-output counter return [comment \"mine\"]  # unexpected",
+        ),
+        (format!("add set {t} blocked {{ type ipv4_addr ; }}"), "blocked"),
+        (
+            format!("add chain {t} foreign-chain"),
+            "add chain inet istio-proxy-nat foreign-chain",
+        ),
+        (format!("add counter {t} seen"), "1 named object(s) or flowtable(s)"),
+    ] {
+        nft_add(&ns, &addition);
+        let out = check();
+        out.expect_exit(1).stdout_contains(named);
+    }
+    // And apply refuses over all of it, naming it the same way, without running nft.
+    let o = Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .args(["--native-nftables", "--log_output_level=default:debug"])
+        .netns(&ns)
+        .run();
+    o.expect_exit(1)
+        .stderr_contains("--reconcile")
+        .stderr_contains("[log (an expression meshcap never writes)")
+        .stderr_contains("unexpected set");
+    assert_eq!(o.spawns(), 0, "{o}");
 }

@@ -47,11 +47,10 @@ const NF_INET_INGRESS: u32 = 5;
 /// `NFT_SET_MAP` / `NFT_SET_OBJECT`: a set with data is a map.
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_OBJECT: u32 = 0x40;
-/// `NFTA_SET_ELEM_USERDATA`, and nft's user data on the start of an interval open to the end
-/// of the key space: one TLV, `NFTNL_UDATA_SET_ELEM_FLAGS` (1), 4 bytes,
+/// `NFTA_SET_ELEM_USERDATA`: nft marks the start of an interval open to the end of the key
+/// space with one TLV there, `NFTNL_UDATA_SET_ELEM_FLAGS` (1), 4 bytes (host order),
 /// `NFTNL_SET_ELEM_F_INTERVAL_OPEN` (1).
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const OPEN_INTERVAL_UDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`: the flag the kernel reports on a redirect to a port.
 const NAT_PROTO_SPECIFIED: u32 = 2;
 const IPPROTO_TCP: u8 = 6;
@@ -246,7 +245,10 @@ impl<'a> Sets<'a> {
         for e in elems {
             // nft marks the start of an interval that runs to the end of the key space with
             // its element flag "open interval" in the element's user data.
-            let open_interval = |a: &RawAttr| a.kind == NFTA_SET_ELEM_USERDATA && a.value == OPEN_INTERVAL_UDATA;
+            let open_interval = |a: &RawAttr| {
+                a.kind == NFTA_SET_ELEM_USERDATA
+                    && matches!(a.value.as_slice(), [1, 4, flag @ ..] if flag == 1u32.to_ne_bytes())
+            };
             if !e.unknown.iter().all(open_interval) || e.flags & !NFT_SET_ELEM_INTERVAL_END != 0 {
                 return Err(format!("an element of set {name} with options meshcap never writes"));
             }
@@ -293,11 +295,18 @@ fn read_rule(r: &msg::Rule, sets: &Sets<'_>, used: &mut BTreeSet<(String, String
         stmts: Vec::new(),
     };
     let mut result = reader.read_all();
-    if result.is_ok() && r.userdata.is_some() {
-        result = Err("a comment (rule user data), which meshcap never writes".into());
+    let mut extra = None;
+    if result.is_ok()
+        && let Some(data) = &r.userdata
+    {
+        let shown = comment(data).map_or_else(|| "user data".to_string(), |c| format!("comment {c:?}"));
+        result = Err(format!("a {shown}, which meshcap never writes"));
+        extra = Some(shown);
     }
     if result.is_ok() && !r.unknown.is_empty() {
-        result = Err(format!("{} rule attribute(s) meshcap does not know", r.unknown.len()));
+        let shown = format!("{} rule attribute(s) meshcap does not know", r.unknown.len());
+        result = Err(shown.clone());
+        extra = Some(shown);
     }
     used.extend(reader.used.iter().map(|s| (r.table.clone(), s.clone())));
     let at = reader.at;
@@ -308,7 +317,8 @@ fn read_rule(r: &msg::Rule, sets: &Sets<'_>, used: &mut BTreeSet<(String, String
             stmts: Ok(read),
         },
         Err(why) => {
-            let rest: Vec<String> = r.exprs.get(at..).unwrap_or_default().iter().map(expr_text).collect();
+            let mut rest: Vec<String> = r.exprs.get(at..).unwrap_or_default().iter().map(expr_text).collect();
+            rest.extend(extra);
             let mut text = read.to_string();
             if !text.is_empty() {
                 text.push(' ');
@@ -319,6 +329,15 @@ fn read_rule(r: &msg::Rule, sets: &Sets<'_>, used: &mut BTreeSet<(String, String
             StateRule { stmts: Err(why), text }
         }
     }
+}
+
+/// The comment in nft's rule user data: TLV `NFTNL_UDATA_RULE_COMMENT` (0), a NUL-terminated
+/// string.
+fn comment(data: &[u8]) -> Option<String> {
+    let (&[kind, len], rest) = data.split_first_chunk::<2>()?;
+    let text = rest.get(..usize::from(len))?;
+    let text = text.strip_suffix(&[0]).unwrap_or(text);
+    (kind == 0).then(|| String::from_utf8_lossy(text).into_owned())
 }
 
 /// A short readable form of an expression (for rules not understood).
@@ -884,5 +903,193 @@ impl Reader<'_> {
             _ => return Err(self.odd("a value")),
         };
         Ok((stmt, 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::expr::tests::expr;
+    use super::super::msg::{Chain, Rule, Set, SetElem, SetElems, Table};
+    use super::*;
+    use proptest::prelude::*;
+
+    const T: &str = "istio-proxy-nat";
+
+    fn ruleset(exprs: Vec<Expr>, set: Option<(Set, Vec<SetElem>)>) -> Ruleset {
+        let mut rs = Ruleset {
+            tables: vec![Table {
+                family: NFPROTO_INET,
+                name: T.into(),
+                ..Table::default()
+            }],
+            chains: vec![Chain {
+                family: NFPROTO_INET,
+                table: T.into(),
+                name: "istio-output".into(),
+                ..Chain::default()
+            }],
+            rules: vec![Rule {
+                family: NFPROTO_INET,
+                table: T.into(),
+                chain: "istio-output".into(),
+                exprs,
+                ..Rule::default()
+            }],
+            ..Ruleset::default()
+        };
+        if let Some((s, elements)) = set {
+            rs.elements.push(SetElems {
+                family: NFPROTO_INET,
+                table: T.into(),
+                set: s.name.clone(),
+                elements,
+                ..SetElems::default()
+            });
+            rs.sets.push(s);
+        }
+        rs
+    }
+
+    fn only_rule(state: &NftState) -> &StateRule {
+        &state.chains[&(T.to_string(), "istio-output".to_string())].rules[0]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_rules_never_panic_and_unknown_ones_are_named(exprs in proptest::collection::vec(expr(), 0..8)) {
+            let state = decode(&ruleset(exprs, None));
+            let rule = only_rule(&state);
+            if let Err(why) = &rule.stmts {
+                prop_assert!(!why.is_empty() && rule.text.contains('['), "{why}: {}", rule.text);
+            }
+        }
+    }
+
+    fn lookup(set: &str, invert: bool) -> Vec<Expr> {
+        let r = Register::R1;
+        vec![
+            Expr::Meta {
+                key: NlMeta::L4Proto,
+                dreg: r,
+            },
+            Expr::Cmp {
+                sreg: r,
+                op: CmpOp::Eq,
+                data: vec![IPPROTO_TCP],
+            },
+            Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: 2,
+                len: 2,
+                dreg: r,
+            },
+            Expr::Lookup {
+                set: set.into(),
+                set_id: None,
+                sreg: r,
+                dreg: None,
+                invert,
+            },
+            Expr::Immediate {
+                dreg: Register::VERDICT,
+                data: Data::Verdict(Verdict::Return),
+            },
+        ]
+    }
+
+    fn port_set(name: &str, flags: u32, keys: &[(u16, u32)]) -> (Set, Vec<SetElem>) {
+        let set = Set {
+            family: NFPROTO_INET,
+            table: T.into(),
+            name: name.into(),
+            flags,
+            key_type: 13,
+            key_len: 2,
+            ..Set::default()
+        };
+        let elements = keys
+            .iter()
+            .map(|(k, f)| SetElem {
+                key: Some(k.to_be_bytes().to_vec()),
+                flags: *f,
+                ..SetElem::default()
+            })
+            .collect();
+        (set, elements)
+    }
+
+    #[test]
+    fn interval_sets_read_back_in_key_order_and_open_at_the_top() {
+        let end = NFT_SET_ELEM_INTERVAL_END;
+        // Dumped in the kernel's (descending) order, with nft's leading end marker at zero and
+        // an interval open to the top of the key space.
+        let set = port_set(
+            "__set0",
+            NFT_SET_ANONYMOUS | NFT_SET_INTERVAL,
+            &[(65000, 0), (8101, end), (8000, 0), (54, end), (53, 0), (0, end)],
+        );
+        let state = decode(&ruleset(lookup("__set0", true), Some(set)));
+        assert_eq!(
+            only_rule(&state).text,
+            "tcp dport != { 53, 8000-8100, 65000-65535 } return"
+        );
+        assert!(state.objects.is_empty(), "{:?}", state.objects);
+    }
+
+    #[test]
+    fn named_sets_maps_and_odd_sets_are_drift_naming_them() {
+        let named = port_set("allowed", 0, &[(22, 0)]);
+        let state = decode(&ruleset(lookup("allowed", false), Some(named)));
+        let why = only_rule(&state).stmts.clone().unwrap_err();
+        assert!(why.contains("named set @allowed"), "{why}");
+        assert_eq!(
+            state.objects.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>(),
+            ["set"]
+        );
+
+        let end = NFT_SET_ELEM_INTERVAL_END;
+        let overlapping = port_set(
+            "__set1",
+            NFT_SET_ANONYMOUS | NFT_SET_INTERVAL,
+            &[(5, 0), (7, 0), (9, end)],
+        );
+        let state = decode(&ruleset(lookup("__set1", false), Some(overlapping)));
+        let why = only_rule(&state).stmts.clone().unwrap_err();
+        assert!(why.contains("overlapping"), "{why}");
+        // A set the rule does not read any more is still named (never skipped).
+        assert_eq!(
+            state.objects.iter().map(|o| o.kind.as_str()).collect::<Vec<_>>(),
+            ["anonymous set"]
+        );
+
+        let missing = decode(&ruleset(lookup("__set9", false), None));
+        assert!(only_rule(&missing).stmts.clone().unwrap_err().contains("does not hold"));
+    }
+
+    #[test]
+    fn other_tables_and_families_are_not_read() {
+        let mut rs = ruleset(vec![Expr::Counter { packets: 1, bytes: 2 }], None);
+        rs.rules[0].family = NFPROTO_IPV4;
+        rs.tables.push(Table {
+            family: NFPROTO_INET,
+            name: "kube-proxy".into(),
+            ..Table::default()
+        });
+        let state = decode(&rs);
+        assert_eq!(state.tables.iter().collect::<Vec<_>>(), [T]);
+        assert!(
+            state.chains[&(T.to_string(), "istio-output".to_string())]
+                .rules
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn objects_the_dump_does_not_carry_are_counted_from_the_tables_use() {
+        let mut rs = ruleset(vec![], None);
+        rs.tables[0].use_count = Some(3);
+        let state = decode(&rs);
+        let names: Vec<&str> = state.objects.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["2 named object(s) or flowtable(s)"]);
     }
 }
