@@ -185,11 +185,16 @@ impl NftCtx<'_> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
+        let started = std::time::Instant::now();
         let live = match self.our_tables() {
             Some(t) if t.is_empty() => NftState::default(),
             _ => self.live.read()?,
         };
         let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
+        tracing::debug!(
+            "nftables state read back and compared in {} us",
+            started.elapsed().as_micros()
+        );
         let residue = self.reader().residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {

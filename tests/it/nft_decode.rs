@@ -18,7 +18,7 @@ use crate::support::api::{
     render_plan,
 };
 use crate::support::netns::{Netns, needs_netns};
-use crate::support::{Meshcap, SIDECAR, TempDir};
+use crate::support::{Meshcap, SIDECAR, TempDir, real};
 
 /// A case: its name, the arguments after `meshcap render`, its environment and directory.
 struct Case {
@@ -407,4 +407,38 @@ fn foreign_additions_in_meshcaps_tables_are_drift_named_by_check() {
         .stderr_contains("[log (an expression meshcap never writes)")
         .stderr_contains("unexpected set");
     assert_eq!(o.spawns(), 0, "{o}");
+}
+
+#[test]
+fn check_reads_the_state_without_nft_or_any_file_of_etc() {
+    needs_netns!();
+    let ns = Netns::ipv4("nldecnoetc");
+    Meshcap::new()
+        .arg("istio-iptables")
+        .args(SIDECAR)
+        .arg("--native-nftables")
+        .netns(&ns)
+        .run()
+        .success();
+    // A private mount namespace with an empty /etc (no protocols, passwd or group: what
+    // `nft -j list` needs to name `meta l4proto tcp`) and no `nft` in PATH.
+    let empty = TempDir::new("nldecnoetc");
+    Meshcap::new()
+        .args(["check", "--native-nftables"])
+        .args(SIDECAR)
+        .netns(&ns)
+        .env("PATH", empty.path())
+        .launcher([
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            real("sh").display().to_string(),
+            "-c".into(),
+            format!("{} -t tmpfs none /etc && exec \"$@\"", real("mount").display()),
+            "sh".into(),
+        ])
+        .run()
+        .success()
+        .stdout_contains("# nftables: in sync");
 }
