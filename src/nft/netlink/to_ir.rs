@@ -94,6 +94,13 @@ pub fn decode(rs: &Ruleset) -> NftState {
             }
         };
         let mut odd = Vec::new();
+        // NFT_CHAIN_BASE (1) is the kernel's own report of a hook; any other flag (hardware
+        // offload, binding) is not meshcap's.
+        if let Some(f) = c.flags
+            && f & !1 != 0
+        {
+            odd.push(format!("flags {f:#x}"));
+        }
         if c.userdata.is_some() {
             odd.push("a comment".to_string());
         }
