@@ -28,6 +28,11 @@ the command and its children, from getrusage):
     apply, iptables-nft) and native nft (`render --native-nftables` + `nft -f`).
 (d) peak RSS (GNU time's %M; for apply it is the larger of meshcap and its restore child, so
     meshcap alone is measured with --dry-run) and the size of the release and static binaries.
+(e) nft re-run: in a namespace already holding meshcap's nft state, the re-run of
+    `istio-iptables --native-nftables` (reads the state back over netlink, compares, writes
+    nothing) and `check --native-nftables`, vs a bare `nft -j list ruleset` of that namespace;
+    both enter it from outside (--network-namespace / nsenter). Standard flags, and 5,000 CIDRs +
+    1,000 ports with --compact.
 """
 
 import json
@@ -203,6 +208,57 @@ def section_apply(report):
     return res
 
 
+def section_nftread(report):
+    """(e) The nft backend's re-run: meshcap reads the live state back over netlink and compares
+    it with the plan, in a namespace that already holds exactly that state (so nothing is
+    written), vs a bare `nft -j list ruleset` of the same namespace. Both enter the namespace
+    from outside: meshcap with --network-namespace, nft under nsenter (whose own cost is shown).
+    Standard flags, and 5,000 CIDRs + 1,000 ports with --compact (big anonymous sets)."""
+    ns = "mcbench-nftread"
+    res_all = {}
+    report.append("### (e) nft re-run (read back + compare, unchanged namespace) vs bare `nft -j list ruleset`\n")
+    report.append("| case | command | wall median ms | wall min ms | CPU median ms | wall ÷ bare listing |")
+    report.append("|---|---|---|---|---|---|")
+    for label, args in [("standard flags", flags()),
+                        ("5,000 CIDRs + 1,000 ports, --compact", lists(5000, 1000) + ["--compact"])]:
+        fresh_ns(ns)
+        run([MESHCAP, "istio-iptables", "--native-nftables"] + args + ["--network-namespace", ns],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = subprocess.run([MESHCAP, "istio-iptables", "--native-nftables"] + args
+                             + ["--network-namespace", ns, "--log_output_level=debug"],
+                             capture_output=True, text=True, check=True).stderr
+        if "reconciliation not needed" not in log:
+            sys.exit(f"the nft re-run did not find its state unchanged:\n{log[-2000:]}")
+        spawns = next((l.split()[-3] for l in log.splitlines() if "processes spawned" in l), "?")
+        cmds = {
+            "nsenter --net (wrapper alone)": nsenter(ns, ["true"]),
+            "bare nft -j list ruleset": nsenter(ns, ["nft", "-j", "list", "ruleset"]),
+            "meshcap istio-iptables --native-nftables re-run": [MESHCAP, "istio-iptables", "--native-nftables"]
+            + args + ["--network-namespace", ns],
+            "meshcap check --native-nftables": [MESHCAP, "check", "--native-nftables"] + args
+            + ["--network-namespace", ns],
+        }
+        res = interleaved(cmds, ROUNDS)
+        # The re-run's own read back + compare (netlink dump, decode, drift), as it logs it.
+        inner = []
+        for _ in range(ROUNDS):
+            log = subprocess.run([MESHCAP, "istio-iptables", "--native-nftables"] + args
+                                 + ["--network-namespace", ns, "--log_output_level=debug"],
+                                 capture_output=True, text=True, check=True).stderr
+            inner += [int(l.split()[-2]) / 1e3 for l in log.splitlines() if "read back and compared in" in l]
+        del_ns(ns)
+        bare = res["bare nft -j list ruleset"]
+        if inner:
+            res["read back + compare inside the re-run (logged)"] = (statistics.median(inner), 0.0, min(inner))
+        for k, (w, c, mn) in res.items():
+            cpu = ms(c) if c else "—"
+            report.append(f"| {label} | {k} | {ms(w)} | {ms(mn)} | {cpu} | {ratio(w, bare[0])} |")
+        report.append(f"| {label} | processes spawned by the re-run | {spawns} | | | |")
+        res_all[label] = res
+    report.append("")
+    return res_all
+
+
 def section_render(report):
     sizes = [(0, 0), (10, 10), (100, 100), (1000, 500), (6000, 1000)]
     cmds = {}
@@ -313,7 +369,7 @@ def main():
     for tool in ["ip", "nsenter", "iptables-nft-restore", "nft", "/usr/bin/time"]:
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             sys.exit(f"missing tool: {tool}")
-    only = sys.argv[1:] or ["apply", "render", "connections", "memory"]
+    only = sys.argv[1:] or ["apply", "render", "connections", "memory", "nftread"]
     report = [f"## meshcap benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
               f"{ROUNDS} interleaved rounds, settle {SETTLE_MS} ms)\n"]
     results = {}
@@ -326,8 +382,10 @@ def main():
             results["connections"] = section_connections(report)
         if "memory" in only:
             results["memory"] = section_memory(report)
+        if "nftread" in only:
+            results["nftread"] = section_nftread(report)
     finally:
-        for ns in ["mcbench-apply", "mcbench-conn", "mcbench-rss"]:
+        for ns in ["mcbench-apply", "mcbench-conn", "mcbench-rss", "mcbench-nftread"]:
             del_ns(ns)
     text = "\n".join(report)
     print(text)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [apply] [render] [connections] [memory]: meshcap's benchmark.
+# bench/run.sh [apply] [render] [connections] [memory] [nftread]: meshcap's benchmark.
 #
 # Builds the release binary and the connbench example, then runs bench/run.py (method in its
 # docstring and in docs/performance.md). Needs root, iproute2, nsenter, iptables-nft,

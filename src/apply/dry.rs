@@ -345,7 +345,7 @@ fn nftables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Targe
         routes_skipped();
         return Ok(());
     }
-    match nft_assess(config, plan, kernel, &sys, target.ns(), ours) {
+    match nft_assess(config, plan, kernel, &sys, target.netns, ours) {
         Ok(Some(tx)) => {
             tracing::info!("Applying nftables rules");
             show_nft(&tx, target.ns());
@@ -369,14 +369,15 @@ fn nft_assess(
     plan: &Plan,
     kernel: &dyn Kernel,
     sys: &dyn System,
-    ns: Option<&Path>,
+    netns: Option<&Netns>,
     ours: Option<Vec<NftTable>>,
 ) -> Result<Option<Transaction>> {
+    let ns = netns.map(Netns::path);
     let tx = nft::planned_transaction(plan)?;
     let planned = ir::planned(&tx);
     let live = match ours {
         Some(t) if t.is_empty() => NftState::default(),
-        _ => live::nft::read_listing(sys, ns)?,
+        _ => live::nft::read_state(netns)?,
     };
     let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
     let residue = live::iptables::Reader {

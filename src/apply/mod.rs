@@ -149,6 +149,7 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
             kernel: &kernel,
             config: &config,
             ns: ns_path,
+            live: &live::nft::Netlink { netns: netns.as_ref() },
         };
         let result = if cleanup { ctx.cleanup() } else { ctx.apply(&plan) };
         tracing::debug!("{} processes spawned", sys.spawns());

@@ -4,8 +4,8 @@
 //! place of the restores.
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
-//! meshcap's exists is the live state read, with one `nft -j list ruleset inet`
-//! ([`crate::nft::listing`]), and compared with the state the transaction produces
+//! meshcap's exists is the live state read, with one nf_tables netlink dump
+//! ([`live::nft::read_state`], no process), and compared with the state the transaction produces
 //! ([`crate::nft::ir::planned`]) by [`crate::drift::nft::compare`], as `check
 //! --native-nftables` does: equal → nothing is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
@@ -14,11 +14,11 @@
 //! transaction changed nothing (no rollback needed).
 //!
 //! The nft checks of istio-compat §8.1 step 6 with as few processes as correctness allows: the binary
-//! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from the listing's
-//! `metainfo` when the state was read, else from one `nft --version`, and only before a write;
-//! Istio's `nft --check` probe is not repeated, since the transaction itself fails atomically
-//! with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`), unchanged re-run 1
-//! (the listing), refused drift 1, reconcile 2, cleanup 2 (0 when no table of meshcap's exists).
+//! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from one `nft --version`,
+//! and only before a write; Istio's `nft --check` probe is not repeated, since the transaction
+//! itself fails atomically with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`),
+//! unchanged re-run 0, refused drift 0, reconcile 2, cleanup 2 (0 when no table of meshcap's
+//! exists).
 //!
 //! The iptables backend's rules count as drift too (both live would capture twice): when the
 //! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
@@ -81,6 +81,8 @@ pub(super) struct NftCtx<'a> {
     pub(crate) kernel: &'a dyn Kernel,
     pub(crate) config: &'a Config,
     pub(crate) ns: Option<&'a Path>,
+    /// The live nftables state (the kernel over netlink; a fixed state in unit tests).
+    pub(crate) live: &'a dyn live::nft::NftReader,
 }
 
 impl NftCtx<'_> {
@@ -167,11 +169,16 @@ impl NftCtx<'_> {
         self.require_nft()?;
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
+        let started = std::time::Instant::now();
         let live = match self.our_tables() {
             Some(t) if t.is_empty() => NftState::default(),
-            _ => live::nft::read_listing(self.sys, self.ns)?,
+            _ => self.live.read()?,
         };
         let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
+        tracing::debug!(
+            "nftables state read back and compared in {} us",
+            started.elapsed().as_micros()
+        );
         let residue = self.reader().residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {
@@ -243,8 +250,8 @@ impl NftCtx<'_> {
 mod tests {
     use super::*;
     use crate::apply::tests::{FakeKernel, config};
-    use crate::nft::listing::listing_json;
-    use crate::sys::exec::{ExecError, Output, Recorder};
+    use crate::live::nft::NftReader;
+    use crate::sys::exec::{Output, Recorder};
 
     fn lines(rec: &Recorder) -> Vec<String> {
         rec.commands().iter().map(|c| c.line()).collect()
@@ -257,24 +264,32 @@ mod tests {
         }
     }
 
-    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan) -> Result<()> {
+    /// The live state the kernel would report, or a read that fails.
+    struct Live(std::result::Result<NftState, &'static str>);
+
+    impl NftReader for Live {
+        fn read(&self) -> Result<NftState> {
+            self.0
+                .clone()
+                .map_err(|why| Error::system("cannot read the live nftables ruleset", std::io::Error::other(why)))
+        }
+    }
+
+    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan, live: &NftState) -> Result<()> {
         NftCtx {
             sys,
             kernel,
             config: c,
             ns: None,
+            live: &Live(Ok(live.clone())),
         }
         .apply(p)
     }
 
-    /// Answers `--version` and `-j list` like nft 1.0.6 holding `live`.
-    fn nft(live: NftState, version: &'static str) -> Recorder {
+    /// Answers `--version` like nft `version`.
+    fn nft(version: &'static str) -> Recorder {
         Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
             Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
-            Some("-j") => Ok(Output::ok(listing_json(&NftState {
-                version: Some(version.to_string()),
-                ..live.clone()
-            }))),
             _ => Ok(Output::default()),
         })
     }
@@ -286,8 +301,8 @@ mod tests {
     #[test]
     fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
-        run_apply(&rec, &kernel(&["foreign"]), &c, &p).unwrap();
+        let rec = nft("1.0.6");
+        run_apply(&rec, &kernel(&["foreign"]), &c, &p, &NftState::default()).unwrap();
         assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
         let tx = planned_transaction(&p).unwrap().to_string();
         assert_eq!(rec.commands()[1].stdin.as_deref(), Some(tx.as_str()));
@@ -295,28 +310,28 @@ mod tests {
     }
 
     #[test]
-    fn equal_state_costs_one_listing_and_drift_is_refused() {
+    fn equal_state_costs_no_process_and_drift_is_refused() {
         let (c, p) = sidecar();
         let live = ir::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
-        let rec = nft(live.clone(), "1.0.6");
-        run_apply(&rec, &k, &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
+        let rec = nft("1.0.6");
+        run_apply(&rec, &k, &c, &p, &live).unwrap();
+        assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
 
         let mut drifted = live.clone();
         let last = drifted.chains.keys().last().unwrap().clone();
         drifted.chains.remove(&last);
-        let rec = nft(drifted.clone(), "1.0.6");
-        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        let rec = nft("1.0.6");
+        let e = run_apply(&rec, &k, &c, &p, &drifted).unwrap_err().to_string();
         assert!(e.contains("--reconcile") && e.contains("nftables: "), "{e}");
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet"], "nothing may be written");
+        assert!(lines(&rec).is_empty(), "nothing may be written: {:?}", lines(&rec));
 
-        // --reconcile: the version comes from the listing; the live table is rebuilt.
+        // --reconcile: the live table is rebuilt.
         let mut c = c;
         c.reconcile = true;
-        let rec = nft(drifted, "1.0.6");
-        run_apply(&rec, &k, &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
+        let rec = nft("1.0.6");
+        run_apply(&rec, &k, &c, &p, &drifted).unwrap();
+        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
         let input = rec.commands()[1].stdin.clone().unwrap();
         assert!(
             input.starts_with("delete table inet istio-proxy-nat\nadd table inet istio-proxy-nat\n"),
@@ -325,23 +340,28 @@ mod tests {
     }
 
     #[test]
-    fn without_a_netlink_answer_the_state_is_listed() {
+    fn without_a_table_list_the_state_is_read() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
-        run_apply(&rec, &FakeKernel::default(), &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
+        let rec = nft("1.0.6");
+        let live = ir::planned(&planned_transaction(&p).unwrap());
+        run_apply(&rec, &FakeKernel::default(), &c, &p, &live).unwrap();
+        assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
     }
 
     #[test]
     fn nft_missing_or_too_old_is_named() {
         let (c, p) = sidecar();
         let rec = Recorder::default().without_programs(&[NFT]);
-        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+        let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
         assert!(rec.commands().is_empty());
         for old in ["1.0.0", "0.9.8"] {
-            let rec = nft(NftState::default(), old);
-            let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+            let rec = nft(old);
+            let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("nft version must be v1.0.1 or later") && e.contains(old),
                 "{e}"
@@ -364,22 +384,30 @@ mod tests {
                 stderr: "Error: Could not process rule: Operation not supported\n".into(),
             }),
         });
-        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
+        let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("nftables run failed: nft -f - failed with exit status 1: Error: Could not process rule"),
             "{e}"
         );
         assert!(e.contains("nothing was changed"), "{e}");
-        let rec = Recorder::new(|_| {
-            Err(ExecError::Spawn {
-                cmd: "nft -j list ruleset inet".into(),
-                why: "boom".into(),
-            })
-        });
-        let e = run_apply(&rec, &kernel(&["istio-proxy-raw"]), &c, &p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("cannot read the live nftables rules"), "{e}");
+        let rec = nft("1.0.6");
+        let e = NftCtx {
+            sys: &rec,
+            kernel: &kernel(&["istio-proxy-raw"]),
+            config: &c,
+            ns: None,
+            live: &Live(Err("boom")),
+        }
+        .apply(&p)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("cannot read the live nftables ruleset") && e.contains("boom"),
+            "{e}"
+        );
+        assert!(rec.commands().is_empty(), "nothing may be written");
     }
 
     #[test]
@@ -396,7 +424,9 @@ mod tests {
             _ => Ok(Output::ok("nftables v1.0.6\n")),
         };
         let rec = Recorder::new(respond.clone());
-        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        let e = run_apply(&rec, &k, &c, &p, &NftState::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("also exist in the iptables-nft tables (IPv4): nat/ISTIO_INBOUND"),
             "{e}"
@@ -406,7 +436,7 @@ mod tests {
         let mut c = c;
         c.reconcile = true;
         let rec = Recorder::new(respond);
-        run_apply(&rec, &k, &c, &p).unwrap();
+        run_apply(&rec, &k, &c, &p, &NftState::default()).unwrap();
         assert_eq!(
             lines(&rec),
             [
@@ -426,13 +456,14 @@ mod tests {
     #[test]
     fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
         let (c, _) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
+        let rec = nft("1.0.6");
         let clean = |k: &FakeKernel| {
             NftCtx {
                 sys: &rec,
                 kernel: k,
                 config: &c,
                 ns: None,
+                live: &Live(Err("a cleanup reads no state")),
             }
             .cleanup()
         };

@@ -423,7 +423,7 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
     };
     if config.native_nftables {
         let tx = crate::nft::lower::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
-        let live = live::nft::read_listing(&sys, ns_path)?;
+        let live = live::nft::read_state(netns.as_ref())?;
         let drift = nft_drift::compare(
             &crate::nft::ir::planned(&tx),
             &live,

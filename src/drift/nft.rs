@@ -1,5 +1,5 @@
-//! Drift for the nftables backend: meshcap's three `inet` tables as the kernel lists them
-//! ([`crate::nft::listing`]) against the state the plan's transaction leaves
+//! Drift for the nftables backend: meshcap's three `inet` tables as the kernel holds them
+//! ([`crate::nft::netlink::to_ir`]) against the state the plan's transaction leaves
 //! ([`crate::nft::ir::planned`]), chain by chain and in order, as for iptables
 //! ([`super::diff_chain`]). The report's `+`/`-` lines are spelled in [`super::report`].
 //!

@@ -1,24 +1,51 @@
-//! The live state of the nftables backend: which of meshcap's `inet` tables exist (asked over
-//! netlink, no process) and, where one does, their rules (one `nft -j list ruleset inet`, read
-//! by [`crate::nft::listing`]).
-
-use std::path::Path;
+//! The live state of the nftables backend: which of meshcap's `inet` tables exist and what
+//! they hold, both asked over netlink with no process: the tables from the kernel seam
+//! ([`Kernel::nft_inet_tables`]), the whole state from one nf_tables dump of the `inet`
+//! family ([`read_state`]: tables, chains, sets with their elements, rules) read into the IR
+//! by [`crate::nft::netlink::to_ir`].
 
 use crate::error::{Error, Result};
 use crate::nft::ir::{NftState, NftTable};
-use crate::nft::listing::parse_listing;
-use crate::sys::exec::{Cmd, System, run_ok};
+use crate::nft::netlink::msg::NFPROTO_INET;
+use crate::nft::netlink::{Socket, socket, to_ir};
 use crate::sys::kernel::Kernel;
+use crate::sys::netns::{self, Netns};
 
-/// The live state of meshcap's tables in `ns`: one `nft -j list ruleset inet`.
-pub(crate) fn read_listing(sys: &dyn System, ns: Option<&Path>) -> Result<NftState> {
-    let cmd = Cmd::new("nft", ["-j", "list", "ruleset", "inet"]).netns(ns);
-    tracing::debug!("Running command (without lock): {cmd}");
-    let out = run_ok(sys, &cmd).map_err(|e| Error::exec("cannot read the live nftables ruleset", e))?;
-    parse_listing(&out.stdout).map_err(|e| Error::Output {
-        cmd: cmd.line(),
-        err: e.into(),
-    })
+/// Where apply reads the live nftables state from: the kernel ([`Netlink`]), or a fixed state
+/// in the apply flow's unit tests.
+pub(crate) trait NftReader {
+    fn read(&self) -> Result<NftState>;
+}
+
+/// The kernel of `netns` (this namespace without one), over netlink.
+pub(crate) struct Netlink<'a> {
+    pub(crate) netns: Option<&'a Netns>,
+}
+
+impl NftReader for Netlink<'_> {
+    fn read(&self) -> Result<NftState> {
+        read_state(self.netns)
+    }
+}
+
+/// The live state of meshcap's tables in `netns`: one dump of the `inet` family over a
+/// `NETLINK_NETFILTER` socket opened inside the namespace. Everything in meshcap's tables that
+/// the decoder does not understand is in the state, as drift.
+pub(crate) fn read_state(netns: Option<&Netns>) -> Result<NftState> {
+    let dumped = netns::within(netns, || {
+        Socket::open()
+            .map_err(socket::Error::Io)
+            .and_then(|mut s| s.ruleset(NFPROTO_INET))
+    })?;
+    let rs = dumped.map_err(|e| Error::system("cannot read the live nftables ruleset", e))?;
+    tracing::debug!(
+        "Read the nftables ruleset over netlink: {} table(s), {} chain(s), {} rule(s), {} set(s)",
+        rs.tables.len(),
+        rs.chains.len(),
+        rs.rules.len(),
+        rs.sets.len()
+    );
+    Ok(to_ir::decode(&rs))
 }
 
 /// meshcap's `inet` tables that exist, in transaction order, when the kernel can tell without

@@ -1,8 +1,8 @@
 //! The one representation of meshcap's nftables objects, which every nftables codec reads or
 //! writes: [`super::lower`] builds a [`Transaction`] from the plan, [`super::text`] spells it as
-//! `nft -f` input, [`super::listing`] reads the kernel's JSON listing into an [`NftState`] (a
-//! netlink codec fits beside them the same way), and [`super::model`] reads a rule in the rule
-//! model's terms for the tracer and drift.
+//! `nft -f` input, [`super::netlink::to_ir`] reads the kernel's netlink dump into an
+//! [`NftState`] (as `listing`, a test-only reader, does the JSON listing), and
+//! [`super::model`] reads a rule in the rule model's terms for the tracer and drift.
 //!
 //! Two views of the same objects:
 //! * the *transaction*: [`NftOp`]s that change the kernel, committed atomically;
@@ -201,6 +201,7 @@ pub(crate) enum NftHook {
 }
 
 impl NftHook {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) const ALL: [NftHook; 6] = [
         NftHook::Netfilter(Hook::Prerouting),
         NftHook::Netfilter(Hook::Input),
@@ -222,6 +223,7 @@ impl NftHook {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
@@ -235,6 +237,7 @@ pub(crate) enum Policy {
 }
 
 impl Policy {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) const ALL: [Policy; 2] = [Policy::Accept, Policy::Drop];
 
     pub(crate) fn word(self) -> &'static str {
@@ -244,6 +247,7 @@ impl Policy {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
@@ -273,12 +277,14 @@ impl Direction {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_addr_field(word: &str) -> Option<Direction> {
         [Direction::Source, Direction::Destination]
             .into_iter()
             .find(|d| d.addr_field() == word)
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_port_field(word: &str) -> Option<Direction> {
         [Direction::Source, Direction::Destination]
             .into_iter()
@@ -301,11 +307,13 @@ pub(crate) fn family_word(family: Family) -> &'static str {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn family_from_word(word: &str) -> Option<Family> {
     Family::ALL.into_iter().find(|f| family_word(*f) == word)
 }
 
 /// The transport protocol called `word` (`tcp` / `udp`).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn proto_from_word(word: &str) -> Option<Proto> {
     [Proto::Tcp, Proto::Udp].into_iter().find(|p| p.as_str() == word)
 }
@@ -320,6 +328,7 @@ pub(crate) fn ct_state_word(s: CtState) -> &'static str {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn ct_state_from_word(word: &str) -> Option<CtState> {
     [CtState::Invalid, CtState::New, CtState::Related, CtState::Established]
         .into_iter()
@@ -359,6 +368,7 @@ pub(crate) enum MetaKey {
 }
 
 impl MetaKey {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) const ALL: [MetaKey; 6] = [
         MetaKey::Iifname,
         MetaKey::Oifname,
@@ -379,6 +389,7 @@ impl MetaKey {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }
@@ -405,6 +416,7 @@ pub(crate) enum CtKey {
 }
 
 impl CtKey {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) const ALL: [CtKey; 3] = [CtKey::State, CtKey::Mark, CtKey::Zone];
 
     pub(crate) fn word(self) -> &'static str {
@@ -415,6 +427,7 @@ impl CtKey {
         }
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_word(word: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.word() == word)
     }

@@ -255,6 +255,12 @@ impl Ids {
         })
     }
 
+    /// Names from the text of a passwd and a group file, for a caller that has them from
+    /// elsewhere (tests naming accounts the host does not have).
+    pub fn from_texts(passwd: Option<String>, group: Option<String>) -> Ids {
+        Ids { passwd, group }
+    }
+
     /// The numeric id of an owner (`group`: a group), or why it does not resolve.
     pub(crate) fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
         match owner {

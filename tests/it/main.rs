@@ -24,6 +24,7 @@ mod hostile_reads;
 mod lab;
 mod license;
 mod nft_apply;
+mod nft_decode;
 mod nft_netlink;
 mod nft_render;
 mod packaging;

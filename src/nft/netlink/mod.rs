@@ -24,6 +24,7 @@ pub mod attr;
 pub mod expr;
 pub mod msg;
 pub mod socket;
+pub mod to_ir;
 
 pub use expr::{CmpOp, CtKey, Data, Expr, MetaKey, PayloadBase, RangeOp, Register, Verdict};
 pub use msg::{Batch, Chain, Dump, Hook, Message, Rule, Set, SetElem, SetElems, Table};

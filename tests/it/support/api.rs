@@ -88,3 +88,9 @@ pub fn apply_config(args: &[&str]) -> Config {
     )
     .unwrap_or_else(|e| panic!("invalid configuration {args:?}: {e}"))
 }
+
+pub use meshcap::drift::nft::compare as nft_compare;
+pub use meshcap::nft::ir::{NftState, planned as nft_planned};
+pub use meshcap::nft::netlink::to_ir::decode as nft_decode;
+pub use meshcap::nft::netlink::{Ruleset as NftRuleset, Socket as NftSocket};
+pub use meshcap::sys::netns::Netns as TargetNetns;
