@@ -22,6 +22,7 @@ mod hostile_reads;
 mod lab;
 mod license;
 mod nft_apply;
+mod nft_from_ir;
 mod nft_netlink;
 mod nft_render;
 mod packaging;

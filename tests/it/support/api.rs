@@ -13,9 +13,14 @@ pub use meshcap::iptables::parse::{Strictness, parse_save};
 pub use meshcap::iptables::render::restore_payload;
 pub use meshcap::json;
 pub use meshcap::model::{Backend, Rule, Ruleset, TableName};
-pub use meshcap::nft::ir::Transaction;
+pub use meshcap::nft::ir::{NftOp, Transaction};
 pub use meshcap::nft::lower::{apply_transaction, cleanup_transaction, transaction as nft_transaction};
 pub use meshcap::plan::Plan;
+pub use meshcap::nft::netlink::from_ir::lower as netlink_lower;
+pub use meshcap::nft::netlink::socket::Error as NetlinkError;
+pub use meshcap::nft::netlink::{Ruleset as NetlinkRuleset, Socket};
+pub use meshcap::sys::host::Ids as HostIds;
+pub use meshcap::sys::netns::Netns as TargetNetns;
 pub use meshcap::trace::{self, Action, Effect, Ids, Netfilter, Packet, Trace};
 pub use meshcap::values::{Cidr, Family, Owner};
 
