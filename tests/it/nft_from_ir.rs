@@ -155,7 +155,10 @@ impl Pair {
                 ));
             }
             // Both refused: both must have left the state as it was (compared below).
-            (Err(_), false) => self.refused.set(self.refused.get() + 1),
+            (Err(e), false) => {
+                eprintln!("REFUSED: {e}");
+                self.refused.set(self.refused.get() + 1)
+            }
         }
         let (la, lb) = (Self::listing(&self.a), Self::listing(&self.b));
         if la != lb {
@@ -182,21 +185,22 @@ impl Pair {
         self.reset();
         self.check(tx).map_err(|e| format!("fresh apply: {e}"))?;
         let mut reconcile = Transaction::default();
-        reconcile.ops = tx.ops.iter().filter_map(delete_of_add).collect();
+        // `--reconcile` deletes the tables that are live: those the transaction left.
+        let mut live = Vec::new();
+        for op in &tx.ops {
+            match op {
+                NftOp::AddTable(t) if !live.contains(t) => live.push(*t),
+                NftOp::DeleteTable(t) => live.retain(|x| x != t),
+                _ => {}
+            }
+        }
+        reconcile.ops = live.into_iter().map(NftOp::DeleteTable).collect();
         reconcile.ops.extend(tx.ops.iter().cloned());
         self.check(&reconcile).map_err(|e| format!("rebuild on top: {e}"))?;
         if cleanup {
             self.check(&cleanup_transaction()).map_err(|e| format!("cleanup: {e}"))?;
         }
         Ok(())
-    }
-}
-
-/// `delete table T` for an `add table T` (the first thing `--reconcile` does per live table).
-fn delete_of_add(op: &NftOp) -> Option<NftOp> {
-    match op {
-        NftOp::AddTable(t) => Some(NftOp::DeleteTable(*t)),
-        _ => None,
     }
 }
 
