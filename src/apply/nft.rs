@@ -1,7 +1,7 @@
 //! The native nftables backend of the apply command (`--native-nftables`, istio-compat §8) — the
 //! same flow as the iptables backend in [`super`] (namespace, lock, IPv6 detection, plan,
-//! state check, `--reconcile`, cleanup, routes, dry-run), with one `nft -f -` transaction in
-//! place of the restores.
+//! state check, `--reconcile`, cleanup, routes, dry-run), with one nf_tables batch in place of
+//! the restores.
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
 //! meshcap's exists is the live state read, with one `nft -j list ruleset inet`
@@ -9,16 +9,17 @@
 //! ([`crate::nft::ir::planned`]) by [`crate::drift::nft::compare`], as `check
 //! --native-nftables` does: equal → nothing is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
-//! tables are deleted and rebuilt in the same transaction. nft commits a transaction
-//! atomically, so there is no window without capture (no guardrails needed) and a failed
-//! transaction changed nothing (no rollback needed).
+//! tables are deleted and rebuilt in the same transaction.
 //!
-//! The nft checks of istio-compat §8.1 step 6 with as few processes as correctness allows: the binary
-//! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from the listing's
-//! `metainfo` when the state was read, else from one `nft --version`, and only before a write;
-//! Istio's `nft --check` probe is not repeated, since the transaction itself fails atomically
-//! with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`), unchanged re-run 1
-//! (the listing), refused drift 1, reconcile 2, cleanup 2 (0 when no table of meshcap's exists).
+//! Writing needs no `nft` binary and no process: the transaction is lowered to nf_tables
+//! messages ([`crate::nft::netlink::from_ir`], the batch `nft -f` of its text would send) and
+//! sent as one batch over a `NETLINK_NETFILTER` socket opened inside the target namespace. The
+//! kernel commits a batch atomically, so there is no window without capture (no guardrails
+//! needed) and a refused batch changed nothing (no rollback needed); a refusal is reported
+//! naming the refused operation as `nft` text, with the errno and the kernel's message
+//! ([`Error::NftRefused`]). Istio's `nft --version` and `nft --check` probes have no
+//! counterpart: there is no nft to check. Spawns: fresh namespace 0, unchanged re-run 1 (the
+//! listing), refused drift 1, reconcile 1, cleanup 0.
 //!
 //! The iptables backend's rules count as drift too (both live would capture twice): when the
 //! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
@@ -30,23 +31,25 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, NftRefusal, Refusal, Result};
 use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
 use crate::nft::lower::{apply_transaction, cleanup_transaction};
+use crate::nft::netlink::Message;
+use crate::nft::netlink::from_ir::{self, Lowered};
+use crate::nft::netlink::socket::{self, Socket};
 use crate::plan::Plan;
 use crate::sys::exec::{Cmd, System, run_ok};
+use crate::sys::host::Ids;
 use crate::sys::kernel::Kernel;
+use crate::sys::netns::{self, Netns};
 
 use super::payloads;
 use crate::live::{self, iptables::Residue};
 
-/// The program, looked up in `PATH`.
+/// The program Istio runs (named in the dry run's command line; meshcap itself never runs it).
 pub(crate) const NFT: &str = "nft";
 
-/// The oldest nft meshcap (and Istio) accepts.
-pub(crate) const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
-
-/// `nft -f -` with `tx` on stdin, in `ns`.
+/// `nft -f -` with `tx` on stdin, in `ns`: the command Istio runs, shown by the dry run.
 pub(crate) fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
     Cmd::new(NFT, ["-f", "-"]).stdin(tx.to_string()).netns(ns)
 }
@@ -57,22 +60,43 @@ pub(crate) fn planned_transaction(plan: &Plan) -> Result<Transaction> {
     apply_transaction(plan).map_err(|e| Error::inconsistent("nftables", e))
 }
 
-/// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
-pub(crate) fn check_version(text: &str) -> Result<()> {
-    let text = text.trim();
-    let parsed = crate::live::binaries::parse_version(text)
-        .or_else(|| crate::live::binaries::parse_version(&format!("v{text}")));
-    match parsed {
-        Some(v) if v >= MIN_VERSION => Ok(()),
-        Some(_) => Err(Error::NftVersion {
-            got: text.to_string(),
-            readable: true,
-        }),
-        None => Err(Error::NftVersion {
-            got: text.to_string(),
-            readable: false,
-        }),
+/// Sends one nf_tables batch into the target namespace.
+pub(crate) trait Netlink {
+    fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error>;
+}
+
+/// The real kernel: a `NETLINK_NETFILTER` socket opened inside the namespace (or the current
+/// one), one per batch.
+pub(crate) struct KernelNetlink<'a> {
+    pub(crate) netns: Option<&'a Netns>,
+}
+
+impl Netlink for KernelNetlink<'_> {
+    fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error> {
+        netns::within(self.netns, || Socket::open()?.apply(messages, None))
+            .map_err(|e| socket::Error::Io(std::io::Error::other(e.to_string())))?
     }
+}
+
+/// `tx` as nf_tables messages, owner names resolved from this host's files.
+fn lowered(tx: &Transaction, ids: &Ids) -> Result<Lowered> {
+    from_ir::lower(tx, ids).map_err(|e| Error::system("cannot build the nftables batch", e))
+}
+
+/// Logs the batch at debug level, one decoded line per message.
+fn log_batch(l: &Lowered) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut lines = String::new();
+    for m in &l.messages {
+        lines.push('\n');
+        lines.push_str(&m.to_string());
+        if let Message::NewRule(r) = m {
+            lines.push_str(&format!(": {:?}", r.exprs));
+        }
+    }
+    tracing::debug!("nf_tables batch ({} messages):{lines}", l.messages.len());
 }
 
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
@@ -87,6 +111,12 @@ pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<(
     };
     tracing::info!("Running command (dry run, without lock): {}", transaction_cmd(&tx, ns));
     tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        match Ids::from_host().and_then(|ids| lowered(&tx, &ids)) {
+            Ok(l) => log_batch(&l),
+            Err(e) => tracing::debug!("no nf_tables batch: {e}"),
+        }
+    }
     tracing::info!("skipping configuring routes due to dry run mode");
     Ok(())
 }
@@ -97,6 +127,7 @@ pub(super) struct NftCtx<'a> {
     pub(crate) kernel: &'a dyn Kernel,
     pub(crate) config: &'a Config,
     pub(crate) ns: Option<&'a Path>,
+    pub(crate) netlink: &'a dyn Netlink,
 }
 
 impl NftCtx<'_> {
@@ -114,37 +145,27 @@ impl NftCtx<'_> {
         live::nft::our_tables(self.kernel)
     }
 
-    fn require_nft(&self) -> Result<()> {
-        if self.sys.has_program(NFT) {
-            Ok(())
-        } else {
-            Err(Error::NoNft {
-                cni: self.config.cni_mode,
-            })
-        }
-    }
-
-    /// Checks the version, from the listing if one was read, else with `nft --version`.
-    fn version_ok(&self, listed: Option<&str>) -> Result<()> {
-        match listed {
-            Some(v) => check_version(v),
-            None => {
-                let cmd = Cmd::new(NFT, ["--version"]);
-                tracing::debug!("Running command (without lock): {cmd}");
-                let out = run_ok(self.sys, &cmd).map_err(|e| Error::exec("could not run nftables command", e))?;
-                check_version(&out.stdout)
-            }
-        }
-    }
-
-    /// Runs `tx` (atomic: on failure nothing changed).
-    fn run(&self, tx: &Transaction) -> Result<()> {
-        let cmd = transaction_cmd(tx, self.ns);
-        tracing::debug!("Running command (without lock): {cmd}");
-        run_ok(self.sys, &cmd).map_err(|err| Error::Exec {
-            context: "nftables run failed".into(),
-            err,
-            notes: "; nothing was changed (the transaction is atomic)".into(),
+    /// Applies `tx` as one batch (atomic: on a refusal nothing changed).
+    fn run(&self, tx: &Transaction, ids: &Ids) -> Result<()> {
+        let l = lowered(tx, ids)?;
+        log_batch(&l);
+        self.netlink.apply(&l.messages).map_err(|e| match e {
+            socket::Error::Refused(refusals) => Error::NftRefused(
+                refusals
+                    .into_iter()
+                    .map(|r| NftRefusal {
+                        what: r
+                            .index
+                            .and_then(|i| l.origin.get(i))
+                            .and_then(|op| tx.ops.get(*op))
+                            .map_or_else(|| "the batch".to_string(), ToString::to_string),
+                        errno: r.errno,
+                        extack: r.extack,
+                        part: r.part,
+                    })
+                    .collect(),
+            ),
+            other => Error::system("cannot program nftables over netlink", other),
         })?;
         tracing::info!("nftables rules programmed:\n{tx} \n");
         Ok(())
@@ -180,14 +201,14 @@ impl NftCtx<'_> {
     }
 
     pub(crate) fn apply(&self, plan: &Plan) -> Result<()> {
-        self.require_nft()?;
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
         let live = match self.our_tables() {
             Some(t) if t.is_empty() => NftState::default(),
             _ => live::nft::read_listing(self.sys, self.ns)?,
         };
-        let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
+        let ids = Ids::from_host()?;
+        let drift = crate::drift::nft::compare(&planned, &live, &ids);
         let residue = self.reader().residue()?;
         let force = self.config.force_apply;
         if live.is_empty() && residue.is_empty() {
@@ -226,7 +247,6 @@ impl NftCtx<'_> {
                 }));
             }
         }
-        self.version_ok(live.version.as_deref())?;
         // Rebuild: meshcap's live tables are deleted first, in the same transaction, so
         // whatever they held (chains or sets meshcap does not use) goes and the result is
         // exactly a fresh apply; nft commits it atomically.
@@ -238,7 +258,7 @@ impl NftCtx<'_> {
             .collect();
         ops.extend(tx.ops);
         tracing::info!("Applying nftables rules");
-        self.run(&Transaction { ops })?;
+        self.run(&Transaction { ops }, &ids)?;
         self.remove_iptables_residue(plan, &residue)
     }
 
@@ -249,9 +269,7 @@ impl NftCtx<'_> {
             tracing::info!("No nftables tables of meshcap's exist, nothing to clean up");
             return Ok(());
         }
-        self.require_nft()?;
-        self.version_ok(None)?;
-        self.run(&cleanup_transaction())
+        self.run(&cleanup_transaction(), &Ids::from_host()?)
     }
 }
 
@@ -260,7 +278,9 @@ mod tests {
     use super::*;
     use crate::apply::tests::{FakeKernel, config};
     use crate::nft::listing::listing_json;
+    use crate::nft::netlink::Refusal as NlRefusal;
     use crate::sys::exec::{ExecError, Output, Recorder};
+    use std::cell::RefCell;
 
     fn lines(rec: &Recorder) -> Vec<String> {
         rec.commands().iter().map(|c| c.line()).collect()
@@ -273,22 +293,57 @@ mod tests {
         }
     }
 
-    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan) -> Result<()> {
+    /// Records every batch; refuses the last message of each with `refuse` (an errno).
+    #[derive(Default)]
+    struct FakeNetlink {
+        batches: RefCell<Vec<Vec<Message>>>,
+        refuse: Option<i32>,
+    }
+
+    impl Netlink for FakeNetlink {
+        fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error> {
+            self.batches.borrow_mut().push(messages.to_vec());
+            match self.refuse {
+                None => Ok(()),
+                Some(errno) => Err(socket::Error::Refused(vec![NlRefusal {
+                    index: Some(messages.len() - 1),
+                    what: messages.last().map(Message::describe).unwrap_or_default(),
+                    errno,
+                    extack: Some("chain not found".into()),
+                    offset: None,
+                    part: Some("expression 2 (immediate)".into()),
+                }])),
+            }
+        }
+    }
+
+    impl FakeNetlink {
+        /// The batches as the `nft` text of the tables, chains and rules they create.
+        fn summary(&self) -> Vec<Vec<String>> {
+            self.batches
+                .borrow()
+                .iter()
+                .map(|b| b.iter().map(ToString::to_string).collect())
+                .collect()
+        }
+    }
+
+    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan, nl: &FakeNetlink) -> Result<()> {
         NftCtx {
             sys,
             kernel,
             config: c,
             ns: None,
+            netlink: nl,
         }
         .apply(p)
     }
 
-    /// Answers `--version` and `-j list` like nft 1.0.6 holding `live`.
-    fn nft(live: NftState, version: &'static str) -> Recorder {
+    /// Answers `-j list` like nft 1.0.6 holding `live`.
+    fn nft(live: NftState) -> Recorder {
         Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
-            Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
             Some("-j") => Ok(Output::ok(listing_json(&NftState {
-                version: Some(version.to_string()),
+                version: Some("1.0.6".to_string()),
                 ..live.clone()
             }))),
             _ => Ok(Output::default()),
@@ -300,14 +355,20 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
+    fn a_fresh_namespace_costs_no_process_and_one_batch() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
-        run_apply(&rec, &kernel(&["foreign"]), &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
-        let tx = planned_transaction(&p).unwrap().to_string();
-        assert_eq!(rec.commands()[1].stdin.as_deref(), Some(tx.as_str()));
-        assert!(tx.starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
+        let rec = nft(NftState::default());
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &kernel(&["foreign"]), &c, &p, &nl).unwrap();
+        assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
+        let tx = planned_transaction(&p).unwrap();
+        let want = from_ir::lower(&tx, &Ids::from_host().unwrap()).unwrap().messages;
+        assert_eq!(*nl.batches.borrow(), vec![want]);
+        let first = &nl.summary()[0];
+        assert_eq!(
+            first[..2],
+            ["add table inet istio-proxy-nat", "flush table inet istio-proxy-nat"]
+        );
     }
 
     #[test]
@@ -315,84 +376,83 @@ mod tests {
         let (c, p) = sidecar();
         let live = ir::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
-        let rec = nft(live.clone(), "1.0.6");
-        run_apply(&rec, &k, &c, &p).unwrap();
+        let rec = nft(live.clone());
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &k, &c, &p, &nl).unwrap();
         assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
+        assert!(nl.batches.borrow().is_empty());
 
         let mut drifted = live.clone();
         let last = drifted.chains.keys().last().unwrap().clone();
         drifted.chains.remove(&last);
-        let rec = nft(drifted.clone(), "1.0.6");
-        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        let rec = nft(drifted.clone());
+        let e = run_apply(&rec, &k, &c, &p, &nl).unwrap_err().to_string();
         assert!(e.contains("--reconcile") && e.contains("nftables: "), "{e}");
         assert_eq!(lines(&rec), ["nft -j list ruleset inet"], "nothing may be written");
+        assert!(nl.batches.borrow().is_empty(), "nothing may be written");
 
-        // --reconcile: the version comes from the listing; the live table is rebuilt.
+        // --reconcile: the live table is rebuilt in the same batch.
         let mut c = c;
         c.reconcile = true;
-        let rec = nft(drifted, "1.0.6");
-        run_apply(&rec, &k, &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
-        let input = rec.commands()[1].stdin.clone().unwrap();
-        assert!(
-            input.starts_with("delete table inet istio-proxy-nat\nadd table inet istio-proxy-nat\n"),
-            "{input}"
+        let rec = nft(drifted);
+        run_apply(&rec, &k, &c, &p, &nl).unwrap();
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
+        let batch = &nl.summary()[0];
+        assert_eq!(
+            batch[..2],
+            ["delete table inet istio-proxy-nat", "add table inet istio-proxy-nat"]
         );
     }
 
     #[test]
     fn without_a_netlink_answer_the_state_is_listed() {
         let (c, p) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
-        run_apply(&rec, &FakeKernel::default(), &c, &p).unwrap();
-        assert_eq!(lines(&rec), ["nft -j list ruleset inet", "nft -f -"]);
+        let rec = nft(NftState::default());
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &FakeKernel::default(), &c, &p, &nl).unwrap();
+        assert_eq!(lines(&rec), ["nft -j list ruleset inet"]);
+        assert_eq!(nl.batches.borrow().len(), 1);
     }
 
     #[test]
-    fn nft_missing_or_too_old_is_named() {
+    fn no_nft_binary_is_needed_to_write() {
         let (c, p) = sidecar();
         let rec = Recorder::default().without_programs(&[NFT]);
-        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
-        assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &kernel(&[]), &c, &p, &nl).unwrap();
         assert!(rec.commands().is_empty());
-        for old in ["1.0.0", "0.9.8"] {
-            let rec = nft(NftState::default(), old);
-            let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
-            assert!(
-                e.contains("nft version must be v1.0.1 or later") && e.contains(old),
-                "{e}"
-            );
-            assert_eq!(lines(&rec), ["nft --version"], "nothing written");
-        }
-        check_version("1.0.1").unwrap();
-        check_version("nftables v1.1.0 (Commodore Bullmoose #1)").unwrap();
-        assert!(check_version("garbage").is_err());
+        assert_eq!(nl.batches.borrow().len(), 1);
     }
 
     #[test]
-    fn a_failed_transaction_is_reported_with_nfts_message() {
+    fn a_refused_batch_names_the_operation_as_nft_text() {
         let (c, p) = sidecar();
-        let rec = Recorder::new(|cmd| match cmd.args.first().map(String::as_str) {
-            Some("--version") => Ok(Output::ok("nftables v1.0.6\n")),
-            _ => Ok(Output {
-                code: 1,
-                stdout: String::new(),
-                stderr: "Error: Could not process rule: Operation not supported\n".into(),
-            }),
-        });
-        let e = run_apply(&rec, &kernel(&[]), &c, &p).unwrap_err().to_string();
-        assert!(
-            e.starts_with("nftables run failed: nft -f - failed with exit status 1: Error: Could not process rule"),
-            "{e}"
+        let rec = nft(NftState::default());
+        let nl = FakeNetlink {
+            refuse: Some(libc::ENOENT),
+            ..FakeNetlink::default()
+        };
+        let e = run_apply(&rec, &kernel(&[]), &c, &p, &nl).unwrap_err();
+        let tx = planned_transaction(&p).unwrap();
+        // The fake refuses the batch's last message: the last operation (here the removal of
+        // the unused raw table), named as nft text.
+        let last = tx.ops.last().unwrap().to_string();
+        let Error::NftRefused(r) = &e else { panic!("{e}") };
+        assert_eq!(r[0].what, last);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the kernel refused the nftables transaction, nothing was changed: '{last}': No such file or \
+                 directory (os error 2) (chain not found) in expression 2 (immediate)"
+            )
         );
-        assert!(e.contains("nothing was changed"), "{e}");
         let rec = Recorder::new(|_| {
             Err(ExecError::Spawn {
                 cmd: "nft -j list ruleset inet".into(),
                 why: "boom".into(),
             })
         });
-        let e = run_apply(&rec, &kernel(&["istio-proxy-raw"]), &c, &p)
+        let e = run_apply(&rec, &kernel(&["istio-proxy-raw"]), &c, &p, &nl)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("cannot read the live nftables rules"), "{e}");
@@ -409,30 +469,25 @@ mod tests {
         };
         let respond = move |cmd: &Cmd| match cmd.program.as_str() {
             "iptables-nft-save" => Ok(Output::ok(save.clone())),
-            _ => Ok(Output::ok("nftables v1.0.6\n")),
+            _ => Ok(Output::default()),
         };
         let rec = Recorder::new(respond.clone());
-        let e = run_apply(&rec, &k, &c, &p).unwrap_err().to_string();
+        let nl = FakeNetlink::default();
+        let e = run_apply(&rec, &k, &c, &p, &nl).unwrap_err().to_string();
         assert!(
             e.contains("also exist in the iptables-nft tables (IPv4): nat/ISTIO_INBOUND"),
             "{e}"
         );
         assert_eq!(lines(&rec), ["iptables-nft-save"], "nothing written");
+        assert!(nl.batches.borrow().is_empty());
 
         let mut c = c;
         c.reconcile = true;
         let rec = Recorder::new(respond);
-        run_apply(&rec, &k, &c, &p).unwrap();
-        assert_eq!(
-            lines(&rec),
-            [
-                "iptables-nft-save",
-                "nft --version",
-                "nft -f -",
-                "iptables-nft-restore --noflush"
-            ]
-        );
-        let cleanup = rec.commands()[3].stdin.clone().unwrap();
+        run_apply(&rec, &k, &c, &p, &nl).unwrap();
+        assert_eq!(lines(&rec), ["iptables-nft-save", "iptables-nft-restore --noflush"]);
+        assert_eq!(nl.batches.borrow().len(), 1);
+        let cleanup = rec.commands()[1].stdin.clone().unwrap();
         assert!(
             cleanup.contains("-X ISTIO_OUTPUT") && !cleanup.contains("-A "),
             "{cleanup}"
@@ -442,23 +497,36 @@ mod tests {
     #[test]
     fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
         let (c, _) = sidecar();
-        let rec = nft(NftState::default(), "1.0.6");
+        let rec = nft(NftState::default());
+        let nl = FakeNetlink::default();
         let clean = |k: &FakeKernel| {
             NftCtx {
                 sys: &rec,
                 kernel: k,
                 config: &c,
                 ns: None,
+                netlink: &nl,
             }
             .cleanup()
         };
         clean(&kernel(&["foreign"])).unwrap();
-        assert!(rec.commands().is_empty());
+        assert!(nl.batches.borrow().is_empty());
         clean(&kernel(&["istio-proxy-mangle", "foreign"])).unwrap();
-        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
+        assert!(rec.commands().is_empty());
         assert_eq!(
-            rec.commands()[1].stdin.as_deref(),
-            Some(cleanup_transaction().to_string().as_str())
+            nl.summary(),
+            vec![
+                [
+                    "add table inet istio-proxy-nat",
+                    "delete table inet istio-proxy-nat",
+                    "add table inet istio-proxy-mangle",
+                    "delete table inet istio-proxy-mangle",
+                    "add table inet istio-proxy-raw",
+                    "delete table inet istio-proxy-raw",
+                ]
+                .map(String::from)
+                .to_vec()
+            ]
         );
     }
 }

@@ -20,8 +20,8 @@ use proptest::test_runner::{Config, TestRunner};
 
 use crate::props::{Case, case as prop_case};
 use crate::support::api::{
-    HostIds, NetlinkError, NetlinkRuleset as Ruleset, NftOp, Socket, TargetNetns, Transaction, apply_transaction, cleanup_transaction,
-    netlink_lower, nft_transaction, render_plan,
+    HostIds, NetlinkError, NetlinkRuleset as Ruleset, NftOp, Socket, TargetNetns, Transaction, apply_transaction,
+    cleanup_transaction, netlink_lower, nft_transaction, render_plan,
 };
 use crate::support::{Netns, TempDir, needs_netns};
 
@@ -174,7 +174,10 @@ impl Pair {
             return Err(format!("netlink dumps differ:\n{}", first_differences(&x, &y)));
         }
         if !da.unknown.is_empty() {
-            return Err(format!("the dump holds messages the codec does not type: {:?}", da.unknown));
+            return Err(format!(
+                "the dump holds messages the codec does not type: {:?}",
+                da.unknown
+            ));
         }
         Ok(())
     }
@@ -198,7 +201,8 @@ impl Pair {
         reconcile.ops.extend(tx.ops.iter().cloned());
         self.check(&reconcile).map_err(|e| format!("rebuild on top: {e}"))?;
         if cleanup {
-            self.check(&cleanup_transaction()).map_err(|e| format!("cleanup: {e}"))?;
+            self.check(&cleanup_transaction())
+                .map_err(|e| format!("cleanup: {e}"))?;
         }
         Ok(())
     }
@@ -250,7 +254,11 @@ fn every_nft_golden_case_programs_the_kernel_as_nft_f_does() {
     } else {
         assert_eq!(shared, 20, "Istio's nftables corpus has 20 cases");
     }
-    assert!(cases.len() - shared >= 20, "meshcap's own nft goldens: {}", cases.len() - shared);
+    assert!(
+        cases.len() - shared >= 20,
+        "meshcap's own nft goldens: {}",
+        cases.len() - shared
+    );
     let pair = Pair::new();
     let mut failures = Vec::new();
     for dir in &cases {
@@ -264,7 +272,12 @@ fn every_nft_golden_case_programs_the_kernel_as_nft_f_does() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn cidr_v4() -> impl Strategy<Value = String> {
@@ -347,5 +360,9 @@ fn random_configurations_program_the_kernel_as_nft_f_does() {
     }
     assert!(checked >= 100, "{checked} configurations");
     // Refused by both sides (owner names this host lacks): compared, but not programmed.
-    assert!(pair.refused.get() * 10 < checked, "{} of {checked} refused", pair.refused.get());
+    assert!(
+        pair.refused.get() * 10 < checked,
+        "{} of {checked} refused",
+        pair.refused.get()
+    );
 }

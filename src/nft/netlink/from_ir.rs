@@ -38,12 +38,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use super::attr::RawAttr;
 use super::expr::{CmpOp, CtKey, Data, Expr, MetaKey, PayloadBase, RangeOp, Register, Verdict};
 use super::msg::{
     Chain, Hook, Message, NF_ACCEPT, NF_DROP, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NFT_SET_ANONYMOUS,
     NFT_SET_CONSTANT, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL, Rule, Set, SetElem, SetElems, Table,
 };
-use super::attr::RawAttr;
 use crate::model::{CtState, Hook as NfHook, Proto};
 use crate::nft::ir::{Direction, NftChain, NftHook, NftOp, NftRule, NftTable, OwnerKind, Policy, Stmt, Transaction};
 use crate::sys::host::Ids;
@@ -295,105 +295,15 @@ impl Lowerer<'_> {
                 cx.network(cidr.family())?;
                 cx.prefix(*direction, *negated, cidr);
             }
-            Stmt::AddrSet { direction, cidrs } => match cidrs.as_slice() {
-                [] => return Err("an empty address set".into()),
-                [one] => {
-                    cx.network(one.family())?;
-                    cx.prefix(*direction, false, one);
-                }
-                many => {
-                    let family = many[0].family();
-                    if many.iter().any(|c| c.family() != family) {
-                        return Err("an address set mixes IPv4 and IPv6".into());
-                    }
-                    cx.network(family)?;
-                    let (offset, len) = addr_field(family, *direction);
-                    cx.load(PayloadBase::Network, offset, len);
-                    let ranges = many.iter().map(|c| cidr_range(c)).collect();
-                    let (key_type, desc, field) = match (family, direction) {
-                        (Family::V4, Direction::Source) => (TYPE_IPV4_ADDR, DESC_IP, 11),
-                        (Family::V4, Direction::Destination) => (TYPE_IPV4_ADDR, DESC_IP, 12),
-                        (Family::V6, Direction::Source) => (TYPE_IPV6_ADDR, DESC_IP6, 8),
-                        (Family::V6, Direction::Destination) => (TYPE_IPV6_ADDR, DESC_IP6, 9),
-                    };
-                    let key = SetKey {
-                        key_type,
-                        len: len as usize,
-                        typeof_: (desc, field),
-                    };
-                    let lookup = self.anon_set(table, &key, Elements::Intervals(ranges), false);
-                    cx.out.push(lookup);
-                }
-            },
+            Stmt::AddrSet { direction, cidrs } => self.addr_set(table, cx, *direction, cidrs)?,
             Stmt::Port {
                 proto,
                 direction,
                 negated,
                 ports,
-            } => {
-                cx.transport(*proto)?;
-                let offset = match direction {
-                    Direction::Source => 0,
-                    Direction::Destination => 2,
-                };
-                cx.load(PayloadBase::Transport, offset, 2);
-                match ports.as_slice() {
-                    [] => return Err("an empty port list".into()),
-                    [PortSpec::Single(p)] => cx.cmp(op(*negated), p.get().to_be_bytes().to_vec()),
-                    [PortSpec::Range(lo, hi)] => {
-                        let (lo, hi) = (lo.get().to_be_bytes().to_vec(), hi.get().to_be_bytes().to_vec());
-                        if *negated {
-                            cx.out.push(Expr::Range {
-                                sreg: R1,
-                                op: RangeOp::Neq,
-                                from: lo,
-                                to: hi,
-                            });
-                        } else {
-                            cx.cmp(CmpOp::Gte, lo);
-                            cx.cmp(CmpOp::Lte, hi);
-                        }
-                    }
-                    many => {
-                        let field = if offset == 0 { 1 } else { 2 };
-                        let desc = match proto {
-                            Proto::Tcp => DESC_TCP,
-                            _ => DESC_UDP,
-                        };
-                        let key = SetKey {
-                            key_type: TYPE_INET_SERVICE,
-                            len: 2,
-                            typeof_: (desc, field),
-                        };
-                        let elements = if many.iter().any(|p| matches!(p, PortSpec::Range(..))) {
-                            Elements::Intervals(
-                                many.iter()
-                                    .map(|p| match p {
-                                        PortSpec::Single(p) => (u128::from(p.get()), u128::from(p.get())),
-                                        PortSpec::Range(lo, hi) => (u128::from(lo.get()), u128::from(hi.get())),
-                                    })
-                                    .collect(),
-                            )
-                        } else {
-                            Elements::Keys(
-                                many.iter()
-                                    .filter_map(|p| match p {
-                                        PortSpec::Single(p) => Some(p.get().to_be_bytes().to_vec()),
-                                        PortSpec::Range(..) => None,
-                                    })
-                                    .collect(),
-                            )
-                        };
-                        let lookup = self.anon_set(table, &key, elements, *negated);
-                        cx.out.push(lookup);
-                    }
-                }
-            }
+            } => self.ports(table, cx, *proto, *direction, *negated, ports)?,
             Stmt::Owner {
-                kind,
-                negated,
-                owner,
-                ..
+                kind, negated, owner, ..
             } => {
                 let group = *kind == OwnerKind::Gid;
                 let id = self.ids.resolve(owner, group)?;
@@ -459,6 +369,120 @@ impl Lowerer<'_> {
                     sreg: R1,
                     direction: None,
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip|ip6 saddr|daddr { … }`: an interval set (one prefix is the plain match).
+    fn addr_set(
+        &mut self,
+        table: NftTable,
+        cx: &mut RuleCx,
+        direction: Direction,
+        cidrs: &[Cidr],
+    ) -> Result<(), String> {
+        let direction = &direction;
+        match cidrs {
+            [] => return Err("an empty address set".into()),
+            [one] => {
+                cx.network(one.family())?;
+                cx.prefix(*direction, false, one);
+            }
+            many => {
+                let family = many[0].family();
+                if many.iter().any(|c| c.family() != family) {
+                    return Err("an address set mixes IPv4 and IPv6".into());
+                }
+                cx.network(family)?;
+                let (offset, len) = addr_field(family, *direction);
+                cx.load(PayloadBase::Network, offset, len);
+                let ranges = many.iter().map(cidr_range).collect();
+                let (key_type, desc, field) = match (family, direction) {
+                    (Family::V4, Direction::Source) => (TYPE_IPV4_ADDR, DESC_IP, 11),
+                    (Family::V4, Direction::Destination) => (TYPE_IPV4_ADDR, DESC_IP, 12),
+                    (Family::V6, Direction::Source) => (TYPE_IPV6_ADDR, DESC_IP6, 8),
+                    (Family::V6, Direction::Destination) => (TYPE_IPV6_ADDR, DESC_IP6, 9),
+                };
+                let key = SetKey {
+                    key_type,
+                    len: len as usize,
+                    typeof_: (desc, field),
+                };
+                let lookup = self.anon_set(table, &key, Elements::Intervals(ranges), false);
+                cx.out.push(lookup);
+            }
+        }
+        Ok(())
+    }
+
+    /// `tcp|udp sport|dport`: one port, a range, or a set.
+    fn ports(
+        &mut self,
+        table: NftTable,
+        cx: &mut RuleCx,
+        proto: Proto,
+        direction: Direction,
+        negated: bool,
+        ports: &[PortSpec],
+    ) -> Result<(), String> {
+        let (proto, negated) = (&proto, &negated);
+
+        cx.transport(*proto)?;
+        let offset = match direction {
+            Direction::Source => 0,
+            Direction::Destination => 2,
+        };
+        cx.load(PayloadBase::Transport, offset, 2);
+        match ports {
+            [] => return Err("an empty port list".into()),
+            [PortSpec::Single(p)] => cx.cmp(op(*negated), p.get().to_be_bytes().to_vec()),
+            [PortSpec::Range(lo, hi)] => {
+                let (lo, hi) = (lo.get().to_be_bytes().to_vec(), hi.get().to_be_bytes().to_vec());
+                if *negated {
+                    cx.out.push(Expr::Range {
+                        sreg: R1,
+                        op: RangeOp::Neq,
+                        from: lo,
+                        to: hi,
+                    });
+                } else {
+                    cx.cmp(CmpOp::Gte, lo);
+                    cx.cmp(CmpOp::Lte, hi);
+                }
+            }
+            many => {
+                let field = if offset == 0 { 1 } else { 2 };
+                let desc = match proto {
+                    Proto::Tcp => DESC_TCP,
+                    _ => DESC_UDP,
+                };
+                let key = SetKey {
+                    key_type: TYPE_INET_SERVICE,
+                    len: 2,
+                    typeof_: (desc, field),
+                };
+                let elements = if many.iter().any(|p| matches!(p, PortSpec::Range(..))) {
+                    Elements::Intervals(
+                        many.iter()
+                            .map(|p| match p {
+                                PortSpec::Single(p) => (u128::from(p.get()), u128::from(p.get())),
+                                PortSpec::Range(lo, hi) => (u128::from(lo.get()), u128::from(hi.get())),
+                            })
+                            .collect(),
+                    )
+                } else {
+                    Elements::Keys(
+                        many.iter()
+                            .filter_map(|p| match p {
+                                PortSpec::Single(p) => Some(p.get().to_be_bytes().to_vec()),
+                                PortSpec::Range(..) => None,
+                            })
+                            .collect(),
+                    )
+                };
+                let lookup = self.anon_set(table, &key, elements, *negated);
+                cx.out.push(lookup);
             }
         }
         Ok(())
@@ -555,7 +579,11 @@ fn set_udata(interval: bool, (desc, field): (u32, u32)) -> Vec<u8> {
 /// Inclusive ranges, merged as nft's auto-merge does, as interval boundaries of `width`
 /// bytes; and the size hint nft gives (the boundaries, counting a missing last one).
 fn interval_elements(mut ranges: Vec<(u128, u128)>, width: usize) -> (Vec<SetElem>, u32) {
-    let max = if width >= 16 { u128::MAX } else { (1u128 << (width * 8)) - 1 };
+    let max = if width >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (width * 8)) - 1
+    };
     ranges.sort_unstable();
     let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
     for (lo, hi) in ranges {
@@ -714,7 +742,11 @@ impl RuleCx {
     fn transport(&mut self, p: Proto) -> Result<(), String> {
         match self.l4 {
             Some(have) if have == p => Ok(()),
-            Some(have) => Err(format!("conflicting protocols {} and {} in one rule", have.as_str(), p.as_str())),
+            Some(have) => Err(format!(
+                "conflicting protocols {} and {} in one rule",
+                have.as_str(),
+                p.as_str()
+            )),
             None => {
                 self.meta(MetaKey::L4Proto);
                 self.cmp(CmpOp::Eq, vec![proto_num(p)]);
