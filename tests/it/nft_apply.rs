@@ -129,7 +129,11 @@ fn drift_is_refused_and_reconcile_repairs_it_leaving_foreign_tables() {
     assert_eq!(ruleset(&ns), drifted, "state kept");
 
     let o = nft_apply(&ns, &SIDECAR, &["--reconcile"]);
-    assert_eq!(o.success().spawns(), 1, "the listing only (the batch is no process):\n{o}");
+    assert_eq!(
+        o.success().spawns(),
+        1,
+        "the listing only (the batch is no process):\n{o}"
+    );
     let after = ruleset(&ns);
     let foreign = "table inet foreign {\nchain c {\ntype filter hook input priority filter; policy accept;\ntcp dport 22 accept\n}\n}\n";
     assert!(after.starts_with(foreign), "the foreign table is untouched:\n{after}");
@@ -348,10 +352,12 @@ impl OwnedTable {
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "add table inet {table} {{ flags owner ; }}").unwrap();
         child.stdin = Some(stdin);
+        // Owned from here: dropped (killed and reaped) also when the wait below fails.
+        let owned = OwnedTable { child };
         // Wait (bounded) until the table is there.
         for _ in 0..100 {
             if ns.stdout("nft", &["list", "tables"]).contains(table) {
-                return OwnedTable { child };
+                return owned;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -388,7 +394,11 @@ fn a_batch_the_kernel_refuses_changes_nothing_and_names_the_operation() {
         )
         .stderr_contains("0 processes spawned");
     assert_eq!(ruleset(&ns), before, "the previous state is intact");
-    assert_eq!(ns.stdout("ip", &["rule"]), before_rules, "the routes stay with the rules");
+    assert_eq!(
+        ns.stdout("ip", &["rule"]),
+        before_rules,
+        "the routes stay with the rules"
+    );
     drop(owned);
     nft_apply(&ns, TPROXY, &["--cleanup-only"]).success();
     assert_eq!(ruleset(&ns), "", "cleaned up once the owner is gone");
@@ -416,7 +426,15 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
         let clean = trace.path().join(format!("cleanup-{i}"));
         nft_apply_cmd(&ns, args, &["--cleanup-only"])
             .env("PATH", &path)
-            .launcher(["strace", "-f", "-qq", "-e", "trace=execve", "-o", clean.to_str().unwrap()])
+            .launcher([
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve",
+                "-o",
+                clean.to_str().unwrap(),
+            ])
             .run()
             .success()
             .stderr_contains("0 processes spawned");
