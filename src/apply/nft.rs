@@ -32,7 +32,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::error::{Error, NftRefusal, Refusal, Result};
-use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
+use crate::nft::ir::{self, NftChain, NftOp, NftState, NftTable, Transaction};
 use crate::nft::lower::{apply_transaction, cleanup_transaction};
 use crate::nft::netlink::Message;
 use crate::nft::netlink::from_ir::{self, Lowered};
@@ -99,6 +99,37 @@ fn log_batch(l: &Lowered) {
     tracing::debug!("nf_tables batch ({} messages):{lines}", l.messages.len());
 }
 
+/// The operations of `tx` that change a namespace holding none of meshcap's tables: without
+/// the `flush table` of a table the transaction creates, and without the `add` + `delete` of a
+/// table or chain it creates only to delete (what keeps a re-run from leaving stale ones).
+/// The kernel ends in the same state either way, but a batch that deletes anything makes the
+/// socket's close wait for the kernel's deferred clean-up of the deleted objects (an RCU grace
+/// period, ~10 ms: most of a fresh apply's time), so a fresh apply sends only these.
+fn changes_only(tx: &Transaction) -> Transaction {
+    let with_rules: Vec<NftTable> = tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            NftOp::AddRule { table, .. } | NftOp::InsertRule { table, .. } => Some(*table),
+            _ => None,
+        })
+        .collect();
+    let dropped_table = |t: &NftTable| !with_rules.contains(t) && tx.ops.contains(&NftOp::DeleteTable(*t));
+    let dropped_chain = |t: &NftTable, c: &NftChain| dropped_table(t) || tx.ops.contains(&NftOp::DeleteChain(*t, *c));
+    let ops = tx
+        .ops
+        .iter()
+        .filter(|op| match op {
+            NftOp::FlushTable(_) => false,
+            NftOp::AddTable(t) | NftOp::DeleteTable(t) => !dropped_table(t),
+            NftOp::AddChain(t, c) | NftOp::DeleteChain(t, c) => !dropped_chain(t, c),
+            NftOp::AddRule { .. } | NftOp::InsertRule { .. } => true,
+        })
+        .cloned()
+        .collect();
+    Transaction { ops }
+}
+
 /// Dry run: the transaction a namespace without meshcap's tables gets, printed with its
 /// command; nothing is run.
 pub(super) fn dry_run(plan: &Plan, ns: Option<&Path>, cleanup: bool) -> Result<()> {
@@ -145,9 +176,10 @@ impl NftCtx<'_> {
         live::nft::our_tables(self.kernel)
     }
 
-    /// Applies `tx` as one batch (atomic: on a refusal nothing changed).
-    fn run(&self, tx: &Transaction, ids: &Ids) -> Result<()> {
-        let l = lowered(tx, ids)?;
+    /// Applies `tx` as one batch of `sent` (`tx`, or the part of it that changes the namespace:
+    /// [`changes_only`]); atomic: on a refusal nothing changed.
+    fn run(&self, tx: &Transaction, sent: &Transaction, ids: &Ids) -> Result<()> {
+        let l = lowered(sent, ids)?;
         log_batch(&l);
         self.netlink.apply(&l.messages).map_err(|e| match e {
             socket::Error::Refused(refusals) => Error::NftRefused(
@@ -157,7 +189,7 @@ impl NftCtx<'_> {
                         what: r
                             .index
                             .and_then(|i| l.origin.get(i))
-                            .and_then(|op| tx.ops.get(*op))
+                            .and_then(|op| sent.ops.get(*op))
                             .map_or_else(|| "the batch".to_string(), ToString::to_string),
                         errno: r.errno,
                         extack: r.extack,
@@ -257,8 +289,13 @@ impl NftCtx<'_> {
             .map(NftOp::DeleteTable)
             .collect();
         ops.extend(tx.ops);
+        let tx = Transaction { ops };
         tracing::info!("Applying nftables rules");
-        self.run(&Transaction { ops }, &ids)?;
+        if live.is_empty() {
+            self.run(&tx, &changes_only(&tx), &ids)?;
+        } else {
+            self.run(&tx, &tx, &ids)?;
+        }
         self.remove_iptables_residue(plan, &residue)
     }
 
@@ -269,7 +306,8 @@ impl NftCtx<'_> {
             tracing::info!("No nftables tables of meshcap's exist, nothing to clean up");
             return Ok(());
         }
-        self.run(&cleanup_transaction(), &Ids::from_host()?)
+        let tx = cleanup_transaction();
+        self.run(&tx, &tx, &Ids::from_host()?)
     }
 }
 
@@ -362,13 +400,20 @@ mod tests {
         run_apply(&rec, &kernel(&["foreign"]), &c, &p, &nl).unwrap();
         assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
         let tx = planned_transaction(&p).unwrap();
-        let want = from_ir::lower(&tx, &Ids::from_host().unwrap()).unwrap().messages;
+        let sent_tx = changes_only(&tx);
+        let want = from_ir::lower(&sent_tx, &Ids::from_host().unwrap()).unwrap().messages;
         assert_eq!(*nl.batches.borrow(), vec![want]);
-        let first = &nl.summary()[0];
-        assert_eq!(
-            first[..2],
-            ["add table inet istio-proxy-nat", "flush table inet istio-proxy-nat"]
+        // Nothing that changes nothing: no flush, no table or chain added only to be deleted;
+        // and the state it leaves is the full transaction's.
+        let sent = &nl.summary()[0];
+        assert_eq!(sent[0], "add table inet istio-proxy-nat");
+        assert!(
+            sent.iter().all(|m| !m.starts_with("delete") && !m.starts_with("flush")),
+            "{sent:?}"
         );
+        assert!(sent.iter().all(|m| !m.contains("istio-proxy-raw")), "{sent:?}");
+        assert!(sent_tx.ops.len() < tx.ops.len());
+        assert_eq!(ir::planned(&sent_tx), ir::planned(&tx));
     }
 
     #[test]
@@ -434,9 +479,10 @@ mod tests {
         };
         let e = run_apply(&rec, &kernel(&[]), &c, &p, &nl).unwrap_err();
         let tx = planned_transaction(&p).unwrap();
-        // The fake refuses the batch's last message: the last operation (here the removal of
-        // the unused raw table), named as nft text.
-        let last = tx.ops.last().unwrap().to_string();
+        // The fake refuses the batch's last message: the last operation sent (a rule), named
+        // as nft text.
+        let last = changes_only(&tx).ops.last().unwrap().to_string();
+        assert!(last.starts_with("add rule inet "), "{last}");
         let Error::NftRefused(r) = &e else { panic!("{e}") };
         assert_eq!(r[0].what, last);
         assert_eq!(
