@@ -34,6 +34,7 @@ for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restor
 done
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test.sh: installing ${missing[*]} with apt-get"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q

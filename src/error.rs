@@ -73,10 +73,9 @@ pub enum Error {
     /// No usable iptables binary of a family (`kind`: `iptables`/`ip6tables`, `base`: the one
     /// looked for).
     NoIptables { kind: String, base: String, why: String },
-    /// `--native-nftables` without `nft` in `PATH` (`cni`: the binary belongs to the host).
-    NoNft { cni: bool },
-    /// `nft` is older than v1.0.1 (`readable`), or prints a version meshcap cannot read.
-    NftVersion { got: String, readable: bool },
+    /// The kernel refused meshcap's nftables batch: nothing of it was applied (the batch is
+    /// atomic). Each refusal names the operation as `nft -f` text.
+    NftRefused(Vec<NftRefusal>),
     /// `--network-namespace` names a file that is not a network namespace.
     NotNetns { path: String, why: String },
     /// Another meshcap holds the namespace's lock (`netns`: `None` is the current namespace).
@@ -119,6 +118,38 @@ pub enum Refusal {
     /// The nftables backend's tables are live (`tables`: the note naming them), so iptables
     /// rules would capture every packet a second time.
     NftBackend { tables: String },
+}
+
+/// One operation of an nftables batch the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftRefusal {
+    /// The operation as `nft -f` text (`add rule inet istio-proxy-nat istio-output …`), or
+    /// `the batch` for a refusal of the commit as a whole.
+    pub what: String,
+    /// The positive errno.
+    pub errno: i32,
+    /// The kernel's extended-ack message, when it gave one.
+    pub extack: Option<String>,
+    /// The part of the message the kernel pointed at (`expression 2 (immediate)`), if known.
+    pub part: Option<String>,
+}
+
+impl fmt::Display for NftRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.what == "the batch" {
+            self.what.clone()
+        } else {
+            quote(&self.what)
+        };
+        write!(f, "{what}: {}", std::io::Error::from_raw_os_error(self.errno))?;
+        if let Some(m) = &self.extack {
+            write!(f, " ({})", printable(m))?;
+        }
+        if let Some(p) = &self.part {
+            write!(f, " in {p}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a command did not run or did not succeed (the exec layer's error, `sys::exec`).
@@ -299,21 +330,14 @@ impl fmt::Display for Error {
             }
             Error::Output { cmd, err } => write!(f, "cannot read the output of {cmd}: {err}"),
             Error::NoIptables { kind, base, why } => write!(f, "did not find a usable {kind} binary '{base}': {why}"),
-            Error::NoNft { cni } => {
-                let place = if *cni {
-                    "on the host filesystem"
-                } else {
-                    "in the sidecar container image"
-                };
+            Error::NftRefused(refusals) => {
+                let parts: Vec<String> = refusals.iter().map(ToString::to_string).collect();
                 write!(
                     f,
-                    "--native-nftables needs the nft binary, but 'nft' is not in PATH: install nftables v1.0.1 or later {place}"
+                    "the kernel refused the nftables transaction, nothing was changed: {}",
+                    parts.join("; ")
                 )
             }
-            Error::NftVersion { got, readable: true } => {
-                write!(f, "nft version must be v1.0.1 or later (got {})", quote(got))
-            }
-            Error::NftVersion { got, readable: false } => write!(f, "cannot read the nft version from {}", quote(got)),
             Error::NotNetns { path, why } => write!(f, "{} is not a network namespace: {why}", quote(path)),
             Error::Busy { netns, secs } => {
                 let shown = netns.as_deref().map_or("the current network namespace".into(), quote);
@@ -510,26 +534,15 @@ mod tests {
                 "did not find a usable ip6tables binary 'ip6tables-nft': not installed",
             ),
             (
-                Error::NoNft { cni: true },
-                "--native-nftables needs the nft binary, but 'nft' is not in PATH: install nftables v1.0.1 or later on the host filesystem",
-            ),
-            (
-                Error::NoNft { cni: false },
-                "--native-nftables needs the nft binary, but 'nft' is not in PATH: install nftables v1.0.1 or later in the sidecar container image",
-            ),
-            (
-                Error::NftVersion {
-                    got: "1.0.0".into(),
-                    readable: true,
-                },
-                "nft version must be v1.0.1 or later (got '1.0.0')",
-            ),
-            (
-                Error::NftVersion {
-                    got: "?".into(),
-                    readable: false,
-                },
-                "cannot read the nft version from '?'",
+                Error::NftRefused(vec![NftRefusal {
+                    what: "add rule inet istio-proxy-nat istio-output counter jump istio-x".into(),
+                    errno: 2,
+                    extack: Some("chain not\nfound".into()),
+                    part: Some("expression 2 (immediate)".into()),
+                }]),
+                "the kernel refused the nftables transaction, nothing was changed: 'add rule inet istio-proxy-nat \
+                 istio-output counter jump istio-x': No such file or directory (os error 2) (chain not\\nfound) in \
+                 expression 2 (immediate)",
             ),
             (
                 Error::NotNetns {
@@ -684,8 +697,7 @@ mod tests {
                 | Error::Exec { .. }
                 | Error::Output { .. }
                 | Error::NoIptables { .. }
-                | Error::NoNft { .. }
-                | Error::NftVersion { .. }
+                | Error::NftRefused(_)
                 | Error::NotNetns { .. }
                 | Error::Busy { .. }
                 | Error::NetnsDeleted { .. }

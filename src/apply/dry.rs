@@ -29,7 +29,7 @@ use crate::live::{self, binaries::Binaries};
 use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
 use crate::nft::lower::cleanup_transaction;
 use crate::plan::Plan;
-use crate::sys::exec::{Cmd, ExecError, Output, RealSystem, System, run_ok};
+use crate::sys::exec::{Cmd, ExecError, Output, RealSystem, System};
 use crate::sys::kernel::{Kernel, LinuxKernel};
 use crate::sys::netns::Netns;
 use crate::values::Family;
@@ -319,11 +319,6 @@ fn nftables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Targe
     };
     target.probe_lock();
     let sys = ReadOnly(real);
-    if !sys.has_program(nft::NFT) {
-        let e = Error::NoNft { cni: config.cni_mode };
-        tracing::warn!("dry run: a real run would fail: {e}");
-        return nft_clean_preview(plan, target.ns(), cleanup);
-    }
     let ours = live::nft::our_tables(kernel);
     if cleanup {
         tracing::info!("Performing cleanup of existing nftables rules");
@@ -388,18 +383,7 @@ fn nft_assess(
     }
     .residue()?;
     let force = config.force_apply;
-    let version = match live.version.clone() {
-        Some(v) => v,
-        None => run_ok(sys, &Cmd::new(nft::NFT, ["--version"]))
-            .map_err(|e| Error::exec("could not run nftables command", e))?
-            .stdout
-            .trim()
-            .to_string(),
-    };
-    if let Err(e) = nft::check_version(&version) {
-        tracing::warn!("dry run: a real run would fail: {e}");
-    }
-    let label = "nftables (nft)";
+    let label = "nftables (netlink)";
     let verb = if live.is_empty() && residue.is_empty() {
         tracing::info!("Clean-state detected, new nftables rules are needed");
         if planned.is_empty() {
@@ -445,7 +429,7 @@ fn nft_assess(
             "rebuild meshcap's tables (--force-apply)"
         }
     };
-    tracing::info!("dry run: {label}: a real run would {verb} with nft -f -");
+    tracing::info!("dry run: {label}: a real run would {verb} in one nf_tables batch");
     for r in &residue {
         let input = payloads::restore_input(&payloads::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
         tracing::info!(
@@ -470,6 +454,7 @@ fn show_nft(tx: &Transaction, ns: Option<&Path>) {
         nft::transaction_cmd(tx, ns)
     );
     tracing::info!("Running nft with the following input:\n{}", tx.to_string().trim_end());
+    nft::log_planned_batch(tx);
 }
 
 /// The transaction a namespace without meshcap's tables gets (or the cleanup's), printed with

@@ -144,12 +144,14 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
     let deferred = crate::sys::signals::Deferred::new();
     let sys = RealSystem::new(netns.as_ref());
     let result = if native_nft {
+        let netlink = nft::KernelNetlink { netns: netns.as_ref() };
         let ctx = nft::NftCtx {
             sys: &sys,
             kernel: &kernel,
             config: &config,
             ns: ns_path,
             live: &live::nft::Netlink { netns: netns.as_ref() },
+            netlink: &netlink,
         };
         let result = if cleanup { ctx.cleanup() } else { ctx.apply(&plan) };
         tracing::debug!("{} processes spawned", sys.spawns());

@@ -1,7 +1,7 @@
 //! The native nftables backend of the apply command (`--native-nftables`, istio-compat §8) — the
 //! same flow as the iptables backend in [`super`] (namespace, lock, IPv6 detection, plan,
-//! state check, `--reconcile`, cleanup, routes, dry-run), with one `nft -f -` transaction in
-//! place of the restores.
+//! state check, `--reconcile`, cleanup, routes, dry-run), with one nf_tables batch in place of
+//! the restores.
 //!
 //! Flow: the kernel lists the `inet` tables over netlink (no process); only if one of
 //! meshcap's exists is the live state read, with one nf_tables netlink dump
@@ -9,16 +9,22 @@
 //! ([`crate::nft::ir::planned`]) by [`crate::drift::nft::compare`], as `check
 //! --native-nftables` does: equal → nothing is done; different → refused without `--reconcile`
 //! (the `+`/`-` diff names what differs); with `--reconcile` (or `--force-apply`) meshcap's live
-//! tables are deleted and rebuilt in the same transaction. nft commits a transaction
-//! atomically, so there is no window without capture (no guardrails needed) and a failed
-//! transaction changed nothing (no rollback needed).
+//! tables are deleted and rebuilt in the same transaction.
 //!
-//! The nft checks of istio-compat §8.1 step 6 with as few processes as correctness allows: the binary
-//! is looked up in `PATH` (no process); its version (≥ 1.0.1) comes from one `nft --version`,
-//! and only before a write; Istio's `nft --check` probe is not repeated, since the transaction
-//! itself fails atomically with nft's message. Spawns: fresh namespace 2 (`--version`, `-f -`),
-//! unchanged re-run 0, refused drift 0, reconcile 2, cleanup 2 (0 when no table of meshcap's
-//! exists).
+//! Writing needs no `nft` binary and no process: the transaction is lowered to nf_tables
+//! messages ([`crate::nft::netlink::from_ir`], the batch `nft -f` of its text would send) and
+//! sent as one batch over a `NETLINK_NETFILTER` socket opened inside the target namespace. The
+//! kernel commits a batch atomically, so there is no window without capture (no guardrails
+//! needed) and a refused batch changed nothing (no rollback needed); a refusal is reported
+//! naming the refused operation as `nft` text, with the errno and the kernel's message
+//! ([`Error::NftRefused`]). Istio's `nft --version` and `nft --check` probes have no
+//! counterpart: there is no nft to check. Spawns: none — fresh namespace, unchanged re-run,
+//! refused drift, reconcile and cleanup all run without a process (an iptables backend's
+//! residue costs one `<variant>-save` per family where the kernel lists iptables tables).
+//! Into a namespace without meshcap's tables the batch leaves out what changes nothing there
+//! (`changes_only`: the `flush table` of a new table, tables and chains added only to be
+//! deleted), which spares the ~10 ms the kernel makes the socket's close wait after a batch
+//! that deletes anything; the log still shows the whole transaction.
 //!
 //! The iptables backend's rules count as drift too (both live would capture twice): when the
 //! kernel lists iptables tables (legacy or iptables-nft, free to ask), one `<variant>-save` per
@@ -30,23 +36,25 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::error::{Error, Refusal, Result};
-use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
+use crate::error::{Error, NftRefusal, Refusal, Result};
+use crate::nft::ir::{self, NftChain, NftOp, NftState, NftTable, Transaction};
 use crate::nft::lower::{apply_transaction, cleanup_transaction};
+use crate::nft::netlink::Message;
+use crate::nft::netlink::from_ir::{self, Lowered};
+use crate::nft::netlink::socket::{self, Socket};
 use crate::plan::Plan;
 use crate::sys::exec::{Cmd, System, run_ok};
+use crate::sys::host::Ids;
 use crate::sys::kernel::Kernel;
+use crate::sys::netns::{self, Netns};
 
 use super::payloads;
 use crate::live::{self, iptables::Residue};
 
-/// The program, looked up in `PATH`.
+/// The program Istio runs (named in the dry run's command line; meshcap itself never runs it).
 pub(crate) const NFT: &str = "nft";
 
-/// The oldest nft meshcap (and Istio) accepts.
-pub(crate) const MIN_VERSION: (u32, u32, u32) = (1, 0, 1);
-
-/// `nft -f -` with `tx` on stdin, in `ns`.
+/// `nft -f -` with `tx` on stdin, in `ns`: the command Istio runs, shown by the dry run.
 pub(crate) fn transaction_cmd(tx: &Transaction, ns: Option<&Path>) -> Cmd {
     Cmd::new(NFT, ["-f", "-"]).stdin(tx.to_string()).netns(ns)
 }
@@ -57,21 +65,84 @@ pub(crate) fn planned_transaction(plan: &Plan) -> Result<Transaction> {
     apply_transaction(plan).map_err(|e| Error::inconsistent("nftables", e))
 }
 
-/// Checks an nft version text (`nftables v1.0.6 (Lester Gooch #5)` or `1.0.6`).
-pub(crate) fn check_version(text: &str) -> Result<()> {
-    let text = text.trim();
-    let parsed = crate::live::binaries::parse_version(text)
-        .or_else(|| crate::live::binaries::parse_version(&format!("v{text}")));
-    match parsed {
-        Some(v) if v >= MIN_VERSION => Ok(()),
-        Some(_) => Err(Error::NftVersion {
-            got: text.to_string(),
-            readable: true,
-        }),
-        None => Err(Error::NftVersion {
-            got: text.to_string(),
-            readable: false,
-        }),
+/// Sends one nf_tables batch into the target namespace.
+pub(crate) trait Netlink {
+    fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error>;
+}
+
+/// The real kernel: a `NETLINK_NETFILTER` socket opened inside the namespace (or the current
+/// one), one per batch.
+pub(crate) struct KernelNetlink<'a> {
+    pub(crate) netns: Option<&'a Netns>,
+}
+
+impl Netlink for KernelNetlink<'_> {
+    fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error> {
+        netns::within(self.netns, || Socket::open()?.apply(messages, None))
+            .map_err(|e| socket::Error::Io(std::io::Error::other(e.to_string())))?
+    }
+}
+
+/// `tx` as nf_tables messages, owner names resolved from this host's files.
+fn lowered(tx: &Transaction, ids: &Ids) -> Result<Lowered> {
+    from_ir::lower(tx, ids).map_err(|e| Error::system("cannot build the nftables batch", e))
+}
+
+/// Logs the batch at debug level, one decoded line per message.
+fn log_batch(l: &Lowered) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut lines = String::new();
+    for m in &l.messages {
+        lines.push('\n');
+        lines.push_str(&m.to_string());
+        if let Message::NewRule(r) = m {
+            lines.push_str(&format!(": {:?}", r.exprs));
+        }
+    }
+    tracing::debug!("nf_tables batch ({} messages):{lines}", l.messages.len());
+}
+
+/// The operations of `tx` that change a namespace holding none of meshcap's tables: without
+/// the `flush table` of a table the transaction creates, and without the `add` + `delete` of a
+/// table or chain it creates only to delete (what keeps a re-run from leaving stale ones).
+/// The kernel ends in the same state either way, but a batch that deletes anything makes the
+/// socket's close wait for the kernel's deferred clean-up of the deleted objects (an RCU grace
+/// period, ~10 ms: most of a fresh apply's time), so a fresh apply sends only these.
+fn changes_only(tx: &Transaction) -> Transaction {
+    let with_rules: Vec<NftTable> = tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            NftOp::AddRule { table, .. } | NftOp::InsertRule { table, .. } => Some(*table),
+            _ => None,
+        })
+        .collect();
+    let dropped_table = |t: &NftTable| !with_rules.contains(t) && tx.ops.contains(&NftOp::DeleteTable(*t));
+    let dropped_chain = |t: &NftTable, c: &NftChain| dropped_table(t) || tx.ops.contains(&NftOp::DeleteChain(*t, *c));
+    let ops = tx
+        .ops
+        .iter()
+        .filter(|op| match op {
+            NftOp::FlushTable(_) => false,
+            NftOp::AddTable(t) | NftOp::DeleteTable(t) => !dropped_table(t),
+            NftOp::AddChain(t, c) | NftOp::DeleteChain(t, c) => !dropped_chain(t, c),
+            NftOp::AddRule { .. } | NftOp::InsertRule { .. } => true,
+        })
+        .cloned()
+        .collect();
+    Transaction { ops }
+}
+
+/// Dry run: logs the nf_tables batch a real run would send for `tx`, at debug level (one
+/// decoded line per message); the printed transaction stays Istio's text.
+pub(super) fn log_planned_batch(tx: &Transaction) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        match Ids::from_host().and_then(|ids| lowered(tx, &ids)) {
+            Ok(l) => log_batch(&l),
+            Err(e) => tracing::debug!("no nf_tables batch: {e}"),
+        }
     }
 }
 
@@ -81,6 +152,7 @@ pub(super) struct NftCtx<'a> {
     pub(crate) kernel: &'a dyn Kernel,
     pub(crate) config: &'a Config,
     pub(crate) ns: Option<&'a Path>,
+    pub(crate) netlink: &'a dyn Netlink,
     /// The live nftables state (the kernel over netlink; a fixed state in unit tests).
     pub(crate) live: &'a dyn live::nft::NftReader,
 }
@@ -100,37 +172,28 @@ impl NftCtx<'_> {
         live::nft::our_tables(self.kernel)
     }
 
-    fn require_nft(&self) -> Result<()> {
-        if self.sys.has_program(NFT) {
-            Ok(())
-        } else {
-            Err(Error::NoNft {
-                cni: self.config.cni_mode,
-            })
-        }
-    }
-
-    /// Checks the version, from the listing if one was read, else with `nft --version`.
-    fn version_ok(&self, listed: Option<&str>) -> Result<()> {
-        match listed {
-            Some(v) => check_version(v),
-            None => {
-                let cmd = Cmd::new(NFT, ["--version"]);
-                tracing::debug!("Running command (without lock): {cmd}");
-                let out = run_ok(self.sys, &cmd).map_err(|e| Error::exec("could not run nftables command", e))?;
-                check_version(&out.stdout)
-            }
-        }
-    }
-
-    /// Runs `tx` (atomic: on failure nothing changed).
-    fn run(&self, tx: &Transaction) -> Result<()> {
-        let cmd = transaction_cmd(tx, self.ns);
-        tracing::debug!("Running command (without lock): {cmd}");
-        run_ok(self.sys, &cmd).map_err(|err| Error::Exec {
-            context: "nftables run failed".into(),
-            err,
-            notes: "; nothing was changed (the transaction is atomic)".into(),
+    /// Applies `tx` as one batch of `sent` (`tx`, or the part of it that changes the namespace:
+    /// [`changes_only`]); atomic: on a refusal nothing changed.
+    fn run(&self, tx: &Transaction, sent: &Transaction, ids: &Ids) -> Result<()> {
+        let l = lowered(sent, ids)?;
+        log_batch(&l);
+        self.netlink.apply(&l.messages).map_err(|e| match e {
+            socket::Error::Refused(refusals) => Error::NftRefused(
+                refusals
+                    .into_iter()
+                    .map(|r| NftRefusal {
+                        what: r
+                            .index
+                            .and_then(|i| l.origin.get(i))
+                            .and_then(|op| sent.ops.get(*op))
+                            .map_or_else(|| "the batch".to_string(), ToString::to_string),
+                        errno: r.errno,
+                        extack: r.extack,
+                        part: r.part,
+                    })
+                    .collect(),
+            ),
+            other => Error::system("cannot program nftables over netlink", other),
         })?;
         tracing::info!("nftables rules programmed:\n{tx} \n");
         Ok(())
@@ -166,7 +229,6 @@ impl NftCtx<'_> {
     }
 
     pub(crate) fn apply(&self, plan: &Plan) -> Result<()> {
-        self.require_nft()?;
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
         let started = std::time::Instant::now();
@@ -174,7 +236,8 @@ impl NftCtx<'_> {
             Some(t) if t.is_empty() => NftState::default(),
             _ => self.live.read()?,
         };
-        let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
+        let ids = Ids::from_host()?;
+        let drift = crate::drift::nft::compare(&planned, &live, &ids);
         tracing::debug!(
             "nftables state read back and compared in {} us",
             started.elapsed().as_micros()
@@ -217,7 +280,6 @@ impl NftCtx<'_> {
                 }));
             }
         }
-        self.version_ok(live.version.as_deref())?;
         // Rebuild: meshcap's live tables are deleted first, in the same transaction, so
         // whatever they held (chains or sets meshcap does not use) goes and the result is
         // exactly a fresh apply; nft commits it atomically.
@@ -228,8 +290,13 @@ impl NftCtx<'_> {
             .map(NftOp::DeleteTable)
             .collect();
         ops.extend(tx.ops);
+        let tx = Transaction { ops };
         tracing::info!("Applying nftables rules");
-        self.run(&Transaction { ops })?;
+        if live.is_empty() {
+            self.run(&tx, &changes_only(&tx), &ids)?;
+        } else {
+            self.run(&tx, &tx, &ids)?;
+        }
         self.remove_iptables_residue(plan, &residue)
     }
 
@@ -240,9 +307,8 @@ impl NftCtx<'_> {
             tracing::info!("No nftables tables of meshcap's exist, nothing to clean up");
             return Ok(());
         }
-        self.require_nft()?;
-        self.version_ok(None)?;
-        self.run(&cleanup_transaction())
+        let tx = cleanup_transaction();
+        self.run(&tx, &tx, &Ids::from_host()?)
     }
 }
 
@@ -251,7 +317,9 @@ mod tests {
     use super::*;
     use crate::apply::tests::{FakeKernel, config};
     use crate::live::nft::NftReader;
+    use crate::nft::netlink::Refusal as NlRefusal;
     use crate::sys::exec::{Output, Recorder};
+    use std::cell::RefCell;
 
     fn lines(rec: &Recorder) -> Vec<String> {
         rec.commands().iter().map(|c| c.line()).collect()
@@ -261,6 +329,41 @@ mod tests {
         FakeKernel {
             nft_inet: Some(tables.iter().map(|s| s.to_string()).collect()),
             ..FakeKernel::default()
+        }
+    }
+
+    /// Records every batch; refuses the last message of each with `refuse` (an errno).
+    #[derive(Default)]
+    struct FakeNetlink {
+        batches: RefCell<Vec<Vec<Message>>>,
+        refuse: Option<i32>,
+    }
+
+    impl Netlink for FakeNetlink {
+        fn apply(&self, messages: &[Message]) -> std::result::Result<(), socket::Error> {
+            self.batches.borrow_mut().push(messages.to_vec());
+            match self.refuse {
+                None => Ok(()),
+                Some(errno) => Err(socket::Error::Refused(vec![NlRefusal {
+                    index: Some(messages.len() - 1),
+                    what: messages.last().map(Message::describe).unwrap_or_default(),
+                    errno,
+                    extack: Some("chain not found".into()),
+                    offset: None,
+                    part: Some("expression 2 (immediate)".into()),
+                }])),
+            }
+        }
+    }
+
+    impl FakeNetlink {
+        /// The batches as the `nft` text of the tables, chains and rules they create.
+        fn summary(&self) -> Vec<Vec<String>> {
+            self.batches
+                .borrow()
+                .iter()
+                .map(|b| b.iter().map(ToString::to_string).collect())
+                .collect()
         }
     }
 
@@ -275,23 +378,39 @@ mod tests {
         }
     }
 
-    fn run_apply(sys: &dyn System, kernel: &dyn Kernel, c: &Config, p: &Plan, live: &NftState) -> Result<()> {
+    fn run_with(
+        sys: &dyn System,
+        kernel: &dyn Kernel,
+        c: &Config,
+        p: &Plan,
+        nl: &FakeNetlink,
+        live: &Live,
+    ) -> Result<()> {
         NftCtx {
             sys,
             kernel,
             config: c,
             ns: None,
-            live: &Live(Ok(live.clone())),
+            netlink: nl,
+            live,
         }
         .apply(p)
     }
 
-    /// Answers `--version` like nft `version`.
-    fn nft(version: &'static str) -> Recorder {
-        Recorder::new(move |cmd| match cmd.args.first().map(String::as_str) {
-            Some("--version") => Ok(Output::ok(format!("nftables v{version} (Lester Gooch #5)\n"))),
-            _ => Ok(Output::default()),
-        })
+    fn run_apply(
+        sys: &dyn System,
+        kernel: &dyn Kernel,
+        c: &Config,
+        p: &Plan,
+        nl: &FakeNetlink,
+        live: &NftState,
+    ) -> Result<()> {
+        run_with(sys, kernel, c, p, nl, &Live(Ok(live.clone())))
+    }
+
+    /// A system where every process succeeds silently (none is expected on the nft path).
+    fn nft() -> Recorder {
+        Recorder::new(|_| Ok(Output::default()))
     }
 
     fn sidecar() -> (Config, Plan) {
@@ -299,14 +418,27 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_namespace_costs_a_version_check_and_one_transaction() {
+    fn a_fresh_namespace_costs_no_process_and_one_batch() {
         let (c, p) = sidecar();
-        let rec = nft("1.0.6");
-        run_apply(&rec, &kernel(&["foreign"]), &c, &p, &NftState::default()).unwrap();
-        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
-        let tx = planned_transaction(&p).unwrap().to_string();
-        assert_eq!(rec.commands()[1].stdin.as_deref(), Some(tx.as_str()));
-        assert!(tx.starts_with("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
+        let rec = nft();
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &kernel(&["foreign"]), &c, &p, &nl, &NftState::default()).unwrap();
+        assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
+        let tx = planned_transaction(&p).unwrap();
+        let sent_tx = changes_only(&tx);
+        let want = from_ir::lower(&sent_tx, &Ids::from_host().unwrap()).unwrap().messages;
+        assert_eq!(*nl.batches.borrow(), vec![want]);
+        // Nothing that changes nothing: no flush, no table or chain added only to be deleted;
+        // and the state it leaves is the full transaction's.
+        let sent = &nl.summary()[0];
+        assert_eq!(sent[0], "add table inet istio-proxy-nat");
+        assert!(
+            sent.iter().all(|m| !m.starts_with("delete") && !m.starts_with("flush")),
+            "{sent:?}"
+        );
+        assert!(sent.iter().all(|m| !m.contains("istio-proxy-raw")), "{sent:?}");
+        assert!(sent_tx.ops.len() < tx.ops.len());
+        assert_eq!(ir::planned(&sent_tx), ir::planned(&tx));
     }
 
     #[test]
@@ -314,100 +446,82 @@ mod tests {
         let (c, p) = sidecar();
         let live = ir::planned(&planned_transaction(&p).unwrap());
         let k = kernel(&["istio-proxy-nat"]);
-        let rec = nft("1.0.6");
-        run_apply(&rec, &k, &c, &p, &live).unwrap();
+        let rec = nft();
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &k, &c, &p, &nl, &live).unwrap();
         assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
+        assert!(nl.batches.borrow().is_empty());
 
         let mut drifted = live.clone();
         let last = drifted.chains.keys().last().unwrap().clone();
         drifted.chains.remove(&last);
-        let rec = nft("1.0.6");
-        let e = run_apply(&rec, &k, &c, &p, &drifted).unwrap_err().to_string();
+        let rec = nft();
+        let e = run_apply(&rec, &k, &c, &p, &nl, &drifted).unwrap_err().to_string();
         assert!(e.contains("--reconcile") && e.contains("nftables: "), "{e}");
         assert!(lines(&rec).is_empty(), "nothing may be written: {:?}", lines(&rec));
+        assert!(nl.batches.borrow().is_empty(), "nothing may be written");
 
-        // --reconcile: the live table is rebuilt.
+        // --reconcile: the live table is rebuilt in the same batch.
         let mut c = c;
         c.reconcile = true;
-        let rec = nft("1.0.6");
-        run_apply(&rec, &k, &c, &p, &drifted).unwrap();
-        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
-        let input = rec.commands()[1].stdin.clone().unwrap();
-        assert!(
-            input.starts_with("delete table inet istio-proxy-nat\nadd table inet istio-proxy-nat\n"),
-            "{input}"
+        let rec = nft();
+        run_apply(&rec, &k, &c, &p, &nl, &drifted).unwrap();
+        assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
+        let batch = &nl.summary()[0];
+        assert_eq!(
+            batch[..2],
+            ["delete table inet istio-proxy-nat", "add table inet istio-proxy-nat"]
         );
     }
 
     #[test]
     fn without_a_table_list_the_state_is_read() {
         let (c, p) = sidecar();
-        let rec = nft("1.0.6");
+        let rec = nft();
+        let nl = FakeNetlink::default();
         let live = ir::planned(&planned_transaction(&p).unwrap());
-        run_apply(&rec, &FakeKernel::default(), &c, &p, &live).unwrap();
+        run_apply(&rec, &FakeKernel::default(), &c, &p, &nl, &live).unwrap();
         assert!(lines(&rec).is_empty(), "{:?}", lines(&rec));
+        assert!(nl.batches.borrow().is_empty(), "the read state is the planned one");
     }
 
     #[test]
-    fn nft_missing_or_too_old_is_named() {
+    fn no_nft_binary_is_needed_to_write() {
         let (c, p) = sidecar();
         let rec = Recorder::default().without_programs(&[NFT]);
-        let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("needs the nft binary") && e.contains("'nft'"), "{e}");
+        let nl = FakeNetlink::default();
+        run_apply(&rec, &kernel(&[]), &c, &p, &nl, &NftState::default()).unwrap();
         assert!(rec.commands().is_empty());
-        for old in ["1.0.0", "0.9.8"] {
-            let rec = nft(old);
-            let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("nft version must be v1.0.1 or later") && e.contains(old),
-                "{e}"
-            );
-            assert_eq!(lines(&rec), ["nft --version"], "nothing written");
-        }
-        check_version("1.0.1").unwrap();
-        check_version("nftables v1.1.0 (Commodore Bullmoose #1)").unwrap();
-        assert!(check_version("garbage").is_err());
+        assert_eq!(nl.batches.borrow().len(), 1);
     }
 
     #[test]
-    fn a_failed_transaction_is_reported_with_nfts_message() {
+    fn a_refused_batch_names_the_operation_as_nft_text() {
         let (c, p) = sidecar();
-        let rec = Recorder::new(|cmd| match cmd.args.first().map(String::as_str) {
-            Some("--version") => Ok(Output::ok("nftables v1.0.6\n")),
-            _ => Ok(Output {
-                code: 1,
-                stdout: String::new(),
-                stderr: "Error: Could not process rule: Operation not supported\n".into(),
-            }),
-        });
-        let e = run_apply(&rec, &kernel(&[]), &c, &p, &NftState::default())
+        let rec = nft();
+        let nl = FakeNetlink {
+            refuse: Some(libc::ENOENT),
+            ..FakeNetlink::default()
+        };
+        let e = run_apply(&rec, &kernel(&[]), &c, &p, &nl, &NftState::default()).unwrap_err();
+        let tx = planned_transaction(&p).unwrap();
+        // The fake refuses the batch's last message: the last operation sent (a rule), named
+        // as nft text.
+        let last = changes_only(&tx).ops.last().unwrap().to_string();
+        assert!(last.starts_with("add rule inet "), "{last}");
+        let Error::NftRefused(r) = &e else { panic!("{e}") };
+        assert_eq!(r[0].what, last);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the kernel refused the nftables transaction, nothing was changed: '{last}': No such file or \
+                 directory (os error 2) (chain not found) in expression 2 (immediate)"
+            )
+        );
+        let e = run_with(&rec, &kernel(&["istio-proxy-raw"]), &c, &p, &nl, &Live(Err("boom")))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("nftables run failed: nft -f - failed with exit status 1: Error: Could not process rule"),
-            "{e}"
-        );
-        assert!(e.contains("nothing was changed"), "{e}");
-        let rec = nft("1.0.6");
-        let e = NftCtx {
-            sys: &rec,
-            kernel: &kernel(&["istio-proxy-raw"]),
-            config: &c,
-            ns: None,
-            live: &Live(Err("boom")),
-        }
-        .apply(&p)
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("cannot read the live nftables ruleset") && e.contains("boom"),
-            "{e}"
-        );
-        assert!(rec.commands().is_empty(), "nothing may be written");
+        assert!(e.starts_with("cannot read the live nftables ruleset"), "{e}");
     }
 
     #[test]
@@ -421,10 +535,11 @@ mod tests {
         };
         let respond = move |cmd: &Cmd| match cmd.program.as_str() {
             "iptables-nft-save" => Ok(Output::ok(save.clone())),
-            _ => Ok(Output::ok("nftables v1.0.6\n")),
+            _ => Ok(Output::default()),
         };
         let rec = Recorder::new(respond.clone());
-        let e = run_apply(&rec, &k, &c, &p, &NftState::default())
+        let nl = FakeNetlink::default();
+        let e = run_apply(&rec, &k, &c, &p, &nl, &NftState::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -432,21 +547,15 @@ mod tests {
             "{e}"
         );
         assert_eq!(lines(&rec), ["iptables-nft-save"], "nothing written");
+        assert!(nl.batches.borrow().is_empty());
 
         let mut c = c;
         c.reconcile = true;
         let rec = Recorder::new(respond);
-        run_apply(&rec, &k, &c, &p, &NftState::default()).unwrap();
-        assert_eq!(
-            lines(&rec),
-            [
-                "iptables-nft-save",
-                "nft --version",
-                "nft -f -",
-                "iptables-nft-restore --noflush"
-            ]
-        );
-        let cleanup = rec.commands()[3].stdin.clone().unwrap();
+        run_apply(&rec, &k, &c, &p, &nl, &NftState::default()).unwrap();
+        assert_eq!(lines(&rec), ["iptables-nft-save", "iptables-nft-restore --noflush"]);
+        assert_eq!(nl.batches.borrow().len(), 1);
+        let cleanup = rec.commands()[1].stdin.clone().unwrap();
         assert!(
             cleanup.contains("-X ISTIO_OUTPUT") && !cleanup.contains("-A "),
             "{cleanup}"
@@ -456,24 +565,37 @@ mod tests {
     #[test]
     fn cleanup_runs_only_when_a_table_of_meshcaps_exists() {
         let (c, _) = sidecar();
-        let rec = nft("1.0.6");
+        let rec = nft();
+        let nl = FakeNetlink::default();
         let clean = |k: &FakeKernel| {
             NftCtx {
                 sys: &rec,
                 kernel: k,
                 config: &c,
                 ns: None,
-                live: &Live(Err("a cleanup reads no state")),
+                netlink: &nl,
+                live: &Live(Ok(NftState::default())),
             }
             .cleanup()
         };
         clean(&kernel(&["foreign"])).unwrap();
-        assert!(rec.commands().is_empty());
+        assert!(nl.batches.borrow().is_empty());
         clean(&kernel(&["istio-proxy-mangle", "foreign"])).unwrap();
-        assert_eq!(lines(&rec), ["nft --version", "nft -f -"]);
+        assert!(rec.commands().is_empty());
         assert_eq!(
-            rec.commands()[1].stdin.as_deref(),
-            Some(cleanup_transaction().to_string().as_str())
+            nl.summary(),
+            vec![
+                [
+                    "add table inet istio-proxy-nat",
+                    "delete table inet istio-proxy-nat",
+                    "add table inet istio-proxy-mangle",
+                    "delete table inet istio-proxy-mangle",
+                    "add table inet istio-proxy-raw",
+                    "delete table inet istio-proxy-raw",
+                ]
+                .map(String::from)
+                .to_vec()
+            ]
         );
     }
 }

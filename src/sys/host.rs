@@ -248,7 +248,7 @@ pub struct Ids {
 impl Ids {
     /// Reads `/etc/passwd` and `/etc/group` (bounded, regular files only); a missing file
     /// resolves nothing.
-    pub(crate) fn from_host() -> Result<Ids> {
+    pub fn from_host() -> Result<Ids> {
         Ok(Ids {
             passwd: read_optional("/etc/passwd", ACCOUNTS_MAX)?,
             group: read_optional("/etc/group", ACCOUNTS_MAX)?,

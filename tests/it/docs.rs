@@ -278,7 +278,6 @@ fn environment_of_help(help: &str) -> Vec<String> {
         .collect()
 }
 
-
 #[test]
 fn help_and_man_page_list_every_environment_variable_the_code_reads() {
     let read = variables_read();

@@ -198,13 +198,15 @@ fn nftables_clean_applied_drifted_and_reconciled() {
     let ns = Netns::ipv4("dry-nft");
     dry(&ns, &nft(&[]))
         .stderr_contains("Clean-state detected, new nftables rules are needed")
-        .stderr_contains("dry run: nftables (nft): a real run would apply the rules (clean state) with nft -f -")
+        .stderr_contains(
+            "dry run: nftables (netlink): a real run would apply the rules (clean state) in one nf_tables batch",
+        )
         .stderr_contains("Running nft with the following input:\nadd table inet istio-proxy-nat\n");
 
     apply(&ns, &nft(&[]));
     dry(&ns, &nft(&[]))
         .stderr_contains("Found compatible nftables rules, reconciliation not needed")
-        .stderr_contains("dry run: nftables (nft): nothing to do: the rules are already applied and unchanged")
+        .stderr_contains("dry run: nftables (netlink): nothing to do: the rules are already applied and unchanged")
         .stderr_lacks("Running nft with");
 
     let o = ns.run(
@@ -233,7 +235,7 @@ fn nftables_clean_applied_drifted_and_reconciled() {
         .stderr_lacks("Running nft with");
     meshcap(&ns, &nft(&[])).run().expect_exit(1).stderr_contains(diff);
     dry(&ns, &nft(&["--reconcile"]))
-        .stderr_contains("dry run: nftables (nft): a real run would rebuild meshcap's tables (--reconcile) with nft -f -")
+        .stderr_contains("dry run: nftables (netlink): a real run would rebuild meshcap's tables (--reconcile) in one nf_tables batch")
         .stderr_contains("Running nft with the following input:\ndelete table inet istio-proxy-nat\nadd table inet istio-proxy-nat\n");
 
     dry(&ns, &nft(&["--cleanup-only"]))

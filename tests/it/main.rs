@@ -25,6 +25,7 @@ mod lab;
 mod license;
 mod nft_apply;
 mod nft_decode;
+mod nft_from_ir;
 mod nft_netlink;
 mod nft_render;
 mod packaging;

@@ -2,12 +2,13 @@
 //! own): the applied ruleset equals Istio's transaction loaded with `nft -f` directly, re-runs
 //! change nothing (one process), drift is refused and repaired with --reconcile, cleanup
 //! leaves foreign tables alone, TPROXY routing, IPv6-only pods, dry-run, configuration
-//! switches, the nft checks, and a failing transaction that changes nothing.
+//! switches, writing with no `nft` binary at all (one execve: meshcap's own), and a batch the
+//! kernel refuses that changes nothing.
 
 use std::sync::LazyLock;
 
 use crate::support::netfilter::nft_ruleset as ruleset;
-use crate::support::{Meshcap, Netns, Run, TPROXY, TempDir, needs_netns, real};
+use crate::support::{Meshcap, Netns, Run, TPROXY, TempDir, needs_netns};
 
 /// The standard sidecar flags with the proxy's group too (`-g 1337`: the owner rules then
 /// match the gid as well).
@@ -67,7 +68,7 @@ fn apply_equals_istios_transaction_and_a_rerun_costs_no_process() {
         let o = nft_apply(&ns, args, &[]);
         o.success()
             .stderr_contains("nftables rules programmed:\nadd table inet istio-proxy-nat\n");
-        assert_eq!(o.spawns(), 2, "nft --version and nft -f -:\n{o}");
+        assert_eq!(o.spawns(), 0, "one netlink batch, no process:\n{o}");
         let want = reference(args, false);
         assert_eq!(ruleset(&ns), want, "{args:?}");
         assert!(want.contains("table inet istio-proxy-nat"), "{want}");
@@ -128,7 +129,7 @@ fn drift_is_refused_and_reconcile_repairs_it_leaving_foreign_tables() {
     assert_eq!(ruleset(&ns), drifted, "state kept");
 
     let o = nft_apply(&ns, &SIDECAR, &["--reconcile"]);
-    assert_eq!(o.success().spawns(), 2, "nft --version and the transaction:\n{o}");
+    assert_eq!(o.success().spawns(), 0, "the read and the batch are no process:\n{o}");
     let after = ruleset(&ns);
     let foreign = "table inet foreign {\nchain c {\ntype filter hook input priority filter; policy accept;\ntcp dport 22 accept\n}\n}\n";
     assert!(after.starts_with(foreign), "the foreign table is untouched:\n{after}");
@@ -215,7 +216,7 @@ fn cleanup_deletes_meshcaps_tables_and_leaves_the_others() {
         } else {
             nft_apply(&ns, TPROXY, &["--cleanup-only"])
         };
-        assert_eq!(o.success().spawns(), 2, "{o}");
+        assert_eq!(o.success().spawns(), 0, "{o}");
         assert_eq!(
             ruleset(&ns),
             before,
@@ -307,10 +308,12 @@ fn dry_run_prints_the_transaction_and_changes_nothing() {
             o.stderr_contains("No nftables tables of meshcap's exist, nothing to clean up")
                 .stderr_lacks("Running nft with the following input");
         } else {
-            o.stderr_contains("dry run: nftables (nft): a real run would apply the rules (clean state) with nft -f -")
-                .stderr_contains(&format!("nft -f - (in network namespace /var/run/netns/{})", ns.name))
-                .stderr_contains("Running nft with the following input:\nadd table inet istio-proxy-nat\n")
-                .stderr_contains("tproxy ip to :15006");
+            o.stderr_contains(
+                "dry run: nftables (netlink): a real run would apply the rules (clean state) in one nf_tables batch",
+            )
+            .stderr_contains(&format!("nft -f - (in network namespace /var/run/netns/{})", ns.name))
+            .stderr_contains("Running nft with the following input:\nadd table inet istio-proxy-nat\n")
+            .stderr_contains("tproxy ip to :15006");
         }
         assert_eq!(
             extra.contains(&"--dual-stack"),
@@ -331,75 +334,119 @@ fn dry_run_prints_the_transaction_and_changes_nothing() {
     }
 }
 
-/// A directory with an `nft` stand-in, to put first on PATH: `--version` prints `version`;
-/// `-f -` appends a line nft rejects to the transaction and hands it to the real nft (so the
-/// kernel sees a failing transaction); anything else goes to the real nft.
-fn nft_wrapper(version: &str, break_transactions: bool) -> TempDir {
-    let real = real("nft");
-    let real = real.display();
-    let transaction = if break_transactions {
-        format!(
-            "if [ \"$1\" = \"-f\" ]; then\n  {{ cat; echo 'add rule inet istio-proxy-nat no-such-chain counter'; }} | {real} -f -\n  exit $?\nfi\n"
-        )
-    } else {
-        String::new()
-    };
-    let dir = TempDir::new("nftw");
-    dir.script(
-        "nft",
-        &format!(
-            "if [ \"$1\" = \"--version\" ]; then echo 'nftables v{version} (test)'; exit 0; fi\n{transaction}exec {real} \"$@\"\n"
-        ),
-    );
-    dir
+/// An `nft -i` session in `ns` that created `table` with the `owner` flag and keeps it open:
+/// while it lives, the kernel refuses any other change to that table (`EPERM`).
+struct OwnedTable {
+    child: std::process::Child,
+}
+
+impl OwnedTable {
+    fn new(ns: &Netns, table: &str) -> OwnedTable {
+        use std::io::Write;
+        let mut child = ns
+            .cmd("nft", &["-i"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nft -i");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "add table inet {table} {{ flags owner ; }}").unwrap();
+        child.stdin = Some(stdin);
+        // Owned from here: dropped (killed and reaped) also when the wait below fails.
+        let owned = OwnedTable { child };
+        // Wait (bounded) until the table is there.
+        for _ in 0..100 {
+            if ns.stdout("nft", &["list", "tables"]).contains(table) {
+                return owned;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("nft -i did not create {table}");
+    }
+}
+
+impl Drop for OwnedTable {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
-fn a_failing_transaction_changes_nothing() {
+fn a_batch_the_kernel_refuses_changes_nothing_and_names_the_operation() {
     needs_netns!();
-    let wrapper = nft_wrapper("1.0.6", true);
     let ns = Netns::dual("nftfail");
-    nft_apply(&ns, &SIDECAR, &[]).success();
-    let before = ruleset(&ns);
+    nft_apply(&ns, TPROXY, &["--dual-stack"]).success();
     let before_rules = ns.stdout("ip", &["rule"]);
-
-    nft_apply_cmd(&ns, TPROXY, &["--reconcile", "--dual-stack"])
-        .env("PATH", wrapper.path_first())
+    // Another program owns a table of meshcap's name: the clean-up batch deletes meshcap's nat
+    // and mangle tables first, then must touch that one, and the kernel refuses the whole
+    // batch. (The clean-up reads no listing: nft 1.0.6 cannot write an owned table as JSON.)
+    let owned = OwnedTable::new(&ns, "istio-proxy-raw");
+    let before = ruleset(&ns);
+    assert!(before.contains("table inet istio-proxy-mangle"), "{before}");
+    nft_apply_cmd(&ns, TPROXY, &["--cleanup-only"])
         .run()
         .expect_exit(1)
-        .stderr_contains("nftables run failed: nft -f - (in network namespace")
-        .stderr_contains("no-such-chain")
-        .stderr_contains("nothing was changed");
+        .stderr_contains(
+            "meshcap: the kernel refused the nftables transaction, nothing was changed: \
+             'add table inet istio-proxy-raw': Operation not permitted (os error 1)",
+        )
+        .stderr_contains("0 processes spawned");
     assert_eq!(ruleset(&ns), before, "the previous state is intact");
-    assert_eq!(ns.stdout("ip", &["rule"]), before_rules, "no routes after a failure");
-
-    // In a fresh namespace: nothing at all.
-    let fresh = Netns::ipv4("nftfail2");
-    nft_apply_cmd(&fresh, &SIDECAR, &[])
-        .env("PATH", wrapper.path_first())
-        .run()
-        .expect_exit(1);
-    assert_eq!(ruleset(&fresh), "");
+    assert_eq!(
+        ns.stdout("ip", &["rule"]),
+        before_rules,
+        "the routes stay with the rules"
+    );
+    drop(owned);
+    nft_apply(&ns, TPROXY, &["--cleanup-only"]).success();
+    assert_eq!(ruleset(&ns), "", "cleaned up once the owner is gone");
 }
 
 #[test]
-fn a_missing_or_old_nft_is_named_and_nothing_is_applied() {
+fn no_nft_binary_is_needed_to_apply_or_clean_up() {
     needs_netns!();
-    let ns = Netns::ipv4("nftcheck");
-    let empty = TempDir::new("nonft");
-    nft_apply_cmd(&ns, &SIDECAR, &[])
-        .env("PATH", empty.path_only())
-        .run()
-        .expect_exit(1)
-        .stderr_contains("meshcap: --native-nftables needs the nft binary, but 'nft' is not in PATH");
-
-    let old = nft_wrapper("1.0.0", false);
-    nft_apply_cmd(&ns, &SIDECAR, &[])
-        .env("PATH", old.path_first())
-        .run()
-        .expect_exit(1)
-        .stderr_contains("nft version must be v1.0.1 or later (got 'nftables v1.0.0 (test)')");
-    assert_eq!(ruleset(&ns), "", "nothing applied");
+    // `nft` on PATH is /bin/false: running it would fail the run.
+    let bin = TempDir::new("nonft");
+    bin.link("nft", "false");
+    let path = bin.path_first();
+    let trace = TempDir::new("strace");
+    for (i, args) in [&SIDECAR[..], TPROXY].into_iter().enumerate() {
+        let ns = Netns::dual("nftnobin");
+        let log = trace.path().join(format!("apply-{i}"));
+        nft_apply_cmd(&ns, args, &["--dual-stack"])
+            .env("PATH", &path)
+            .launcher(["strace", "-f", "-qq", "-e", "trace=execve", "-o", log.to_str().unwrap()])
+            .run()
+            .success()
+            .stderr_contains("nftables rules programmed:")
+            .stderr_contains("0 processes spawned");
+        assert_eq!(ruleset(&ns), reference(args, true), "{args:?}");
+        let clean = trace.path().join(format!("cleanup-{i}"));
+        nft_apply_cmd(&ns, args, &["--cleanup-only"])
+            .env("PATH", &path)
+            .launcher([
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve",
+                "-o",
+                clean.to_str().unwrap(),
+            ])
+            .run()
+            .success()
+            .stderr_contains("0 processes spawned");
+        assert_eq!(ruleset(&ns), "", "cleaned up");
+        for file in [log, clean] {
+            let text = std::fs::read_to_string(&file).expect("strace log");
+            let execs: Vec<&str> = text.lines().filter(|l| l.contains("execve(")).collect();
+            assert_eq!(execs.len(), 1, "exactly meshcap's own execve:\n{text}");
+            assert!(execs[0].contains("meshcap"), "{text}");
+        }
+    }
 }
 
 #[test]

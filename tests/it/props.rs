@@ -32,10 +32,10 @@ const THREADS: usize = 8;
 
 /// One generated configuration: arguments after `meshcap`, environment, resolv.conf text.
 #[derive(Debug, Clone)]
-struct Case {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    resolv_conf: Option<String>,
+pub(crate) struct Case {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) resolv_conf: Option<String>,
 }
 
 fn port() -> impl Strategy<Value = String> {
@@ -96,7 +96,7 @@ fn flag_or_env(short: &str, var: &str, value: Option<String>, use_env: bool, cas
 }
 
 prop_compose! {
-    fn case()(
+    pub(crate) fn case()(
         ports in (port(), port(), port()),
         ids in (prop::option::of(id_list()), prop::option::of(id_list())),
         mode in prop::option::of(prop_oneof![Just(""), Just("REDIRECT"), Just("TPROXY")]),

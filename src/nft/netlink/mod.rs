@@ -5,6 +5,8 @@
 //! - [`expr`]: rule expressions (meta, payload, cmp, bitwise, immediate/verdicts, counter,
 //!   redir, tproxy, ct, lookup, range) as a typed enum, encoded and decoded side by side.
 //! - [`msg`]: tables, chains, rules, sets, set elements, the batch, and dump requests.
+//! - [`from_ir`]: the IR's transaction lowered to the messages `nft -f` of its text sends
+//!   (nft's implicit dependencies, prefix and set forms), each tied to its operation.
 //! - [`socket`]: a `NETLINK_NETFILTER` socket (opened inside the target namespace) that sends
 //!   one atomic batch and maps each refusal to the message that caused it, and dumps.
 //!
@@ -22,6 +24,7 @@
 
 pub mod attr;
 pub mod expr;
+pub mod from_ir;
 pub mod msg;
 pub mod socket;
 pub mod to_ir;

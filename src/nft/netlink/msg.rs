@@ -62,8 +62,10 @@ mod kind {
     pub const DELTABLE: u8 = 2;
     pub const NEWCHAIN: u8 = 3;
     pub const GETCHAIN: u8 = 4;
+    pub const DELCHAIN: u8 = 5;
     pub const NEWRULE: u8 = 6;
     pub const GETRULE: u8 = 7;
+    pub const DELRULE: u8 = 8;
     pub const NEWSET: u8 = 9;
     pub const GETSET: u8 = 10;
     pub const NEWSETELEM: u8 = 12;
@@ -190,8 +192,15 @@ pub enum Message {
     DelTable(Table),
     /// `add chain`.
     NewChain(Chain),
+    /// `delete chain` (by table and name; the chain must hold no rules at commit and no rule
+    /// may jump to it).
+    DelChain(Chain),
     /// `add rule` / `insert rule`.
     NewRule(Rule),
+    /// Deletes rules: the one with `handle`, else every rule of `chain`, else (an empty chain
+    /// name) every rule of the table — `flush table`. Only the table, the chain (when not
+    /// empty), the handle and unknown attributes are encoded.
+    DelRule(Rule),
     /// `add set`.
     NewSet(Set),
     /// `add element`.
@@ -295,6 +304,8 @@ impl Message {
             Message::NewTable(_) => (nft_type(kind::NEWTABLE), NLM_F_CREATE),
             Message::DelTable(_) => (nft_type(kind::DELTABLE), 0),
             Message::NewChain(_) => (nft_type(kind::NEWCHAIN), NLM_F_CREATE),
+            Message::DelChain(_) => (nft_type(kind::DELCHAIN), 0),
+            Message::DelRule(_) => (nft_type(kind::DELRULE), 0),
             Message::NewRule(r) => (
                 nft_type(kind::NEWRULE),
                 NLM_F_CREATE | if r.append { NLM_F_APPEND } else { 0 },
@@ -308,8 +319,8 @@ impl Message {
     pub fn family(&self) -> u8 {
         match self {
             Message::NewTable(t) | Message::DelTable(t) => t.family,
-            Message::NewChain(c) => c.family,
-            Message::NewRule(r) => r.family,
+            Message::NewChain(c) | Message::DelChain(c) => c.family,
+            Message::NewRule(r) | Message::DelRule(r) => r.family,
             Message::NewSet(s) => s.family,
             Message::NewSetElems(e) => e.family,
             Message::Unknown { family, .. } => *family,
@@ -347,7 +358,7 @@ impl Message {
                 }
                 put_raw(o, &t.unknown);
             }
-            Message::NewChain(c) => {
+            Message::NewChain(c) | Message::DelChain(c) => {
                 attr::put_str(o, 1, &c.table);
                 if let Some(h) = c.handle {
                     attr::put_be64(o, 2, h);
@@ -375,6 +386,16 @@ impl Message {
                     attr::put(o, 12, u);
                 }
                 put_raw(o, &c.unknown);
+            }
+            Message::DelRule(r) => {
+                attr::put_str(o, 1, &r.table);
+                if !r.chain.is_empty() {
+                    attr::put_str(o, 2, &r.chain);
+                }
+                if let Some(h) = r.handle {
+                    attr::put_be64(o, 3, h);
+                }
+                put_raw(o, &r.unknown);
             }
             Message::NewRule(r) => {
                 attr::put_str(o, 1, &r.table);
@@ -461,7 +482,9 @@ impl Message {
             kind::NEWTABLE => Message::NewTable(decode_table(family, &attrs)),
             kind::DELTABLE => Message::DelTable(decode_table(family, &attrs)),
             kind::NEWCHAIN => Message::NewChain(decode_chain(family, &attrs)?),
+            kind::DELCHAIN => Message::DelChain(decode_chain(family, &attrs)?),
             kind::NEWRULE => Message::NewRule(decode_rule(family, f.flags, &attrs)?),
+            kind::DELRULE => Message::DelRule(decode_rule(family, f.flags, &attrs)?),
             kind::NEWSET => Message::NewSet(decode_set(family, &attrs)?),
             kind::NEWSETELEM => Message::NewSetElems(decode_elems(family, &attrs)?),
             _ => unknown(),
@@ -517,6 +540,12 @@ impl fmt::Display for Message {
                 }
                 Ok(())
             }
+            Message::DelChain(c) => write!(f, "delete chain {fam} {} {}", c.table, c.name),
+            Message::DelRule(r) => match (r.chain.as_str(), r.handle) {
+                ("", _) => write!(f, "flush table {fam} {}", r.table),
+                (c, None) => write!(f, "flush chain {fam} {} {c}", r.table),
+                (c, Some(h)) => write!(f, "delete rule {fam} {} {c} handle {h}", r.table),
+            },
             Message::NewRule(r) => {
                 let verb = if r.append { "add" } else { "insert" };
                 write!(f, "{verb} rule {fam} {} {}", r.table, r.chain)?;
@@ -1091,7 +1120,16 @@ pub(super) mod tests {
             table().prop_map(Message::NewTable),
             table().prop_map(Message::DelTable),
             chain().prop_map(Message::NewChain),
+            chain().prop_map(Message::DelChain),
             rule().prop_map(Message::NewRule),
+            rule().prop_map(|r| Message::DelRule(Rule {
+                family: r.family,
+                table: r.table,
+                chain: r.chain,
+                handle: r.handle,
+                unknown: r.unknown,
+                ..Rule::default()
+            })),
             set().prop_map(Message::NewSet),
             elems(20).prop_map(Message::NewSetElems),
             (20u8..26, family(), unknown()).prop_map(|(k, family, attrs)| Message::Unknown {
