@@ -191,6 +191,7 @@ impl Config {
         let groups = owners::owner_groups(i)?;
         let loopback_v4 = destinations::loopback_v4(i)?;
         let switches = switches::switches(i)?;
+        interfaces.check_for_nft(switches.native_nftables)?;
         switches::removed_flags(i)?;
         let probe = validation::probe(i)?;
         let execution = execution::execution(i)?;
