@@ -66,6 +66,10 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if !cleanup && !config.dry_run {
+        // Before anything runs: what iptables-restore or nft would refuse at load time.
+        crate::config::check_loadable_on_host(&config)?;
+    }
     if !config.dry_run && env.get("DRY_RUN_FILE_PATH").is_some_and(|v| !v.is_empty()) {
         // Not read (as Istio): a real run records nothing, so say so instead of staying silent.
         tracing::warn!(
