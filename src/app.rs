@@ -410,7 +410,9 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
             path: path.clone(),
             err: e.into(),
         })?;
-        return Ok(check::check(&plan, &[(family, dump)]));
+        // Owner names resolved with this host's accounts (the dump shows ids).
+        let ids = crate::sys::host::Ids::from_host()?;
+        return Ok(check::check(&plan, &[(family, dump)], &ids));
     }
     let ipv6_setting = Config::ipv6_setting(&args.ipv6, env)?;
     let files = HostFiles {

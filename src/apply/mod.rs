@@ -481,7 +481,8 @@ impl Ctx<'_> {
         let Some(l) = self.reader().read_family(family, enabled)? else {
             return Ok(None);
         };
-        let mut found = payloads::found(&planned, &l.live);
+        // Owner names as the restore resolved them (istio-iptables-save prints ids).
+        let mut found = payloads::found(&planned, &l.live, &crate::sys::host::Ids::from_host()?);
         for (ob, _, _) in &l.others {
             let note = format!("meshcap's chains also exist in the {} tables", ob.base);
             found = match found {
