@@ -11,8 +11,9 @@ use crate::values::Owner;
 pub(crate) const MAX_OWNER_GROUPS: usize = 64;
 
 /// The most owner groups an include list can have for the iptables backend: the list becomes
-/// one rule of `5 × N + 4` words, and iptables-restore takes at most 255 words per line, so 49
-/// is the most that loads (istio-compat §2.7). nft has no such limit.
+/// one rule of `5 × N + 4` words, and iptables-restore takes at most 255 arguments per rule
+/// (`MAX_ARGC`, counting its own `iptables -t TABLE`), so 49 is the most that loads
+/// (istio-compat §2.7). nft has no such limit.
 pub(crate) const IPTABLES_MAX_OWNER_GROUPS: usize = 49;
 
 /// Owner groups whose outbound traffic is captured (env-only settings).
@@ -92,7 +93,8 @@ pub(crate) fn too_many_groups_for_iptables(cfg: &super::Config) -> Option<Error>
                 &cfg.dump.owner_groups_include,
                 format!(
                     "{} owner groups make one iptables rule of {} words, but iptables-restore takes at most 255 \
-                     words per line: at most {IPTABLES_MAX_OWNER_GROUPS} groups load (or use --native-nftables)",
+                     arguments per rule (its own 3 included): at most {IPTABLES_MAX_OWNER_GROUPS} groups load \
+                     (or use --native-nftables)",
                     groups.len(),
                     5 * groups.len() + 4
                 ),

@@ -21,6 +21,7 @@ mod hostile_interrupt;
 mod hostile_reads;
 mod lab;
 mod license;
+mod names;
 mod nft_apply;
 mod nft_netlink;
 mod nft_render;
