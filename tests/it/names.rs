@@ -156,7 +156,7 @@ fn load(ns: &Netns, accounts: &Accounts, program: &str, args: &[&str], stdin: &s
     let mut cmd = std::process::Command::new(crate::support::real(program));
     cmd.args(args);
     ns.enter(&mut cmd);
-    bind_accounts(&mut cmd, &accounts.passwd(), &accounts.group());
+    accounts.apply_to(&mut cmd);
     let out = crate::support::cmd::run_bounded(cmd, Some(stdin.as_bytes()), Duration::from_secs(20))?;
     if out.status.success() {
         Ok(())
