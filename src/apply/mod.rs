@@ -66,7 +66,7 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if !cleanup && !config.dry_run {
+    if !cleanup && !config.dry_run && !config.skip_rule_apply {
         // Before anything runs: what iptables-restore or nft would refuse at load time.
         crate::config::check_loadable_on_host(&config)?;
     }

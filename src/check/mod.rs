@@ -394,6 +394,9 @@ pub(crate) fn check(plan: &Plan, live: &[(Family, SaveDump)], ids: &Ids) -> Repo
 /// would (same binary choice, same reads, under the per-namespace lock) and compares it with the
 /// plan, both families. IPv6 as apply enables it: explicit, or detected from the addresses.
 pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
+    // A name the restore could not have resolved, or a rule it could not have loaded, is an
+    // error here as in apply, not a list of drift.
+    crate::config::check_loadable_on_host(config)?;
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;

@@ -346,6 +346,13 @@ fn unknown_names_and_too_many_groups_are_refused_before_anything_runs() {
     apply(&["-u", "1337"], &[("ISTIO_OUTBOUND_OWNER_GROUPS", &many)])
         .expect_exit(1)
         .stderr_contains("50 owner groups make one iptables rule of 254 words");
+    // check says so too (exit 2, an error), instead of listing the rules as drift.
+    golden_accounts(Meshcap::new())
+        .args(["check", "-u", "nosuchuser"])
+        .netns(&ns)
+        .run()
+        .expect_exit(2)
+        .stderr_contains("invalid value 'nosuchuser' for '--proxy-uid': no such user in /etc/passwd");
     let saved = crate::support::netfilter::save(&ns, Variant::Nft, "iptables");
     assert!(!saved.contains("ISTIO"), "something was applied:\n{saved}");
     // 49 groups load.
