@@ -108,8 +108,8 @@ pub(crate) fn too_many_groups_for_iptables(cfg: &super::Config) -> Option<Error>
 /// error `invalid value 'NAME' for 'SETTING': no such user in FILE` (`passwd`, `group`: the
 /// files `ids` was read from, for the message). iptables-restore and nft resolve names when
 /// they load a rule, so an unknown name would fail the restore after planning; checked before
-/// anything runs instead. Names stay in the rules as given (Istio's text).
-/// Each item says whether the name is a group's.
+/// anything runs instead. Names stay in the rules as given (Istio's text). Each item says
+/// whether the name is a group's.
 pub(crate) fn unresolved_names(cfg: &super::Config, ids: &Ids, passwd: &str, group: &str) -> Vec<(bool, Error)> {
     let mut out = Vec::new();
     let mut check = |owners: &[Owner], source: &str, is_group: bool, note: &str| {

@@ -5,8 +5,8 @@
 //! `ISTIO_*` chain); foreign rules there are ignored. Rules are compared in their canonical form
 //! (`Rule::canonical`, see [`key`]), so iptables-save's reordering of matches and masking of
 //! host bits, its numeric owners (`--uid-owner 1337` for the planned `istio-proxy`) and its
-//! `--dport 1` for the planned range `1:1` do not count as drift. A rule that is both missing at its planned place and present elsewhere
-//! is reported once, as misordered.
+//! `--dport 1` for the planned range `1:1` do not count as drift. A rule that is both missing
+//! at its planned place and present elsewhere is reported once, as misordered.
 
 pub mod nft;
 pub(crate) mod report;

@@ -86,11 +86,12 @@ fn checked_uid_of(path: &str, passwd: &str, user: &str) -> Result<Option<u32>> {
         if fields.next() != Some(user) {
             continue;
         }
+        // A line that is not a usable entry is skipped, as [`uid_of`] skips it.
         let (Some(_password), Some(uid)) = (fields.next(), fields.next()) else {
-            return Ok(None);
+            continue;
         };
         if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(None);
+            continue;
         }
         return match uid.parse::<u32>().ok().filter(|&u| u <= Owner::MAX_ID) {
             Some(u) => Ok(Some(u)),
