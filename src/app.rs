@@ -182,8 +182,39 @@ fn drop_pasted_istio_iptables(args: &mut Vec<OsString>) {
     }
 }
 
+/// `render`'s checks of what would not load: user and group names against `--passwd`/`--group`
+/// (or `MESHCAP_RENDER_PASSWD`/`MESHCAP_RENDER_GROUP`; an unknown name is then an error) or,
+/// without them, this host's files (a warning: the rules are for a pod whose image may list
+/// other accounts); too many owner groups for iptables (a warning: the text stays Istio's).
+/// Reads only.
+fn render_names(args: &RenderArgs, env: &Env, config: &Config) -> Result<()> {
+    use crate::sys::host::{GROUP, Ids, PASSWD};
+    if let Some(e) = crate::config::too_many_groups_for_iptables(config) {
+        tracing::warn!("{e}; this text would not load");
+    }
+    let given = |flag: &Option<String>, var: &str| {
+        flag.clone()
+            .or_else(|| env.get(var).filter(|v| !v.is_empty()).map(str::to_string))
+    };
+    let passwd_given = given(&args.passwd, "MESHCAP_RENDER_PASSWD");
+    let group_given = given(&args.group, "MESHCAP_RENDER_GROUP");
+    let passwd = passwd_given.as_deref().unwrap_or(PASSWD);
+    let group = group_given.as_deref().unwrap_or(GROUP);
+    let ids = Ids::from_files(passwd, group)?;
+    for (is_group, e) in crate::config::unresolved_names(config, &ids, passwd, group) {
+        if (is_group && group_given.is_some()) || (!is_group && passwd_given.is_some()) {
+            return Err(e);
+        }
+        tracing::warn!(
+            "{e}: loading these rules fails where the name is unknown (give the pod image's files with --passwd/--group to check)"
+        );
+    }
+    Ok(())
+}
+
 fn render_command(args: &RenderArgs, env: &Env) -> Result<i32> {
     let (config, plan) = plan::unchecked(&args.capture, args.ipv6.as_deref(), &args.resolv_conf, env)?;
+    render_names(args, env, &config)?;
     let ignored = args.capture.apply_only_given();
     if !ignored.is_empty() {
         tracing::warn!(
@@ -378,7 +409,9 @@ fn check_report(args: &CheckArgs, env: &Env) -> Result<check::Report> {
             path: path.clone(),
             err: e.into(),
         })?;
-        return Ok(check::check(&plan, &[(family, dump)]));
+        // Owner names resolved with this host's accounts (the dump shows ids).
+        let ids = crate::sys::host::Ids::from_host()?;
+        return Ok(check::check(&plan, &[(family, dump)], &ids));
     }
     let ipv6_setting = Config::ipv6_setting(&args.ipv6, env)?;
     let files = HostFiles {

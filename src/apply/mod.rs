@@ -71,6 +71,10 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if !cleanup && !config.dry_run && !config.skip_rule_apply {
+        // Before anything runs: what iptables-restore or nft would refuse at load time.
+        crate::config::check_loadable_on_host(&config)?;
+    }
     if !config.dry_run && env.get("DRY_RUN_FILE_PATH").is_some_and(|v| !v.is_empty()) {
         // Not read (as Istio): a real run records nothing, so say so instead of staying silent.
         tracing::warn!(
@@ -546,7 +550,8 @@ impl Ctx<'_> {
         let Some(l) = self.reader().read_family(family, enabled)? else {
             return Ok(None);
         };
-        let mut found = payloads::found(&planned, &l.live);
+        // Owner names as the restore resolved them (istio-iptables-save prints ids).
+        let mut found = payloads::found(&planned, &l.live, &crate::sys::host::Ids::from_host()?);
         for (ob, _, _) in &l.others {
             let note = format!("meshcap's chains also exist in the {} tables", ob.base);
             found = match found {

@@ -13,6 +13,7 @@ use crate::drift::{self, Drift};
 use crate::iptables::parse::{SaveDump, SavedEntry, is_istio_name};
 use crate::iptables::render::{op_line, rule_spec};
 use crate::model::{ChainName, Match, Proto, Rule, Ruleset, TableName, Target};
+use crate::sys::host::Ids;
 
 /// How the live state relates to the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,17 +92,17 @@ fn take(counts: &mut HashMap<Rule, usize>, e: &SavedEntry) -> bool {
 }
 
 /// Compares the plan of one family with the live dump of the variant in use.
-pub(crate) fn found(planned: &Ruleset, live: &SaveDump) -> Found {
+pub(crate) fn found(planned: &Ruleset, live: &SaveDump, ids: &Ids) -> Found {
     if !live.has_istio_state() && planned_builtin_present(planned, live).is_empty() {
         return Found::Absent;
     }
     // Before the comparison, which reports every rule of a planned table missing whole as
     // missing (drift, refused without --reconcile): only this plan's own half-applied state
     // is completed.
-    if let Some(found) = interrupted(planned, live) {
+    if let Some(found) = interrupted(planned, live, ids) {
         return found;
     }
-    let d: Drift = drift::compare(planned, live);
+    let d: Drift = drift::compare(planned, live, ids);
     let stale = drift::stale_chains(planned, live);
     if d.is_clean() && stale.is_empty() {
         return Found::Equal;
@@ -118,7 +119,7 @@ pub(crate) fn found(planned: &Ruleset, live: &SaveDump) -> Found {
 /// the planned rules of that table (nothing foreign inside the `ISTIO_*` chains, no stale
 /// chain), and every other planned table holds nothing of meshcap's: only planned objects
 /// are missing, and only whole tables, as an interrupted restore of this plan leaves them.
-fn interrupted(planned: &Ruleset, live: &SaveDump) -> Option<Found> {
+fn interrupted(planned: &Ruleset, live: &SaveDump, ids: &Ids) -> Option<Found> {
     let (mut applied, mut missing) = (Vec::new(), Vec::new());
     for name in TableName::ALL {
         let planned_table = Ruleset {
@@ -140,7 +141,7 @@ fn interrupted(planned: &Ruleset, live: &SaveDump) -> Option<Found> {
             }
             continue;
         }
-        if !drift::compare(&planned_table, &live_table).is_clean()
+        if !drift::compare(&planned_table, &live_table, ids).is_clean()
             || !drift::stale_chains(&planned_table, &live_table).is_empty()
         {
             return None;
@@ -450,19 +451,26 @@ mod tests {
     fn verdicts() {
         let rs = plan(&["-b", "*", "-i", "*"]);
         let payload = restore_payload(&rs);
-        assert_eq!(found(&rs, &dump("")), Found::Absent);
+        assert_eq!(found(&rs, &dump(""), &Ids::default()), Found::Absent);
         assert_eq!(
-            found(&rs, &dump("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n")),
+            found(
+                &rs,
+                &dump("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE\nCOMMIT\n"),
+                &Ids::default()
+            ),
             Found::Absent
         );
-        assert_eq!(found(&rs, &dump(&payload)), Found::Equal);
+        assert_eq!(found(&rs, &dump(&payload), &Ids::default()), Found::Equal);
         let with_stale = payload.replace("COMMIT", "-N ISTIO_DIVERT\nCOMMIT");
-        let Found::Differs { diff, .. } = found(&rs, &dump(&with_stale)) else {
+        let Found::Differs { diff, .. } = found(&rs, &dump(&with_stale), &Ids::default()) else {
             panic!("a stale empty chain is drift")
         };
         assert!(diff.contains("ISTIO_DIVERT"), "{diff}");
         let other = restore_payload(&plan(&["-b", "*", "-i", "*", "-p", "15002"]));
-        assert!(matches!(found(&rs, &dump(&other)), Found::Differs { .. }));
+        assert!(matches!(
+            found(&rs, &dump(&other), &Ids::default()),
+            Found::Differs { .. }
+        ));
     }
 
     #[test]
@@ -476,21 +484,25 @@ mod tests {
         };
         let mangle = crate::iptables::render::only_tables(&payload, &["mangle"]);
         assert_eq!(
-            found(&rs, &dump(&mangle)),
+            found(&rs, &dump(&mangle), &Ids::default()),
             interrupted(TableName::Mangle, TableName::Nat)
         );
         let builtin_nat = format!("{mangle}*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
         assert_eq!(
-            found(&rs, &dump(&builtin_nat)),
+            found(&rs, &dump(&builtin_nat), &Ids::default()),
             interrupted(TableName::Mangle, TableName::Nat)
         );
         assert_eq!(
-            found(&rs, &dump(&crate::iptables::render::only_tables(&payload, &["nat"]))),
+            found(
+                &rs,
+                &dump(&crate::iptables::render::only_tables(&payload, &["nat"])),
+                &Ids::default()
+            ),
             interrupted(TableName::Nat, TableName::Mangle)
         );
         // Not this plan's half: drift, and the summary counts the missing table's rules.
         let tampered = mangle.replace("COMMIT\n", "-A ISTIO_DIVERT -p udp -j RETURN\nCOMMIT\n");
-        let Found::Differs { summary, diff } = found(&rs, &dump(&tampered)) else {
+        let Found::Differs { summary, diff } = found(&rs, &dump(&tampered), &Ids::default()) else {
             panic!("a foreign rule and a missing table are drift")
         };
         assert_eq!(summary, format!("IPv4: {nat} missing, 1 unexpected, 0 misordered"));

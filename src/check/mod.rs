@@ -17,6 +17,7 @@ use crate::iptables::parse::SaveDump;
 use crate::live;
 use crate::plan::{self, Plan};
 use crate::sys::exec::{RealSystem, System};
+use crate::sys::host::Ids;
 use crate::sys::kernel::{Kernel, LinuxKernel, detect_ipv6};
 use crate::sys::netns::{self, Netns};
 use crate::values::Family;
@@ -369,11 +370,12 @@ struct ChainDoc {
 
 /// Compares one family's plan with its live dump. A family the plan leaves off (IPv6
 /// disabled) has an empty plan, so leftover ISTIO state there is drift.
-pub(crate) fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> FamilyReport {
+/// `ids` resolves the plan's owner names as the restore did (iptables-save prints ids).
+pub(crate) fn check_family(plan: &Plan, family: Family, live: &SaveDump, ids: &Ids) -> FamilyReport {
     let planned = plan.ruleset(family);
     let stale_chains = drift::stale_chains(&planned, live);
     FamilyReport {
-        drift: drift::compare(&planned, live),
+        drift: drift::compare(&planned, live, ids),
         stale_chains,
         source: None,
         also_in: Vec::new(),
@@ -381,9 +383,9 @@ pub(crate) fn check_family(plan: &Plan, family: Family, live: &SaveDump) -> Fami
 }
 
 /// Compares the plan with each family's live dump.
-pub(crate) fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
+pub(crate) fn check(plan: &Plan, live: &[(Family, SaveDump)], ids: &Ids) -> Report {
     Report {
-        families: live.iter().map(|(f, dump)| check_family(plan, *f, dump)).collect(),
+        families: live.iter().map(|(f, dump)| check_family(plan, *f, dump, ids)).collect(),
         ..Report::default()
     }
 }
@@ -392,6 +394,9 @@ pub(crate) fn check(plan: &Plan, live: &[(Family, SaveDump)]) -> Report {
 /// would (same binary choice, same reads, under the per-namespace lock) and compares it with the
 /// plan, both families. IPv6 as apply enables it: explicit, or detected from the addresses.
 pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report> {
+    // A name the restore could not have resolved, or a rule it could not have loaded, is an
+    // error here as in apply, not a list of drift.
+    crate::config::check_loadable_on_host(config)?;
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;
@@ -427,7 +432,7 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
         let drift = nft_drift::compare(
             &crate::nft::ir::planned(&tx),
             &live,
-            &crate::sys::host::Ids::from_host()?,
+            &Ids::from_host()?,
         );
         let also_in_iptables: Vec<IptablesChains> = reader
             .residue()?
@@ -453,6 +458,8 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
             ..Report::default()
         });
     }
+    // Owner names as the restore resolved them: iptables-save prints the ids.
+    let ids = Ids::from_host()?;
     let mut families = Vec::new();
     // Whether any of the iptables backend's state is live, in any family or variant.
     let mut any_live = false;
@@ -464,11 +471,11 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
                 FamilyReport {
                     source: Some(live.bins.save()),
                     also_in: live.others.iter().map(|(b, _, _)| b.base.clone()).collect(),
-                    ..check_family(&plan, family, &live.live)
+                    ..check_family(&plan, family, &live.live, &ids)
                 }
             }
             // The family is off and none of its tables exists: nothing of meshcap's there.
-            None => check_family(&plan, family, &SaveDump::default()),
+            None => check_family(&plan, family, &SaveDump::default(), &ids),
         };
         families.push(report);
     }
@@ -508,13 +515,17 @@ mod tests {
         let p = plan(&["-b", "*", "-i", "*", "--ipv6"]);
         let v4 = restore_payload(&p.ruleset(Family::V4));
         let v6 = restore_payload(&p.ruleset(Family::V6));
-        let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, dump(&v6))]);
+        let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, dump(&v6))], &Ids::default());
         assert!(r.in_sync(), "{}", r.text());
         assert_eq!(r.exit_code(), 0);
         assert_eq!(r.text(), "# IPv4: in sync\n# IPv6: in sync\n");
 
         let broken = v4.replace("-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN\n", "");
-        let r = check(&p, &[(Family::V4, dump(&broken)), (Family::V6, dump(&v6))]);
+        let r = check(
+            &p,
+            &[(Family::V4, dump(&broken)), (Family::V6, dump(&v6))],
+            &Ids::default(),
+        );
         assert_eq!(r.exit_code(), 1);
         let text = r.text();
         assert!(
@@ -537,11 +548,15 @@ mod tests {
         let p = plan(&["-b", "*"]);
         let v4 = restore_payload(&p.ruleset(Family::V4));
         // The IPv4 payload loaded into ip6tables is all unexpected there.
-        let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, dump(&v4))]);
+        let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, dump(&v4))], &Ids::default());
         assert!(r.families[0].in_sync());
         assert!(r.families[1].drift.count(DriftKind::Unexpected) > 0, "{}", r.text());
         assert_eq!(r.families[1].stale_chains.len(), 4, "{}", r.text());
-        let r = check(&p, &[(Family::V4, dump(&v4)), (Family::V6, SaveDump::default())]);
+        let r = check(
+            &p,
+            &[(Family::V4, dump(&v4)), (Family::V6, SaveDump::default())],
+            &Ids::default(),
+        );
         assert!(r.in_sync());
     }
 
@@ -552,7 +567,7 @@ mod tests {
             "-A OUTPUT -j ISTIO_OUTPUT\n",
             "-A OUTPUT -m comment --comment kube -j KUBE-SERVICES\n-A OUTPUT -j ISTIO_OUTPUT\n",
         );
-        let r = check(&p, &[(Family::V4, dump(&v4))]);
+        let r = check(&p, &[(Family::V4, dump(&v4))], &Ids::default());
         assert!(r.in_sync(), "{}", r.text());
     }
 
@@ -560,7 +575,7 @@ mod tests {
     fn the_nftables_backends_tables_are_drift_in_the_iptables_check() {
         let p = plan(&["-b", "*"]);
         let v4 = restore_payload(&p.ruleset(Family::V4));
-        let mut r = check(&p, &[(Family::V4, dump(&v4))]);
+        let mut r = check(&p, &[(Family::V4, dump(&v4))], &Ids::default());
         assert!(!r.json().contains("also_in_nftables"), "left out when empty");
         r.also_in_nftables = vec!["istio-proxy-nat".into(), "istio-proxy-raw".into()];
         assert!(r.families[0].in_sync());

@@ -55,6 +55,8 @@ Environment (a flag on the command line wins over its variable; docs/flags.md):
   DRY_RUN_FILE_PATH                    dry run: also write Istio's command stream here
   MESHCAP_XTABLES_WAIT                 seconds to wait for the xtables lock [30]
   MESHCAP_MAX_RULES                    most rules a configuration may plan [20000]
+  MESHCAP_RENDER_PASSWD                render: the pod image's passwd file for user names
+  MESHCAP_RENDER_GROUP                 render: the pod image's group file for group names
   PATH                                 where the iptables, ip6tables and nft programs are found
   RESTORE_FORMAT                       read and ignored (removed in Istio 1.24)
   IPTABLES_TRACE_LOGGING               read and ignored (removed in Istio 1.26)

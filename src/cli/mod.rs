@@ -263,6 +263,18 @@ pub struct RenderArgs {
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     pub resolv_conf: String,
 
+    /// passwd file that resolves the user names of -u (the pod image's; an unknown name is then
+    /// an error; env MESHCAP_RENDER_PASSWD). Without it, /etc/passwd is read and an unknown
+    /// name is only a warning.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) passwd: Option<String>,
+
+    /// group file that resolves the group names of -g and ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE]
+    /// (the pod image's; an unknown name is then an error; env MESHCAP_RENDER_GROUP). Without
+    /// it, /etc/group is read and an unknown name is only a warning.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) group: Option<String>,
+
     /// Print only this family's payload, exactly as the restore receives it (iptables only:
     /// rejected with --native-nftables, whose one inet transaction covers both families).
     #[arg(long, value_enum)]

@@ -35,7 +35,7 @@ use crate::values::{Cidr, Iface, Mark, OutFile, Owner, Port, PortSpec, RouteTabl
 pub(crate) use destinations::CidrSelection;
 pub(crate) use dns::Dns;
 pub(crate) use interception::InterceptionMode;
-pub(crate) use owners::OwnerGroups;
+pub(crate) use owners::{OwnerGroups, OwnerSources, too_many_groups_for_iptables, unresolved_names};
 pub(crate) use ports::PortSelection;
 
 /// The outbound mark the proxy's own loopback traffic gets in TPROXY mode (fixed by Istio).
@@ -95,6 +95,8 @@ pub struct Config {
     pub(crate) inbound_tunnel_port: Port,
     pub(crate) proxy_uids: Vec<Owner>,
     pub(crate) proxy_gids: Vec<Owner>,
+    /// Where the UID and GID lists came from (for errors about names).
+    pub(crate) owner_sources: OwnerSources,
     pub(crate) mode: InterceptionMode,
     /// The mode text as given (Istio prints it in its config dump).
     pub(crate) mode_text: String,
@@ -176,6 +178,22 @@ impl Default for HostFiles {
     }
 }
 
+/// Before an apply or a live check: refuses an owner-group list iptables-restore cannot load
+/// and any user or group name that meshcap's `/etc/passwd` and `/etc/group` do not list — the
+/// files iptables-restore and nft read (`--network-namespace` changes only the network
+/// namespace, never the mount namespace). Reads only.
+pub(crate) fn check_loadable_on_host(cfg: &Config) -> Result<()> {
+    use crate::sys::host::{GROUP, Ids, PASSWD};
+    if let Some(e) = too_many_groups_for_iptables(cfg) {
+        return Err(e);
+    }
+    let ids = Ids::from_host()?;
+    match unresolved_names(cfg, &ids, PASSWD, GROUP).into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
 impl Config {
     /// Validates flags and environment, reading the passwd and resolv.conf files of `files`
     /// where the configuration needs them.
@@ -195,6 +213,7 @@ impl Config {
         let groups = owners::owner_groups(i)?;
         let loopback_v4 = destinations::loopback_v4(i)?;
         let switches = switches::switches(i)?;
+        interfaces.check_for_nft(switches.native_nftables)?;
         switches::removed_flags(i)?;
         let probe = validation::probe(i)?;
         let execution = execution::execution(i)?;
@@ -207,6 +226,7 @@ impl Config {
             inbound_tunnel_port: ports.inbound_tunnel,
             proxy_uids: owners.uids,
             proxy_gids: owners.gids,
+            owner_sources: owners.sources,
             mode: interception.mode,
             mode_text: interception.mode_text,
             tproxy_mark: interception.tproxy_mark,

@@ -4,11 +4,17 @@
 use super::HostFiles;
 use super::source::{Input, Sourced, list_or_empty, text_of};
 use crate::error::{Error, Result};
-use crate::sys::host;
+use crate::sys::host::{self, Ids};
 use crate::values::Owner;
 
 /// Istio's limit on the owner-group include list.
 pub(crate) const MAX_OWNER_GROUPS: usize = 64;
+
+/// The most owner groups an include list can have for the iptables backend: the list becomes
+/// one rule of `5 × N + 4` words, and iptables-restore takes at most 255 arguments per rule
+/// (`MAX_ARGC`, counting its own `iptables -t TABLE`), so 49 is the most that loads
+/// (istio-compat §2.7). nft has no such limit.
+pub(crate) const IPTABLES_MAX_OWNER_GROUPS: usize = 49;
 
 /// Owner groups whose outbound traffic is captured (env-only settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,71 @@ pub(super) fn owner_groups(i: &mut Input) -> Result<Groups> {
 pub(super) struct ProxyOwners {
     pub(crate) uids: Vec<Owner>,
     pub(crate) gids: Vec<Owner>,
+    pub(crate) sources: OwnerSources,
+}
+
+/// Where the proxy's owner lists came from (`--proxy-uid` or `PROXY_UID`, …), so that a name
+/// that does not resolve is reported under the setting that gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct OwnerSources {
+    pub(crate) uid: String,
+    pub(crate) gid: String,
+    /// No GID list was given: the UID list is used as the GID list too.
+    pub(crate) gid_from_uid: bool,
+}
+
+/// With the iptables backend, an include list longer than [`IPTABLES_MAX_OWNER_GROUPS`] as
+/// the error naming `ISTIO_OUTBOUND_OWNER_GROUPS` and the count (Istio accepts up to 64, but
+/// iptables-restore refuses the rule; `render` still prints Istio's text, with this as a note).
+pub(crate) fn too_many_groups_for_iptables(cfg: &super::Config) -> Option<Error> {
+    match &cfg.owner_groups {
+        OwnerGroups::Only(groups) if !cfg.native_nftables && groups.len() > IPTABLES_MAX_OWNER_GROUPS => {
+            Some(Error::invalid(
+                "ISTIO_OUTBOUND_OWNER_GROUPS",
+                &cfg.dump.owner_groups_include,
+                format!(
+                    "{} owner groups make one iptables rule of {} words, but iptables-restore takes at most 255 \
+                     arguments per rule (its own 3 included): at most {IPTABLES_MAX_OWNER_GROUPS} groups load \
+                     (or use --native-nftables)",
+                    groups.len(),
+                    5 * groups.len() + 4
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Every user and group name of the configuration that `ids` does not resolve, each as the
+/// error `invalid value 'NAME' for 'SETTING': no such user in FILE` (`passwd`, `group`: the
+/// files `ids` was read from, for the message). iptables-restore and nft resolve names when
+/// they load a rule, so an unknown name would fail the restore after planning; checked before
+/// anything runs instead. Names stay in the rules as given (Istio's text). Each item says
+/// whether the name is a group's.
+pub(crate) fn unresolved_names(cfg: &super::Config, ids: &Ids, passwd: &str, group: &str) -> Vec<(bool, Error)> {
+    let mut out = Vec::new();
+    let mut check = |owners: &[Owner], source: &str, is_group: bool, note: &str| {
+        for o in owners {
+            if matches!(o, Owner::Name(_)) && ids.id_of(o, is_group).is_none() {
+                let (what, file) = if is_group { ("group", group) } else { ("user", passwd) };
+                let e = Error::invalid(source, o.to_string(), format!("no such {what} in {file}{note}"));
+                out.push((is_group, e));
+            }
+        }
+    };
+    let src = &cfg.owner_sources;
+    check(&cfg.proxy_uids, &src.uid, false, "");
+    let note = if src.gid_from_uid {
+        " (without a GID list the UID list is the GID list too; give -g)"
+    } else {
+        ""
+    };
+    check(&cfg.proxy_gids, &src.gid, true, note);
+    match &cfg.owner_groups {
+        OwnerGroups::Only(groups) => check(groups, "ISTIO_OUTBOUND_OWNER_GROUPS", true, ""),
+        OwnerGroups::AllExcept(groups) => check(groups, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", true, ""),
+    }
+    out
 }
 
 /// `-u` / `PROXY_UID`: the list, else `ENVOY_USER`'s uid in passwd (default user `istio-proxy`),
@@ -72,6 +143,12 @@ pub(super) fn proxy_owners(i: &Input, files: &HostFiles) -> Result<ProxyOwners> 
     let uid_src = i
         .pick(&f.proxy_uid, "proxy-uid", Some("PROXY_UID"), None)?
         .filter(|s| !s.text.trim().is_empty());
+    let mut sources = OwnerSources {
+        uid: uid_src
+            .as_ref()
+            .map_or_else(|| "--proxy-uid".into(), |s| s.source.clone()),
+        ..OwnerSources::default()
+    };
     let (uids, uid_text) = match &uid_src {
         Some(s) => (owner_list(s, "UID", "leave it empty for the default")?, s.text.clone()),
         None => {
@@ -83,14 +160,21 @@ pub(super) fn proxy_owners(i: &Input, files: &HostFiles) -> Result<ProxyOwners> 
         .pick(&f.proxy_gid, "proxy-gid", Some("PROXY_GID"), None)?
         .filter(|s| !s.text.trim().is_empty());
     let gids = match &gid_src {
-        Some(s) => owner_list(s, "GID", "leave it empty to use the UID list")?,
-        None => Sourced {
-            text: uid_text,
-            source: "--proxy-uid".into(),
+        Some(s) => {
+            sources.gid = s.source.clone();
+            owner_list(s, "GID", "leave it empty to use the UID list")?
         }
-        .list(Owner::parse)?,
+        None => {
+            sources.gid = sources.uid.clone();
+            sources.gid_from_uid = true;
+            Sourced {
+                text: uid_text,
+                source: sources.uid.clone(),
+            }
+            .list(Owner::parse)?
+        }
     };
-    Ok(ProxyOwners { uids, gids })
+    Ok(ProxyOwners { uids, gids, sources })
 }
 
 /// A proxy UID/GID list that is given must name at least one owner. Istio renders no owner

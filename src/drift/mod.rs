@@ -3,9 +3,10 @@
 //! Inside `ISTIO_*` chains the live rules must equal the planned ones, in order. In built-in
 //! chains only meshcap's rules are compared (rules equal to a planned one, and any jump to an
 //! `ISTIO_*` chain); foreign rules there are ignored. Rules are compared in their canonical form
-//! (`Rule::canonical`), so iptables-save's reordering of matches and masking of host bits do
-//! not count as drift. A rule that is both missing at its planned place and present elsewhere
-//! is reported once, as misordered.
+//! (`Rule::canonical`, see [`key`]), so iptables-save's reordering of matches and masking of
+//! host bits, its numeric owners (`--uid-owner 1337` for the planned `istio-proxy`) and its
+//! `--dport 1` for the planned range `1:1` do not count as drift. A rule that is both missing
+//! at its planned place and present elsewhere is reported once, as misordered.
 
 pub mod nft;
 pub(crate) mod report;
@@ -15,8 +16,9 @@ use std::hash::Hash;
 
 use crate::iptables::parse::{SaveDump, SavedEntry, is_istio_name};
 use crate::iptables::render::rule_spec;
-use crate::model::{ChainName, Rule, Ruleset, TableName};
-use crate::values::Family;
+use crate::model::{ChainName, Match, Rule, Ruleset, TableName};
+use crate::sys::host::Ids;
+use crate::values::{Family, Owner, PortSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum DriftKind {
@@ -69,10 +71,37 @@ pub(crate) struct Item<K> {
     pub(crate) at: usize,
 }
 
-fn live_item(e: &SavedEntry, at: usize) -> Item<Rule> {
+/// The comparison key of a rule: its canonical form, with user and group names as the numeric
+/// ids `ids` resolves them to (the kernel keeps ids and iptables-save prints them; a name `ids`
+/// does not know stays a name, so it never matches an id) and a range `a:a` as the port `a`
+/// (iptables-save prints `1` for `1:1`). Both sides go through it.
+pub(crate) fn key(rule: &Rule, ids: &Ids) -> Rule {
+    let mut r = rule.canonical();
+    let port = |p: &PortSpec| match *p {
+        PortSpec::Range(lo, hi) if lo == hi => PortSpec::Single(lo),
+        other => other,
+    };
+    let owner = |o: &Owner, group: bool| match ids.id_of(o, group) {
+        Some(id) => Owner::Id(id),
+        None => o.clone(),
+    };
+    for m in &mut r.matches {
+        match m {
+            Match::SourcePort { port: p, .. } | Match::DestinationPort { port: p, .. } => *p = port(p),
+            Match::DestinationPorts { ports, .. } => ports.iter_mut().for_each(|p| *p = port(p)),
+            Match::UidOwner { owner: o, .. } => *o = owner(o, false),
+            Match::GidOwner { owner: o, .. } => *o = owner(o, true),
+            _ => {}
+        }
+    }
+    r.matches.sort();
+    r
+}
+
+fn live_item(e: &SavedEntry, at: usize, ids: &Ids) -> Item<Rule> {
     match &e.rule {
         Ok(r) => Item {
-            key: Some(r.canonical()),
+            key: Some(key(r, ids)),
             text: rule_spec(r),
             at,
         },
@@ -254,8 +283,9 @@ pub(crate) fn diff_chain<K: Eq + Hash>(
 
 /// Compares one family's plan with that family's live dump. Every planned table is walked
 /// whether or not the dump lists it, so a table missing whole (as an apply interrupted between
-/// two tables' commits leaves it) reports each of its planned rules as missing.
-pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
+/// two tables' commits leaves it) reports each of its planned rules as missing. `ids` resolves
+/// owner names for the comparison ([`key`]): the accounts the restore resolved them with.
+pub fn compare(planned: &Ruleset, live: &SaveDump, ids: &Ids) -> Drift {
     let mut entries = Vec::new();
     for table in TableName::ALL {
         let plan_chains: BTreeMap<ChainName, Vec<Rule>> =
@@ -278,7 +308,7 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
                         .iter()
                         .enumerate()
                         .map(|(i, r)| Item {
-                            key: Some(r.canonical()),
+                            key: Some(key(r, ids)),
                             text: rule_spec(r),
                             at: i + 1,
                         })
@@ -290,7 +320,7 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
                 live_entries
                     .iter()
                     .enumerate()
-                    .map(|(j, e)| live_item(e, j + 1))
+                    .map(|(j, e)| live_item(e, j + 1, ids))
                     .collect()
             } else {
                 // Built-in chain: only meshcap's rules take part.
@@ -298,7 +328,7 @@ pub fn compare(planned: &Ruleset, live: &SaveDump) -> Drift {
                 live_entries
                     .iter()
                     .enumerate()
-                    .map(|(j, e)| live_item(e, j + 1))
+                    .map(|(j, e)| live_item(e, j + 1, ids))
                     .zip(live_entries)
                     .filter(|(item, e)| {
                         e.jumps_to_istio() || item.key.as_ref().is_some_and(|k| planned_keys.contains(k))
@@ -350,9 +380,41 @@ mod tests {
     fn own_payload_is_in_sync() {
         let rs = plan_v4(&["-b", "*", "-i", "10.1.2.3/8", "-k", "eth1", "-m", "TPROXY"]);
         let dump = parse_save(&save_like(&restore_payload(&rs)), Strictness::Strict).unwrap();
-        let d = compare(&rs, &dump);
+        let d = compare(&rs, &dump, &Ids::default());
         assert!(d.is_clean(), "{d}");
         assert_eq!(dump.to_ruleset(Family::V4).unwrap(), rs);
+    }
+
+    /// iptables-save prints owners as ids and the range `1:1` as `1`: neither is drift when the
+    /// names resolve as the restore resolved them; a name that does not resolve is.
+    #[test]
+    fn kernel_spelling_of_owners_and_single_port_ranges_is_in_sync() {
+        let rs = plan_v4(&["-b", "*", "-d", "15000:15099,1:1", "-u", "istio-proxy,7", "-g", "java"]);
+        let kernel = save_like(&restore_payload(&rs))
+            .replace("--dport 1:1 ", "--dport 1 ")
+            .replace("--uid-owner istio-proxy", "--uid-owner 1337")
+            .replace("--gid-owner java", "--gid-owner 2002");
+        assert!(
+            kernel.contains("--dport 1 -j RETURN") && !kernel.contains("istio-proxy"),
+            "{kernel}"
+        );
+        let dump = parse_save(&kernel, Strictness::Strict).unwrap();
+        let ids = Ids {
+            passwd: Some("root:x:0:0::/:/bin/sh\nistio-proxy:x:1337:1337::/:/bin/false\n".into()),
+            group: Some("java:x:2002:\n".into()),
+        };
+        let d = compare(&rs, &dump, &ids);
+        assert!(d.is_clean(), "{d}");
+        // Without the accounts the names stay names, which no id matches.
+        let d = compare(&rs, &dump, &Ids::default());
+        assert!(
+            d.count(DriftKind::Missing) > 0 && d.count(DriftKind::Unexpected) > 0,
+            "{d}"
+        );
+        // A range stays a range.
+        let wide = save_like(&restore_payload(&rs)).replace("--dport 15000:15099 ", "--dport 15000 ");
+        let d = compare(&rs, &parse_save(&wide, Strictness::Strict).unwrap(), &ids);
+        assert!(!d.is_clean());
     }
 
     #[test]
@@ -374,7 +436,7 @@ mod tests {
             "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n",
         );
         let dump = parse_save(&text, Strictness::Strict).unwrap();
-        let d = compare(&rs, &dump);
+        let d = compare(&rs, &dump, &Ids::default());
         assert_eq!(d.count(DriftKind::Missing), 1, "{d}");
         assert_eq!(d.count(DriftKind::Unexpected), 1, "{d}");
         assert_eq!(d.count(DriftKind::Misordered), 0, "{d}");
@@ -389,7 +451,7 @@ mod tests {
             "-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN\n-A ISTIO_OUTPUT -j ISTIO_REDIRECT\n",
             "-A ISTIO_OUTPUT -j ISTIO_REDIRECT\n-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN\n",
         );
-        let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap());
+        let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap(), &Ids::default());
         assert_eq!((d.count(DriftKind::Misordered), d.entries.len()), (1, 1), "{d}");
     }
 
@@ -474,7 +536,7 @@ mod tests {
     #[test]
     fn empty_live_state_is_all_missing_and_stale_chains_unexpected() {
         let rs = plan_v4(&[]);
-        let d = compare(&rs, &SaveDump::default());
+        let d = compare(&rs, &SaveDump::default(), &Ids::default());
         assert_eq!(d.count(DriftKind::Missing), rs.table(TableName::Nat).unwrap().ops.len());
         assert!(!d.live_has_istio);
         let stale = "*mangle\n:ISTIO_DIVERT - [0:0]\n-A ISTIO_DIVERT -j ACCEPT\n-A PREROUTING -p tcp -j ISTIO_INBOUND\nCOMMIT\n";
@@ -484,6 +546,7 @@ mod tests {
                 tables: vec![],
             },
             &parse_save(stale, Strictness::Lenient).unwrap(),
+            &Ids::default(),
         );
         assert_eq!(d.count(DriftKind::Unexpected), 2, "{d}");
     }
@@ -502,7 +565,7 @@ mod tests {
             format!("{mangle}*nat\n:KUBE-X - [0:0]\n-A OUTPUT -j KUBE-X\nCOMMIT\n"),
         ];
         for text in variants {
-            let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap());
+            let d = compare(&rs, &parse_save(&text, Strictness::Strict).unwrap(), &Ids::default());
             let missing: Vec<&DriftEntry> = d.entries.iter().filter(|e| e.table == "nat").collect();
             assert_eq!(missing.len(), nat, "{text}\n{d}");
             assert!(

@@ -5,8 +5,9 @@
 //!
 //! Values Istio passes through verbatim where nft wants another syntax are spelled nft's way
 //! (Istio's text is rejected by nft for all three): a port range `a:b` is `a-b`, an interface
-//! name with iptables' `+` wildcard is written with nft's `*`, and a name nft cannot read as a
-//! bare word is quoted.
+//! name with iptables' `+` wildcard is written with nft's `*`, and an interface, user or group
+//! name nft cannot read as a bare word (a keyword such as `counter` or `ne`) is quoted
+//! (istio-compat §8.3).
 //!
 //! Everything is written straight onto a string (a transaction of thousands of rules is built
 //! without the formatting machinery); `Display` delegates here. Drift reports spell their
@@ -19,7 +20,7 @@ use super::ir::{
     BaseChain, CtKey, Direction, MetaKey, NftChain, NftOp, NftRule, Object, Policy, Stmt, Transaction, ct_state_word,
     family_word, iface_pattern,
 };
-use crate::values::{Cidr, Family, Iface, PortSpec, Spell};
+use crate::values::{Cidr, Family, Iface, Owner, PortSpec, Spell};
 
 /// `x` spelled into a new string.
 fn spelled(x: &dyn Spell) -> String {
@@ -122,7 +123,7 @@ impl Spell for Stmt {
             } => {
                 push_meta(out, MetaKey::owner(*kind), *meta);
                 push_not(out, *negated);
-                owner.spell(out);
+                push_owner_word(out, owner);
             }
             Stmt::Mark { negated, mark } => {
                 push_meta(out, MetaKey::Mark, false);
@@ -206,8 +207,11 @@ fn push_port_word(out: &mut String, p: PortSpec) {
 
 /// Words nft's scanner reads as keywords where a rule expects a value (its initial scanner
 /// state, nftables 1.0.6 to 1.1): `iifname counter` is a syntax error, `iifname "counter"` the
-/// interface. Checked against nft 1.0.6 (every word here that it knows fails there bare), plus
-/// the keywords newer versions added. Sorted, for `binary_search`.
+/// interface. Checked against nft 1.0.6 (every word here that it knows fails there bare: each
+/// quoted word of nft's scanner, 1.0.6 to 1.1.6, was tried bare and quoted after `iifname`,
+/// `oifname`, `meta skuid` and `meta skgid`; the relational words `eq`, `ne`, `lt`, `gt`, `le`,
+/// `ge`, `not` among them), plus the keywords newer versions added. Sorted, for
+/// `binary_search`.
 const NFT_KEYWORDS: &[&str] = &[
     "accept",
     "add",
@@ -243,6 +247,7 @@ const NFT_KEYWORDS: &[&str] = &[
     "ecn",
     "element",
     "elements",
+    "eq",
     "esp",
     "ether",
     "exists",
@@ -257,11 +262,13 @@ const NFT_KEYWORDS: &[&str] = &[
     "frag",
     "fwd",
     "gc-interval",
+    "ge",
     "geneve",
     "get",
     "goto",
     "gre",
     "gretap",
+    "gt",
     "handle",
     "hbh",
     "hook",
@@ -287,10 +294,12 @@ const NFT_KEYWORDS: &[&str] = &[
     "jhash",
     "jump",
     "last",
+    "le",
     "limit",
     "list",
     "log",
     "lshift",
+    "lt",
     "map",
     "mark",
     "masquerade",
@@ -299,8 +308,10 @@ const NFT_KEYWORDS: &[&str] = &[
     "mh",
     "missing",
     "monitor",
+    "ne",
     "netdev",
     "nftrace",
+    "not",
     "notrack",
     "numgen",
     "obriport",
@@ -365,6 +376,11 @@ const NFT_KEYWORDS: &[&str] = &[
     "xt",
 ];
 
+/// Words nft 1.0.6 reads as keywords after `meta skuid`/`meta skgid` but not after
+/// `iifname`/`oifname` (a user or group named so is quoted; an interface stays bare, as Istio
+/// writes it). Sorted.
+const OWNER_ONLY_KEYWORDS: &[&str] = &["length", "protocol"];
+
 /// An interface name as an nft word ([`iface_pattern`]: iptables' trailing `+` wildcard is
 /// nft's `*`); a name that is not a plain word (letters first, then letters, digits, `-`, `_`,
 /// `.`) or that nft reads as a keyword ([`NFT_KEYWORDS`]) is quoted, so nft neither rejects it
@@ -372,11 +388,13 @@ const NFT_KEYWORDS: &[&str] = &[
 /// wildcards stay bare.)
 fn push_iface_word(out: &mut String, name: &Iface) {
     let (body, wildcard) = iface_pattern(name);
-    let plain = body.starts_with(|c: char| c.is_ascii_alphabetic())
-        && body
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && (wildcard || NFT_KEYWORDS.binary_search(&body).is_err());
+    // `ne*` is one wildcard word to nft, whatever its prefix; `*` alone is refused by the
+    // configuration (istio-compat §8.3).
+    let plain = if wildcard {
+        body.is_empty() || is_word_shaped(body)
+    } else {
+        is_plain_word(body)
+    };
     let quote = if plain { "" } else { "\"" };
     out.push_str(quote);
     out.push_str(body);
@@ -384,6 +402,38 @@ fn push_iface_word(out: &mut String, name: &Iface) {
         out.push('*');
     }
     out.push_str(quote);
+}
+
+/// Whether nft reads `word` as one plain word (letters first, then letters, digits, `-`, `_`,
+/// `.`) rather than an operator or a number; keywords are checked apart.
+fn is_word_shaped(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A plain word that is none of nft's keywords ([`NFT_KEYWORDS`]).
+fn is_plain_word(word: &str) -> bool {
+    is_word_shaped(word) && NFT_KEYWORDS.binary_search(&word).is_err()
+}
+
+/// A user or group as an nft word: a number, or a name written bare as Istio writes it
+/// (`meta skgid ftp`, `skgid _svc-1`: every `[a-z_][a-z0-9_-]*` name is one word to nft) unless
+/// nft reads it as a keyword (`counter`, `ne`, `length`), which is quoted (`meta skuid
+/// "counter"`: nft resolves a quoted name the same way).
+fn push_owner_word(out: &mut String, owner: &Owner) {
+    match owner {
+        Owner::Name(name)
+            if NFT_KEYWORDS.binary_search(&name.as_str()).is_ok()
+                || OWNER_ONLY_KEYWORDS.binary_search(&name.as_str()).is_ok() =>
+        {
+            out.push('"');
+            out.push_str(name);
+            out.push('"');
+        }
+        _ => owner.spell(out),
+    }
 }
 
 /// Statements joined by single spaces.
@@ -545,6 +595,43 @@ mod tests {
     #[test]
     fn nft_keywords_are_sorted_for_binary_search() {
         assert!(NFT_KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(OWNER_ONLY_KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Interface, user and group names nft reads as keywords are quoted; every other name is
+    /// written bare, as Istio writes it.
+    #[test]
+    fn keyword_names_are_quoted() {
+        let iface = |s: &str, input| {
+            Stmt::Iface {
+                input,
+                name: Iface::parse(s).unwrap(),
+            }
+            .to_string()
+        };
+        for w in ["ne", "eq", "lt", "gt", "le", "ge", "not", "counter", "meta"] {
+            assert_eq!(iface(w, true), format!("iifname \"{w}\""));
+            assert_eq!(iface(w, false), format!("oifname \"{w}\""));
+            assert_eq!(iface(&format!("{w}+"), true), format!("iifname {w}*"));
+        }
+        assert_eq!(iface("length", true), "iifname length", "loads bare after iifname");
+        assert_eq!(iface("eth0", true), "iifname eth0");
+        let owner = |name: &str, kind, meta| {
+            Stmt::Owner {
+                kind,
+                negated: false,
+                owner: Owner::Name(name.into()),
+                meta,
+            }
+            .to_string()
+        };
+        for w in ["counter", "meta", "ne", "not", "length", "protocol"] {
+            assert_eq!(owner(w, OwnerKind::Uid, false), format!("skuid \"{w}\""));
+            assert_eq!(owner(w, OwnerKind::Gid, true), format!("meta skgid \"{w}\""));
+        }
+        for w in ["ftp", "_svc-1", "istio-proxy"] {
+            assert_eq!(owner(w, OwnerKind::Gid, false), format!("skgid {w}"));
+        }
     }
 
     #[test]

@@ -71,7 +71,42 @@ pub(crate) fn envoy_user_uid(env: &Env, passwd: &str) -> Result<u32> {
             "not a user name (it must be UTF-8 without newlines)",
         ));
     }
-    Ok(lookup_uid(passwd, user)?.unwrap_or(1337))
+    match read_optional(passwd, ACCOUNTS_MAX)? {
+        Some(text) => Ok(checked_uid_of(passwd, &text, user)?.unwrap_or(1337)),
+        None => Ok(1337),
+    }
+}
+
+/// [`uid_of`], except that a uid of decimal digits out of range (above [`Owner::MAX_ID`]:
+/// `4294967295` is "no id" to the kernel) is an error naming the file and the line, rather than
+/// a value some later step reports under a flag that was never given.
+fn checked_uid_of(path: &str, passwd: &str, user: &str) -> Result<Option<u32>> {
+    for (n, line) in passwd.lines().enumerate() {
+        let mut fields = line.split(':');
+        if fields.next() != Some(user) {
+            continue;
+        }
+        // A line that is not a usable entry is skipped, as [`uid_of`] skips it.
+        let (Some(_password), Some(uid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        return match uid.parse::<u32>().ok().filter(|&u| u <= Owner::MAX_ID) {
+            Some(u) => Ok(Some(u)),
+            None => Err(Error::Parse {
+                path: path.to_string(),
+                err: format!(
+                    "line {}: the uid {uid} of user '{user}' is out of range (0 to {})",
+                    n + 1,
+                    Owner::MAX_ID
+                )
+                .into(),
+            }),
+        };
+    }
+    Ok(None)
 }
 
 /// Finds `group` in group(5) text and returns its numeric GID.
@@ -245,13 +280,26 @@ pub struct Ids {
     pub(crate) group: Option<String>,
 }
 
+/// The account files iptables-restore and nft read when they load a rule naming a user or
+/// group: meshcap's own `/etc/passwd` and `/etc/group`. `--network-namespace` changes only the
+/// network namespace, never the mount namespace, so these are the files whatever namespace is
+/// programmed.
+pub(crate) const PASSWD: &str = "/etc/passwd";
+pub(crate) const GROUP: &str = "/etc/group";
+
 impl Ids {
     /// Reads `/etc/passwd` and `/etc/group` (bounded, regular files only); a missing file
     /// resolves nothing.
     pub fn from_host() -> Result<Ids> {
+        Ids::from_files(PASSWD, GROUP)
+    }
+
+    /// Reads the passwd and group files at these paths (bounded, regular files only); a
+    /// missing file resolves nothing.
+    pub(crate) fn from_files(passwd: &str, group: &str) -> Result<Ids> {
         Ok(Ids {
-            passwd: read_optional("/etc/passwd", ACCOUNTS_MAX)?,
-            group: read_optional("/etc/group", ACCOUNTS_MAX)?,
+            passwd: read_optional(passwd, ACCOUNTS_MAX)?,
+            group: read_optional(group, ACCOUNTS_MAX)?,
         })
     }
 
@@ -261,22 +309,24 @@ impl Ids {
         Ids { passwd, group }
     }
 
-    /// The numeric id of an owner (`group`: a group), or why it does not resolve.
-    pub(crate) fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
+    /// The numeric id of `owner` (a group with `group`), `None` for a name the file does not
+    /// list (or no file).
+    pub(crate) fn id_of(&self, owner: &Owner, group: bool) -> Option<u32> {
         match owner {
-            Owner::Id(n) => Ok(*n),
+            Owner::Id(n) => Some(*n),
             Owner::Name(name) => {
-                let (text, file, what) = if group {
-                    (&self.group, "/etc/group", "group")
-                } else {
-                    (&self.passwd, "/etc/passwd", "user")
-                };
-                let found = text
-                    .as_deref()
-                    .and_then(|t| if group { gid_of(t, name) } else { uid_of(t, name) });
-                found.ok_or_else(|| format!("{what} '{name}' is not in {file}, so iptables could not load this rule"))
+                let text = if group { &self.group } else { &self.passwd };
+                let text = text.as_deref()?;
+                if group { gid_of(text, name) } else { uid_of(text, name) }
             }
         }
+    }
+
+    /// The numeric id of an owner (`group`: a group), or why it does not resolve.
+    pub(crate) fn resolve(&self, owner: &Owner, group: bool) -> Result<u32, String> {
+        let (file, what) = if group { (GROUP, "group") } else { (PASSWD, "user") };
+        self.id_of(owner, group)
+            .ok_or_else(|| format!("{what} '{owner}' is not in {file}, so iptables could not load this rule"))
     }
 }
 
@@ -318,6 +368,36 @@ mod tests {
             assert!(err.to_string().contains("ENVOY_USER"), "{err}");
         }
         assert_eq!(envoy_user_uid(&Env::default(), "/nonexistent").unwrap(), 1337);
+    }
+
+    #[test]
+    fn an_envoy_user_uid_out_of_range_names_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("meshcap-uid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwd = dir.join("passwd");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/:/bin/sh\nistio-proxy:x:4294967295:1::/:/bin/false\nbig:x:99999999999:1::/:/x\nok:x:4294967294:1::/:/x\n",
+        )
+        .unwrap();
+        let p = passwd.to_str().unwrap();
+        let uid = |user: &str| envoy_user_uid(&Env::from_pairs([("ENVOY_USER", user)]), p);
+        let e = envoy_user_uid(&Env::default(), p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot parse '{p}': line 2: the uid 4294967295 of user 'istio-proxy' is out of range (0 to 4294967294)"
+            )
+        );
+        assert!(
+            uid("big")
+                .unwrap_err()
+                .to_string()
+                .contains("line 3: the uid 99999999999")
+        );
+        assert_eq!(uid("ok").unwrap(), 4294967294);
+        assert_eq!(uid("root").unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!     may also hold an `out.file` as the file found before the run; the case directory is
 //!     never written. Blessing rewrites an existing `expected.file` (create it empty first).
 //!
+//! Every case also gets `MESHCAP_RENDER_PASSWD=golden/passwd` and
+//! `MESHCAP_RENDER_GROUP=golden/group` (absolute): `render` resolves the user and group names
+//! the cases use (`istio-proxy`, `java`, `ftp`, `_svc-1`) there, whatever the test machine lists.
+//!
 //! A case without any expected file fails. `MESHCAP_BLESS=1 cargo test --test it golden`
 //! rewrites the expected files from the current binary instead of comparing; a case without
 //! expected files then gets `expected.nft` (args contain `--native-nftables`), or
@@ -108,6 +112,20 @@ fn applies(case: &Case) -> bool {
 /// needed) whose only address is 198.51.100.2/32 on `lo` (IPv6 detection says IPv4 only, as
 /// for a plain pod) and whose state its dry run reads: the log says "clean state" on every
 /// machine.
+
+/// The name database of every case (`MESHCAP_RENDER_PASSWD`, `MESHCAP_RENDER_GROUP`, which
+/// `render` reads): the users and groups the cases name, as a pod image would list them (the
+/// same as scripts/image.sh's), so a case does not depend on the test machine's accounts.
+fn accounts() -> [(&'static str, String); 2] {
+    let root = golden_root();
+    let file = |name: &str| root.join(name).to_string_lossy().into_owned();
+    [
+        ("MESHCAP_RENDER_PASSWD", file("passwd")),
+        ("MESHCAP_RENDER_GROUP", file("group")),
+    ]
+}
+
+/// Runs `meshcap <args> <extra>` in `dir`, with [`accounts`] and the case's environment.
 fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
     const POD: &str = "ip link set lo up && ip addr add 198.51.100.2/32 dev lo && exec \"$@\"";
     let meshcap = if applies(case) {
@@ -117,6 +135,7 @@ fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
     };
     meshcap
         .args(&case.args)
+        .envs(accounts())
         .args(extra)
         .envs(case.env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)

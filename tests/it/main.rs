@@ -23,6 +23,7 @@ mod hostile_limits;
 mod hostile_reads;
 mod lab;
 mod license;
+mod names;
 mod nft_apply;
 mod nft_decode;
 mod nft_from_ir;

@@ -10,8 +10,11 @@
 //!   [`needs_netns!`], the gate that fails a test loudly when namespaces cannot be created
 //!   (or, with `MESHCAP_SKIP_NETNS=1` outside CI, skips it with a `SKIPPED (netns)` line);
 //! - [`netfilter`]: reading a namespace's rules back (iptables saves, nft listings);
+//! - [`accounts`]: [`Accounts`], a test's own passwd and group files, bind-mounted over
+//!   `/etc/passwd` and `/etc/group` in a private mount namespace of one command;
 //! - [`files`]: temporary directories, stand-in programs and `PATH` values.
 
+pub mod accounts;
 pub mod api;
 pub mod cmd;
 pub mod files;
@@ -20,6 +23,7 @@ pub mod netfilter;
 pub mod netns;
 pub mod run;
 
+pub use accounts::Accounts;
 pub use cmd::{Meshcap, meshcap_bin};
 pub use files::{TempDir, real};
 pub use flags::{SIDECAR, TPROXY, argv};
