@@ -192,12 +192,12 @@ fn render_names(args: &RenderArgs, env: &Env, config: &Config) -> Result<()> {
     if let Some(e) = crate::config::too_many_groups_for_iptables(config) {
         tracing::warn!("{e}; this text would not load");
     }
-    let given = |flag: &Option<String>, var: &str| {
+    let given = |flag: &Option<String>, var: Option<&str>| {
         flag.clone()
-            .or_else(|| env.get(var).filter(|v| !v.is_empty()).map(str::to_string))
+            .or_else(|| var.filter(|v| !v.is_empty()).map(str::to_string))
     };
-    let passwd_given = given(&args.passwd, "MESHCAP_RENDER_PASSWD");
-    let group_given = given(&args.group, "MESHCAP_RENDER_GROUP");
+    let passwd_given = given(&args.passwd, env.get("MESHCAP_RENDER_PASSWD"));
+    let group_given = given(&args.group, env.get("MESHCAP_RENDER_GROUP"));
     let passwd = passwd_given.as_deref().unwrap_or(PASSWD);
     let group = group_given.as_deref().unwrap_or(GROUP);
     let ids = Ids::from_files(passwd, group)?;
