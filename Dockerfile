@@ -3,14 +3,14 @@
 # meshcap's container images (docs/image.md):
 #
 #   runtime (default, last stage)  the init-container image: meshcap plus the iptables programs
-#                                  it runs (legacy and nft variants, IPv4 and IPv6) and nft, their
+#                                  it runs (legacy and nft variants, IPv4 and IPv6), their
 #                                  shared libraries and the xtables extensions the rules load —
 #                                  nothing else (no shell, no package manager). ENTRYPOINT meshcap,
 #                                  so the argument list Istio's injector writes for istio-init
 #                                  (`args: [istio-iptables, -p, "15001", ...]`) works unchanged.
 #   static                         FROM scratch: the static meshcap binary alone (render, check,
-#                                  trace; --native-nftables applies once nftables is programmed
-#                                  over netlink).
+#                                  trace; --native-nftables applies, checks and cleans up: nf_tables
+#                                  over netlink, no nft program).
 #
 # Two ways to build, same stages:
 #
@@ -59,10 +59,10 @@ COPY --from=meshcap-bin ${TARGETARCH}/meshcap /out/meshcap
 
 FROM binary-${BINARY} AS binary
 
-# ---- Debian's iptables and nftables packages for the target architecture ----
+# ---- Debian's iptables packages for the target architecture ----
 FROM ${DEBIAN_IMAGE} AS packages-apt
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables nftables \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables \
     && rm -rf /var/lib/apt/lists/*
 
 FROM scratch AS packages-unpacked

@@ -5,13 +5,13 @@
 # from that tree, so it may be of another architecture (the arm64 image is assembled on amd64).
 #
 #   rootfs.sh ARCH PACKAGES OUT      ARCH: amd64 | arm64; PACKAGES: a tree holding Debian's
-#                                    iptables and nftables packages with their dependencies
+#                                    iptables package with its dependencies
 #                                    unpacked (installed or `mmdebstrap --variant=extract`)
 #
 # The lists below are the whole content. They are fixed on purpose, not computed: an image that
 # grows only when this file changes. scripts/image.sh test proves them: every ELF file's
 # DT_NEEDED libraries are in the image, and every golden configuration is applied (both iptables
-# variants, and nft) and then checked with the image's own programs.
+# variants, and nftables over netlink) and then checked with the image's own programs.
 set -eu
 
 [ $# -eq 3 ] || { echo "usage: rootfs.sh ARCH PACKAGES OUT" >&2; exit 2; }
@@ -24,9 +24,8 @@ arm64) triplet=aarch64-linux-gnu loader=/lib/ld-linux-aarch64.so.1 ;;
 esac
 
 # The programs (Debian's multi-call binaries) and the names meshcap and Istio call them by.
-# nft is here because meshcap's --native-nftables backend still runs it (until the netlink
-# backend replaces it; then nft and its libraries leave the image).
-programs="xtables-legacy-multi xtables-nft-multi nft"
+# No nft: meshcap's --native-nftables backend programs and reads nf_tables over netlink.
+programs="xtables-legacy-multi xtables-nft-multi"
 legacy_names="iptables-legacy iptables-legacy-save iptables-legacy-restore
 ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore"
 nft_names="iptables-nft iptables-nft-save iptables-nft-restore
@@ -36,9 +35,7 @@ iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-resto
 # The shared libraries of those programs (the closure of their DT_NEEDED entries).
 libraries="libc.so.6
 libxtables.so.12 libip4tc.so.2 libip6tc.so.2
-libmnl.so.0 libnftnl.so.11
-libnftables.so.1 libgmp.so.10 libjansson.so.4
-libedit.so.2 libtinfo.so.6 libbsd.so.0 libmd.so.0"
+libmnl.so.0 libnftnl.so.11"
 
 # The xtables extensions the rules meshcap writes load (iptables-restore and iptables-save,
 # both variants): standard targets (RETURN, ACCEPT, DROP, jumps), -p tcp/udp, and the -m/-j
@@ -113,11 +110,7 @@ for e in $extensions; do
     [ -n "$found" ] || die "extension $e is not in $xdir"
 done
 
-# /etc/protocols (from netbase): nft names protocols with it when it lists rules (`meta l4proto
-# tcp`, not `6`), and meshcap's check reads that listing. No other file: meshcap reads /etc/passwd
-# and /etc/group only to resolve user and group names, and libxtables knows tcp and udp without
-# /etc/protocols. The container engine provides /proc, /sys, /dev, /etc/hosts and
-# /etc/resolv.conf; /run holds iptables-legacy's lock (a tmpfs where the root file system is
-# read-only).
-[ -f "$src/etc/protocols" ] || die "etc/protocols (netbase) is not in $src"
-cp "$src/etc/protocols" "$out/etc/protocols"
+# No file of /etc: meshcap reads /etc/passwd and /etc/group only to resolve user and group
+# names, its netlink reader needs no /etc/protocols, and libxtables knows tcp and udp without
+# it. The container engine provides /proc, /sys, /dev, /etc/hosts and /etc/resolv.conf; /run
+# holds iptables-legacy's lock (a tmpfs where the root file system is read-only).
