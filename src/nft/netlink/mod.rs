@@ -9,6 +9,8 @@
 //!   (nft's implicit dependencies, prefix and set forms), each tied to its operation.
 //! - [`socket`]: a `NETLINK_NETFILTER` socket (opened inside the target namespace) that sends
 //!   one atomic batch and maps each refusal to the message that caused it, and dumps.
+//! - `kernel_model` (tests and fuzzing only): what the kernel's commit of a batch leaves, as
+//!   a dump reads it, for the kernel-free round trip `to_ir(commit(from_ir(tx))) == tx`.
 //!
 //! Constants are the kernel's uapi (`linux/netfilter/nf_tables.h`, `nfnetlink.h`,
 //! `netlink.h`), written here as facts.
@@ -25,6 +27,8 @@
 pub mod attr;
 pub mod expr;
 pub mod from_ir;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod kernel_model;
 pub mod msg;
 pub mod socket;
 pub mod to_ir;
