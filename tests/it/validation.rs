@@ -26,10 +26,16 @@ fn flags(extra: &[&str]) -> Vec<String> {
 
 /// A pod with `extra` sidecar flags installed (render + iptables-legacy-restore).
 fn pod_with_capture(stack: Stack, extra: &[&str]) -> Net {
-    let mut scenario = Scenario::new("validation", stack, &[]);
+    pod_installed_by(Installer::Restore(Variant::Legacy), stack, extra, "")
+}
+
+/// A pod with `extra` sidecar flags installed by `installer`, reading `resolv` as its
+/// resolv.conf when the flags ask for it.
+fn pod_installed_by(installer: Installer, stack: Stack, extra: &[&str], resolv: &str) -> Net {
+    let mut scenario = Scenario::new("validation", stack, &[]).resolv_conf(resolv);
     scenario.flags = flags(extra);
     let net = Net::new(stack, false);
-    Installer::Restore(Variant::Legacy)
+    installer
         .install(&net, &scenario)
         .unwrap_or_else(|e| panic!("install: {e}"));
     net
@@ -332,4 +338,158 @@ fn validates_a_native_nftables_capture() {
     Installer::NativeNft.install(&net, &scenario).unwrap();
     let out = validate_in_pod(&net, &proxy(), &["--native-nftables", "--probe-timeout", "3s"]);
     assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+}
+
+/// The capture as the netlink installer programs it (`--native-nftables`, no `nft` on `PATH`
+/// that works, no process: `Installer::ApplyNft`) for every kind of scenario, then validated
+/// the way the istio-validation container of a native-nftables pod runs (`--native-nftables`).
+mod netlink_installer {
+    use super::*;
+
+    const NFT: &str = "--native-nftables";
+
+    fn pod(stack: Stack, extra: &[&str]) -> Net {
+        pod_installed_by(Installer::ApplyNft, stack, extra, "")
+    }
+
+    #[test]
+    fn passes_as_the_proxy_uid() {
+        needs_netns!();
+        let net = pod(Stack::V4, &[]);
+        let out = validate_in_pod(&net, &proxy(), &[NFT, "--probe-timeout", "3s"]);
+        assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    }
+
+    #[test]
+    fn passes_as_root_and_checks_dns_zones() {
+        needs_netns!();
+        let dns = ["--redirect-dns", "--capture-all-dns"];
+        let net = pod(Stack::V4, &dns);
+        let out = validate_in_pod(
+            &net,
+            &Creds::root(),
+            &[&dns[..], &[NFT, "--probe-timeout", "3s"]].concat(),
+        );
+        assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)", "dns (IPv4)"]);
+    }
+
+    #[test]
+    fn passes_with_resolv_conf_servers() {
+        needs_netns!();
+        let resolv = "nameserver 198.51.100.2\n";
+        let net = pod_installed_by(Installer::ApplyNft, Stack::V4, &["--redirect-dns"], resolv);
+        let _etc = NetnsEtc::resolv_conf(&net.pod.name, resolv);
+        let out = validation(&["--redirect-dns", NFT, "--probe-timeout", "3s"])
+            .inside(&net.pod)
+            .run();
+        assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)", "dns (IPv4)"]);
+        assert!(
+            out.stderr
+                .contains("a query to 198.51.100.2:53 reached 127.0.0.1:15053"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    #[test]
+    fn passes_in_tproxy_mode() {
+        needs_netns!();
+        let net = pod(Stack::V4, &["-m", "TPROXY"]);
+        let out = validate_in_pod(&net, &Creds::root(), &["-m", "TPROXY", NFT, "--probe-timeout", "3s"]);
+        assert_passed(&out, &["loopback (IPv4)", "inbound (IPv4)"]);
+    }
+
+    #[test]
+    fn passes_on_an_ipv6_only_pod() {
+        needs_netns!();
+        let net = pod(Stack::V6, &[]);
+        let out = validate_in_pod(&net, &proxy(), &[NFT, "--probe-timeout", "3s"]);
+        assert_passed(&out, &["loopback (IPv6)", "inbound (IPv6)"]);
+    }
+
+    #[test]
+    fn checks_both_families_on_a_dual_stack_pod_in_tproxy_mode() {
+        needs_netns!();
+        let extra = ["--dual-stack", "-m", "TPROXY"];
+        let net = pod(Stack::Dual, &extra);
+        let out = validate_in_pod(
+            &net,
+            &Creds::root(),
+            &[&extra[..], &[NFT, "--probe-timeout", "3s"]].concat(),
+        );
+        assert_passed(
+            &out,
+            &["loopback (IPv4)", "inbound (IPv4)", "loopback (IPv6)", "inbound (IPv6)"],
+        );
+    }
+
+    #[test]
+    fn passes_with_compact_lists() {
+        needs_netns!();
+        let extra = [
+            "--dual-stack",
+            "--compact",
+            "--redirect-dns",
+            "--capture-all-dns",
+            "-x",
+            "203.0.113.0/25,203.0.113.128/25,2001:db8:1::/48,2001:db8:2::/48",
+            "-d",
+            "15090,15021,15020,8000:8100,22",
+            "-o",
+            "22,25,1000:2000",
+        ];
+        let net = pod(Stack::Dual, &extra);
+        let out = validate_in_pod(
+            &net,
+            &Creds::root(),
+            &[&extra[..], &[NFT, "--probe-timeout", "3s"]].concat(),
+        );
+        assert_passed(
+            &out,
+            &[
+                "loopback (IPv4)",
+                "inbound (IPv4)",
+                "dns (IPv4)",
+                "loopback (IPv6)",
+                "inbound (IPv6)",
+                "dns (IPv6)",
+            ],
+        );
+    }
+
+    #[test]
+    fn fails_when_dns_capture_is_missing() {
+        needs_netns!();
+        let net = pod(Stack::V4, &[]);
+        let out = validate_in_pod(
+            &net,
+            &Creds::root(),
+            &["--redirect-dns", "--capture-all-dns", NFT, "--probe-timeout", "1s"],
+        );
+        assert_failed(&out, &["dns (IPv4)"], &["loopback (IPv4)", "inbound (IPv4)"]);
+    }
+
+    #[test]
+    fn apply_then_validate_in_one_run() {
+        needs_netns!();
+        let net = Net::new(Stack::Dual, false);
+        let out = Meshcap::new()
+            .arg("istio-iptables")
+            .args(flags(&[
+                "--dual-stack",
+                NFT,
+                "--run-validation",
+                "--probe-timeout",
+                "3s",
+            ]))
+            .netns(&net.pod)
+            .time_limit(Duration::from_secs(20))
+            .run();
+        assert_passed(
+            &out,
+            &["loopback (IPv4)", "inbound (IPv4)", "loopback (IPv6)", "inbound (IPv6)"],
+        );
+        let listed = net.pod.stdout("nft", &["list", "table", "inet", "istio-proxy-nat"]);
+        assert!(listed.contains("chain istio-output"), "{listed}");
+    }
 }

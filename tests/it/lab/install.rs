@@ -10,7 +10,8 @@
 //! - [`Installer::Restore`]: `meshcap render --family v4|v6 FLAGS` piped into the real
 //!   `iptables-<variant>-restore --noflush` / `ip6tables-<variant>-restore` inside the pod.
 //! - [`Installer::ApplyNft`]: the same apply path with `--native-nftables` (meshcap's nft
-//!   backend: one `nft -f -` transaction, routes by meshcap).
+//!   backend: one nf_tables batch over netlink, routes by meshcap), run with an `nft` on `PATH`
+//!   that fails and its debug log checked for "0 processes spawned".
 //! - [`Installer::NativeNft`]: `meshcap render --native-nftables FLAGS` (Istio's nftables
 //!   transaction) loaded with `nft -f -` inside the pod.
 //!
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Net, Scenario};
-use crate::support::{Meshcap, Netns, Variant};
+use crate::support::{Meshcap, Netns, TempDir, Variant};
 
 /// `ip6tables-VARIANT-WHAT` or `iptables-VARIANT-WHAT`.
 fn tool(variant: Variant, v6: bool, what: &str) -> String {
@@ -47,7 +48,8 @@ pub enum Installer {
     Restore(Variant),
     /// `meshcap render --native-nftables` + `nft -f -`, routes set up by the lab.
     NativeNft,
-    /// `meshcap istio-iptables --native-nftables --network-namespace POD` (the nft apply path).
+    /// `meshcap istio-iptables --native-nftables --network-namespace POD`: the netlink
+    /// installer, run with an `nft` on `PATH` that fails and checked to spawn no process.
     ApplyNft,
 }
 
@@ -74,7 +76,7 @@ impl Installer {
     pub fn install(&self, net: &Net, scenario: &Scenario) -> Result<(), String> {
         match self {
             Installer::Apply(variant) => install_apply(&["--force-iptables-binary", variant.name()], net, scenario),
-            Installer::ApplyNft => install_apply(&["--native-nftables"], net, scenario),
+            Installer::ApplyNft => install_netlink(net, scenario),
             Installer::Restore(variant) => install_restore(*variant, net, scenario),
             Installer::NativeNft => install_native_nft(net, scenario),
         }
@@ -130,6 +132,16 @@ fn reads_resolv_conf(scenario: &Scenario) -> bool {
 
 /// `meshcap istio-iptables FLAGS BACKEND_ARGS --network-namespace POD`.
 fn install_apply(backend_args: &[&str], net: &Net, scenario: &Scenario) -> Result<(), String> {
+    let (apply, _etc) = apply_cmd(backend_args, net, scenario);
+    let run = apply.try_run()?;
+    if !run.ok() {
+        return Err(run.to_string());
+    }
+    Ok(())
+}
+
+/// The command of [`install_apply`], and the pod's resolv.conf it reads (keep it while it runs).
+fn apply_cmd(backend_args: &[&str], net: &Net, scenario: &Scenario) -> (Meshcap, Option<NetnsEtc>) {
     let mut apply = Meshcap::new()
         .arg("istio-iptables")
         .args(&scenario.flags)
@@ -138,13 +150,30 @@ fn install_apply(backend_args: &[&str], net: &Net, scenario: &Scenario) -> Resul
         .time_limit(Duration::from_secs(30));
     // Inside the pod, so that `ip netns exec` mounts the pod's resolv.conf for meshcap to read.
     let reads = reads_resolv_conf(scenario);
-    let _etc = reads.then(|| NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf));
+    let etc = reads.then(|| NetnsEtc::resolv_conf(&net.pod.name, &scenario.resolv_conf));
     if reads {
         apply = apply.inside(&net.pod);
     }
-    let run = apply.try_run()?;
+    (apply, etc)
+}
+
+/// `meshcap istio-iptables FLAGS --native-nftables --network-namespace POD` with an `nft` on
+/// `PATH` that fails (`/bin/false`): the netlink installer, which must spawn no process at all
+/// (its debug log counts them).
+fn install_netlink(net: &Net, scenario: &Scenario) -> Result<(), String> {
+    let bin = TempDir::new("lab-nonft");
+    bin.link("nft", "false");
+    let (apply, _etc) = apply_cmd(
+        &["--native-nftables", "--log_output_level=default:debug"],
+        net,
+        scenario,
+    );
+    let run = apply.env("PATH", bin.path_first()).try_run()?;
     if !run.ok() {
         return Err(run.to_string());
+    }
+    if !run.stderr.contains("\t0 processes spawned") {
+        return Err(format!("the netlink installer spawned a process:\n{}", run.stderr));
     }
     Ok(())
 }
