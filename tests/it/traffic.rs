@@ -131,6 +131,19 @@ pub fn outbound_port_exclude() -> Scenario {
         .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
 }
 
+/// One-port ranges (`8443:8443`): the kernel holds `>= 8443, <= 8443`, which the nft reader
+/// reads back as port 8443 (found by fuzzing: the re-run of `--native-nftables` saw drift).
+pub fn outbound_one_port_ranges() -> Scenario {
+    scenario(
+        "outbound_one_port_ranges",
+        Stack::V4,
+        &["-o", "8080:8080", "-q", "8443:8443"],
+    )
+    .case(tcp(From::App, sa(PEER4, 8080), Outcome::Direct))
+    .case(tcp(From::App, sa(PEER4, 8443), redirected(15001, sa(PEER4, 8443))))
+    .case(tcp(From::App, sa(PEER4, 80), redirected(15001, sa(PEER4, 80))))
+}
+
 pub fn pod_local_traffic() -> Scenario {
     scenario("pod_local_traffic", Stack::V4, &[])
         .case(tcp(From::App, sa(LOOP4, 8080), Outcome::Direct))
@@ -352,6 +365,7 @@ macro_rules! scenario_tests {
             outbound_cidr_include,
             outbound_port_include,
             outbound_port_exclude,
+            outbound_one_port_ranges,
             pod_local_traffic,
             passthrough_source,
             dns_resolv_conf,

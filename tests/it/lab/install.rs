@@ -11,7 +11,8 @@
 //!   `iptables-<variant>-restore --noflush` / `ip6tables-<variant>-restore` inside the pod.
 //! - [`Installer::ApplyNft`]: the same apply path with `--native-nftables` (meshcap's nft
 //!   backend: one nf_tables batch over netlink, routes by meshcap), run with an `nft` on `PATH`
-//!   that fails and its debug log checked for "0 processes spawned".
+//!   that fails and its debug log checked for "0 processes spawned", then re-run: the state
+//!   read back over netlink must equal the plan.
 //! - [`Installer::NativeNft`]: `meshcap render --native-nftables FLAGS` (Istio's nftables
 //!   transaction) loaded with `nft -f -` inside the pod.
 //!
@@ -159,21 +160,31 @@ fn apply_cmd(backend_args: &[&str], net: &Net, scenario: &Scenario) -> (Meshcap,
 
 /// `meshcap istio-iptables FLAGS --native-nftables --network-namespace POD` with an `nft` on
 /// `PATH` that fails (`/bin/false`): the netlink installer, which must spawn no process at all
-/// (its debug log counts them).
+/// (its debug log counts them). Run twice: the re-run reads the kernel's state back over
+/// netlink and must find it equal to the plan (no drift, nothing changed).
 fn install_netlink(net: &Net, scenario: &Scenario) -> Result<(), String> {
     let bin = TempDir::new("lab-nonft");
     bin.link("nft", "false");
-    let (apply, _etc) = apply_cmd(
-        &["--native-nftables", "--log_output_level=default:debug"],
-        net,
-        scenario,
-    );
-    let run = apply.env("PATH", bin.path_first()).try_run()?;
-    if !run.ok() {
-        return Err(run.to_string());
-    }
-    if !run.stderr.contains("\t0 processes spawned") {
-        return Err(format!("the netlink installer spawned a process:\n{}", run.stderr));
+    for (round, expect) in ["nftables rules programmed", "reconciliation not needed"]
+        .iter()
+        .enumerate()
+    {
+        let (apply, _etc) = apply_cmd(
+            &["--native-nftables", "--log_output_level=default:debug"],
+            net,
+            scenario,
+        );
+        let run = apply.env("PATH", bin.path_first()).try_run()?;
+        if !run.ok() {
+            return Err(format!("run {}: {run}", round + 1));
+        }
+        if !run.stderr.contains("\t0 processes spawned") || !run.stderr.contains(expect) {
+            return Err(format!(
+                "run {}: expected {expect:?} and no process:\n{}",
+                round + 1,
+                run.stderr
+            ));
+        }
     }
     Ok(())
 }
