@@ -398,6 +398,8 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
     // error here as in apply, not a list of drift.
     crate::config::check_loadable_on_host(config)?;
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    // Entered once, on this thread, for the whole check (lock, kernel facts, dump).
+    let _inside = netns::enter(netns.as_ref());
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;
     let kernel = LinuxKernel::open(netns.as_ref())?;
