@@ -1,8 +1,8 @@
 //! The target network namespace: `--network-namespace` as a path (`/var/run/netns/NAME`,
 //! `/proc/PID/ns/net`) or a bare name (looked up as `/var/run/netns/NAME`), opened once and
 //! checked to really be a network namespace. meshcap enters it itself: children with `setns` in
-//! `pre_exec` (see `exec`), and its own netlink and `/proc` work ([`within`]) either on the
-//! thread that runs the command, entered once for the whole command ([`enter`]), or, where that
+//! `pre_exec` (see `exec`), and its own netlink and `/proc` work (`within`) either on the
+//! thread that runs the command, entered once for the whole command (`enter`), or, where that
 //! did not happen, on a dedicated thread per call ([`Netns::run_in`]). Entering once matters on
 //! a loaded machine: every new thread waits for a core before it runs (measured: up to ~4 ms
 //! each), and a command used to enter three or four times (the lock, the kernel facts, the
