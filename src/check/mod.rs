@@ -431,11 +431,7 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
     if config.native_nftables {
         let tx = crate::nft::lower::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let live = live::nft::read_state(netns.as_ref())?;
-        let drift = nft_drift::compare(
-            &crate::nft::ir::planned(&tx),
-            &live,
-            &Ids::from_host()?,
-        );
+        let drift = nft_drift::compare(&crate::nft::ir::planned(&tx), &live, &Ids::from_host()?);
         let also_in_iptables: Vec<IptablesChains> = reader
             .residue()?
             .into_iter()
