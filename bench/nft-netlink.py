@@ -13,6 +13,7 @@ shuffled order; ratios of medians.
     meshcap under `nsenter` too, for the same entry cost on both sides;
 (b) the same with 5,000 excluded CIDRs and --compact (one interval set);
 (c) peak RSS of those applies (GNU time's %M; meshcap starts no child now).
+MESHCAP_BASE=<another meshcap binary> times it too, in the same rounds (before/after figures).
 """
 
 import os
@@ -53,6 +54,9 @@ def section(report, title, args):
         }
         if os.path.exists(bench.STATIC):
             cmds["static meshcap --network-namespace"] = [bench.STATIC, "istio-iptables"] + args + [
+                "--native-nftables", "--network-namespace", NS]
+        if bench.BASE:
+            cmds["MESHCAP_BASE --network-namespace"] = [bench.BASE, "istio-iptables"] + args + [
                 "--native-nftables", "--network-namespace", NS]
         res = bench.interleaved(cmds, bench.ROUNDS, prepare=lambda: bench.fresh_ns(NS))
         nft = res["nft -f (nsenter)"][0]

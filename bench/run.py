@@ -51,6 +51,9 @@ BENCH = os.path.join(ROOT, "bench")
 MESHCAP = os.environ.get("MESHCAP", os.path.join(ROOT, "target", "release", "meshcap"))
 # The static build the image ships (scripts/build-static.sh), when present.
 STATIC = os.environ.get("MESHCAP_STATIC", os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "meshcap"))
+# Another meshcap binary (e.g. the release build of main) to time beside MESHCAP in the same
+# interleaved rounds (`nft-netlink.py` and the `nftread` section), when set.
+BASE = os.environ.get("MESHCAP_BASE")
 CONNBENCH = os.path.join(ROOT, "target", "release", "examples", "connbench")
 ROUNDS = int(os.environ.get("ROUNDS", "30"))
 CONN_REPEATS = int(os.environ.get("CONN_REPEATS", "5"))
@@ -238,6 +241,10 @@ def section_nftread(report):
             "meshcap check --native-nftables": [MESHCAP, "check", "--native-nftables"] + args
             + ["--network-namespace", ns],
         }
+        if BASE:
+            cmds["MESHCAP_BASE re-run"] = [BASE, "istio-iptables", "--native-nftables"] + args + [
+                "--network-namespace", ns]
+            cmds["MESHCAP_BASE check"] = [BASE, "check", "--native-nftables"] + args + ["--network-namespace", ns]
         res = interleaved(cmds, ROUNDS)
         # The re-run's own read back + compare (netlink dump, decode, drift), as it logs it.
         inner = []

@@ -4,7 +4,8 @@
 #   2. checks that network namespaces can be created: required when CI=true; elsewhere, when they
 #      cannot be, the netns tests are skipped explicitly (MESHCAP_SKIP_NETNS=1; without it they
 #      fail) and the number skipped is printed at the end;
-#   3. cargo fmt --check, cargo clippy (warnings are errors), cargo build --release,
+#   3. cargo fmt --check, cargo clippy and cargo doc --no-deps (warnings are errors),
+#      cargo build --release,
 #      cargo test --release (unit, golden, property and netns tests, and the examples the
 #      traffic lab runs);
 #      scripts/image.sh build and test --all-arch (the container images, run in pods);
@@ -84,6 +85,7 @@ host_state() {
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings -D clippy::too_many_lines
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 cargo build --release
 before=$(host_state)
 status=0

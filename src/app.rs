@@ -17,7 +17,7 @@ use crate::values::Family;
 use crate::{check, trace};
 use crate::{iptables, json, nft};
 
-/// Runs meshcap with `args` (argv[0] first) and `env`; returns the process exit code.
+/// Runs meshcap with `args` (`argv[0]` first) and `env`; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, env: Env) -> i32 {
     let (convention, outcome) = outcome(args.into_iter().collect(), &env);
     exit_code(convention, outcome, &mut std::io::stderr())

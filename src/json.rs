@@ -203,7 +203,7 @@ pub(crate) fn document(plan: &Plan, families: &[Family]) -> Document {
 }
 
 /// The document as pretty-printed JSON with a final newline, in memory (tests and library
-/// users; the command streams it with [`write`]).
+/// users; the command streams it with [`write()`]).
 pub fn render(plan: &Plan, families: &[Family]) -> String {
     let mut out = Vec::new();
     write(plan, families, &mut out).expect("writing to memory does not fail");

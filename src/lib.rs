@@ -1,7 +1,7 @@
 //! meshcap: the traffic capture of a service-mesh sidecar, as a typed rule model.
 //!
 //! argv + env → [`cli`] → [`config::Config`] → [`plan::Plan`] → codecs ([`iptables`], [`nft`],
-//! [`json`]) / [`trace`] / [`drift`] / [`live`] / [`apply`]. The layers and their one-way order
+//! [`json`]) / [`trace`] / [`drift`] / `live` / `apply`. The layers and their one-way order
 //! are in `docs/architecture.md`.
 //!
 //! A citation `istio-compat §N.N` (or a bare `§N.N`) names a section of

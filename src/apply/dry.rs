@@ -26,8 +26,9 @@ use crate::error::{Error, Refusal, Result};
 use crate::iptables::parse::{Strictness, parse_save};
 use crate::iptables::render::restore_payload;
 use crate::live::{self, binaries::Binaries};
-use crate::nft::ir::{self, NftOp, NftState, NftTable, Transaction};
+use crate::nft::ir::Transaction;
 use crate::nft::lower::cleanup_transaction;
+use crate::nft::netlink::{Message, socket};
 use crate::plan::Plan;
 use crate::sys::exec::{Cmd, ExecError, Output, RealSystem, System};
 use crate::sys::kernel::{Kernel, LinuxKernel};
@@ -340,12 +341,31 @@ fn nftables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Targe
         routes_skipped();
         return Ok(());
     }
-    match nft_assess(config, plan, kernel, &sys, target.netns, ours) {
-        Ok(Some(tx)) => {
+    let ctx = nft::NftCtx {
+        sys: &sys,
+        kernel,
+        config,
+        ns: target.ns(),
+        netlink: &NoBatch,
+        live: &live::nft::Netlink { netns: target.netns },
+    };
+    let label = "nftables (netlink)";
+    match ctx.decide(plan) {
+        Ok(nft::Decision::Nothing(why)) => tracing::info!("dry run: {label}: nothing to do: {why}"),
+        Ok(nft::Decision::Run { tx, verb, residue, .. }) => {
+            tracing::info!("dry run: {label}: a real run would {verb} in one nf_tables batch");
+            for r in &residue {
+                let input =
+                    payloads::restore_input(&payloads::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
+                tracing::info!(
+                    "dry run: after the transaction a real run would remove the iptables backend's rules with {}:\n{}",
+                    r.bins.restore(),
+                    input.trim()
+                );
+            }
             tracing::info!("Applying nftables rules");
             show_nft(&tx, target.ns());
         }
-        Ok(None) => {}
         Err(Error::Refused(r)) => refused(&r),
         Err(e) => {
             unreadable(&e.to_string());
@@ -356,96 +376,13 @@ fn nftables_with(real: &RealSystem, config: &Config, plan: &Plan, target: &Targe
     Ok(())
 }
 
-/// What a real nftables apply finds, logged as it logs it, with the verdict: the transaction it
-/// would run (`None`: nothing to do), or its refusal. The same reads and comparisons as
-/// [`nft::NftCtx::apply`].
-fn nft_assess(
-    config: &Config,
-    plan: &Plan,
-    kernel: &dyn Kernel,
-    sys: &dyn System,
-    netns: Option<&Netns>,
-    ours: Option<Vec<NftTable>>,
-) -> Result<Option<Transaction>> {
-    let ns = netns.map(Netns::path);
-    let tx = nft::planned_transaction(plan)?;
-    let planned = ir::planned(&tx);
-    let live = match ours {
-        Some(t) if t.is_empty() => NftState::default(),
-        _ => live::nft::read_state(netns)?,
-    };
-    let drift = crate::drift::nft::compare(&planned, &live, &crate::sys::host::Ids::from_host()?);
-    let residue = live::iptables::Reader {
-        sys,
-        kernel,
-        force: config.force_iptables_binary,
-        ns,
+/// The dry run's [`nft::Netlink`]: it sends no batch (the decision it logs never reaches it).
+struct NoBatch;
+
+impl nft::Netlink for NoBatch {
+    fn apply(&self, _: &[Message]) -> std::result::Result<(), socket::Error> {
+        Err(socket::Error::Io(std::io::Error::other("a dry run sends no batch")))
     }
-    .residue()?;
-    let force = config.force_apply;
-    let label = "nftables (netlink)";
-    let verb = if live.is_empty() && residue.is_empty() {
-        tracing::info!("Clean-state detected, new nftables rules are needed");
-        if planned.is_empty() {
-            tracing::info!("There are no nftables rules to log");
-            tracing::info!("dry run: {label}: nothing to do: no rules are planned and none of meshcap's are live");
-            return Ok(None);
-        }
-        "apply the rules (clean state)"
-    } else if drift.is_clean() && residue.is_empty() {
-        tracing::info!("Found compatible nftables rules, reconciliation not needed");
-        if !force {
-            tracing::info!("dry run: {label}: nothing to do: the rules are already applied and unchanged");
-            return Ok(None);
-        }
-        "rebuild the unchanged rules (--force-apply)"
-    } else {
-        if !live.is_empty() && !drift.is_clean() {
-            tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
-        }
-        if !residue.is_empty() {
-            tracing::info!(
-                "Found residues of the iptables backend's rules (ISTIO_* chains), reconciliation is recommended"
-            );
-        }
-        let mut summary = vec![drift.summary()];
-        if !drift.is_clean() {
-            tracing::info!("{}\n{}", drift.summary(), drift.lines());
-        }
-        for r in &residue {
-            tracing::info!("{}", r.note());
-            summary.push(r.note());
-        }
-        if !config.reconcile && !force {
-            return Err(Error::Refused(Refusal::Drift {
-                rules: "istio-proxy-* nftables rules",
-                summary,
-                guarded: false,
-            }));
-        }
-        if config.reconcile {
-            "rebuild meshcap's tables (--reconcile)"
-        } else {
-            "rebuild meshcap's tables (--force-apply)"
-        }
-    };
-    tracing::info!("dry run: {label}: a real run would {verb} in one nf_tables batch");
-    for r in &residue {
-        let input = payloads::restore_input(&payloads::cleanup_lines(&plan.ruleset(r.bins.family), &r.dump), None);
-        tracing::info!(
-            "dry run: after the transaction a real run would remove the iptables backend's rules with {}:\n{}",
-            r.bins.restore(),
-            input.trim()
-        );
-    }
-    let mut ops: Vec<NftOp> = live
-        .tables
-        .iter()
-        .filter_map(|t| NftTable::from_name(t))
-        .map(NftOp::DeleteTable)
-        .collect();
-    ops.extend(tx.ops);
-    Ok(Some(Transaction { ops }))
 }
 
 fn show_nft(tx: &Transaction, ns: Option<&Path>) {

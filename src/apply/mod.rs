@@ -82,6 +82,8 @@ pub(crate) fn run(flags: &CaptureFlags, env: &Env, cleanup_cmd: bool) -> Result<
         );
     }
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    // Entered once, on this thread, for the whole run (lock, kernel facts, reads, writes).
+    let _inside = crate::sys::netns::enter(netns.as_ref());
     // One meshcap at a time per namespace, taken before anything is read, so concurrent runs
     // cannot interleave their reads and writes (a rollback never undoes another run's rules).
     let _lock = if config.dry_run {

@@ -146,6 +146,24 @@ pub(super) fn log_planned_batch(tx: &Transaction) {
     }
 }
 
+/// What an nftables apply does ([`NftCtx::decide`]); a refusal is an error.
+pub(super) enum Decision {
+    /// Nothing to send; why, in the dry run's words.
+    Nothing(&'static str),
+    /// One batch, then the removal of the iptables backend's `residue`.
+    Run {
+        /// meshcap's live tables deleted, then the planned transaction.
+        tx: Transaction,
+        /// None of meshcap's tables is live: only what changes the namespace is sent
+        /// ([`changes_only`]).
+        fresh: bool,
+        /// What the batch does, in the dry run's words (`apply the rules (clean state)`).
+        verb: &'static str,
+        residue: Vec<Residue>,
+        ids: Ids,
+    },
+}
+
 /// The nft backend's view of the target namespace.
 pub(super) struct NftCtx<'a> {
     pub(crate) sys: &'a dyn System,
@@ -228,7 +246,12 @@ impl NftCtx<'_> {
         Ok(())
     }
 
-    pub(crate) fn apply(&self, plan: &Plan) -> Result<()> {
+    /// What an apply does with the namespace as it is now: reads meshcap's live tables (only if
+    /// the kernel lists one) and the iptables backend's residue, compares them with the plan,
+    /// logs what it found as Istio does, and decides. A refusal is the `Err`
+    /// ([`Error::Refused`]). The real run executes the decision ([`Self::apply`]), the dry run
+    /// logs it (`super::dry`): one decision, two uses.
+    pub(super) fn decide(&self, plan: &Plan) -> Result<Decision> {
         let tx = planned_transaction(plan)?;
         let planned = ir::planned(&tx);
         let started = std::time::Instant::now();
@@ -244,17 +267,19 @@ impl NftCtx<'_> {
         );
         let residue = self.reader().residue()?;
         let force = self.config.force_apply;
-        if live.is_empty() && residue.is_empty() {
+        let verb = if live.is_empty() && residue.is_empty() {
             tracing::info!("Clean-state detected, new nftables rules are needed");
             if planned.is_empty() {
                 tracing::info!("There are no nftables rules to log");
-                return Ok(());
+                return Ok(Decision::Nothing("no rules are planned and none of meshcap's are live"));
             }
+            "apply the rules (clean state)"
         } else if drift.is_clean() && residue.is_empty() {
             tracing::info!("Found compatible nftables rules, reconciliation not needed");
             if !force {
-                return Ok(());
+                return Ok(Decision::Nothing("the rules are already applied and unchanged"));
             }
+            "rebuild the unchanged rules (--force-apply)"
         } else {
             if !live.is_empty() && !drift.is_clean() {
                 tracing::info!("Found residues of old nftables rules, reconciliation is recommended");
@@ -279,10 +304,15 @@ impl NftCtx<'_> {
                     guarded: false,
                 }));
             }
-        }
+            if self.config.reconcile {
+                "rebuild meshcap's tables (--reconcile)"
+            } else {
+                "rebuild meshcap's tables (--force-apply)"
+            }
+        };
         // Rebuild: meshcap's live tables are deleted first, in the same transaction, so
         // whatever they held (chains or sets meshcap does not use) goes and the result is
-        // exactly a fresh apply; nft commits it atomically.
+        // exactly a fresh apply; the kernel commits it atomically.
         let mut ops: Vec<NftOp> = live
             .tables
             .iter()
@@ -290,9 +320,29 @@ impl NftCtx<'_> {
             .map(NftOp::DeleteTable)
             .collect();
         ops.extend(tx.ops);
-        let tx = Transaction { ops };
+        Ok(Decision::Run {
+            tx: Transaction { ops },
+            fresh: live.is_empty(),
+            verb,
+            residue,
+            ids,
+        })
+    }
+
+    /// Applies `plan`: executes [`Self::decide`]'s decision.
+    pub(crate) fn apply(&self, plan: &Plan) -> Result<()> {
+        let Decision::Run {
+            tx,
+            fresh,
+            residue,
+            ids,
+            ..
+        } = self.decide(plan)?
+        else {
+            return Ok(());
+        };
         tracing::info!("Applying nftables rules");
-        if live.is_empty() {
+        if fresh {
             self.run(&tx, &changes_only(&tx), &ids)?;
         } else {
             self.run(&tx, &tx, &ids)?;

@@ -398,6 +398,8 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
     // error here as in apply, not a list of drift.
     crate::config::check_loadable_on_host(config)?;
     let netns = config.network_namespace.as_deref().map(Netns::open).transpose()?;
+    // Entered once, on this thread, for the whole check (lock, kernel facts, dump).
+    let _inside = netns::enter(netns.as_ref());
     // Not while another meshcap is changing this namespace (its guardrails would show as drift).
     let _lock = netns::lock(netns.as_ref(), std::time::Duration::from_secs(10))?;
     let kernel = LinuxKernel::open(netns.as_ref())?;
@@ -429,11 +431,7 @@ pub(crate) fn live(config: &Config, ipv6_setting: Ipv6Setting) -> Result<Report>
     if config.native_nftables {
         let tx = crate::nft::lower::apply_transaction(&plan).map_err(|e| Error::inconsistent("nftables", e))?;
         let live = live::nft::read_state(netns.as_ref())?;
-        let drift = nft_drift::compare(
-            &crate::nft::ir::planned(&tx),
-            &live,
-            &Ids::from_host()?,
-        );
+        let drift = nft_drift::compare(&crate::nft::ir::planned(&tx), &live, &Ids::from_host()?);
         let also_in_iptables: Vec<IptablesChains> = reader
             .residue()?
             .into_iter()

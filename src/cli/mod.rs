@@ -663,7 +663,7 @@ pub(crate) enum CompletionShell {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// A command (e.g. render) whose own page to print, named meshcap-<command>(1).
+    /// A command (e.g. render) whose own page to print, named meshcap-COMMAND(1).
     #[arg(value_name = "COMMAND")]
     pub(crate) command: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! Inside `ISTIO_*` chains the live rules must equal the planned ones, in order. In built-in
 //! chains only meshcap's rules are compared (rules equal to a planned one, and any jump to an
 //! `ISTIO_*` chain); foreign rules there are ignored. Rules are compared in their canonical form
-//! (`Rule::canonical`, see [`key`]), so iptables-save's reordering of matches and masking of
+//! (`Rule::canonical`, see `key`), so iptables-save's reordering of matches and masking of
 //! host bits, its numeric owners (`--uid-owner 1337` for the planned `istio-proxy`) and its
 //! `--dport 1` for the planned range `1:1` do not count as drift. A rule that is both missing
 //! at its planned place and present elsewhere is reported once, as misordered.
@@ -284,7 +284,7 @@ pub(crate) fn diff_chain<K: Eq + Hash>(
 /// Compares one family's plan with that family's live dump. Every planned table is walked
 /// whether or not the dump lists it, so a table missing whole (as an apply interrupted between
 /// two tables' commits leaves it) reports each of its planned rules as missing. `ids` resolves
-/// owner names for the comparison ([`key`]): the accounts the restore resolved them with.
+/// owner names for the comparison (`key`): the accounts the restore resolved them with.
 pub fn compare(planned: &Ruleset, live: &SaveDump, ids: &Ids) -> Drift {
     let mut entries = Vec::new();
     for table in TableName::ALL {

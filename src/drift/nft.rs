@@ -1,7 +1,7 @@
 //! Drift for the nftables backend: meshcap's three `inet` tables as the kernel holds them
 //! ([`crate::nft::netlink::to_ir`]) against the state the plan's transaction leaves
 //! ([`crate::nft::ir::planned`]), chain by chain and in order, as for iptables
-//! ([`super::diff_chain`]). The report's `+`/`-` lines are spelled in [`super::report`].
+//! (`super::diff_chain`). The report's `+`/`-` lines are spelled in `super::report`.
 //!
 //! Rules are compared in a canonical form ([`key`]) that undoes what nft normalises when it
 //! lists a ruleset (the `meta l4proto` a port match implies, host bits and `/32`, the order of

@@ -1,7 +1,7 @@
 //! The syntax-free rule model: tables, chains, rules with typed matches and targets.
 //!
 //! A [`Ruleset`] is one family's capture as an ordered list of operations per table (append or
-//! insert-at-position, exactly the sequence a restore applies). [`Table::resolved`] computes what
+//! insert-at-position, exactly the sequence a restore applies). `Table::resolved` computes what
 //! the kernel holds afterwards, chain by chain. Nothing here knows how iptables or nft spell a
 //! rule; the renderers in `render` do.
 
@@ -534,7 +534,7 @@ impl Ruleset {
         self.tables.iter().find(|t| t.name == name)
     }
 
-    /// [`Ruleset::validate_for`] the iptables backend (every plan's iptables view must pass).
+    /// `Ruleset::validate_for` the iptables backend (every plan's iptables view must pass).
     pub fn validate(&self) -> Result<(), Invalid> {
         self.validate_for(Backend::Iptables)
     }

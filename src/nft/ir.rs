@@ -1,8 +1,8 @@
 //! The one representation of meshcap's nftables objects, which every nftables codec reads or
-//! writes: [`super::lower`] builds a [`Transaction`] from the plan, [`super::text`] spells it as
+//! writes: [`super::lower`] builds a [`Transaction`] from the plan, `super::text` spells it as
 //! `nft -f` input, [`super::netlink::to_ir`] reads the kernel's netlink dump into an
 //! [`NftState`] (as `listing`, a test-only reader, does the JSON listing), and
-//! [`super::model`] reads a rule in the rule model's terms for the tracer and drift.
+//! `super::model` reads a rule in the rule model's terms for the tracer and drift.
 //!
 //! Two views of the same objects:
 //! * the *transaction*: [`NftOp`]s that change the kernel, committed atomically;
@@ -512,7 +512,7 @@ pub enum NftOp {
     AddTable(NftTable),
     FlushTable(NftTable),
     DeleteTable(NftTable),
-    /// A base chain is declared with [`NftTable::base_chain`].
+    /// A base chain is declared with `NftTable::base_chain`.
     AddChain(NftTable, NftChain),
     DeleteChain(NftTable, NftChain),
     AddRule {

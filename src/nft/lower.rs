@@ -2,7 +2,7 @@
 //!
 //! A second lowering of the same [`Plan`] as `iptables::render`: it reads `plan.ops` (Istio's
 //! generation order with each operation's families and provenance) and never re-decides policy.
-//! The result is a typed [`Transaction`] ([`super::ir`]); [`super::text`] spells it as the text
+//! The result is a typed [`Transaction`] ([`super::ir`]); `super::text` spells it as the text
 //! `nft -f -` reads.
 //!
 //! # Istio's native nftables mode, reproduced (istio-compat §8.2–8.5)
@@ -17,7 +17,7 @@
 //!   addresses.
 //! * `counter` in every rule, before the verdict or action; TPROXY is one rule
 //!   `tproxy ip to :C meta mark set M counter accept`.
-//! * Istio spells each rule by hand, so some details follow the plan's [`Step`] (see the
+//! * Istio spells each rule by hand, so some details follow the plan's `Step` (see the
 //!   private `spelling`, one exhaustive match): `meta l4proto tcp` beside a `tcp dport` in some rules but not in others,
 //!   ports before addresses in raw DNS rules, and drop-invalid limited to TCP (a real difference
 //!   from the iptables rules: other invalid packets are not dropped). Owners are `skuid`/`skgid`

@@ -1,8 +1,8 @@
 //! Istio's capture policy as a pure function: `Config` + IPv6 enablement → [`Plan`].
 //!
-//! [`build`] walks Istio 1.29's ordered algorithm (`docs/istio-compat.md §3.2`, steps 1–19) once
-//! and records every rule as a [`ScopedOp`]: the operation plus the families it belongs to and
-//! the [`Step`] that wrote it. Family-specific values (loopback prefix, `127.0.0.6`/`::6`, CIDRs,
+//! `build` walks Istio 1.29's ordered algorithm (`docs/istio-compat.md §3.2`, steps 1–19) once
+//! and records every rule as a `ScopedOp`: the operation plus the families it belongs to and
+//! the `Step` that wrote it. Family-specific values (loopback prefix, `127.0.0.6`/`::6`, CIDRs,
 //! DNS servers) are computed per family right here; no placeholder is substituted later.
 //! [`Plan::ruleset`] projects the sequence onto one family (the iptables view); the nft renderer
 //! reads the whole sequence, where a rule scoped to both families is written once.
@@ -11,9 +11,9 @@
 //! `interfaces.rs` (steps 1–2), `inbound.rs` (3, 4, 6, 7), `tproxy.rs` (the TPROXY parts of 7,
 //! and 19), `outbound.rs` (5, 8–13, 15–18), `dns.rs` (14). `oplog.rs` is the builder they record
 //! with (`log.at(step, NAT_ISTIO_OUTPUT).both(matches, target)`), `matches.rs` the match
-//! shorthands, `step.rs` the [`Step`] enum. [`compact`] is a later pass over a built plan
-//! (`--compact`). [`budget`] counts the rules a configuration would plan without building them
-//! and refuses it past `MESHCAP_MAX_RULES`; [`build_for`] (what every command plans with) checks
+//! shorthands, `step.rs` the `Step` enum. `compact` is a later pass over a built plan
+//! (`--compact`). `budget` counts the rules a configuration would plan without building them
+//! and refuses it past `MESHCAP_MAX_RULES`; `build_for` (what every command plans with) checks
 //! it first.
 
 pub(crate) mod budget;
@@ -145,7 +145,7 @@ pub(crate) fn build_for(cfg: &Config, ipv6: bool) -> crate::error::Result<Plan> 
 }
 
 impl Plan {
-    /// Checks every family's view for `backend` ([`Ruleset::validate_for`]).
+    /// Checks every family's view for `backend` (`Ruleset::validate_for`).
     pub fn validate(&self, backend: Backend) -> Result<(), (Family, Invalid)> {
         for family in self.families() {
             let tables = TableName::ALL

@@ -1,10 +1,15 @@
 //! The target network namespace: `--network-namespace` as a path (`/var/run/netns/NAME`,
 //! `/proc/PID/ns/net`) or a bare name (looked up as `/var/run/netns/NAME`), opened once and
 //! checked to really be a network namespace. meshcap enters it itself: children with `setns` in
-//! `pre_exec` (see `exec`), and its own netlink and `/proc` work on a dedicated thread
-//! ([`Netns::run_in`]). Failing to open or enter it is an error naming the path; nothing ever
+//! `pre_exec` (see `exec`), and its own netlink and `/proc` work (`within`) either on the
+//! thread that runs the command, entered once for the whole command (`enter`), or, where that
+//! did not happen, on a dedicated thread per call ([`Netns::run_in`]). Entering once matters on
+//! a loaded machine: every new thread waits for a core before it runs (measured: up to ~4 ms
+//! each), and a command used to enter three or four times (the lock, the kernel facts, the
+//! nft dump, the batch). Failing to open or enter it is an error naming the path; nothing ever
 //! falls back to the current namespace.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -20,6 +25,13 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 pub struct Netns {
     path: PathBuf,
     file: File,
+    /// The namespace's identity (device and inode of its nsfs file).
+    id: (u64, u64),
+}
+
+thread_local! {
+    /// The namespace this thread entered with [`enter`] (its identity), while it is inside.
+    static INSIDE: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
 
 /// The path `--network-namespace` names: a value with a `/` is a path, anything else a name
@@ -69,7 +81,14 @@ impl Netns {
                 why: "it is another kind of namespace".into(),
             });
         }
-        Ok(Netns { path, file })
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::system(format!("cannot open network namespace {shown}"), e))?;
+        Ok(Netns {
+            path,
+            file,
+            id: (meta.dev(), meta.ino()),
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -178,12 +197,57 @@ pub(crate) fn lock(netns: Option<&Netns>, timeout: std::time::Duration) -> Resul
     }
 }
 
-/// Runs `f` in `netns` (on a dedicated thread) or, without one, right here.
+/// Runs `f` in `netns`: right here when this thread is inside it ([`enter`]) or no namespace
+/// is named, else on a dedicated thread that enters it first.
 pub(crate) fn within<T: Send>(netns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T> {
     match netns {
-        Some(ns) => ns.run_in(f),
-        None => Ok(f()),
+        Some(ns) if INSIDE.get() != Some(ns.id) => ns.run_in(f),
+        _ => Ok(f()),
     }
+}
+
+/// The current thread inside a network namespace, until dropped: then it returns to the
+/// namespace it came from.
+#[derive(Debug)]
+pub(crate) struct Entered {
+    original: File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        INSIDE.set(None);
+        // SAFETY: setns on this thread with a descriptor we own.
+        if unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // The command is over by then; only a library caller's thread would notice.
+            tracing::debug!(
+                "cannot return to the original network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Enters `netns` on the current thread for the rest of a command (until the guard drops), so
+/// every [`within`] after it runs right here: one `setns`, no thread. `None` when no namespace is
+/// named, or when it cannot be entered this way (no `/proc` to come back by, no rights): then
+/// each [`within`] enters on its own thread as before and reports its own error, naming the
+/// path.
+pub(crate) fn enter(netns: Option<&Netns>) -> Option<Entered> {
+    let ns = netns?;
+    let original = match File::open("/proc/thread-self/ns/net") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("the namespace is entered per call: cannot open /proc/thread-self/ns/net ({e})");
+            return None;
+        }
+    };
+    // SAFETY: setns on this thread only, with a descriptor `ns` keeps open.
+    if unsafe { libc::setns(ns.raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        tracing::debug!("the namespace is entered per call: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    INSIDE.set(Some(ns.id));
+    Some(Entered { original })
 }
 
 #[cfg(test)]
@@ -250,5 +314,19 @@ mod tests {
             Ok(i) => assert_eq!(i, inode("/proc/self/ns/net")),
             Err(e) => assert!(e.to_string().contains("/proc/self/ns/net"), "{e}"),
         }
+    }
+
+    #[test]
+    fn once_entered_within_runs_on_this_thread() {
+        let ns = Netns::open("/proc/self/ns/net").unwrap();
+        let here = std::thread::current().id();
+        assert_ne!(within(Some(&ns), || std::thread::current().id()).ok(), Some(here));
+        let Some(inside) = enter(Some(&ns)) else {
+            return; // no CAP_SYS_ADMIN: every call enters on its own thread, as above
+        };
+        assert_eq!(within(Some(&ns), || std::thread::current().id()).unwrap(), here);
+        drop(inside);
+        assert_ne!(within(Some(&ns), || std::thread::current().id()).ok(), Some(here));
+        assert!(enter(None).is_none());
     }
 }

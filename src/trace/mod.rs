@@ -4,7 +4,7 @@
 //! Order: per hook, the tables by priority — `out`: OUTPUT (raw, mangle, nat, filter), then
 //! POSTROUTING (mangle, nat); `in`: PREROUTING (raw, mangle, nat), then INPUT (mangle, filter,
 //! nat). The nat table is consulted only for the first packet of a new connection. Chains are
-//! walked in their resolved order ([`Table::resolved`], inserts applied), jumps and RETURN
+//! walked in their resolved order (`Table::resolved`, inserts applied), jumps and RETURN
 //! work as in the kernel, a built-in chain ends in its policy (ACCEPT unless a dump says
 //! otherwise).
 //!

@@ -107,12 +107,6 @@ fn applies(case: &Case) -> bool {
     )
 }
 
-/// Runs `meshcap <args> <extra>` in `dir`; a case of the apply command in a fresh, empty
-/// network namespace of its own (`unshare -rn`: a user namespace owning it, so no root is
-/// needed) whose only address is 198.51.100.2/32 on `lo` (IPv6 detection says IPv4 only, as
-/// for a plain pod) and whose state its dry run reads: the log says "clean state" on every
-/// machine.
-
 /// The name database of every case (`MESHCAP_RENDER_PASSWD`, `MESHCAP_RENDER_GROUP`, which
 /// `render` reads): the users and groups the cases name, as a pod image would list them (the
 /// same as scripts/image.sh's), so a case does not depend on the test machine's accounts.
@@ -125,7 +119,11 @@ fn accounts() -> [(&'static str, String); 2] {
     ]
 }
 
-/// Runs `meshcap <args> <extra>` in `dir`, with [`accounts`] and the case's environment.
+/// Runs `meshcap <args> <extra>` in `dir`; a case of the apply command in a fresh, empty
+/// network namespace of its own (`unshare -rn`: a user namespace owning it, so no root is
+/// needed) whose only address is 198.51.100.2/32 on `lo` (IPv6 detection says IPv4 only, as
+/// for a plain pod) and whose state its dry run reads: the log says "clean state" on every
+/// machine. Every case gets [`accounts`] and its own environment.
 fn run_in(case: &Case, dir: &Path, extra: &[&str]) -> Result<Run, String> {
     const POD: &str = "ip link set lo up && ip addr add 198.51.100.2/32 dev lo && exec \"$@\"";
     let meshcap = if applies(case) {

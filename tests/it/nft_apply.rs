@@ -418,7 +418,15 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
         let log = trace.path().join(format!("apply-{i}"));
         nft_apply_cmd(&ns, args, &["--dual-stack"])
             .env("PATH", &path)
-            .launcher(["strace", "-f", "-qq", "-e", "trace=execve", "-o", log.to_str().unwrap()])
+            .launcher([
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve,clone,clone3",
+                "-o",
+                log.to_str().unwrap(),
+            ])
             .run()
             .success()
             .stderr_contains("nftables rules programmed:")
@@ -432,7 +440,7 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
                 "-f",
                 "-qq",
                 "-e",
-                "trace=execve",
+                "trace=execve,clone,clone3",
                 "-o",
                 clean.to_str().unwrap(),
             ])
@@ -445,6 +453,8 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
             let execs: Vec<&str> = text.lines().filter(|l| l.contains("execve(")).collect();
             assert_eq!(execs.len(), 1, "exactly meshcap's own execve:\n{text}");
             assert!(execs[0].contains("meshcap"), "{text}");
+            // The namespace is entered once, on meshcap's own thread: no thread, no process.
+            assert!(!text.contains("clone"), "no thread or process started:\n{text}");
         }
     }
 }
