@@ -297,6 +297,13 @@ pub(crate) fn validate(args: &[String], env: &Env) -> std::result::Result<(), St
     };
     let ipv6 = Config::ipv6_setting(&None, env).map_err(|e| e.to_string())?;
     let config = Config::from_flags(flags, env, &files, ipv6).map_err(|e| e.to_string())?;
+    // What the apply refuses before it reads any file: an owner-group list iptables-restore
+    // cannot load. (Unknown user and group names need the pod image's accounts: not audited.)
+    if !config.skip_rule_apply
+        && let Some(e) = crate::config::too_many_groups_for_iptables(&config)
+    {
+        return Err(e.to_string());
+    }
     // The rule limit as the pod would meet it; without ENABLE_INBOUND_IPV6 the pod's addresses
     // decide, so the audit assumes the larger, dual-stack plan.
     let ipv6 = !matches!(ipv6, crate::config::Ipv6Setting::Explicit(false));

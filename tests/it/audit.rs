@@ -116,3 +116,32 @@ fn all_ok_exits_0_and_bad_input_exits_2() {
     assert!(err.contains("no Pod, List or workload"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn more_owner_groups_than_iptables_loads_would_fail() {
+    let groups: Vec<String> = (0..50).map(|i| format!("g{i}")).collect();
+    let pod = |n: usize, extra: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p{n}", "namespace": "default"}},
+              "spec": {{"initContainers": [{{"name": "istio-init", "image": "x",
+                "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                         "-x", "", "-b", "*", "-d", "15090,15021,15020"{extra}],
+                "env": [{{"name": "ISTIO_OUTBOUND_OWNER_GROUPS", "value": "{}"}}]}}],
+                "containers": [{{"name": "app", "image": "y"}}]}}}}"#,
+            groups[..n].join(",")
+        )
+    };
+    let dir = crate::support::files::TempDir::new("audit-groups");
+    for (n, extra, code) in [(49, "", 0), (50, "", 1), (50, r#", "--native-nftables""#, 0)] {
+        let file = dir.path().join(format!("pod-{n}.json"));
+        std::fs::write(&file, pod(n, extra)).unwrap();
+        let (got, out, err) = audit(&[file.to_str().unwrap()], None);
+        assert_eq!(got, code, "{n} groups {extra}: {out}{err}");
+        if code == 1 {
+            assert!(
+                out.contains("ISTIO_OUTBOUND_OWNER_GROUPS") && out.contains("at most 49 groups load"),
+                "{out}"
+            );
+        }
+    }
+}
