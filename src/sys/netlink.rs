@@ -6,11 +6,17 @@
 //!
 //! Wire format: `nlmsghdr` (16 bytes), a fixed family header, then `rtattr`s (length, type,
 //! value, padded to 4 bytes); all in host byte order except nfnetlink's `res_id`.
+//!
+//! The socket is `netlink-sys`'s (the crate the nf_tables codec's socket uses too), so this
+//! module has no `unsafe`; the receive timeout goes through `nix`.
 
 use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use netlink_sys::Socket as NlSocket;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 
 use crate::values::Family;
 
@@ -52,7 +58,7 @@ const RTPROT_BOOT: u8 = 3;
 /// A policy rule's protocol when none was given (`ip rule add` without `protocol`).
 pub(crate) const RTPROT_UNSPEC: u8 = 0;
 
-const NETLINK_NETFILTER: i32 = 12;
+const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
@@ -71,7 +77,7 @@ pub(crate) fn af(family: Family) -> u8 {
 
 /// A netlink socket bound in the namespace it was created in.
 pub struct Socket {
-    fd: OwnedFd,
+    sock: NlSocket,
     seq: Cell<u32>,
 }
 
@@ -121,7 +127,7 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 impl Socket {
     /// Opens a `NETLINK_ROUTE` socket in the calling thread's namespace.
     pub(crate) fn route() -> io::Result<Socket> {
-        Socket::open(libc::NETLINK_ROUTE)
+        Socket::open(libc::NETLINK_ROUTE as isize)
     }
 
     /// Opens a `NETLINK_NETFILTER` socket in the calling thread's namespace.
@@ -129,36 +135,14 @@ impl Socket {
         Socket::open(NETLINK_NETFILTER)
     }
 
-    fn open(protocol: i32) -> io::Result<Socket> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: zeroed sockaddr_nl is valid; bind/setsockopt get correct sizes.
-        unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            if libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-        }
-        Ok(Socket { fd, seq: Cell::new(1) })
+    fn open(protocol: isize) -> io::Result<Socket> {
+        let mut sock = NlSocket::new(protocol)?;
+        sock.bind_auto()?;
+        setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(5, 0)).map_err(io::Error::from)?;
+        Ok(Socket {
+            sock,
+            seq: Cell::new(1),
+        })
     }
 
     /// Sends one request and collects the answer: the payloads (after `nlmsghdr`) of every data
@@ -174,11 +158,7 @@ impl Socket {
         msg.extend_from_slice(&seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(body);
-        // SAFETY: sending an initialised buffer of the given length.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr() as *const libc::c_void, msg.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.sock.send(&msg, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         // Not zeroed: the kernel writes what we read, and zeroing 64 KiB per request (with the
@@ -186,21 +166,9 @@ impl Socket {
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         // Bounded: a dump of this size never needs more; a runaway answer is an error.
         for _ in 0..100_000 {
-            // SAFETY: receiving into the buffer's own (uninitialised) capacity; only the `n`
-            // bytes the kernel wrote are then exposed through `set_len`.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.capacity(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: recv initialised the first `n` bytes (n <= capacity).
-            unsafe { buf.set_len(n as usize) };
+            // Into the buffer's spare capacity (not zeroed: the kernel writes what is read).
+            buf.clear();
+            self.sock.recv(&mut buf, 0)?;
             let mut rest = &buf[..];
             while rest.len() >= 16 {
                 let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
