@@ -71,31 +71,42 @@ pub(crate) struct Item<K> {
     pub(crate) at: usize,
 }
 
-/// The comparison key of a rule: its canonical form, with user and group names as the numeric
-/// ids `ids` resolves them to (the kernel keeps ids and iptables-save prints them; a name `ids`
-/// does not know stays a name, so it never matches an id) and a range `a:a` as the port `a`
-/// (iptables-save prints `1` for `1:1`). Both sides go through it.
+/// The comparison key of a rule: its canonical form in the kernel's spelling
+/// ([`kernel_spelling`]). Both sides go through it.
 pub(crate) fn key(rule: &Rule, ids: &Ids) -> Rule {
     let mut r = rule.canonical();
-    let port = |p: &PortSpec| match *p {
-        PortSpec::Range(lo, hi) if lo == hi => PortSpec::Single(lo),
-        other => other,
-    };
-    let owner = |o: &Owner, group: bool| match ids.id_of(o, group) {
-        Some(id) => Owner::Id(id),
-        None => o.clone(),
-    };
     for m in &mut r.matches {
-        match m {
-            Match::SourcePort { port: p, .. } | Match::DestinationPort { port: p, .. } => *p = port(p),
-            Match::DestinationPorts { ports, .. } => ports.iter_mut().for_each(|p| *p = port(p)),
-            Match::UidOwner { owner: o, .. } => *o = owner(o, false),
-            Match::GidOwner { owner: o, .. } => *o = owner(o, true),
-            _ => {}
-        }
+        kernel_spelling(m, ids);
     }
     r.matches.sort();
     r
+}
+
+/// A match as the kernel keeps it, for both backends' comparison keys: user and group names as
+/// the numeric ids `ids` resolves them to (the kernel keeps ids, and iptables-save and nft's
+/// dump give them back; a name `ids` does not know stays a name, so it never matches an id),
+/// and a range `a:a` as the port `a` (iptables-save prints `1` for `1:1`; nf_tables holds
+/// `80-80` as `>= 80, <= 80`, read back as `80`).
+pub(crate) fn kernel_spelling(m: &mut Match, ids: &Ids) {
+    let port = |p: &mut PortSpec| {
+        if let PortSpec::Range(lo, hi) = *p
+            && lo == hi
+        {
+            *p = PortSpec::Single(lo);
+        }
+    };
+    let owner = |o: &mut Owner, group: bool| {
+        if let Some(id) = ids.id_of(o, group) {
+            *o = Owner::Id(id);
+        }
+    };
+    match m {
+        Match::SourcePort { port: p, .. } | Match::DestinationPort { port: p, .. } => port(p),
+        Match::DestinationPorts { ports, .. } => ports.iter_mut().for_each(port),
+        Match::UidOwner { owner: o, .. } => owner(o, false),
+        Match::GidOwner { owner: o, .. } => owner(o, true),
+        _ => {}
+    }
 }
 
 fn live_item(e: &SavedEntry, at: usize, ids: &Ids) -> Item<Rule> {

@@ -20,71 +20,47 @@ use crate::nft::ir::{ChainState, NftRule, NftState, Object, StateRule};
 use crate::nft::model::nft_rule_model;
 use crate::nft::text as nft;
 use crate::sys::host::Ids;
-use crate::values::{Family, Owner, PortSpec};
+use crate::values::Family;
 
 /// A rule's canonical form and the family it is restricted to.
 pub(crate) type RuleKey = (Option<Family>, Rule);
 
-/// The canonical form two spellings of one rule share: the model rule (owner names resolved
-/// where `ids` can, matches sorted and deduplicated, prefixes without host bits, `ct state`
-/// sets sorted) and the family it is restricted to. `None` for a rule the model cannot say.
+/// The canonical form two spellings of one rule share: the model rule in the kernel's spelling
+/// (`drift::kernel_spelling`: owners as ids, `a-a` as `a`), matches sorted and deduplicated,
+/// prefixes without host bits, `ct state` and port sets sorted, and the family it is
+/// restricted to. `None` for a rule the model cannot say.
 pub fn key(rule: &NftRule, ids: &Ids) -> Option<RuleKey> {
     let m = nft_rule_model(rule).ok()?;
-    let resolve = |owner: &Owner, group: bool| match owner {
-        Owner::Name(_) => ids
-            .resolve(owner, group)
-            .map(Owner::Id)
-            .unwrap_or_else(|_| owner.clone()),
-        id => id.clone(),
-    };
     let matches = m
         .rule
         .matches
         .iter()
-        .map(|x| match x {
-            Match::UidOwner { negated, owner } => Match::UidOwner {
-                negated: *negated,
-                owner: resolve(owner, false),
-            },
-            Match::GidOwner { negated, owner } => Match::GidOwner {
-                negated: *negated,
-                owner: resolve(owner, true),
-            },
-            Match::ConntrackState(states) => {
-                let mut states = states.clone();
-                states.sort();
-                Match::ConntrackState(states)
-            }
-            Match::DestinationIn(cidrs) => Match::DestinationIn(crate::plan::compact::normalise_cidrs(cidrs.clone())),
-            // The kernel holds `80-80` as `>= 80, <= 80`, read back as port 80; a port set
-            // is merged (nft's auto-merge) and read back sorted. Found by fuzzing
-            // (`roundtrip_netlink`): `-q 80:80` made every re-run report drift.
-            Match::SourcePort { negated, port } => Match::SourcePort {
-                negated: *negated,
-                port: single_port(*port),
-            },
-            Match::DestinationPort { negated, port } => Match::DestinationPort {
-                negated: *negated,
-                port: single_port(*port),
-            },
-            Match::DestinationPorts { negated, ports } => Match::DestinationPorts {
-                negated: *negated,
-                ports: crate::plan::compact::normalise_ports(ports.clone()),
-            },
-            other => other.clone(),
+        .map(|x| {
+            let mut x = match x {
+                Match::ConntrackState(states) => {
+                    let mut states = states.clone();
+                    states.sort();
+                    Match::ConntrackState(states)
+                }
+                Match::DestinationIn(cidrs) => {
+                    Match::DestinationIn(crate::plan::compact::normalise_cidrs(cidrs.clone()))
+                }
+                // A port set is merged (nft's auto-merge) and read back sorted.
+                Match::DestinationPorts { negated, ports } => Match::DestinationPorts {
+                    negated: *negated,
+                    ports: crate::plan::compact::normalise_ports(ports.clone()),
+                },
+                other => other.clone(),
+            };
+            // Owners as ids, `80-80` as `80` (found by fuzzing, `roundtrip_netlink`: `-q
+            // 80:80` made every re-run report drift).
+            super::kernel_spelling(&mut x, ids);
+            x
         })
         .collect();
     let mut canonical = Rule::new(matches, m.rule.target).canonical();
     canonical.matches.dedup();
     Some((m.family, canonical))
-}
-
-/// `a-a` is the port `a`.
-fn single_port(port: PortSpec) -> PortSpec {
-    match port {
-        PortSpec::Range(lo, hi) if lo == hi => PortSpec::Single(lo),
-        other => other,
-    }
 }
 
 /// What is wrong with a chain as a whole.

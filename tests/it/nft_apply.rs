@@ -405,6 +405,15 @@ fn a_batch_the_kernel_refuses_changes_nothing_and_names_the_operation() {
     assert_eq!(ruleset(&ns), "", "cleaned up once the owner is gone");
 }
 
+/// `strace` recording every execve and thread of a run into `log`.
+fn strace(log: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = ["strace", "-f", "-qq", "-e", "trace=execve,clone,clone3", "-o"]
+        .map(Into::into)
+        .into();
+    argv.push(log.into());
+    argv
+}
+
 #[test]
 fn no_nft_binary_is_needed_to_apply_or_clean_up() {
     needs_netns!();
@@ -418,15 +427,7 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
         let log = trace.path().join(format!("apply-{i}"));
         nft_apply_cmd(&ns, args, &["--dual-stack"])
             .env("PATH", &path)
-            .launcher([
-                "strace",
-                "-f",
-                "-qq",
-                "-e",
-                "trace=execve,clone,clone3",
-                "-o",
-                log.to_str().unwrap(),
-            ])
+            .launcher(strace(&log))
             .run()
             .success()
             .stderr_contains("nftables rules programmed:")
@@ -435,15 +436,7 @@ fn no_nft_binary_is_needed_to_apply_or_clean_up() {
         let clean = trace.path().join(format!("cleanup-{i}"));
         nft_apply_cmd(&ns, args, &["--cleanup-only"])
             .env("PATH", &path)
-            .launcher([
-                "strace",
-                "-f",
-                "-qq",
-                "-e",
-                "trace=execve,clone,clone3",
-                "-o",
-                clean.to_str().unwrap(),
-            ])
+            .launcher(strace(&clean))
             .run()
             .success()
             .stderr_contains("0 processes spawned");
